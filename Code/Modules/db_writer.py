@@ -1,0 +1,157 @@
+"""The single writer: one thread, one SQLite connection, group commit.
+
+Modelled on Datasette's write queue. Every database operation of the
+database process is a *job* `fn(connection, *args)` submitted from the
+asyncio loop. The writer thread takes the first waiting job, then every
+other job already waiting (up to `max_batch`), runs them in one
+transaction, each inside its own SAVEPOINT so a job that raises is rolled
+back alone, and COMMITs once (one fsync per file touched with
+synchronous=FULL). Only after the commit are the results handed back, in
+submission order, in ONE callback on the loop thread: each job's `after`
+hook runs first (the database process pushes new messages from there, so
+pushes follow commit order exactly), then its future is resolved.
+
+A job's exception becomes its future's exception and never stops the
+writer. If COMMIT itself fails (disk full, read-only directory), the batch
+is rolled back and every job in it fails with `CommitFailed`: nothing that
+was not durable is ever acknowledged.
+"""
+
+import logging
+import queue
+import sqlite3
+import threading
+
+log = logging.getLogger("parley.writer")
+_STOP = object()
+
+
+class CommitFailed(Exception):
+    """The transaction holding this job could not be made durable."""
+
+
+class _Job:
+    __slots__ = ("fn", "args", "future", "after", "result", "error")
+
+    def __init__(self, fn, args, future, after):
+        self.fn, self.args, self.future, self.after = fn, args, future, after
+        self.result = self.error = None
+
+
+class SingleWriter:
+    """Owns the connection made by `connect()`; closes it with `close(conn)`."""
+
+    def __init__(self, loop, connect, close, max_batch=1000):
+        self.loop = loop
+        self._connect, self._close = connect, close
+        self.max_batch = max_batch
+        self._queue = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._open_error = None
+        self._thread = threading.Thread(target=self._run, name="parley-writer", daemon=True)
+        self.batches = self.jobs = 0
+
+    def start(self):
+        """Open the databases on the writer thread; re-raise their error here."""
+        self._thread.start()
+        self._ready.wait()
+        if self._open_error is not None:
+            raise self._open_error
+
+    def submit(self, fn, *args, after=None):
+        """Queue `fn(conn, *args)`; returns an asyncio future of its result."""
+        future = self.loop.create_future()
+        self._queue.put(_Job(fn, args, future, after))
+        return future
+
+    def stop(self):
+        """Finish every queued job, close the connection, join the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- the writer thread ----------------------------------------------------
+    def _run(self):
+        try:
+            conn = self._connect()
+        except BaseException as error:  # reported to start()
+            self._open_error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._serve(conn)
+        finally:
+            self._close(conn)
+
+    def _serve(self, conn):
+        while True:
+            batch, stopping = self._take_batch()
+            if batch:
+                self._run_batch(conn, batch)
+                self.loop.call_soon_threadsafe(self._complete, batch)
+            if stopping:
+                return
+
+    def _take_batch(self):
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                self._queue.put(_STOP)  # finish this batch, then stop
+                break
+            batch.append(job)
+        return batch, False
+
+    def _run_batch(self, conn, batch):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                self._run_job(conn, job)
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._fail_batch(conn, batch, error)
+        self.batches += 1
+        self.jobs += len(batch)
+
+    @staticmethod
+    def _run_job(conn, job):
+        conn.execute("SAVEPOINT job")
+        try:
+            job.result = job.fn(conn, *job.args)
+        except Exception as error:  # goes back to the caller
+            job.error = error
+            conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+
+    @staticmethod
+    def _fail_batch(conn, batch, error):
+        log.error("transaction of %d jobs not committed: %s", len(batch), error)
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        failure = CommitFailed(f"the database could not store this change ({error})")
+        for job in batch:
+            job.result, job.error = None, failure
+
+    # -- back on the loop thread ---------------------------------------------
+    @staticmethod
+    def _complete(batch):
+        for job in batch:
+            if job.error is None and job.after is not None:
+                try:
+                    job.after(job.result)
+                except Exception:  # a hook bug must not lose the reply
+                    log.exception("after-commit hook failed")
+            if job.future.cancelled():
+                continue
+            if job.error is None:
+                job.future.set_result(job.result)
+            else:
+                job.future.set_exception(job.error)

@@ -1,0 +1,105 @@
+"""The server's command-line options, each also settable as PARLEY_<NAME>.
+
+`parse_server_options(argv, environ)` returns an argparse Namespace. A
+command-line flag beats the environment, which beats the default. A bad
+value (a port that is not a number, an unknown log level, a negative
+client limit) stops the program with a one-line message naming the option
+and where it came from, before anything is started.
+"""
+
+import argparse
+import logging
+import os
+
+DEFAULT_PORT = 7117
+DEFAULT_DATA_DIR = "./parley-data"
+
+
+def _port(text):
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("a port is between 0 and 65535")
+    return value
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _seconds(text):
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise ValueError("must be between 0 and 3600 seconds")
+    return value
+
+
+def _log_level(text):
+    if not isinstance(logging.getLevelName(text.upper()), int):
+        raise ValueError("use DEBUG, INFO, WARNING or ERROR")
+    return text.upper()
+
+
+def _flag(text):
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("use 1/0, true/false, yes/no")
+
+
+# (name, type, default, help); --name on the command line, PARLEY_NAME in the environment.
+SERVER_OPTIONS = [
+    ("host", str, "127.0.0.1", "address to listen on"),
+    ("port", _port, DEFAULT_PORT, "TCP port (0 picks a free port)"),
+    ("data_dir", str, DEFAULT_DATA_DIR, "directory for the databases and the server key"),
+    ("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    ("max_clients", _positive, 1000, "most connections served at once"),
+    ("login_timeout", _seconds, 60.0, "seconds a connection has to log in"),
+]
+
+
+def _typed(kind, name):
+    def convert(text):
+        try:
+            return kind(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"bad value {text!r} for --{name}: {error}")
+    return convert
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="server_daemon.py", description="Parley messaging server. Every option can "
+        "also be set in the environment as PARLEY_<NAME>, e.g. PARLEY_PORT=7117.")
+    for name, kind, default, text in SERVER_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=name, type=_typed(kind, flag[2:]), default=default,
+                            help=f"{text} (default {default}; env PARLEY_{name.upper()})")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="debug logging (env PARLEY_DEBUG=1); never logs secrets")
+    parser.add_argument("--fingerprint", action="store_true",
+                        help="print the server key's fingerprint and exit")
+    return parser
+
+
+def parse_server_options(argv, environ=os.environ):
+    parser = build_parser()
+    defaults = {}
+    for name, kind, _default, _text in SERVER_OPTIONS:
+        env_name = f"PARLEY_{name.upper()}"
+        if env_name in environ:
+            try:
+                defaults[name] = kind(environ[env_name])
+            except ValueError as error:
+                parser.error(f"bad value {environ[env_name]!r} in {env_name}: {error}")
+    if "PARLEY_DEBUG" in environ:
+        try:
+            defaults["debug"] = _flag(environ["PARLEY_DEBUG"])
+        except ValueError as error:
+            parser.error(f"bad value in PARLEY_DEBUG: {error}")
+    parser.set_defaults(**defaults)
+    return parser.parse_args(argv)

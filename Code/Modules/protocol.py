@@ -1,0 +1,266 @@
+"""Parley's client-server connection, sans-IO: one state table, both roles.
+
+A `Connection` sits on a `SecureChannel` (Noise NX + framing) and turns the
+channel's decrypted payloads into `Packet`s (operation + data) with the
+serializer chosen in the Version exchange, checking every move against the
+one transition table `TRANSITIONS` and every packet against `SCHEMAS`.
+
+    client                           server
+    HANDSHAKE  -- Noise NX -->       HANDSHAKE
+    VERSION    -- Version offer -->  VERSION      (always JSON)
+    OFFERED    <-- Version choice -- OFFERED      (always JSON)
+    LOGIN      <-- Login / Login --> LOGIN        (chosen serializer from here)
+    SESSION    <-- Welcome --        SESSION
+    SESSION    <-- Login (prompt) -- LOGIN        (after the account is deleted)
+
+A move not in the table raises `LocalProtocolError` (we tried it) or
+`RemoteProtocolError` (the peer did), naming role, state and operation, and
+the connection stays in ERROR. A packet whose operation is legal but whose
+fields are wrong is not fatal: `next_event()` returns `BadPacket` so the
+caller can answer with an Error and go on. No sockets here.
+"""
+
+from typing import NamedTuple
+
+from Modules import channel as channel_mod
+from Modules.errors import LocalProtocolError, RemoteProtocolError, illegal_move
+from Modules.framing import CLOSED, NEED_DATA
+from Modules.serializers import JSON, Packet, get_serializer
+
+PROTOCOL_VERSION = 1
+SERIALIZER_PREFERENCE = ("binary", "json")
+PRE_LOGIN_MAX_PAYLOAD = 16 * 1024
+SESSION_MAX_PAYLOAD = 256 * 1024
+
+HANDSHAKE, VERSION, OFFERED, LOGIN, SESSION, CLOSED_STATE, ERROR = (
+    "HANDSHAKE", "VERSION", "OFFERED", "LOGIN", "SESSION", "CLOSED", "ERROR")
+
+_SESSION_REQUESTS = ("Send", "Inbox", "Read", "Delete", "DeleteAccount", "Ack", "Logout")
+_SERVER_ANY_TIME = ("System", "Error")
+
+# (sender, state, op) -> next state.  Every legal move is here.
+TRANSITIONS = {
+    ("client", VERSION, "Version"): OFFERED,
+    ("server", OFFERED, "Version"): LOGIN,
+    ("client", LOGIN, "Login"): LOGIN,
+    ("server", LOGIN, "Login"): LOGIN,
+    ("server", LOGIN, "Welcome"): SESSION,
+    ("server", SESSION, "Message"): SESSION,
+    ("server", SESSION, "Result"): SESSION,
+    ("server", SESSION, "Login"): LOGIN,
+    **{("client", SESSION, op): SESSION for op in _SESSION_REQUESTS},
+    **{("server", state, op): state
+       for state in (VERSION, OFFERED, LOGIN, SESSION) for op in _SERVER_ANY_TIME},
+}
+
+_STR, _INT, _BOOL, _LIST, _DICT, _NUM = str, int, bool, list, dict, (int, float)
+_OPT = False
+_REQ = True
+
+# (sender, op) -> {field: (type, required)}.  Unknown fields are ignored.
+SCHEMAS = {
+    ("client", "Version"): {"versions": (_LIST, _REQ), "serializers": (_LIST, _REQ),
+                            "software": (_STR, _OPT)},
+    ("server", "Version"): {"version": (_INT, _REQ), "serializer": (_STR, _REQ),
+                            "software": (_STR, _OPT)},
+    ("client", "Login"): {"username": (_STR, _OPT), "password": (_STR, _OPT),
+                          "new_password": (_STR, _OPT), "cancel": (_BOOL, _OPT)},
+    ("server", "Login"): {"prompt": (_STR, _REQ), "message": (_STR, _REQ),
+                          "attempts_left": (_INT, _OPT), "username": (_STR, _OPT)},
+    ("server", "Welcome"): {"user": (_STR, _REQ), "created": (_BOOL, _REQ)},
+    ("client", "Send"): {"rid": (_INT, _REQ), "to": (_STR, _REQ), "subject": (_STR, _REQ),
+                         "body": (_STR, _REQ), "client_id": (_STR, _REQ)},
+    ("client", "Inbox"): {"rid": (_INT, _REQ), "before": (_INT, _OPT), "limit": (_INT, _OPT)},
+    ("client", "Read"): {"rid": (_INT, _REQ), "id": (_INT, _REQ)},
+    ("client", "Delete"): {"rid": (_INT, _REQ), "ids": (_LIST, _REQ)},
+    ("client", "DeleteAccount"): {"rid": (_INT, _REQ), "confirm": (_BOOL, _REQ)},
+    ("client", "Ack"): {"ids": (_LIST, _REQ)},
+    ("client", "Logout"): {"rid": (_INT, _OPT)},
+    ("server", "Result"): {"rid": (_INT, _REQ)},
+    ("server", "Message"): {"id": (_INT, _REQ), "from": (_STR, _REQ), "to": (_STR, _REQ),
+                            "subject": (_STR, _REQ), "body": (_STR, _REQ),
+                            "sent_at": (_NUM, _REQ), "kind": (_STR, _REQ),
+                            "note": (_STR, _OPT), "original_to": (_STR, _OPT),
+                            "read": (_BOOL, _OPT)},
+    ("server", "System"): {"event": (_STR, _REQ), "message": (_STR, _REQ)},
+    ("server", "Error"): {"code": (_STR, _REQ), "reason": (_STR, _REQ),
+                          "rid": (_INT, _OPT), "fatal": (_BOOL, _OPT)},
+}
+
+
+class BadPacket(NamedTuple):
+    """A legal operation with wrong fields; answer with an Error and go on."""
+
+    op: str
+    rid: object
+    reason: str
+
+
+def schema_problem(sender, packet):
+    """A sentence naming the first wrong field of `packet`, or None."""
+    for field, (kind, required) in SCHEMAS.get((sender, packet.op), {}).items():
+        if field not in packet.data:
+            if required:
+                return f"{packet.op}: the field '{field}' is missing"
+            continue
+        value = packet.data[field]
+        if not isinstance(value, kind) or (kind is _INT and isinstance(value, bool)):
+            return f"{packet.op}: the field '{field}' has the wrong type"
+    return None
+
+
+def _other(role):
+    return "server" if role == "client" else "client"
+
+
+class Connection:
+    """One end of a Parley connection: bytes in, events out, packets in, bytes out."""
+
+    def __init__(self, role, chan, state=HANDSHAKE, serializer=JSON):
+        if role not in ("client", "server"):
+            raise LocalProtocolError(f"unknown role {role!r}")
+        self.role = role
+        self.peer_role = _other(role)
+        self.channel = chan
+        self.state = state
+        self.serializer = serializer
+        self._error = None
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def client(cls, **channel_options):
+        chan = channel_mod.SecureChannel("initiator", max_payload=SESSION_MAX_PAYLOAD,
+                                         **channel_options)
+        return cls("client", chan)
+
+    @classmethod
+    def server(cls, static_keypair, **channel_options):
+        chan = channel_mod.SecureChannel("responder", static_keypair=static_keypair,
+                                         max_payload=PRE_LOGIN_MAX_PAYLOAD, **channel_options)
+        return cls("server", chan)
+
+    def export_state(self):
+        """Everything needed to carry the live connection into another process."""
+        self._check_error()
+        return {"role": self.role, "state": self.state, "serializer": self.serializer.name,
+                "channel": self.channel.export_state()}
+
+    @classmethod
+    def from_state(cls, state):
+        chan = channel_mod.SecureChannel.from_state(state["channel"])
+        return cls(state["role"], chan, state["state"], get_serializer(state["serializer"]))
+
+    # -- the handshake ------------------------------------------------------
+    def start(self):
+        """Client: the first handshake message."""
+        self._check_error()
+        return self.channel.initiate()
+
+    def accept(self):
+        """Server, after ClientHello: the second handshake message."""
+        self._check_error()
+        data = self.channel.accept()
+        self.state = VERSION
+        return data
+
+    def notice(self, text):
+        """Server, before accept(): a plaintext notice such as 'server full'."""
+        return self.channel.notice(text)
+
+    # -- receiving ----------------------------------------------------------
+    def receive_data(self, data):
+        self._check_error()
+        self.channel.receive_data(data)
+
+    def next_event(self):
+        """A Packet, BadPacket, a channel event, NEED_DATA or CLOSED."""
+        self._check_error()
+        try:
+            return self._next_event()
+        except (LocalProtocolError, RemoteProtocolError) as error:
+            self._error = error
+            self.state = ERROR
+            raise
+
+    def _next_event(self):
+        event = self.channel.next_event()
+        if event is CLOSED:
+            self.state = CLOSED_STATE
+            return CLOSED
+        if event is NEED_DATA or not isinstance(event, channel_mod.Data):
+            if isinstance(event, channel_mod.HandshakeDone):
+                self.state = VERSION
+            return event
+        return self._received_packet(event.payload)
+
+    def _received_packet(self, payload):
+        packet = self._serializer_for_receiving().loads(payload)
+        self._move(self.peer_role, packet.op, RemoteProtocolError)
+        if packet.op == "Version" and self.role == "client":
+            self._adopt_serializer(packet.data.get("serializer"))
+        problem = schema_problem(self.peer_role, packet)
+        if problem:
+            return BadPacket(packet.op, packet.data.get("rid"), problem)
+        return packet
+
+    # -- sending ------------------------------------------------------------
+    def send(self, packet):
+        """The bytes that carry `packet` to the peer."""
+        self._check_error()
+        serializer = self._serializer_for_sending(packet)
+        self._move(self.role, packet.op, LocalProtocolError)
+        payload = serializer.dumps(packet)
+        if packet.op == "Version" and self.role == "server":
+            self.serializer = get_serializer(packet.data["serializer"])
+        return self.channel.send(payload)
+
+    def _serializer_for_sending(self, packet):
+        return JSON if self.state in (VERSION, OFFERED) else self.serializer
+
+    def _serializer_for_receiving(self):
+        return JSON if self.state in (VERSION, OFFERED) else self.serializer
+
+    def _adopt_serializer(self, name):
+        if name not in SERIALIZER_PREFERENCE:
+            raise RemoteProtocolError(f"server chose unknown serializer {name!r}",
+                                      code="unsupported_serializer")
+        self.serializer = get_serializer(name)
+
+    def _move(self, sender, op, error_class):
+        key = (sender, self.state, op)
+        if key not in TRANSITIONS:
+            raise illegal_move(error_class, sender, self.state, op)
+        if self.state == LOGIN and TRANSITIONS[key] == SESSION and self.role == "server":
+            self.channel.max_payload = SESSION_MAX_PAYLOAD
+        self.state = TRANSITIONS[key]
+
+    def _check_error(self):
+        if self._error is not None:
+            raise self._error
+
+
+def choose_version(offer):
+    """Server side of the Version exchange: the reply packet, or an Error packet."""
+    versions = offer.data.get("versions") or []
+    offered = [s for s in offer.data.get("serializers") or [] if isinstance(s, str)]
+    if PROTOCOL_VERSION not in versions:
+        return Packet("Error", {"code": "unsupported_version", "fatal": True,
+                                "reason": f"this server speaks protocol version "
+                                          f"{PROTOCOL_VERSION} only"})
+    for name in SERIALIZER_PREFERENCE:
+        if name in offered:
+            return Packet("Version", {"version": PROTOCOL_VERSION, "serializer": name,
+                                      "software": "parley-server/1.0"})
+    return Packet("Error", {"code": "unsupported_serializer", "fatal": True,
+                            "reason": "no common serializer (this server has "
+                                      "binary and json)"})
+
+
+def version_offer(serializers=SERIALIZER_PREFERENCE):
+    """Client side: the Version offer packet."""
+    return Packet("Version", {"versions": [PROTOCOL_VERSION], "serializers": list(serializers),
+                              "software": "parley-client/1.0"})
+
+
+__all__ = ["Connection", "BadPacket", "Packet", "TRANSITIONS", "SCHEMAS", "NEED_DATA",
+           "CLOSED", "choose_version", "version_offer", "schema_problem"]

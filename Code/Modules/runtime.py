@@ -1,0 +1,58 @@
+"""What every Parley server process does first: name itself, set up logging.
+
+`start_process(title, options)` sets the process title seen by `ps` and
+`top` (`parley: database`, `parley: user alice`, ...) with setproctitle and
+configures colour logging to standard error with colorlog. Log records
+never carry passwords, hashes, keys or message bodies: callers log names,
+ids, sizes and error codes only.
+"""
+
+import logging
+import signal
+import sys
+
+import colorlog
+import setproctitle
+
+LOG_FORMAT = "%(log_color)s%(asctime)s %(levelname)-7s%(reset)s [%(processName)s] %(message)s"
+PLAIN_FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s] %(message)s"
+
+
+def log_level_from(options):
+    """The numeric level from a dict with 'log_level' and 'debug'."""
+    if options.get("debug"):
+        return logging.DEBUG
+    name = str(options.get("log_level") or "INFO").upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise ValueError(f"unknown log level {options.get('log_level')!r} "
+                         "(use DEBUG, INFO, WARNING, ERROR)")
+    return level
+
+
+def setup_logging(level):
+    """Colour logs on a terminal, plain ones otherwise, to standard error."""
+    handler = logging.StreamHandler(sys.stderr)
+    if sys.stderr.isatty():
+        handler.setFormatter(colorlog.ColoredFormatter(LOG_FORMAT))
+    else:
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def start_process(title, options):
+    """Name the process `parley: <title>` and configure its logging."""
+    import multiprocessing
+
+    full_title = f"parley: {title}"
+    setproctitle.setproctitle(full_title)
+    multiprocessing.current_process().name = full_title
+    setup_logging(log_level_from(options))
+
+
+def restore_default_signals():
+    """Children start with the default SIGINT/SIGTERM; the daemon handles Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -1,0 +1,22 @@
+"""Parley server: `python Code/server_daemon.py [--port 7117] [--data-dir DIR] ...`.
+
+Starts the daemon, which starts the database process and serves clients
+until SIGINT/SIGTERM. `--help` lists every option; each can also be set as
+an environment variable PARLEY_<NAME>. See README.md and docs/DESIGN.md.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv=None):
+    from Modules.daemon import run
+    from Modules.options import parse_server_options
+
+    return run(parse_server_options(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
