@@ -1,0 +1,441 @@
+"""Parley's storage: accounts, password hashes and messages in SQLite.
+
+Talks to: one `sqlite3.Connection` from `open_databases()` (defined in
+`Modules.storage_schema`, re-exported here), whose main schema is
+`users.db`, with `passwords.db` attached as `pw` and `messages.db` as
+`msg`. Only the database process imports this, and runs it on its single
+writer thread.
+
+Every function here runs inside the caller's transaction: the caller says
+BEGIN, runs several functions (each in its own SAVEPOINT) and COMMITs.
+Nothing here begins, commits or rolls back, or reads the clock: times come
+in as `now` (REAL seconds since the epoch). Usernames arrive validated and
+lower-cased. Results are plain dicts, lists, ints and bools.
+
+Counts are a cache: `users.undelivered` mirrors the messages with no
+`delivered_at`. SQLite in WAL mode does not commit attached files
+atomically, so after a crash one file may hold a transaction's changes and
+another not. Start-up recovery therefore (1) finishes the deletion of every
+account in `accounts_being_deleted()` by re-running the steps below, each
+of which is idempotent, and (2) runs `reconcile_counts()`.
+
+Account deletion, one committed transaction per step, in this order:
+`mark_deleting`, `bounce_and_clear_inbox`, `remove_password`,
+`remove_account`.
+
+How it fails: `StorageError` (and its subclasses `AccountExists`,
+`NoSuchAccount`) for requests that make no sense for the stored state;
+sqlite3 errors propagate unchanged for the caller's savepoint to undo.
+No message, log line or exception ever contains a password hash or a
+message body.
+"""
+
+import json
+import sqlite3
+
+from Modules.storage_schema import (  # noqa: F401  (re-exported API)
+    APPLICATION_ID, MIGRATIONS, SCHEMAS, StorageError, close_databases,
+    open_databases, schema_version,
+)
+
+SYSTEM_SENDER = "parley"
+UNKNOWN_RECIPIENT_NOTE = "No user named '{name}' exists on this server."
+DELETED_ACCOUNT_NOTE = "The account '{name}' was deleted before this message was read."
+_NO_UPPER_BOUND = 2**63 - 1
+
+_MESSAGE_COLUMNS = ("id, sender, recipient, sent_at, subject, body, kind, note, "
+                    "original_to, delivered_at, read_at")
+_STATISTICS = ("messages_sent", "messages_received", "logins", "failed_logins",
+               "last_login", "last_failed_login")
+
+
+class AccountExists(StorageError):
+    """The username is taken (possibly by an account being deleted)."""
+
+
+class NoSuchAccount(StorageError):
+    """The operation needs an active account of that name and there is none."""
+
+
+# -- small helpers -----------------------------------------------------------
+
+def _rows(db, sql, params=()):
+    cursor = db.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(sql, params).fetchall()
+
+
+def _row(db, sql, params=()):
+    rows = _rows(db, sql, params)
+    return rows[0] if rows else None
+
+
+def _id_list(ids):
+    """Distinct ids in the order given, as ints."""
+    return list(dict.fromkeys(int(message_id) for message_id in ids))
+
+
+def _json_ids(ids):
+    """Ids as a JSON array, for `id IN (SELECT value FROM json_each(?))`."""
+    return json.dumps(ids)
+
+
+def _message(row):
+    """The message dict of a messages row (pushes and reads)."""
+    message = {"id": row["id"], "from": row["sender"], "to": row["recipient"],
+               "subject": row["subject"], "body": row["body"],
+               "sent_at": row["sent_at"], "kind": row["kind"],
+               "read": row["read_at"] is not None}
+    if row["kind"] == "bounce":
+        message["note"] = row["note"]
+        message["original_to"] = row["original_to"]
+    return message
+
+
+def _inbox_entry(row):
+    entry = {"id": row["id"], "from": row["sender"], "subject": row["subject"],
+             "sent_at": row["sent_at"], "kind": row["kind"],
+             "unread": row["read_at"] is None}
+    if row["kind"] == "bounce":
+        entry["note"] = row["note"]
+    return entry
+
+
+def _add_undelivered(db, username, delta):
+    if delta:
+        db.execute("UPDATE users SET undelivered = MAX(0, undelivered + ?) "
+                   "WHERE username = ?", (delta, username))
+
+
+def _state(db, username):
+    row = _row(db, "SELECT state FROM users WHERE username = ?", (username,))
+    return None if row is None else row["state"]
+
+
+def _require_active(db, username):
+    if _state(db, username) != "active":
+        raise NoSuchAccount(f"there is no active account named '{username}'")
+
+
+# -- accounts and passwords --------------------------------------------------
+
+def account(db, username):
+    """The account (active or being deleted) as a dict, or None."""
+    row = _row(db, "SELECT * FROM users WHERE username = ?", (username,))
+    if row is None:
+        return None
+    return {"id": row["id"], "username": row["username"], "state": row["state"],
+            "created_at": row["created_at"], "undelivered": row["undelivered"],
+            "statistics": {name: row[name] for name in _STATISTICS}}
+
+
+def user_exists(db, username):
+    """Whether an active account of that name exists."""
+    return _state(db, username) == "active"
+
+
+def password_hash(db, username):
+    """The stored hash string of an active account, or None."""
+    row = _row(db, "SELECT p.hash FROM pw.passwords AS p JOIN users AS u "
+                   "ON u.username = p.username "
+                   "WHERE p.username = ? AND u.state = 'active'", (username,))
+    return None if row is None else row["hash"]
+
+
+def set_password_hash(db, username, new_hash, now):
+    """Store a new hash for an active account (NoSuchAccount otherwise)."""
+    _require_active(db, username)
+    _upsert_password(db, username, new_hash, now)
+
+
+def _upsert_password(db, username, hash_string, now):
+    db.execute("INSERT INTO pw.passwords (username, hash, updated_at) "
+               "VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+               "hash = excluded.hash, updated_at = excluded.updated_at",
+               (username, hash_string, now))
+
+
+def create_account(db, username, password_hash, now):
+    """A new active account with its password hash; returns its id.
+
+    AccountExists if the name is taken, even by an account being deleted.
+    A stale password row left without an account is overwritten.
+    """
+    if username == SYSTEM_SENDER:
+        raise AccountExists(f"the name '{username}' is reserved")
+    if _state(db, username) is not None:
+        raise AccountExists(f"an account named '{username}' already exists")
+    cursor = db.execute("INSERT INTO users (username, created_at) VALUES (?, ?)",
+                        (username, now))
+    _upsert_password(db, username, password_hash, now)
+    return cursor.lastrowid
+
+
+def record_login(db, username, now, success):
+    """Count a login attempt; False if there is no such account."""
+    if success:
+        sql = "UPDATE users SET logins = logins + 1, last_login = ? WHERE username = ?"
+    else:
+        sql = ("UPDATE users SET failed_logins = failed_logins + 1, "
+               "last_failed_login = ? WHERE username = ?")
+    return db.execute(sql, (now, username)).rowcount > 0
+
+
+# -- sending -----------------------------------------------------------------
+
+def store_message(db, sender, recipient, subject, body, client_id, now):
+    """Store one message, or a bounce to the sender if nobody can receive it.
+
+    Idempotent on (sender, client_id): a repeat stores nothing and returns
+    the first result with "duplicate": True and no deliveries. A client_id
+    of None turns the de-duplication off. NoSuchAccount if the sender is
+    not an active account.
+    """
+    _require_active(db, sender)
+    previous = _previous_send(db, sender, client_id)
+    if previous is not None:
+        return previous
+    if user_exists(db, recipient):
+        result = _deliver(db, sender, recipient, subject, body, now)
+    else:
+        result = _bounce_unknown(db, sender, recipient, subject, body, now)
+    if client_id is not None:
+        db.execute("INSERT INTO msg.sent_ids (sender, client_id, message_id, "
+                   "recipient, bounced, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                   (sender, client_id, result["id"], recipient,
+                    int(result["bounced"]), now))
+    return result
+
+
+def _previous_send(db, sender, client_id):
+    if client_id is None:
+        return None
+    row = _row(db, "SELECT message_id, recipient, bounced FROM msg.sent_ids "
+                   "WHERE sender = ? AND client_id = ?", (sender, client_id))
+    if row is None:
+        return None
+    result = {"id": row["message_id"], "duplicate": True,
+              "bounced": bool(row["bounced"]), "deliveries": []}
+    if result["bounced"]:
+        result["note"] = UNKNOWN_RECIPIENT_NOTE.format(name=row["recipient"])
+    return result
+
+
+def _insert_message(db, sender, recipient, subject, body, now, kind="message",
+                    note=None, original_to=None):
+    """Insert a row; returns its message dict."""
+    values = {"sender": sender, "recipient": recipient, "sent_at": now,
+              "subject": subject, "body": body, "kind": kind, "note": note,
+              "original_to": original_to}
+    cursor = db.execute(
+        "INSERT INTO msg.messages (sender, recipient, sent_at, subject, body, "
+        "kind, note, original_to) VALUES (:sender, :recipient, :sent_at, "
+        ":subject, :body, :kind, :note, :original_to)", values)
+    return _message({**values, "id": cursor.lastrowid, "read_at": None})
+
+
+def _deliver(db, sender, recipient, subject, body, now):
+    message = _insert_message(db, sender, recipient, subject, body, now)
+    db.execute("UPDATE users SET undelivered = undelivered + 1, "
+               "messages_received = messages_received + 1 WHERE username = ?",
+               (recipient,))
+    db.execute("UPDATE users SET messages_sent = messages_sent + 1 "
+               "WHERE username = ?", (sender,))
+    return {"id": message["id"], "duplicate": False, "bounced": False,
+            "deliveries": [(recipient, message)]}
+
+
+def _bounce_unknown(db, sender, recipient, subject, body, now):
+    note = UNKNOWN_RECIPIENT_NOTE.format(name=recipient)
+    bounce = _insert_bounce(db, sender, subject, body, now, note, recipient)
+    return {"id": bounce["id"], "duplicate": False, "bounced": True,
+            "note": note, "deliveries": [(sender, bounce)]}
+
+
+def _insert_bounce(db, to, subject, body, now, note, original_to):
+    bounce = _insert_message(db, SYSTEM_SENDER, to, subject, body, now,
+                             kind="bounce", note=note, original_to=original_to)
+    _add_undelivered(db, to, 1)
+    return bounce
+
+
+# -- receiving and reading ---------------------------------------------------
+
+def undelivered(db, username, after_id=0, limit=None):
+    """Messages to `username` not yet delivered, oldest (lowest id) first."""
+    rows = _rows(db, f"SELECT {_MESSAGE_COLUMNS} FROM msg.messages "
+                     "WHERE recipient = ? AND delivered_at IS NULL AND id > ? "
+                     "ORDER BY id LIMIT ?",
+                 (username, after_id, -1 if limit is None else limit))
+    return [_message(row) for row in rows]
+
+
+def mark_delivered(db, username, ids, now):
+    """Mark those of `ids` that are `username`'s and undelivered; count them."""
+    changed = db.execute(
+        "UPDATE msg.messages SET delivered_at = ? WHERE recipient = ? "
+        "AND delivered_at IS NULL AND id IN (SELECT value FROM json_each(?))",
+        (now, username, _json_ids(_id_list(ids)))).rowcount
+    _add_undelivered(db, username, -changed)
+    return changed
+
+
+def inbox(db, username, before_id=None, limit=50):
+    """A page of `username`'s messages, newest first, and whether more exist."""
+    upper = _NO_UPPER_BOUND if before_id is None else before_id
+    rows = _rows(db, "SELECT id, sender, subject, sent_at, kind, note, read_at "
+                     "FROM msg.messages WHERE recipient = ? AND id < ? "
+                     "ORDER BY id DESC LIMIT ?", (username, upper, limit + 1))
+    return [_inbox_entry(row) for row in rows[:limit]], len(rows) > limit
+
+
+def read_message(db, username, message_id, now):
+    """One of `username`'s messages, now marked read (and delivered); or None."""
+    row = _row(db, f"SELECT {_MESSAGE_COLUMNS} FROM msg.messages "
+                   "WHERE id = ? AND recipient = ?", (message_id, username))
+    if row is None:
+        return None
+    if row["delivered_at"] is None:
+        db.execute("UPDATE msg.messages SET delivered_at = ? WHERE id = ?",
+                   (now, message_id))
+        _add_undelivered(db, username, -1)
+    if row["read_at"] is None:
+        db.execute("UPDATE msg.messages SET read_at = ? WHERE id = ?",
+                   (now, message_id))
+    return {**_message(row), "read": True}
+
+
+def delete_messages(db, username, ids):
+    """Delete those of `ids` that are `username`'s: (deleted_ids, missing_ids)."""
+    wanted = _id_list(ids)
+    rows = _rows(db, "SELECT id, delivered_at FROM msg.messages WHERE recipient = ? "
+                     "AND id IN (SELECT value FROM json_each(?))",
+                 (username, _json_ids(wanted)))
+    found = {row["id"] for row in rows}
+    db.execute("DELETE FROM msg.messages WHERE recipient = ? "
+               "AND id IN (SELECT value FROM json_each(?))",
+               (username, _json_ids(sorted(found))))
+    _add_undelivered(db, username, -sum(row["delivered_at"] is None for row in rows))
+    return ([i for i in wanted if i in found],
+            [i for i in wanted if i not in found])
+
+
+def unread_count(db, username):
+    """How many of `username`'s messages have not been read."""
+    return db.execute("SELECT COUNT(*) FROM msg.messages WHERE recipient = ? "
+                      "AND read_at IS NULL", (username,)).fetchone()[0]
+
+
+# -- account deletion (one committed step each, all idempotent) --------------
+
+def mark_deleting(db, username):
+    """Step 1: the account stops being active; False if there is none."""
+    return db.execute("UPDATE users SET state = 'deleting' WHERE username = ?",
+                      (username,)).rowcount > 0
+
+
+def bounce_and_clear_inbox(db, username, now):
+    """Step 2: return unread messages to their senders, then empty the inbox.
+
+    Every unread message of kind 'message' addressed to `username` goes
+    back as a bounce to its sender if the sender is an active account
+    (otherwise it is dropped); bounces are never bounced. Then all messages
+    to `username` and its sent_ids rows are deleted, and its undelivered
+    count set to 0. Returns [(recipient, bounce_dict)] to push.
+    StorageError if the account is still active.
+    """
+    if _state(db, username) == "active":
+        raise StorageError(f"the account '{username}' is active; mark it as "
+                           f"deleting before clearing its inbox")
+    note = DELETED_ACCOUNT_NOTE.format(name=username)
+    deliveries = [(row["sender"], _insert_bounce(db, row["sender"], row["subject"],
+                                                 row["body"], now, note, username))
+                  for row in _unread_from_active_senders(db, username)]
+    db.execute("DELETE FROM msg.messages WHERE recipient = ?", (username,))
+    db.execute("DELETE FROM msg.sent_ids WHERE sender = ?", (username,))
+    db.execute("UPDATE users SET undelivered = 0 WHERE username = ?", (username,))
+    return deliveries
+
+
+def _unread_from_active_senders(db, username):
+    return _rows(db, "SELECT m.id, m.sender, m.subject, m.body FROM msg.messages AS m "
+                     "JOIN users AS u ON u.username = m.sender AND u.state = 'active' "
+                     "WHERE m.recipient = ? AND m.read_at IS NULL "
+                     "AND m.kind = 'message' ORDER BY m.id", (username,))
+
+
+def remove_password(db, username):
+    """Step 3: forget the password hash; StorageError if still active."""
+    if _state(db, username) == "active":
+        raise StorageError(f"the account '{username}' is active; refusing to "
+                           f"remove its password")
+    return db.execute("DELETE FROM pw.passwords WHERE username = ?",
+                      (username,)).rowcount > 0
+
+
+def remove_account(db, username):
+    """Step 4: delete the account row if it is being deleted."""
+    return db.execute("DELETE FROM users WHERE username = ? AND state = 'deleting'",
+                      (username,)).rowcount > 0
+
+
+def accounts_being_deleted(db):
+    """Names of accounts whose deletion has begun but not finished."""
+    return [row["username"] for row in
+            _rows(db, "SELECT username FROM users WHERE state = 'deleting' "
+                      "ORDER BY username")]
+
+
+# -- maintenance -------------------------------------------------------------
+
+_ACTUAL_UNDELIVERED = ("(SELECT COUNT(*) FROM msg.messages AS m "
+                       "WHERE m.recipient = users.username AND m.delivered_at IS NULL)")
+
+
+def reconcile_counts(db):
+    """Recompute every undelivered count from the messages; rows corrected."""
+    return db.execute(f"UPDATE users SET undelivered = {_ACTUAL_UNDELIVERED} "
+                      f"WHERE undelivered != {_ACTUAL_UNDELIVERED}").rowcount
+
+
+def prune_sent_ids(db, older_than):
+    """Forget de-duplication records created before `older_than`; count them."""
+    return db.execute("DELETE FROM msg.sent_ids WHERE created_at < ?",
+                      (older_than,)).rowcount
+
+
+def check_consistency(db):
+    """Human-readable problems across the three files; [] when all is well."""
+    return (_count_problems(db) + _orphan_message_problems(db)
+            + _password_problems(db))
+
+
+def _count_problems(db):
+    rows = _rows(db, f"SELECT username, undelivered, {_ACTUAL_UNDELIVERED} AS actual "
+                     "FROM users ORDER BY username")
+    return [f"account '{row['username']}' has an undelivered count of "
+            f"{row['undelivered']} but {row['actual']} undelivered messages"
+            for row in rows if row["undelivered"] != row["actual"]]
+
+
+def _orphan_message_problems(db):
+    rows = _rows(db, "SELECT recipient, COUNT(*) AS total, "
+                     "SUM(delivered_at IS NULL) AS waiting FROM msg.messages AS m "
+                     "WHERE NOT EXISTS (SELECT 1 FROM users WHERE username = m.recipient) "
+                     "GROUP BY recipient ORDER BY recipient")
+    return [f"{row['total']} messages ({row['waiting']} undelivered) are "
+            f"addressed to '{row['recipient']}', who has no account"
+            for row in rows]
+
+
+def _password_problems(db):
+    orphans = _rows(db, "SELECT username FROM pw.passwords AS p WHERE NOT EXISTS "
+                        "(SELECT 1 FROM users WHERE username = p.username) "
+                        "ORDER BY username")
+    missing = _rows(db, "SELECT username FROM users AS u WHERE state = 'active' "
+                        "AND NOT EXISTS (SELECT 1 FROM pw.passwords "
+                        "WHERE username = u.username) ORDER BY username")
+    return ([f"a password is stored for '{row['username']}', who has no account"
+             for row in orphans]
+            + [f"the active account '{row['username']}' has no password"
+               for row in missing])

@@ -1,0 +1,304 @@
+"""Opens, checks, creates and migrates Parley's three SQLite files.
+
+Talks to: the local file system (the data directory) and SQLite, nothing
+else. Only the database process imports it, through `Modules.storage`.
+
+`open_databases(data_dir)` returns one `sqlite3.Connection` (autocommit
+mode, usable from the one writer thread) whose main schema is `users.db`,
+with `passwords.db` attached as `pw` and `messages.db` as `msg`, all three
+in WAL mode with `synchronous=FULL`. `close_databases(db)` checkpoints and
+closes it.
+
+Safety at open:
+* The data directory is created with mode 0700; an existing one that is
+  group- or world-accessible is tightened to 0700 (and a warning logged).
+* Missing files are created empty with mode 0600 before SQLite sees them,
+  and the process umask is 0o077 while SQLite creates `-wal`, `-shm` and
+  journal files, so those are 0600 too (the umask is restored afterwards).
+* Every existing file is checked before anything is created or written:
+  it must start with the SQLite header and carry Parley's application_id
+  (0x50524C59, "PRLY") in it, its user_version must not be newer than this
+  code knows, and `PRAGMA quick_check` must pass. A new file gets its
+  application_id written while still in rollback-journal mode, so the id
+  always sits in the main file's header, where the raw check can see it.
+
+How it fails: any refusal raises `StorageError` with a message naming the
+file and directory and the reason, and the file is left as it was (no
+pragma is written to a file that has not passed the checks). SQLite errors
+during opening are turned into `StorageError` too. Messages never contain
+data from the files beyond header numbers and SQLite's own error text.
+
+Migrations: `MIGRATIONS[name]` is the list of steps of that file; step i
+takes user_version i to i + 1 and runs in its own transaction together
+with the new user_version, so a failed step leaves the file at the last
+good version.
+"""
+
+import logging
+import os
+import sqlite3
+import stat
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x50524C59  # "PRLY"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_SIZE = 100
+APPLICATION_ID_OFFSET = 68
+
+# file name (without .db) -> schema name on the connection; main first.
+SCHEMAS = {"users": "main", "passwords": "pw", "messages": "msg"}
+
+USERS_V1 = """
+CREATE TABLE main.users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT UNIQUE NOT NULL,
+    state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'deleting')),
+    created_at REAL,
+    undelivered INTEGER NOT NULL DEFAULT 0,
+    messages_sent INTEGER NOT NULL DEFAULT 0,
+    messages_received INTEGER NOT NULL DEFAULT 0,
+    logins INTEGER NOT NULL DEFAULT 0,
+    failed_logins INTEGER NOT NULL DEFAULT 0,
+    last_login REAL,
+    last_failed_login REAL
+);
+CREATE INDEX main.users_deleting ON users(username) WHERE state = 'deleting';
+"""
+
+PASSWORDS_V1 = """
+CREATE TABLE pw.passwords (
+    username TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    updated_at REAL
+);
+"""
+
+MESSAGES_V1 = """
+CREATE TABLE msg.messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('message', 'bounce')),
+    note TEXT,
+    original_to TEXT,
+    delivered_at REAL,
+    read_at REAL
+);
+CREATE INDEX msg.messages_by_recipient ON messages(recipient, id);
+CREATE INDEX msg.messages_undelivered ON messages(recipient, id)
+    WHERE delivered_at IS NULL;
+CREATE INDEX msg.messages_unread ON messages(recipient)
+    WHERE read_at IS NULL;
+CREATE TABLE msg.sent_ids (
+    sender TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    message_id INTEGER NOT NULL,
+    recipient TEXT NOT NULL,
+    bounced INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (sender, client_id)
+);
+CREATE INDEX msg.sent_ids_by_age ON sent_ids(created_at);
+"""
+
+MIGRATIONS = {
+    "users": [USERS_V1],
+    "passwords": [PASSWORDS_V1],
+    "messages": [MESSAGES_V1],
+}
+
+
+class StorageError(Exception):
+    """The databases cannot be used as asked; the message says why."""
+
+
+def open_databases(data_dir):
+    """One connection to all three files, checked, created and migrated."""
+    data_dir = os.path.abspath(os.fspath(data_dir))
+    _prepare_directory(data_dir)
+    paths = {name: os.path.join(data_dir, f"{name}.db") for name in SCHEMAS}
+    new_files = {name for name in SCHEMAS if _check_raw_file(name, paths[name])}
+    old_umask = os.umask(0o077)
+    try:
+        _create_empty_files(paths, new_files, data_dir)
+        db = _connect(paths, new_files, data_dir)
+    finally:
+        os.umask(old_umask)
+    _tighten_file_modes(paths)
+    return db
+
+
+def close_databases(db):
+    """Checkpoint every WAL into its file (and truncate it), then close."""
+    try:
+        for schema in SCHEMAS.values():
+            db.execute(f"PRAGMA {schema}.wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+def file_label(name, path):
+    """How messages name a file: 'users.db in /data/dir'."""
+    return f"{name}.db in {os.path.dirname(path)}"
+
+
+# -- the directory and the raw files -----------------------------------------
+
+def _prepare_directory(data_dir):
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    info = os.stat(data_dir)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StorageError(f"data directory {data_dir} is not a directory")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        log.warning("tightening data directory %s from mode %o to 0700",
+                    data_dir, stat.S_IMODE(info.st_mode))
+        os.chmod(data_dir, 0o700)
+
+
+def _check_raw_file(name, path):
+    """Refuse a file that is not Parley's; True if it is missing or empty."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    label = file_label(name, path)
+    if not stat.S_ISREG(info.st_mode):
+        raise StorageError(f"{label} is not a regular file; refusing to touch it")
+    if info.st_size == 0:
+        _refuse_orphan_wal(label, path)
+        return True
+    with open(path, "rb") as handle:
+        header = handle.read(HEADER_SIZE)
+    _check_header(label, header)
+    return False
+
+
+def _refuse_orphan_wal(label, path):
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        raise StorageError(f"{label} is empty but has a write-ahead log "
+                           f"it did not write; refusing to touch it")
+
+
+def _check_header(label, header):
+    if len(header) < HEADER_SIZE or not header.startswith(SQLITE_MAGIC):
+        raise StorageError(f"{label} is not an SQLite database (file is not a "
+                           f"database); refusing to touch it")
+    found = int.from_bytes(header[APPLICATION_ID_OFFSET:APPLICATION_ID_OFFSET + 4], "big")
+    if found != APPLICATION_ID:
+        raise StorageError(f"{label} is not a Parley database (application_id "
+                           f"0x{found:08X}, expected 0x{APPLICATION_ID:08X}); "
+                           f"refusing to touch it")
+
+
+def _create_empty_files(paths, new_files, data_dir):
+    existing = set(SCHEMAS) - new_files
+    for name in sorted(new_files):
+        fd = os.open(paths[name], os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        if existing:
+            log.warning("creating a new %s.db in %s beside existing databases",
+                        name, data_dir)
+
+
+def _tighten_file_modes(paths):
+    for path in paths.values():
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                if stat.S_IMODE(os.lstat(path + suffix).st_mode) & 0o077:
+                    os.chmod(path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
+
+
+# -- SQLite ------------------------------------------------------------------
+
+def _connect(paths, new_files, data_dir):
+    db = sqlite3.connect(paths["users"], isolation_level=None,
+                         check_same_thread=False)
+    try:
+        for name, schema in SCHEMAS.items():
+            if schema != "main":
+                db.execute(f"ATTACH DATABASE ? AS {schema}", (paths[name],))
+        _check_existing(db, paths, new_files)
+        _initialise(db, paths, new_files)
+        for name in SCHEMAS:
+            _migrate(db, name, paths[name])
+    except sqlite3.DatabaseError as error:
+        db.close()
+        raise StorageError(f"cannot open the databases in {data_dir}: {error}") from error
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _check_existing(db, paths, new_files):
+    """Version and integrity of every old file, before anything is written."""
+    for name, schema in SCHEMAS.items():
+        if name in new_files:
+            continue
+        label = file_label(name, paths[name])
+        try:
+            _check_version(db, name, schema, label)
+            _quick_check(db, schema, label)
+        except sqlite3.DatabaseError as error:
+            raise StorageError(f"{label} cannot be read ({error}); "
+                               f"refusing to touch it") from error
+
+
+def _check_version(db, name, schema, label):
+    version = schema_version(db, schema)
+    known = len(MIGRATIONS[name])
+    if version > known:
+        raise StorageError(f"{label} has schema version {version}, newer than "
+                           f"the {known} this Parley knows; refusing to touch it")
+
+
+def _quick_check(db, schema, label):
+    problems = [row[0] for row in db.execute(f"PRAGMA {schema}.quick_check")]
+    if problems != ["ok"]:
+        first = " ".join(problems[0].split())[:200]
+        raise StorageError(f"{label} failed its integrity check ({len(problems)} "
+                           f"problems, first: {first}); refusing to open it")
+
+
+def _initialise(db, paths, new_files):
+    """Stamp new files (before WAL, so the id is in the main file), then WAL."""
+    for name, schema in SCHEMAS.items():
+        if name in new_files:
+            db.execute(f"PRAGMA {schema}.application_id = {APPLICATION_ID}")
+        mode = db.execute(f"PRAGMA {schema}.journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageError(f"{file_label(name, paths[name])} cannot use "
+                               f"write-ahead logging (journal mode {mode})")
+        db.execute(f"PRAGMA {schema}.synchronous = FULL")
+
+
+def schema_version(db, schema):
+    """The user_version of one schema ('main', 'pw' or 'msg')."""
+    return db.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
+
+
+def _migrate(db, name, path):
+    schema = SCHEMAS[name]
+    steps = MIGRATIONS[name]
+    for version in range(schema_version(db, schema), len(steps)):
+        _run_step(db, schema, steps[version], version + 1, file_label(name, path))
+
+
+def _run_step(db, schema, sql, new_version, label):
+    script = (f"BEGIN IMMEDIATE;\n{sql}\n;\n"
+              f"PRAGMA {schema}.user_version = {new_version};\nCOMMIT;")
+    try:
+        db.executescript(script)
+    except sqlite3.DatabaseError as error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StorageError(f"migrating {label} to schema version {new_version} "
+                           f"failed: {error}") from error
+    log.info("migrated %s to schema version %d", label, new_version)
