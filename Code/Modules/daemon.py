@@ -1,0 +1,308 @@
+"""The daemon: accepts connections and supervises every other process.
+
+Talks to: TCP clients (only to accept them, and to write the plaintext
+"server full" notice); the database process (started first, readiness
+awaited, restarted if it dies); one login process per new connection and
+one user process per logged-in connection, all started through the
+multiprocessing forkserver with the heavy modules preloaded. Each child
+gets a one-way pipe back to the daemon that carries its hand-off (login →
+user, and user → login after an account is deleted).
+
+The daemon keeps its own copy of every client socket, so that whatever
+way a child ends (even SIGKILL) the daemon notices the pipe closing and
+closes the connection; it never reads from client sockets.
+
+Shutdown: the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
+login and user process (each tells its client and finishes what is in
+flight), waits for them, then stops the database process (which finishes
+its queue and checkpoints the WAL) and exits 0. A second signal kills
+everything and exits 1. A database that cannot open its files (exit status
+3) is not restarted: the daemon says why and exits 1.
+"""
+
+import logging
+import multiprocessing
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from Modules import auth, database_process, identity, login_process, protocol, user_process
+from Modules.runtime import start_process
+
+log = logging.getLogger("parley.daemon")
+
+PRELOAD = ["Modules.login_process", "Modules.user_process", "Modules.database_process"]
+DB_READY_TIMEOUT = 30.0
+CHILD_STOP_GRACE = 6.0
+
+
+class DaemonError(Exception):
+    """The daemon cannot start or keep running; the message says why."""
+
+
+class ClientRecord:
+    """One TCP connection and the process serving it now."""
+
+    __slots__ = ("sock", "peer", "proc", "pipe", "kind")
+
+    def __init__(self, sock, peer):
+        self.sock, self.peer = sock, peer
+        self.proc = self.pipe = self.kind = None
+
+
+def forkserver_context():
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+class Daemon:
+    def __init__(self, options):
+        self.options = options
+        self.ctx = forkserver_context()
+        self.selector = selectors.DefaultSelector()
+        self.clients = {}            # pipe -> ClientRecord
+        self.exiting = []            # processes that handed off and are ending
+        self.runtime_dir = tempfile.mkdtemp(prefix="parley-")
+        self.db_socket = os.path.join(self.runtime_dir, "db.sock")
+        self.ticket_secret = os.urandom(32)
+        self.key = None
+        self.listener = self.db_proc = None
+        self.signals = 0
+        self.wake_r, self.wake_w = socket.socketpair()
+
+    # -- configuration handed to children ------------------------------------
+    def _base_config(self):
+        return {"log_level": self.options.log_level, "debug": self.options.debug,
+                "db_socket": self.db_socket}
+
+    def _db_config(self):
+        return {**self._base_config(), "data_dir": self.options.data_dir,
+                "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
+                "argon2": auth.argon2_params_from_env()}
+
+    def _login_config(self):
+        return {**self._base_config(), "server_private_key": self.key.private,
+                "deadline": time.time() + self.options.login_timeout}
+
+    # -- start-up --------------------------------------------------------------
+    def start(self):
+        os.makedirs(self.options.data_dir, mode=0o700, exist_ok=True)
+        self.key = identity.load_or_create_server_key(self.options.data_dir)
+        log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
+        self._start_database()
+        self._listen()
+        self._install_signals()
+
+    def _start_database(self):
+        ready = self.ctx.Event()
+        proc = self.ctx.Process(target=database_process.main, name="parley: database",
+                                args=(self._db_config(), ready))
+        proc.start()
+        deadline = time.monotonic() + DB_READY_TIMEOUT
+        while not ready.wait(0.05):
+            if not proc.is_alive():
+                raise DaemonError(self._db_failure(proc.exitcode))
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise DaemonError("the database process did not become ready in time")
+        self.db_proc = proc
+        self.selector.register(proc.sentinel, selectors.EVENT_READ, "db")
+
+    @staticmethod
+    def _db_failure(code):
+        if code == database_process.EXIT_STORAGE_ERROR:
+            return "the database files cannot be used (see the message above); nothing was changed"
+        return f"the database process exited during start-up (status {code})"
+
+    def _listen(self):
+        sock = socket.create_server((self.options.host, self.options.port), backlog=1024,
+                                    reuse_port=False)
+        sock.setblocking(False)
+        self.listener = sock
+        self.selector.register(sock, selectors.EVENT_READ, "listen")
+        host, port = sock.getsockname()[:2]
+        print(f"parley: listening on {host}:{port}", flush=True)
+        log.info("listening on %s:%s (max %d clients)", host, port, self.options.max_clients)
+
+    def _install_signals(self):
+        self.wake_w.setblocking(False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, _signum, _frame):
+        self.signals += 1
+        if self.signals >= 2:
+            self._force_exit()
+
+    # -- the loop --------------------------------------------------------------
+    def serve(self):
+        while not self.signals:
+            for key, _mask in self.selector.select(timeout=1.0):
+                self._dispatch(key)
+            self._reap()
+        self.shutdown()
+
+    def _dispatch(self, key):
+        if key.data == "listen":
+            self._accept()
+        elif key.data == "db":
+            self._database_died()
+        elif key.data == "signal":
+            self.wake_r.recv(64)
+        elif isinstance(key.data, ClientRecord):
+            self._on_pipe(key.data)
+
+    def _accept(self):
+        for _ in range(64):
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # e.g. out of file descriptors: keep serving
+                log.error("accept failed: %s", error)
+                return
+            self._admit(sock, f"{address[0]}:{address[1]}")
+
+    def _admit(self, sock, peer):
+        if len(self.clients) >= self.options.max_clients:
+            log.warning("server full (%d clients); refusing %s", len(self.clients), peer)
+            self._refuse(sock, "server full: too many connections; try again later")
+            return
+        record = ClientRecord(sock, peer)
+        try:
+            self._spawn(record, "login", login_process.main,
+                        (sock, peer, None, self._login_config()))
+        except OSError as error:
+            log.error("cannot start a login process for %s: %s", peer, error)
+            sock.close()
+
+    def _refuse(self, sock, text):
+        try:
+            sock.setblocking(False)
+            sock.send(protocol.Connection.server(self.key).notice(text))
+        except OSError:
+            pass
+        sock.close()
+
+    def _spawn(self, record, kind, target, args):
+        """Start `target` for this connection with a fresh pipe back to us."""
+        receive_end, send_end = self.ctx.Pipe(duplex=False)
+        args = list(args)
+        args[args.index(None)] = send_end
+        name = f"parley: {kind} {record.peer}"
+        proc = self.ctx.Process(target=target, args=tuple(args), name=name)
+        proc.start()
+        send_end.close()
+        if record.pipe is not None:
+            self.selector.unregister(record.pipe)
+            self.clients.pop(record.pipe, None)
+            self.exiting.append(record.proc)
+            record.pipe.close()
+        record.proc, record.pipe, record.kind = proc, receive_end, kind
+        self.clients[receive_end] = record
+        self.selector.register(receive_end, selectors.EVENT_READ, record)
+
+    def _on_pipe(self, record):
+        try:
+            message = record.pipe.recv()
+        except (EOFError, OSError):
+            return self._connection_ended(record)
+        if self.signals:
+            return self._connection_ended(record)
+        if record.kind == "login":
+            record.peer = message["user"]
+            self._spawn(record, "user", user_process.main,
+                        (record.sock, message, None, self._base_config()))
+        else:
+            self._spawn(record, "login", login_process.main,
+                        (record.sock, record.peer, None, self._login_config(),
+                         message["state"]))
+
+    def _connection_ended(self, record):
+        self.selector.unregister(record.pipe)
+        self.clients.pop(record.pipe, None)
+        record.pipe.close()
+        record.sock.close()
+        self.exiting.append(record.proc)
+
+    def _reap(self):
+        self.exiting = [p for p in self.exiting if p.exitcode is None]
+
+    def _database_died(self):
+        code = self.db_proc.exitcode
+        self.selector.unregister(self.db_proc.sentinel)
+        self.db_proc.join()
+        if code == database_process.EXIT_STORAGE_ERROR:
+            raise DaemonError(self._db_failure(code))
+        log.error("the database process died (status %s); restarting it", code)
+        time.sleep(0.2)
+        self._start_database()
+        log.info("the database process is back")
+
+    # -- shutdown --------------------------------------------------------------
+    def shutdown(self):
+        log.info("shutting down: telling %d connections", len(self.clients))
+        self.selector.unregister(self.listener)
+        self.listener.close()
+        self._stop_children([r.proc for r in self.clients.values()] + self.exiting)
+        for record in list(self.clients.values()):
+            record.sock.close()
+        self._stop_database()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        log.info("stopped")
+
+    @staticmethod
+    def _stop_children(procs):
+        for proc in procs:
+            if proc.exitcode is None:
+                proc.terminate()
+        deadline = time.monotonic() + CHILD_STOP_GRACE
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+
+    def _stop_database(self):
+        if self.db_proc is None or self.db_proc.exitcode is not None:
+            return
+        self.db_proc.terminate()
+        self.db_proc.join(30)
+        if self.db_proc.exitcode is None:
+            log.error("the database process did not stop; killing it")
+            self.db_proc.kill()
+
+    def _force_exit(self):
+        for proc in multiprocessing.active_children():
+            proc.kill()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        os._exit(1)
+
+
+def run(options):
+    """Run the daemon until it is stopped; the process exit status."""
+    start_process("daemon", vars(options))
+    if options.fingerprint:
+        os.makedirs(options.data_dir, mode=0o700, exist_ok=True)
+        key = identity.load_or_create_server_key(options.data_dir)
+        print(identity.fingerprint(key.public))
+        return 0
+    daemon = Daemon(options)
+    try:
+        daemon.start()
+        daemon.serve()
+    except (DaemonError, identity.IdentityError, OSError) as error:
+        print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
+        daemon.signals = 2
+        for proc in multiprocessing.active_children():
+            proc.kill()
+        return 1
+    return 0

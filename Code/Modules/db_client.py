@@ -1,0 +1,170 @@
+"""The login and user processes' end of the database process's Unix socket.
+
+`DbProtocol` is sans-IO: requests become frames of the binary serializer
+(`Packet(op, {"rid": n, ...})`), and incoming frames become `Reply`,
+`Push` and `Notice` events. `DbLink` wraps it around a Unix socket, with a
+blocking `call()` for the login process and non-blocking helpers for the
+user process's event loop.
+
+Failures: the database process may be restarting; `connect()` retries for
+`connect_timeout` seconds and then raises `DbUnavailable`. A broken
+connection mid-request raises `DbUnavailable` from `call()` and shows up as
+`CLOSED` in the event loop; the caller reports an error for every request
+still pending and reconnects. A refusal from the database comes back as a
+`Reply` with ok False (or `DbError` from `call()`).
+"""
+
+import socket
+import time
+from typing import NamedTuple
+
+from Modules.errors import RemoteProtocolError
+from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from Modules.serializers import BINARY, Packet
+
+MAX_FRAME = 512 * 1024
+
+
+class DbUnavailable(Exception):
+    """The database process cannot be reached right now."""
+
+
+class DbError(Exception):
+    """The database process refused or failed a request."""
+
+    def __init__(self, code, reason):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class Reply(NamedTuple):
+    rid: int
+    ok: bool
+    data: dict
+
+
+class Push(NamedTuple):
+    messages: list
+
+
+class Notice(NamedTuple):
+    event: str
+
+
+class DbProtocol:
+    """Frames and request ids, no socket."""
+
+    def __init__(self):
+        self.decoder = FrameDecoder(MAX_FRAME)
+        self._next_rid = 0
+
+    def request(self, op, fields):
+        """(rid, bytes) for one request."""
+        self._next_rid += 1
+        payload = BINARY.dumps(Packet(op, {"rid": self._next_rid, **fields}))
+        return self._next_rid, encode_frame(payload, MAX_FRAME)
+
+    def receive_data(self, data):
+        self.decoder.receive_data(data)
+
+    def next_event(self):
+        frame = self.decoder.next_event()
+        if frame is NEED_DATA or frame is CLOSED:
+            return frame
+        return self._event(BINARY.loads(frame))
+
+    @staticmethod
+    def _event(packet):
+        data = packet.data
+        if packet.op == "Reply" and isinstance(data.get("rid"), int):
+            return Reply(data["rid"], bool(data.get("ok")), data)
+        if packet.op == "Push" and isinstance(data.get("messages"), list):
+            return Push(data["messages"])
+        if packet.op == "Notice":
+            return Notice(str(data.get("event")))
+        raise RemoteProtocolError(f"unexpected {packet.op} from the database process")
+
+
+class DbLink:
+    """A connection to the database process over its Unix socket."""
+
+    def __init__(self, socket_path, connect_timeout=15.0):
+        self.socket_path = socket_path
+        self.connect_timeout = connect_timeout
+        self.sock = None
+        self.protocol = None
+
+    def connect(self):
+        """Connect, retrying while the database process (re)starts."""
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            try:
+                return self._connect_once()
+            except OSError as error:
+                if time.monotonic() >= deadline:
+                    raise DbUnavailable(f"database process unreachable: {error}") from None
+                time.sleep(0.05)
+
+    def _connect_once(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.close()
+        self.sock, self.protocol = sock, DbProtocol()
+        return sock
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def send_request(self, op, **fields):
+        """Send without waiting; returns the request id."""
+        rid, data = self.protocol.request(op, fields)
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            raise DbUnavailable(f"database connection lost: {error}") from None
+        return rid
+
+    def call(self, op, **fields):
+        """Blocking request: the reply's data, or DbError / DbUnavailable."""
+        rid = self.send_request(op, **fields)
+        while True:
+            event = self.read_event()
+            if isinstance(event, Reply) and event.rid == rid:
+                if not event.ok:
+                    raise DbError(event.data.get("code"), event.data.get("reason"))
+                return event.data
+
+    def read_event(self):
+        """Block until the next event; DbUnavailable if the connection ends."""
+        while True:
+            event = self.protocol.next_event()
+            if event is CLOSED:
+                raise DbUnavailable("database connection closed")
+            if event is not NEED_DATA:
+                return event
+            self.feed(self._recv())
+
+    def _recv(self):
+        try:
+            return self.sock.recv(65536)
+        except OSError:
+            return b""
+
+    def feed(self, data):
+        self.protocol.receive_data(data)
+
+    def events(self):
+        """Every event already decodable (non-blocking use); may end with CLOSED."""
+        while True:
+            event = self.protocol.next_event()
+            if event is NEED_DATA:
+                return
+            yield event
+            if event is CLOSED:
+                return

@@ -1,0 +1,227 @@
+"""The login process: one per new connection, named `parley: login HOST:PORT`.
+
+Talks to: the client over the TCP socket the daemon accepted (Noise
+handshake, Version exchange, the login dialogue of
+`Modules/login_dialogue.py`); the database process in the *login* role
+(Exists, Verify, Create, nothing else); the daemon through a one-way pipe
+that carries the hand-off.
+
+On success it sends Welcome to the client, then hands the live connection
+to the daemon (transport keys and nonces, undecoded bytes, serializer,
+the user's ticket) and exits without closing the socket; the daemon starts
+the user process with it. A user process that deleted its account hands
+the connection back the same way, and a login process started with that
+state resumes at the username prompt.
+
+Failures: the whole login, handshake included, must finish before the
+deadline (60 s by default), else the client is told and the connection
+closed. A protocol violation, the last wrong password, or an unreachable
+database closes this one connection with a clear Error; nothing else is
+affected. Passwords pass through memory only on their way to the database.
+"""
+
+import logging
+import signal
+import socket
+import time
+
+from Modules import channel as channel_mod
+from Modules import identity, login_dialogue as dialogue_mod, protocol
+from Modules.db_client import DbError, DbLink, DbUnavailable
+from Modules.errors import ProtocolError
+from Modules.framing import CLOSED, NEED_DATA
+from Modules.runtime import restore_default_signals, start_process
+from Modules.serializers import Packet
+
+log = logging.getLogger("parley.login")
+
+
+class Stop(Exception):
+    """End this login: `notice` says what the client is told, if anything."""
+
+    def __init__(self, packet=None):
+        super().__init__()
+        self.packet = packet
+
+
+def error_packet(code, reason, fatal=True):
+    return Packet("Error", {"code": code, "reason": reason, "fatal": fatal})
+
+
+def system_packet(event, message):
+    return Packet("System", {"event": event, "message": message})
+
+
+_DB_OUTCOMES = {"wrong_password": "wrong_password", "throttled": "throttled",
+                "busy": "throttled", "exists": "create_failed"}
+
+
+class LoginSession:
+    """The loop around the sans-IO connection and dialogue objects."""
+
+    def __init__(self, sock, peer, config, resume_state=None):
+        self.sock, self.peer, self.config = sock, peer, config
+        self.deadline = config["deadline"]
+        self.dialogue = dialogue_mod.LoginDialogue(config.get("max_attempts", 3))
+        self.db = DbLink(config["db_socket"])
+        self.ticket = None
+        if resume_state is None:
+            key = identity.KeyPair(config["server_private_key"])
+            self.conn = protocol.Connection.server(key)
+        else:
+            self.conn = protocol.Connection.from_state(resume_state)
+
+    # -- the loop --------------------------------------------------------------
+    def run(self):
+        """A hand-off dict on success, None when the connection should close."""
+        try:
+            self.db.connect()
+            self.db.call("Hello", role="login", peer=self.peer)
+            if self.conn.state == protocol.SESSION:
+                self.send_all(self.dialogue.start())
+            return self._loop()
+        except Stop as stop:
+            if stop.packet is not None:
+                self._send_quietly(stop.packet)
+            return None
+        except (DbUnavailable, DbError):
+            self._send_quietly(error_packet("unavailable", "The server's database is not "
+                                            "available; try again in a moment."))
+            return None
+        except ProtocolError as error:
+            log.info("login from %s ended: %s", self.peer, error.reason)
+            self._send_quietly(error_packet(error.code, error.reason))
+            return None
+        finally:
+            self.db.close()
+
+    def _loop(self):
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                self.conn.receive_data(self._recv())
+            elif event is CLOSED:
+                raise Stop()
+            else:
+                result = self._handle(event)
+                if result is not None:
+                    return result
+
+    def _recv(self):
+        remaining = self.deadline - time.time()
+        if remaining <= 0:
+            raise Stop(self._timeout_packet())
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(65536)
+        except socket.timeout:
+            raise Stop(self._timeout_packet()) from None
+        except OSError:
+            return b""
+
+    def _timeout_packet(self):
+        return system_packet("timeout", "No login within the time allowed; "
+                                        "the connection is closed.")
+
+    # -- events ------------------------------------------------------------------
+    def _handle(self, event):
+        if isinstance(event, channel_mod.ClientHello):
+            self._write(self.conn.accept())
+        elif isinstance(event, protocol.BadPacket):
+            raise Stop(error_packet("bad_request", event.reason))
+        elif event.op == "Version":
+            self._answer_version(event)
+        elif event.op == "Login":
+            return self._run_outputs(self.dialogue.receive(event))
+        return None
+
+    def _answer_version(self, offer):
+        reply = protocol.choose_version(offer)
+        self.send_all([reply])
+        if reply.op == "Error":
+            raise Stop()
+        self.send_all(self.dialogue.start())
+
+    def _run_outputs(self, outputs):
+        pending = list(outputs)
+        while pending:
+            item = pending.pop(0)
+            if isinstance(item, Packet):
+                self.send_all([item])
+            elif isinstance(item, dialogue_mod.LoggedIn):
+                return self._logged_in(item)
+            elif isinstance(item, dialogue_mod.Refused):
+                raise Stop(error_packet(item.code, item.reason))
+            else:
+                pending = self._perform(item) + pending
+        return None
+
+    def _perform(self, action):
+        """Carry out a dialogue action with the database; the dialogue's next outputs."""
+        if isinstance(action, dialogue_mod.CheckUser):
+            exists = self.db.call("Exists", username=action.username)["exists"]
+            return self.dialogue.outcome("exists" if exists else "missing")
+        op = "Verify" if isinstance(action, dialogue_mod.VerifyPassword) else "Create"
+        try:
+            self.ticket = self.db.call(op, username=action.username,
+                                       password=action.password)["ticket"]
+        except DbError as error:
+            if error.code not in _DB_OUTCOMES and op == "Verify":
+                raise
+            return self.dialogue.outcome(_DB_OUTCOMES.get(error.code, "create_failed"),
+                                         error.reason)
+        return self.dialogue.outcome("verified" if op == "Verify" else "created")
+
+    def _logged_in(self, result):
+        self.send_all([Packet("Welcome", {"user": result.username, "created": result.created})])
+        log.info("%s logged in from %s", result.username, self.peer)
+        return {"user": result.username, "ticket": self.ticket, "peer": self.peer,
+                "state": self.conn.export_state()}
+
+    # -- output ------------------------------------------------------------------
+    def send_all(self, packets):
+        self._write(b"".join(self.conn.send(p) for p in packets))
+
+    def _write(self, data):
+        self.sock.settimeout(max(0.1, self.deadline - time.time()))
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise Stop() from None
+
+    def _send_quietly(self, packet):
+        try:
+            if self.conn.state not in (protocol.HANDSHAKE, protocol.ERROR):
+                self.sock.settimeout(1.0)
+                self.sock.sendall(self.conn.send(packet))
+        except (OSError, ProtocolError):
+            pass
+
+
+def _on_sigterm(session):
+    def handler(_signum, _frame):
+        raise Stop(system_packet("shutdown", "The server is shutting down."))
+    return handler
+
+
+def main(sock, peer, handoff, config, resume_state=None):
+    """Entry point of a login process (a forkserver child)."""
+    restore_default_signals()
+    start_process(f"login {peer}", config)
+    session = LoginSession(sock, peer, config, resume_state)
+    signal.signal(signal.SIGTERM, _on_sigterm(session))
+    result = session.run()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if result is not None:
+        handoff.send(result)
+    else:
+        _close(sock)
+    handoff.close()
+
+
+def _close(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

@@ -1,0 +1,316 @@
+"""The user process: one per logged-in connection, named `parley: user NAME`.
+
+Talks to: the client over the TCP connection handed over by the login
+process (the Noise transport state continues, nonces included); the
+database process in the *user* role, bound by the ticket from the login;
+the daemon through a one-way pipe, used only to hand the connection back to
+a login process after the account is deleted.
+
+It relays: client requests (Send, Inbox, Read, Delete, DeleteAccount) to
+the database and the replies back as Result or Error with the client's
+request id; pushed messages from the database to the client as Message
+packets; the client's Ack to the database. After subscribing it sends
+System "ready" once the stored backlog has been pushed, so the client
+prints the backlog before it runs its first command.
+
+Failures: a request with bad fields gets an Error and the session goes on;
+a protocol violation or undecodable bytes close this connection only. If
+the database process goes away, every request still waiting gets an Error
+("unavailable", safe to retry thanks to the client's message id), and the
+process reconnects, binds again and re-subscribes; messages not yet
+acknowledged are pushed again and the client drops repeats by id. A client
+that stops reading its pushes is disconnected once its buffer is full.
+"""
+
+import logging
+import selectors
+import signal
+import socket
+import time
+
+from Modules import protocol
+from Modules.db_client import DbError, DbLink, DbUnavailable, Notice, Push, Reply
+from Modules.errors import ProtocolError
+from Modules.framing import CLOSED, NEED_DATA
+from Modules.runtime import restore_default_signals, start_process
+from Modules.serializers import Packet
+
+log = logging.getLogger("parley.user")
+
+MAX_CLIENT_BUFFER = 8 * 1024 * 1024
+MAX_PENDING = 1000
+SHUTDOWN_GRACE = 3.0
+_RELAYED = {"Send": ("to", "subject", "body", "client_id"), "Inbox": ("before", "limit"),
+            "Read": ("id",), "Delete": ("ids",), "DeleteAccount": ()}
+
+
+def _error(code, reason, rid=None, fatal=False):
+    fields = {"code": code, "reason": reason, "fatal": fatal}
+    if rid is not None:
+        fields["rid"] = rid
+    return Packet("Error", fields)
+
+
+def _system(event, message, **extra):
+    return Packet("System", {"event": event, "message": message, **extra})
+
+
+class UserSession:
+    """The relay between one client and the database process."""
+
+    def __init__(self, sock, handoff, config):
+        self.sock, self.config = sock, config
+        self.user, self.ticket = handoff["user"], handoff["ticket"]
+        self.conn = protocol.Connection.from_state(handoff["state"])
+        self.db = DbLink(config["db_socket"])
+        self.selector = selectors.DefaultSelector()
+        self.pending = {}          # db rid -> (client op, client rid)
+        self.out = bytearray()     # bytes waiting to go to the client
+        self.subscribe_rid = None
+        self.closing = None        # None, "now", "after_pending", or "handback"
+        self.handback_state = None
+        self.stop_at = None
+
+    # -- set-up ----------------------------------------------------------------
+    def start(self):
+        self.sock.setblocking(False)
+        self.selector.register(self.sock, selectors.EVENT_READ, "client")
+        self._connect_db()
+        self._drain_client_events()   # frames the login process had buffered
+
+    def _connect_db(self):
+        self.db.connect()
+        self.db.call("Bind", ticket=self.ticket)
+        self.db.sock.setblocking(False)
+        self.selector.register(self.db.sock, selectors.EVENT_READ, "db")
+        self.subscribe_rid = self.db.send_request("Subscribe")
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self):
+        while not self._finished():
+            self._update_interest()
+            for key, mask in self.selector.select(self._timeout()):
+                if mask & selectors.EVENT_WRITE:
+                    self._flush()
+                if mask & selectors.EVENT_READ:
+                    self._on_readable(key.data)
+        self._flush_blocking()
+
+    def _finished(self):
+        if self.closing == "now" or self.closing == "handback":
+            return True
+        if self.closing == "after_pending":
+            return not self.pending or time.monotonic() > self.stop_at
+        return False
+
+    def _timeout(self):
+        return 0.2 if self.closing else None
+
+    def _update_interest(self):
+        events = selectors.EVENT_READ if len(self.pending) < MAX_PENDING else 0
+        if self.out:
+            events |= selectors.EVENT_WRITE
+        if events:
+            self.selector.modify(self.sock, events, "client")
+        else:
+            self.selector.modify(self.sock, selectors.EVENT_READ, "client")
+
+    def _on_readable(self, which):
+        if which == "client":
+            self._process_client_bytes(self._recv(self.sock))
+        else:
+            self._process_db_bytes(self._recv(self.db.sock))
+
+    @staticmethod
+    def _recv(sock):
+        try:
+            return sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""
+
+    # -- client side -------------------------------------------------------------
+    def _process_client_bytes(self, data):
+        """Feed bytes from the client (b"" = it closed) and handle every event."""
+        if data is None:
+            return
+        try:
+            self.conn.receive_data(data)
+            self._drain_client_events()
+        except ProtocolError as error:
+            log.info("%s: closing after protocol error: %s", self.user, error.reason)
+            self._send(_error(error.code, error.reason, fatal=True), force=True)
+            self.closing = "now"
+
+    def _drain_client_events(self):
+        while self.closing is None:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                return
+            if event is CLOSED:
+                self.closing = "now"
+                return
+            self._on_client_event(event)
+
+    def _on_client_event(self, event):
+        if isinstance(event, protocol.BadPacket):
+            self._send(_error("bad_request", event.reason, event.rid))
+        elif event.op == "Ack":
+            self._forward_ack(event.data["ids"])
+        elif event.op == "Logout":
+            self._send(_system("goodbye", "Logged out. Goodbye."))
+            self.closing = "now"
+        else:
+            self._relay(event)
+
+    def _relay(self, packet):
+        rid = packet.data["rid"]
+        if packet.op == "DeleteAccount" and packet.data.get("confirm") is not True:
+            self._send(_error("bad_request", "DeleteAccount needs confirm: true", rid))
+            return
+        fields = {k: packet.data[k] for k in _RELAYED[packet.op] if k in packet.data}
+        try:
+            db_rid = self.db.send_request(packet.op, **fields)
+        except DbUnavailable:
+            self._send(_error("unavailable", "The server's database is restarting; "
+                                             "try again.", rid))
+            return
+        self.pending[db_rid] = (packet.op, rid)
+
+    def _forward_ack(self, ids):
+        try:
+            self.pending[self.db.send_request("Ack", ids=ids)] = ("Ack", None)
+        except DbUnavailable:
+            pass  # not acknowledged: pushed again after the reconnect
+
+    def _send(self, packet, force=False):
+        if self.closing == "now" and not force:
+            return
+        self.out += self.conn.send(packet)
+        if len(self.out) > MAX_CLIENT_BUFFER:
+            log.warning("%s: client is not reading; disconnecting", self.user)
+            self.out.clear()
+            self.closing = "now"
+
+    def _flush(self):
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.out.clear()
+            self.closing = "now"
+            return
+        del self.out[:sent]
+
+    def _flush_blocking(self):
+        if not self.out:
+            return
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(2.0)
+            self.sock.sendall(self.out)
+        except OSError:
+            pass
+
+    # -- database side -------------------------------------------------------------
+    def _process_db_bytes(self, data):
+        if data is None:
+            return
+        self.db.feed(data)
+        try:
+            for event in self.db.events():
+                if event is CLOSED:
+                    return self._db_lost()
+                self._on_db_event(event)
+        except ProtocolError:
+            self._db_lost()
+
+    def _on_db_event(self, event):
+        if isinstance(event, Push):
+            for message in event.messages:
+                self._send(Packet("Message", message))
+        elif isinstance(event, Notice):
+            if event.event == "account_deleted":
+                self._send(_system("account_deleted", "This account was deleted in "
+                                                      "another session."))
+                self.closing = "now"
+        elif isinstance(event, Reply):
+            self._on_reply(event)
+
+    def _on_reply(self, reply):
+        if reply.rid == self.subscribe_rid:
+            self._send(_system("ready", "Logged in.", user=self.user))
+            return
+        op, rid = self.pending.pop(reply.rid, (None, None))
+        if op is None or op == "Ack":
+            return
+        if not reply.ok:
+            self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid))
+            return
+        fields = {k: v for k, v in reply.data.items() if k not in ("rid", "ok")}
+        self._send(Packet("Result", {"rid": rid, **fields}))
+        if op == "DeleteAccount":
+            self._hand_back()
+
+    def _hand_back(self):
+        log.info("%s deleted the account; back to the login dialogue", self.user)
+        self.closing = "handback"
+
+    def _db_lost(self):
+        log.warning("%s: database connection lost; reconnecting", self.user)
+        self.selector.unregister(self.db.sock)
+        for op, rid in self.pending.values():
+            if op != "Ack":
+                self._send(_error("unavailable", "The server's database restarted during "
+                                                 "this request; try again.", rid))
+        self.pending.clear()
+        try:
+            self._connect_db()
+        except (DbUnavailable, DbError) as error:
+            self._send(_error("unavailable", "The server's database is not available; "
+                                             "reconnect later.", fatal=True), force=True)
+            log.error("%s: %s", self.user, error)
+            self.closing = "now"
+
+    # -- shutdown ----------------------------------------------------------------
+    def shutdown(self):
+        """SIGTERM: tell the client, let requests in flight finish, then close."""
+        if self.closing is None:
+            self._send(_system("shutdown", "The server is shutting down."))
+            self.closing = "after_pending"
+            self.stop_at = time.monotonic() + SHUTDOWN_GRACE
+
+    def handback_payload(self):
+        return {"action": "login", "state": self.conn.export_state(), "peer": self.user}
+
+
+def main(sock, handoff, back_channel, config):
+    """Entry point of a user process (a forkserver child)."""
+    restore_default_signals()
+    start_process(f"user {handoff['user']}", config)
+    session = UserSession(sock, handoff, config)
+    signal.signal(signal.SIGTERM, lambda *_: session.shutdown())
+    try:
+        session.start()
+        session.run()
+    except (DbUnavailable, DbError) as error:
+        log.error("%s: cannot reach the database: %s", handoff["user"], error)
+        session._send(_error("unavailable", "The server's database is not available; "
+                                            "try again later.", fatal=True), force=True)
+        session._flush_blocking()
+    if session.closing == "handback":
+        session._flush_blocking()
+        back_channel.send(session.handback_payload())
+    else:
+        _close(sock)
+    back_channel.close()
+
+
+def _close(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
