@@ -8,7 +8,9 @@
   checked against a dummy hash, so it costs the same time as a wrong
   password. Hashes never leave this module's caller, the database process.
 * `LoginThrottle`: failed logins per username and per source address, with
-  a delay that doubles after a few free tries. In memory, bounded in size.
+  a delay that doubles after a few free tries (3 per username, 10 per
+  address, so one noisy address does not lock out a whole office behind
+  one NAT at once). In memory, bounded in size.
 * Tickets: after a verified login the database process hands out an
   HMAC-signed ticket naming the account id and username; a user process
   presents it to bind its database connection to that user. The secret
@@ -89,9 +91,10 @@ class PasswordHasher:
 class LoginThrottle:
     """Growing delays after failed logins, per username and per source address."""
 
-    def __init__(self, free_failures=3, base_delay=1.0, max_delay=60.0, forget_after=900.0,
-                 max_entries=100_000, clock=time.monotonic):
-        self.free_failures, self.base_delay, self.max_delay = free_failures, base_delay, max_delay
+    def __init__(self, free_failures=3, free_address_failures=10, base_delay=1.0,
+                 max_delay=60.0, forget_after=900.0, max_entries=100_000, clock=time.monotonic):
+        self.free = {"user": free_failures, "addr": free_address_failures}
+        self.base_delay, self.max_delay = base_delay, max_delay
         self.forget_after, self.max_entries, self.clock = forget_after, max_entries, clock
         self._entries = OrderedDict()  # key -> (failures, blocked_until, last_failure)
 
@@ -123,7 +126,7 @@ class LoginThrottle:
         if now - last > self.forget_after:
             failures = 0
         failures += 1
-        extra = failures - self.free_failures
+        extra = failures - self.free[key[0]]
         delay = 0.0 if extra <= 0 else min(self.max_delay, self.base_delay * 2 ** (extra - 1))
         self._entries[key] = (failures, now + delay, now)
         while len(self._entries) > self.max_entries:

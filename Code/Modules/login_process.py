@@ -190,9 +190,13 @@ class LoginSession:
             raise Stop() from None
 
     def _send_quietly(self, packet):
+        """Best effort: encrypted if the handshake is done, else a plaintext notice."""
         try:
-            if self.conn.state not in (protocol.HANDSHAKE, protocol.ERROR):
-                self.sock.settimeout(1.0)
+            self.sock.settimeout(1.0)
+            if self.conn.state == protocol.HANDSHAKE:
+                text = packet.data.get("message") or packet.data.get("reason", "")
+                self.sock.sendall(self.conn.notice(text))
+            elif self.conn.state != protocol.ERROR:
                 self.sock.sendall(self.conn.send(packet))
         except (OSError, ProtocolError):
             pass

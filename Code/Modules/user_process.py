@@ -75,12 +75,27 @@ class UserSession:
     def start(self):
         self.sock.setblocking(False)
         self.selector.register(self.sock, selectors.EVENT_READ, "client")
+        self._wake_r, wake_w = socket.socketpair()
+        for end in (self._wake_r, wake_w):
+            end.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w.fileno())   # a signal ends the select() at once
         self._connect_db()
         self._drain_client_events()   # frames the login process had buffered
 
     def _connect_db(self):
-        self.db.connect()
-        self.db.call("Bind", ticket=self.ticket)
+        """Connect and bind, retrying while the database process restarts."""
+        deadline = time.monotonic() + self.db.connect_timeout
+        while True:
+            try:
+                self.db.connect()
+                self.db.call("Bind", ticket=self.ticket)
+                break
+            except DbUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         self.db.sock.setblocking(False)
         self.selector.register(self.db.sock, selectors.EVENT_READ, "db")
         self.subscribe_rid = self.db.send_request("Subscribe")
@@ -116,7 +131,9 @@ class UserSession:
             self.selector.modify(self.sock, selectors.EVENT_READ, "client")
 
     def _on_readable(self, which):
-        if which == "client":
+        if which == "wake":
+            self._wake_r.recv(64)
+        elif which == "client":
             self._process_client_bytes(self._recv(self.sock))
         else:
             self._process_db_bytes(self._recv(self.db.sock))
@@ -213,6 +230,7 @@ class UserSession:
             self.sock.sendall(self.out)
         except OSError:
             pass
+        self.out.clear()
 
     # -- database side -------------------------------------------------------------
     def _process_db_bytes(self, data):
@@ -301,7 +319,6 @@ def main(sock, handoff, back_channel, config):
                                             "try again later.", fatal=True), force=True)
         session._flush_blocking()
     if session.closing == "handback":
-        session._flush_blocking()
         back_channel.send(session.handback_payload())
     else:
         _close(sock)

@@ -32,7 +32,7 @@ WAIT = 30.0
 PASSWORD = "correct horse battery"
 
 
-def test_env(extra=None):
+def child_env(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
     env.update(TEST_ENV)
     env.update(extra or {})
@@ -56,7 +56,7 @@ class ServerProcess:
                    "--log-level", "DEBUG", *self.args]
         self.log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log_file,
-                                     env=test_env(self.env), start_new_session=True)
+                                     env=child_env(self.env), start_new_session=True)
         self.port = self._wait_for_port()
         return self
 
@@ -162,7 +162,7 @@ def run_client(server, user, lines=(), password=PASSWORD, create=False, extra=()
     command = client_command(server, user, *(["--create"] if create else []), *extra)
     done = subprocess.run(command, input="\n".join(lines) + "\n", capture_output=True,
                           text=True, timeout=timeout,
-                          env=test_env({"PARLEY_TEST_PASSWORD": password}))
+                          env=child_env({"PARLEY_TEST_PASSWORD": password}))
     return done.returncode, parse_json_lines(done.stdout), done.stderr
 
 
@@ -177,7 +177,7 @@ class BatchClient:
         command = client_command(server, user, *(["--create"] if create else []), *extra)
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
-                                     env=test_env({"PARLEY_TEST_PASSWORD": password}))
+                                     env=child_env({"PARLEY_TEST_PASSWORD": password}))
         self.objects = queue.Queue()
         self.seen = []
         threading.Thread(target=self._read, daemon=True).start()
