@@ -137,7 +137,7 @@ class MonitorConnection(asyncio.Protocol):
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport = None
         self.subscription = None    # None, a list buffering pushes, or "live"
-        self.backlog_max_id = 0
+        self.close_after_reply = False
         self._outbox = []
 
     # -- transport events ----------------------------------------------------
@@ -218,6 +218,8 @@ class MonitorConnection(asyncio.Protocol):
 
     def reply_error(self, rid, code, reason):
         self.send(Packet("Reply", {"rid": rid, "ok": False, "code": code, "reason": reason}))
+        if self.close_after_reply:
+            self.close()
 
     def send_notice(self, event):
         self.send(Packet("Notice", {"event": event}))
@@ -248,8 +250,7 @@ class MonitorConnection(asyncio.Protocol):
         bound = auth.check_ticket(self.monitor.ticket_secret, data.get("ticket"))
         account = bound and await self.monitor.job(storage.account, bound[1])
         if not account or account["id"] != bound[0] or account["state"] != "active":
-            self.phase = "closed"
-            asyncio.get_running_loop().call_soon(self.close)
+            self.close_after_reply = True
             raise RequestFailed("bad_ticket", "That session is no longer valid; log in again.")
         self.user, self.phase = bound[1], "user"
         return {"user": self.user}
