@@ -229,6 +229,23 @@ class SecureChannel:
     def _transport_frame(self, flag, chunk):
         return _frame(TRANSPORT, self._send_cipher.encrypt_with_ad(b"", flag + chunk))
 
+    def farewell(self, payload):
+        """After the peer broke the protocol: one last payload telling it why.
+
+        Only our send direction is used, so this works when the peer's
+        frames failed (tampered, replayed, garbage) but not after our own
+        misuse or before the handshake. The channel is unusable afterwards.
+        """
+        error = self._error
+        if self._state != OPEN or isinstance(error, LocalProtocolError):
+            raise LocalProtocolError("no farewell is possible now", code="bad_state")
+        self._error = None
+        try:
+            return self.send(payload)
+        finally:
+            self._error = error or LocalProtocolError("the channel was closed after a "
+                                                      "farewell", code="closed")
+
     def _reserve_nonces(self, count):
         """Refuse up front a payload whose chunks would pass the nonce limit."""
         if self._send_cipher.n + count > self.nonce_limit:

@@ -196,7 +196,9 @@ class LoginSession:
             if self.conn.state == protocol.HANDSHAKE:
                 text = packet.data.get("message") or packet.data.get("reason", "")
                 self.sock.sendall(self.conn.notice(text))
-            elif self.conn.state != protocol.ERROR:
+            elif self.conn.state == protocol.ERROR:
+                self.sock.sendall(self.conn.farewell(packet))
+            else:
                 self.sock.sendall(self.conn.send(packet))
         except (OSError, ProtocolError):
             pass

@@ -104,7 +104,7 @@ def schema_problem(sender, packet):
                 return f"{packet.op}: the field '{field}' is missing"
             continue
         value = packet.data[field]
-        if not isinstance(value, kind) or (kind is _INT and isinstance(value, bool)):
+        if not isinstance(value, kind) or (kind is not _BOOL and isinstance(value, bool)):
             return f"{packet.op}: the field '{field}' has the wrong type"
     return None
 
@@ -125,6 +125,7 @@ class Connection:
         self.state = state
         self.serializer = serializer
         self._error = None
+        self._failed_in = None
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -178,7 +179,7 @@ class Connection:
         try:
             return self._next_event()
         except (LocalProtocolError, RemoteProtocolError) as error:
-            self._error = error
+            self._error, self._failed_in = error, self.state
             self.state = ERROR
             raise
 
@@ -207,12 +208,40 @@ class Connection:
     def send(self, packet):
         """The bytes that carry `packet` to the peer."""
         self._check_error()
+        try:
+            return self._send(packet)
+        except (LocalProtocolError, RemoteProtocolError) as error:
+            self._error, self._failed_in = error, self.state
+            self.state = ERROR
+            raise
+
+    def _send(self, packet):
         serializer = self._serializer_for_sending(packet)
-        self._move(self.role, packet.op, LocalProtocolError)
+        self._next_state(self.role, packet.op, LocalProtocolError)   # legal at all?
+        chosen = self._chosen_serializer(packet)
         payload = serializer.dumps(packet)
-        if packet.op == "Version" and self.role == "server":
-            self.serializer = get_serializer(packet.data["serializer"])
+        self._move(self.role, packet.op, LocalProtocolError)
+        if chosen is not None:
+            self.serializer = chosen
         return self.channel.send(payload)
+
+    def _chosen_serializer(self, packet):
+        """Server's Version choice: the serializer to switch to after sending it."""
+        if packet.op != "Version" or self.role != "server":
+            return None
+        name = packet.data.get("serializer")
+        if name not in SERIALIZER_PREFERENCE:
+            raise LocalProtocolError(f"cannot choose unknown serializer {name!r}",
+                                     code="unsupported_serializer")
+        return get_serializer(name)
+
+    def farewell(self, packet):
+        """The bytes of a last packet (a fatal Error) after the peer broke the protocol."""
+        if self.state != ERROR or not isinstance(self._error, RemoteProtocolError) \
+                or self._failed_in == HANDSHAKE:
+            raise LocalProtocolError("a farewell follows only the peer's protocol error")
+        serializer = JSON if self._failed_in in (VERSION, OFFERED) else self.serializer
+        return self.channel.farewell(serializer.dumps(packet))
 
     def _serializer_for_sending(self, packet):
         return JSON if self.state in (VERSION, OFFERED) else self.serializer
@@ -226,13 +255,17 @@ class Connection:
                                       code="unsupported_serializer")
         self.serializer = get_serializer(name)
 
-    def _move(self, sender, op, error_class):
-        key = (sender, self.state, op)
-        if key not in TRANSITIONS:
+    def _next_state(self, sender, op, error_class):
+        next_state = TRANSITIONS.get((sender, self.state, op))
+        if next_state is None:
             raise illegal_move(error_class, sender, self.state, op)
-        if self.state == LOGIN and TRANSITIONS[key] == SESSION and self.role == "server":
+        return next_state
+
+    def _move(self, sender, op, error_class):
+        next_state = self._next_state(sender, op, error_class)
+        if next_state == SESSION and self.role == "server":
             self.channel.max_payload = SESSION_MAX_PAYLOAD
-        self.state = TRANSITIONS[key]
+        self.state = next_state
 
     def _check_error(self):
         if self._error is not None:
@@ -241,7 +274,8 @@ class Connection:
 
 def choose_version(offer):
     """Server side of the Version exchange: the reply packet, or an Error packet."""
-    versions = offer.data.get("versions") or []
+    versions = [v for v in offer.data.get("versions") or []
+                if type(v) is int]   # noqa: E721 -- True and 1.0 are not version 1
     offered = [s for s in offer.data.get("serializers") or [] if isinstance(s, str)]
     if PROTOCOL_VERSION not in versions:
         return Packet("Error", {"code": "unsupported_version", "fatal": True,

@@ -157,8 +157,14 @@ class UserSession:
             self._drain_client_events()
         except ProtocolError as error:
             log.info("%s: closing after protocol error: %s", self.user, error.reason)
-            self._send(_error(error.code, error.reason, fatal=True), force=True)
+            self._say_farewell(_error(error.code, error.reason, fatal=True))
             self.closing = "now"
+
+    def _say_farewell(self, packet):
+        try:
+            self.out += self.conn.farewell(packet)
+        except ProtocolError:
+            pass   # nothing can be said on this connection any more
 
     def _drain_client_events(self):
         while self.closing is None:

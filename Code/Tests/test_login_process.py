@@ -12,6 +12,7 @@ import time
 
 from Modules import channel
 from Modules.framing import CLOSED
+from Modules.serializers import Packet
 from Tests.helpers import PASSWORD, RawClient, wait_until
 
 
@@ -128,12 +129,27 @@ def test_garbage_bytes_close_only_that_connection(server):
     assert_still_serving(server)
 
 
-def test_garbage_after_the_handshake(server):
+def test_a_forged_frame_gets_a_clear_error_and_the_connection_closes(server):
     client = RawClient(server.port)
     client.handshake()
-    client.write(b"\x00\x00\x00\x05\x02junk")
+    client.write(b"\x00\x00\x00\x15\x02" + b"forged ciphertext!!!")
+    error = client.next_event()
+    assert error.op == "Error" and error.data["code"] == "decrypt_failed"
     assert client.next_event() is CLOSED
     assert_still_serving(server)
+
+
+def test_a_replayed_frame_in_a_session_is_refused(server):
+    client = create(server, "ivan")
+    assert client.next_event().data["event"] == "ready"
+    frame = client.conn.send(Packet("Inbox", {"rid": 1}))
+    client.write(frame)
+    assert client.next_event().op == "Result"
+    client.write(frame)                                  # the same bytes again
+    error = client.next_event()
+    assert error.op == "Error" and error.data["code"] == "decrypt_failed"
+    assert client.next_event() is CLOSED
+    assert "authentication" in server.log()
 
 
 def test_process_titles_name_the_peer_then_the_user(server):
