@@ -1,0 +1,301 @@
+"""The client's commands: parsing one command line, and running it.
+
+One syntax for the interactive prompt and for batch input: words split the
+way a POSIX shell splits them (`shlex`), so `send bob "Lunch" "At noon?"`
+has three arguments. In batch input a quotation may stay open across
+lines; the lines are joined with newlines (`LineJoiner`), which is how a
+multi-line body is written. Blank lines and lines starting with # are
+ignored.
+
+    send TO [SUBJECT [BODY]]       inbox [--before ID] [--limit N]
+    read ID                        delete ID [ID ...]
+    delete-account                 help [COMMAND]
+    logout (also quit, exit)
+
+`parse_line()` is pure: it returns a `Command` or None and raises
+`UsageError` with one sentence (naming the closest known command when the
+word is unknown). The `Runner` carries a parsed command out through a
+`ClientSession` and hands every result or error to the `Output` as a
+record; a missing subject or body, or the delete-account confirmation, is
+asked through the `ui` object in interactive mode (batch mode has none:
+the command must be complete and delete-account is not asked again).
+
+Failures: a usage mistake or an Error reply is reported for that command
+and the session goes on (the outcome is "failed"); a lost connection
+(`ConnectionLost`) propagates to the caller, which ends the session.
+"""
+
+import difflib
+import shlex
+from typing import NamedTuple
+
+from Modules import client_output as out_mod
+from Modules import rules
+from Modules.client_session import RequestFailed
+
+COMMANDS = (
+    ("send", "send TO [SUBJECT [BODY]]", "send a message (asks for what is missing)"),
+    ("inbox", "inbox [--before ID] [--limit N]", "list your messages, newest first"),
+    ("read", "read ID", "show one message in full and mark it read"),
+    ("delete", "delete ID [ID ...]", "delete messages"),
+    ("delete-account", "delete-account", "delete your account; unread messages "
+                                         "go back to their senders"),
+    ("help", "help [COMMAND]", "this list"),
+    ("logout", "logout", "log out and quit (also: quit, exit, Ctrl-D)"),
+)
+ALIASES = {"quit": "logout", "exit": "logout", "?": "help"}
+MAX_ID = 2 ** 63 - 1
+MAX_LINE = 4 * rules.BODY_MAX     # a batch command with an open quote stops here
+
+OK, FAILED, LOGOUT, ACCOUNT_DELETED = "ok", "failed", "logout", "account_deleted"
+
+
+class UsageError(Exception):
+    """A command line that cannot be run; `reason` says why in one sentence."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Cancelled(Exception):
+    """The person cancelled a question (Ctrl-C while typing a message)."""
+
+
+class Command(NamedTuple):
+    name: str
+    args: dict
+    line: str
+
+
+# ------------------------------------------------------------ parsing
+
+
+def split_words(line):
+    """The shell-style words of `line`, or None for a blank line or a comment."""
+    if not line.strip() or line.lstrip().startswith("#"):
+        return None
+    try:
+        return shlex.split(line)
+    except ValueError:
+        raise UsageError("A quotation mark is not closed (or the line ends with a "
+                         "backslash).") from None
+
+
+def is_incomplete(text):
+    """True when `text` ends inside a quotation, so the next line belongs to it."""
+    if not text.strip() or text.lstrip().startswith("#"):
+        return False
+    try:
+        shlex.split(text)
+    except ValueError:
+        return True
+    return False
+
+
+def suggest(word):
+    """The known command closest to `word`, or None."""
+    names = [name for name, _usage, _summary in COMMANDS] + list(ALIASES)
+    close = difflib.get_close_matches(word.lower(), names, n=1, cutoff=0.6)
+    return ALIASES.get(close[0], close[0]) if close else None
+
+
+def parse_line(line):
+    """A Command for one command line, None for nothing to do; UsageError if wrong."""
+    words = split_words(line)
+    if not words:
+        return None
+    name = ALIASES.get(words[0].lower(), words[0].lower())
+    parser = _PARSERS.get(name)
+    if parser is None:
+        hint = suggest(words[0])
+        again = f" Did you mean '{hint}'?" if hint else " Type 'help' for the list."
+        raise UsageError(f"There is no command '{out_mod.neutralise(words[0])}'.{again}")
+    return Command(name, parser(words[1:]), line)
+
+
+def _usage(name):
+    usage = next(u for n, u, _s in COMMANDS if n == name)
+    return UsageError(f"Usage: {usage}")
+
+
+def _message_id(word):
+    text = word[1:] if word.startswith("#") else word
+    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+        raise UsageError(f"'{out_mod.neutralise(word)}' is not a message number "
+                         "(see 'inbox').")
+    return int(text)
+
+
+def _rule(check, value):
+    try:
+        return check(value)
+    except rules.RuleError as error:
+        raise UsageError(error.reason) from None
+
+
+def _parse_send(words):
+    if not 1 <= len(words) <= 3:
+        raise _usage("send")
+    args = {"to": _rule(rules.check_recipient, words[0])}
+    if len(words) >= 2:
+        args["subject"] = _rule(rules.check_subject, words[1])
+    if len(words) == 3:
+        args["body"] = _rule(rules.check_body, words[2])
+    return args
+
+
+def _parse_inbox(words):
+    args, rest = {}, list(words)
+    while rest:
+        flag = rest.pop(0)
+        name, _, value = flag.partition("=")
+        if name not in ("--before", "--limit"):
+            raise _usage("inbox")
+        if not value:
+            if not rest:
+                raise _usage("inbox")
+            value = rest.pop(0)
+        args[name[2:]] = _message_id(value) if name == "--before" else _limit(value)
+    return args
+
+
+def _limit(word):
+    if not word.isdigit() or not 1 <= int(word) <= 500:
+        raise UsageError("--limit is a number from 1 to 500.")
+    return int(word)
+
+
+def _parse_read(words):
+    if len(words) != 1:
+        raise _usage("read")
+    return {"id": _message_id(words[0])}
+
+
+def _parse_delete(words):
+    if not words:
+        raise _usage("delete")
+    return {"ids": list(dict.fromkeys(_message_id(word) for word in words))}
+
+
+def _parse_help(words):
+    if len(words) > 1:
+        raise _usage("help")
+    return {"topic": ALIASES.get(words[0].lower(), words[0].lower())} if words else {}
+
+
+def _no_arguments(name):
+    def parse(words):
+        if words:
+            raise _usage(name)
+        return {}
+    return parse
+
+
+_PARSERS = {"send": _parse_send, "inbox": _parse_inbox, "read": _parse_read,
+            "delete": _parse_delete, "delete-account": _no_arguments("delete-account"),
+            "help": _parse_help, "logout": _no_arguments("logout")}
+
+
+class LineJoiner:
+    """Batch input: joins physical lines while a quotation is open."""
+
+    def __init__(self, max_chars=MAX_LINE):
+        self.max_chars = max_chars
+        self._pending = None
+
+    def feed(self, line):
+        """The complete command text once it is whole, else None."""
+        line = line.rstrip("\r\n")
+        text = line if self._pending is None else self._pending + "\n" + line
+        if is_incomplete(text) and len(text) < self.max_chars:
+            self._pending = text
+            return None
+        self._pending = None
+        return text
+
+    def leftover(self):
+        """At end of input: the unfinished command text, if any."""
+        text, self._pending = self._pending, None
+        return text
+
+
+def help_entries(topic=None):
+    """(usage, summary) pairs: every command, or just `topic`."""
+    entries = [(usage, summary) for name, usage, summary in COMMANDS
+               if topic is None or name == topic]
+    if not entries:
+        raise UsageError(f"There is no command '{out_mod.neutralise(topic)}'. "
+                         "Type 'help' for the list.")
+    return entries
+
+
+# ------------------------------------------------------------ running
+
+
+class Runner:
+    """Runs parsed commands against a session; results go to the output."""
+
+    def __init__(self, session, output, ui=None, user=None):
+        self.session, self.output, self.ui, self.user = session, output, ui, user
+
+    def run(self, command):
+        """OK, FAILED, LOGOUT or ACCOUNT_DELETED; ConnectionLost propagates."""
+        try:
+            return getattr(self, "_" + command.name.replace("-", "_"))(command.args)
+        except UsageError as error:
+            self.output.error(error.reason, "bad_command", command.line)
+        except RequestFailed as failure:
+            self.output.error(failure.message, failure.code, command.line)
+        except Cancelled:
+            self.output.human("Cancelled.")
+            return OK
+        return FAILED
+
+    def _send(self, args):
+        to = args["to"]
+        subject = args.get("subject")
+        if subject is None:
+            subject = _rule(rules.check_subject, self._ask("ask_subject", to))
+        body = args.get("body")
+        if body is None:
+            body = _rule(rules.check_body, self._ask("ask_body", to))
+        result = self.session.send_message(to, subject, body)
+        self.output.emit(out_mod.sent_record(result, to))
+        return OK
+
+    def _ask(self, question, *args):
+        if self.ui is None:
+            raise UsageError('Give the whole message on one line: send TO "SUBJECT" "BODY".')
+        return getattr(self.ui, question)(*args)
+
+    def _inbox(self, args):
+        result = self.session.inbox(args.get("before"), args.get("limit"))
+        self.output.emit(out_mod.inbox_record(result))
+        return OK
+
+    def _read(self, args):
+        result = self.session.read(args["id"])
+        self.output.emit(out_mod.message_record(result.get("message", {}), "read"))
+        return OK
+
+    def _delete(self, args):
+        self.output.emit(out_mod.deleted_record(self.session.delete(args["ids"])))
+        return OK
+
+    def _delete_account(self, _args):
+        if self.ui is not None and not self.ui.confirm_delete(self.user):
+            self.output.human("The account was not deleted.")
+            return OK
+        result = self.session.delete_account()
+        self.output.emit(out_mod.account_deleted_record(result))
+        return ACCOUNT_DELETED
+
+    def _help(self, args):
+        self.output.emit(out_mod.help_record(help_entries(args.get("topic"))))
+        return OK
+
+    def _logout(self, _args):
+        if not self.session.logout():
+            self.output.note("The server did not say goodbye; closing anyway.")
+        return LOGOUT

@@ -1,0 +1,511 @@
+"""The client's network session with a Parley server; it never prints.
+
+Talks to: one Parley server over TCP, through the sans-IO
+`protocol.Connection` (Noise NX channel + packets). The caller (the CLI)
+drives it in steps:
+
+    session = ClientSession(host, port, handlers)
+    key = session.open()          # TCP + Noise handshake; the server's static key
+    ...                           # the caller checks the key pin; nothing sent yet
+    session.negotiate()           # Version exchange; starts the reader thread
+    step = session.next_login_step()    # a Login prompt or Welcome packet
+    session.answer_login(username=...)  # one answer per prompt
+    session.wait_ready()          # the backlog has been handed to the handlers
+    session.send_message(...), inbox(), read(), delete(), delete_account()
+    session.logout(); session.close()
+
+Threads: after `negotiate()` one reader thread owns all receiving. Pushed
+messages, System events and the Welcome go to the `Handlers` object from
+that thread, in arrival order; Login prompts go to a queue read by
+`next_login_step()`; replies are matched to the waiting request by rid
+under a Condition. The Connection object is not thread-safe, so every use
+of it (send and receive) happens under one lock; a second lock keeps the
+encrypted frames of two senders from interleaving on the socket.
+
+Messages: a message id is handed to `on_message` at most once per login
+(the server pushes unacknowledged messages again after its database
+restarts), and every received id is acknowledged with one Ack per batch
+of packets, after it has been shown (except while the account is being
+deleted: an Ack must not reach the server's login dialogue). A Send that fails with "unavailable"
+is retried with the same client_id, which the server stores once.
+
+Failures are exceptions carrying one plain sentence: `CannotConnect`
+(exit status 2), `ServerRefused` (a notice such as "server full", a fatal
+Error, a System event that ends the login), `ConnectionLost` (the server
+went away; the reason is the fatal Error or System message if there was
+one) and `RequestFailed` (an Error reply to one request; the session goes
+on). `handlers.on_closed(reason)` is called when the server ends the
+connection, unless we closed it ourselves.
+"""
+
+import queue
+import socket
+import threading
+import uuid
+
+from Modules import channel as channel_mod
+from Modules import protocol
+from Modules.errors import LocalProtocolError, ProtocolError
+from Modules.framing import CLOSED, NEED_DATA
+from Modules.serializers import Packet
+
+CONNECT_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 60.0
+READY_TIMEOUT = 30.0
+SEND_RETRY_DELAYS = (0.5, 1.0, 2.0)   # three retries of an "unavailable" Send
+RECV_SIZE = 65536
+CLOSED_BY_SERVER = "The server closed the connection."
+
+
+class ClientFailure(Exception):
+    """Something a person should be told in one sentence; `exit_code` for the CLI."""
+
+    exit_code = 1
+
+    def __init__(self, message, code="failed"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class CannotConnect(ClientFailure):
+    exit_code = 2
+
+
+class ServerRefused(ClientFailure):
+    """The server said no: a notice, a fatal Error or a closing System event."""
+
+
+class ConnectionLost(ClientFailure):
+    """The connection ended; `message` says why as well as we know."""
+
+
+class RequestFailed(ClientFailure):
+    """The server answered one request with an Error; the session goes on."""
+
+
+class Handlers:
+    """What the session calls from its reader thread; the CLI overrides these."""
+
+    def on_welcome(self, user, created):
+        pass
+
+    def on_message(self, message, via):
+        """`via` is "login" for the backlog before System ready, else "push"."""
+
+    def on_ready(self, user):
+        pass
+
+    def on_system(self, event, message):
+        pass
+
+    def on_error(self, code, reason):
+        """An Error the server sent that belongs to no request."""
+
+    def on_closed(self, reason):
+        pass
+
+
+class ClientSession:
+    """One connection to a Parley server, from TCP connect to close."""
+
+    def __init__(self, host, port, handlers=None, connect_timeout=CONNECT_TIMEOUT):
+        self.host, self.port = host, port
+        self.handlers = handlers or Handlers()
+        self.connect_timeout = connect_timeout
+        self.sock = None
+        self.conn = protocol.Connection.client()
+        self._conn_lock = threading.Lock()     # every use of self.conn
+        self._send_lock = threading.Lock()     # frame order on the socket
+        self._replies_cond = threading.Condition()
+        self._waiting, self._replies = set(), {}
+        self._rid = 0
+        self._login_steps = queue.Queue()
+        self._ready, self._goodbye, self._closed = (threading.Event(), threading.Event(),
+                                                    threading.Event())
+        self._seen = set()
+        self._ack_lock = threading.Lock()
+        self._held_acks = None     # a list while an account deletion is in flight
+        self._in_session = False
+        self._fatal_reason = self._server_reason = None
+        self._closing_by_us = False
+        self._reader = None
+
+    # -- connecting ------------------------------------------------------------
+    def open(self):
+        """Connect and run the Noise handshake; the server's static public key."""
+        self.sock = self._connect()
+        self._send_bytes(self._locked(self.conn.start))
+        while True:
+            event = self._next_event_sync()
+            if isinstance(event, channel_mod.Notice):
+                raise ServerRefused(event.text, "notice")
+            if isinstance(event, channel_mod.HandshakeDone):
+                return event.remote_static
+            if event is CLOSED:
+                raise ConnectionLost("The server closed the connection during the "
+                                     "handshake.", "closed")
+
+    def _connect(self):
+        where = f"{self.host}:{self.port}"
+        try:
+            return socket.create_connection((self.host, self.port), self.connect_timeout)
+        except socket.gaierror:
+            raise CannotConnect(f"Cannot find the host {self.host}; check --host.",
+                                "unknown_host") from None
+        except socket.timeout:
+            raise CannotConnect(f"Cannot connect to {where}: no answer within "
+                                f"{self.connect_timeout:g} seconds.", "timeout") from None
+        except ConnectionRefusedError:
+            raise CannotConnect(f"Cannot connect to {where}: connection refused. Is the "
+                                "server running, and are --host and --port right?",
+                                "refused") from None
+        except OSError as error:
+            raise CannotConnect(f"Cannot connect to {where}: {error.strerror or error}.",
+                                "connect_failed") from None
+
+    def negotiate(self):
+        """The Version exchange; then the reader thread takes over receiving."""
+        self._send(protocol.version_offer())
+        event = self._next_event_sync()
+        if isinstance(event, Packet) and event.op == "Error":
+            raise ServerRefused(event.data["reason"], event.data["code"])
+        if isinstance(event, Packet) and event.op == "System":
+            raise ServerRefused(event.data["message"], event.data["event"])
+        if not (isinstance(event, Packet) and event.op == "Version"):
+            raise ConnectionLost(CLOSED_BY_SERVER if event is CLOSED else
+                                 "The server answered the version offer wrongly.", "closed")
+        self.sock.settimeout(None)
+        self._reader = threading.Thread(target=self._read_loop, name="parley-reader",
+                                        daemon=True)
+        self._reader.start()
+        return event.data
+
+    def _next_event_sync(self):
+        """The next event before the reader thread runs (handshake, Version)."""
+        try:
+            while True:
+                event = self._locked(self.conn.next_event)
+                if event is not NEED_DATA:
+                    return event
+                data = self.sock.recv(RECV_SIZE)
+                self._locked(self.conn.receive_data, data)
+        except socket.timeout:
+            raise ConnectionLost(f"The server did not answer within "
+                                 f"{self.connect_timeout:g} seconds.", "timeout") from None
+        except ProtocolError as error:
+            raise ConnectionLost(_garbled(error), error.code) from None
+        except OSError:
+            raise ConnectionLost(CLOSED_BY_SERVER, "closed") from None
+
+    # -- sending -----------------------------------------------------------------
+    def _locked(self, function, *args):
+        with self._conn_lock:
+            return function(*args)
+
+    def _send(self, packet, only_in_session=False):
+        """Encrypt and send one packet; False if skipped (no longer in session)."""
+        with self._send_lock:
+            with self._conn_lock:
+                if only_in_session and self.conn.state != protocol.SESSION:
+                    return False
+                try:
+                    data = self.conn.send(packet)
+                except LocalProtocolError:
+                    raise RequestFailed("That cannot be done at this point of the "
+                                        "session.", "not_now") from None
+                except ProtocolError as error:
+                    raise ConnectionLost(_garbled(error), error.code) from None
+            self._send_bytes(data)
+        return True
+
+    def _send_bytes(self, data):
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise ConnectionLost(self.close_reason, "closed") from None
+
+    # -- the reader thread -----------------------------------------------------------
+    def _read_loop(self):
+        reason = None
+        try:
+            while not self._read_once():
+                pass
+        except ProtocolError as error:
+            reason = _garbled(error)
+        except (OSError, ClientFailure):
+            pass
+        except Exception as error:   # a bug in a handler must not kill silently
+            reason = f"The client failed while handling a packet ({type(error).__name__})."
+        self._finish(reason)
+
+    def _read_once(self):
+        """Handle every complete event, then wait for bytes; True at end of stream."""
+        events, error = self._drain()
+        self._dispatch(events)
+        if error is not None:
+            raise error
+        if CLOSED in events:
+            return True
+        data = self.sock.recv(RECV_SIZE)
+        self._locked(self.conn.receive_data, data)
+        return False
+
+    def _drain(self):
+        events = []
+        with self._conn_lock:
+            try:
+                while True:
+                    event = self.conn.next_event()
+                    if event is NEED_DATA:
+                        return events, None
+                    events.append(event)
+                    if event is CLOSED:
+                        return events, None
+            except ProtocolError as error:
+                return events, error
+
+    def _dispatch(self, events):
+        acks = []
+        for event in events:
+            if isinstance(event, protocol.BadPacket):
+                self._on_bad_packet(event)
+            elif isinstance(event, Packet):
+                handler = getattr(self, "_on_" + event.op.lower(), None)
+                if handler is not None:
+                    handler(event, acks)
+        if acks:
+            self._acknowledge(acks)
+
+    def _acknowledge(self, ids):
+        with self._ack_lock:
+            if self._held_acks is not None:
+                self._held_acks.extend(ids)
+                return
+        self._send(Packet("Ack", {"ids": ids}), only_in_session=True)
+
+    def _on_login(self, packet, _acks):
+        self._in_session = False
+        self._ready.clear()
+        self._login_steps.put(packet)
+
+    def _on_welcome(self, packet, _acks):
+        self._in_session = True
+        self._seen.clear()
+        with self._ack_lock:
+            self._held_acks = None
+        self.handlers.on_welcome(packet.data["user"], packet.data["created"])
+        self._login_steps.put(packet)
+
+    def _on_message(self, packet, acks):
+        message_id = packet.data["id"]
+        if message_id not in self._seen:
+            self._seen.add(message_id)
+            self.handlers.on_message(packet.data, "push" if self._ready.is_set() else "login")
+        acks.append(message_id)
+
+    def _on_result(self, packet, _acks):
+        self._deliver_reply(packet.data["rid"], packet)
+
+    def _on_error(self, packet, _acks):
+        data = packet.data
+        if "rid" in data and self._deliver_reply(data["rid"], packet):
+            return
+        if data.get("fatal"):
+            self._fatal_reason = data["reason"]
+        if not self._in_session:
+            self._login_steps.put(packet)
+        elif not data.get("fatal"):
+            self.handlers.on_error(data["code"], data["reason"])
+
+    def _on_system(self, packet, _acks):
+        event, message = packet.data["event"], packet.data["message"]
+        if event == "ready":      # again after the server's database restarted
+            if not self._ready.is_set():
+                self._ready.set()
+                self.handlers.on_ready(packet.data.get("user"))
+            return
+        if event == "goodbye":
+            self._goodbye.set()
+        else:
+            self._server_reason = message
+        if self._in_session:
+            self.handlers.on_system(event, message)
+        else:
+            self._login_steps.put(packet)
+
+    def _on_bad_packet(self, bad):
+        if isinstance(bad.rid, int) and not isinstance(bad.rid, bool) \
+                and self._deliver_reply(bad.rid, bad):
+            return
+        self.handlers.on_error("bad_packet", f"The server sent a malformed {bad.op} packet.")
+
+    def _deliver_reply(self, rid, reply):
+        with self._replies_cond:
+            if rid not in self._waiting:
+                return False
+            self._replies[rid] = reply
+            self._replies_cond.notify_all()
+            return True
+
+    def _finish(self, reason):
+        if reason is not None and self._fatal_reason is None:
+            self._fatal_reason = reason
+        self._closed.set()
+        self._ready.set()      # wake anyone waiting for the backlog
+        with self._replies_cond:
+            self._replies_cond.notify_all()
+        self._login_steps.put(None)
+        if not self._closing_by_us:
+            self.handlers.on_closed(self.close_reason)
+
+    # -- state the CLI looks at ----------------------------------------------------------
+    @property
+    def closed(self):
+        return self._closed.is_set()
+
+    @property
+    def close_reason(self):
+        """Why the connection ended, as one sentence."""
+        return self._fatal_reason or self._server_reason or CLOSED_BY_SERVER
+
+    def connection_lost(self):
+        return ConnectionLost(self.close_reason, "closed")
+
+    # -- the login dialogue ------------------------------------------------------------
+    def next_login_step(self):
+        """The next Login prompt or the Welcome packet.
+
+        Raises ServerRefused for a fatal Error or a System event (too many
+        attempts, login timeout, shutdown) and ConnectionLost at the end.
+        """
+        while True:
+            try:
+                step = self._login_steps.get(timeout=0.5)
+            except queue.Empty:
+                if self.closed and self._login_steps.empty():
+                    raise self.connection_lost() from None
+                continue
+            if step is None:
+                raise self.connection_lost()
+            if step.op == "Error":
+                raise ServerRefused(step.data["reason"], step.data["code"])
+            if step.op == "System":
+                raise ServerRefused(step.data["message"], step.data["event"])
+            return step
+
+    def answer_login(self, **fields):
+        """One answer: username=..., password=..., new_password=... or cancel=True."""
+        self._send(Packet("Login", fields))
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        """Wait until the backlog has been handed over (System ready)."""
+        self._ready.wait(timeout)
+        if self.closed:
+            raise self.connection_lost()
+
+    # -- requests ----------------------------------------------------------------------
+    def request(self, op, timeout=REQUEST_TIMEOUT, **fields):
+        """Send one request and wait for its Result; the Result's data."""
+        with self._replies_cond:
+            self._rid += 1
+            rid = self._rid
+            self._waiting.add(rid)
+        try:
+            self._send(Packet(op, {"rid": rid, **fields}))
+            reply = self._wait_reply(rid, timeout)
+        finally:
+            with self._replies_cond:
+                self._waiting.discard(rid)
+                self._replies.pop(rid, None)
+        return _result_data(reply)
+
+    def _wait_reply(self, rid, timeout):
+        with self._replies_cond:
+            self._replies_cond.wait_for(lambda: rid in self._replies or self.closed, timeout)
+            if rid in self._replies:
+                return self._replies[rid]
+        if self.closed:
+            raise self.connection_lost()
+        raise RequestFailed(f"The server did not answer within {timeout:g} seconds; "
+                            "try again.", "timeout")
+
+    def send_message(self, to, subject, body):
+        """Send, retrying "unavailable" with the same client_id; the Result data."""
+        fields = {"to": to, "subject": subject, "body": body, "client_id": uuid.uuid4().hex}
+        for delay in SEND_RETRY_DELAYS:
+            try:
+                return self.request("Send", **fields)
+            except RequestFailed as failure:
+                if failure.code != "unavailable":
+                    raise
+            if self._closed.wait(delay):
+                raise self.connection_lost()
+        return self.request("Send", **fields)
+
+    def inbox(self, before=None, limit=None):
+        fields = {k: v for k, v in (("before", before), ("limit", limit)) if v is not None}
+        return self.request("Inbox", **fields)
+
+    def read(self, message_id):
+        return self.request("Read", id=message_id)
+
+    def delete(self, ids):
+        return self.request("Delete", ids=list(ids))
+
+    def delete_account(self):
+        """Delete the account; the server then returns to the login dialogue.
+
+        Acks are held back meanwhile: one arriving after the server's hand-back
+        to the login dialogue would be a protocol violation there. If the
+        deletion fails they are sent after all.
+        """
+        with self._ack_lock:
+            self._held_acks = []
+        try:
+            return self.request("DeleteAccount", confirm=True)
+        except RequestFailed:
+            with self._ack_lock:
+                held, self._held_acks = self._held_acks, None
+            if held:
+                self._send(Packet("Ack", {"ids": held}), only_in_session=True)
+            raise
+
+    # -- ending ----------------------------------------------------------------------------
+    def logout(self, wait=2.0):
+        """Say goodbye (if still in a session) and wait briefly for the answer."""
+        if self.closed:
+            return False
+        try:
+            if not self._send(Packet("Logout", {}), only_in_session=True):
+                return False
+        except ClientFailure:
+            return False
+        self._closing_by_us = True
+        return self._goodbye.wait(wait) or self._closed.wait(0)
+
+    def close(self):
+        """Close the socket and stop the reader thread; safe to call twice."""
+        self._closing_by_us = True
+        if self.sock is None:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout=2.0)
+
+
+def _result_data(reply):
+    if isinstance(reply, protocol.BadPacket):
+        raise RequestFailed("The server's answer was malformed; try again.", "bad_reply")
+    if reply.op == "Error":
+        raise RequestFailed(reply.data["reason"], reply.data["code"])
+    return reply.data
+
+
+def _garbled(error):
+    return (f"The connection failed: the server sent something this client does not "
+            f"understand ({error.reason}).")
