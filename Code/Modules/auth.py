@@ -127,7 +127,7 @@ class LoginThrottle:
             failures = 0
         failures += 1
         extra = failures - self.free[key[0]]
-        delay = 0.0 if extra <= 0 else min(self.max_delay, self.base_delay * 2 ** (extra - 1))
+        delay = 0.0 if extra <= 0 else min(self.max_delay, self.base_delay * 2.0 ** min(extra - 1, 64))
         self._entries[key] = (failures, now + delay, now)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -146,6 +146,7 @@ def check_ticket(secret, ticket):
         return None
     account_id, username, mac = ticket.split(":")
     expected = hmac.new(secret, f"{account_id}:{username}".encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(mac, expected) or not account_id.isdigit():
+    if not hmac.compare_digest(mac.encode("utf-8", "replace"), expected.encode()) \
+            or not (account_id.isascii() and account_id.isdigit()):
         return None
     return int(account_id), username

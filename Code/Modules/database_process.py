@@ -43,6 +43,8 @@ log = logging.getLogger("parley.database")
 MAX_FRAME = 512 * 1024
 MAX_WRITE_BUFFER = 16 * 1024 * 1024   # a user process that stops reading is cut off
 MAX_IDS_PER_REQUEST = 10_000
+PUSH_BYTES = 256 * 1024               # worst-case UTF-8 size of one Push packet
+INBOX_MAX = 200
 EXIT_STORAGE_ERROR = 3
 
 ALLOWED = {
@@ -235,8 +237,20 @@ class MonitorConnection(asyncio.Protocol):
 
     def _flush_pushes(self):
         messages, self._outbox = self._outbox, []
-        if messages:
-            self.send(Packet("Push", {"messages": messages}))
+        self._send_pushes(messages)
+
+    def _send_pushes(self, messages):
+        """Push packets of at most PUSH_BYTES of text each (frames are bounded)."""
+        batch, size = [], 0
+        for message in messages:
+            weight = 256 + 4 * (len(message["body"]) + len(message["subject"]))
+            if batch and size + weight > PUSH_BYTES:
+                self.send(Packet("Push", {"messages": batch}))
+                batch, size = [], 0
+            batch.append(message)
+            size += weight
+        if batch:
+            self.send(Packet("Push", {"messages": batch}))
 
     # -- phase "new" ---------------------------------------------------------
     def op_hello(self, data):
@@ -319,8 +333,7 @@ class MonitorConnection(asyncio.Protocol):
         buffered, self.subscription = self.subscription, "live"
         last = rows[-1]["id"] if rows else 0
         fresh = [m for m in buffered or () if m["id"] > last]
-        for start in range(0, len(rows), 500):
-            self.send(Packet("Push", {"messages": rows[start:start + 500]}))
+        self._send_pushes(rows)
         for message in fresh:
             self.queue_push(message)
 
@@ -338,12 +351,14 @@ class MonitorConnection(asyncio.Protocol):
 
     def op_inbox(self, data):
         before, limit = data.get("before"), data.get("limit", 50)
-        if not isinstance(limit, int) or not 1 <= limit <= 500:
-            raise RequestFailed("bad_request", "limit is between 1 and 500")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= INBOX_MAX:
+            raise RequestFailed("bad_request", f"limit is between 1 and {INBOX_MAX}")
         future = self.monitor.job(storage.inbox, self.user, before, limit)
         return self._wrap(future, None, lambda r: {"messages": r[0], "more": r[1]})
 
     async def op_read(self, data):
+        if not isinstance(data.get("id"), int) or isinstance(data.get("id"), bool):
+            raise RequestFailed("bad_request", "id is an integer")
         message = await self.monitor.job(storage.read_message, self.user, data.get("id"), _now())
         if message is None:
             raise RequestFailed("not_found", f"You have no message {data.get('id')}.")

@@ -133,7 +133,7 @@ class LoginSession:
             self._answer_version(event)
         elif event.op == "Login":
             return self._run_outputs(self.dialogue.receive(event))
-        return None
+        return None   # Ack sent just before an account deletion: nothing to do
 
     def _answer_version(self, offer):
         reply = protocol.choose_version(offer)

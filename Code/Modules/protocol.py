@@ -30,7 +30,7 @@ from Modules.serializers import JSON, Packet, get_serializer
 PROTOCOL_VERSION = 1
 SERIALIZER_PREFERENCE = ("binary", "json")
 PRE_LOGIN_MAX_PAYLOAD = 16 * 1024
-SESSION_MAX_PAYLOAD = 256 * 1024
+SESSION_MAX_PAYLOAD = 1024 * 1024   # a 64 KiB body JSON-escaped is up to 384 KiB
 
 HANDSHAKE, VERSION, OFFERED, LOGIN, SESSION, CLOSED_STATE, ERROR = (
     "HANDSHAKE", "VERSION", "OFFERED", "LOGIN", "SESSION", "CLOSED", "ERROR")
@@ -43,6 +43,7 @@ TRANSITIONS = {
     ("client", VERSION, "Version"): OFFERED,
     ("server", OFFERED, "Version"): LOGIN,
     ("client", LOGIN, "Login"): LOGIN,
+    ("client", LOGIN, "Ack"): LOGIN,      # late Acks after DeleteAccount; ignored
     ("server", LOGIN, "Login"): LOGIN,
     ("server", LOGIN, "Welcome"): SESSION,
     ("server", SESSION, "Message"): SESSION,
@@ -196,12 +197,13 @@ class Connection:
 
     def _received_packet(self, payload):
         packet = self._serializer_for_receiving().loads(payload)
-        self._move(self.peer_role, packet.op, RemoteProtocolError)
+        self._next_state(self.peer_role, packet.op, RemoteProtocolError)
+        problem = schema_problem(self.peer_role, packet)
+        if problem:   # a legal move with bad fields changes nothing
+            return BadPacket(packet.op, packet.data.get("rid"), problem)
         if packet.op == "Version" and self.role == "client":
             self._adopt_serializer(packet.data.get("serializer"))
-        problem = schema_problem(self.peer_role, packet)
-        if problem:
-            return BadPacket(packet.op, packet.data.get("rid"), problem)
+        self._move(self.peer_role, packet.op, RemoteProtocolError)
         return packet
 
     # -- sending ------------------------------------------------------------

@@ -67,6 +67,7 @@ class UserSession:
         self.pending = {}          # db rid -> (client op, client rid)
         self.out = bytearray()     # bytes waiting to go to the client
         self.subscribe_rid = None
+        self.ready_sent = False
         self.closing = None        # None, "now", "after_pending", or "handback"
         self.handback_state = None
         self.stop_at = None
@@ -265,7 +266,9 @@ class UserSession:
 
     def _on_reply(self, reply):
         if reply.rid == self.subscribe_rid:
-            self._send(_system("ready", "Logged in.", user=self.user))
+            if not self.ready_sent:   # not again after a database reconnect
+                self._send(_system("ready", "Logged in.", user=self.user))
+                self.ready_sent = True
             return
         op, rid = self.pending.pop(reply.rid, (None, None))
         if op is None or op == "Ack":
