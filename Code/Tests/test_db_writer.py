@@ -1,0 +1,346 @@
+"""Tests for Modules/db_writer.py: the single writer thread and its group commit.
+
+Uses a real SQLite file in tmp_path and a real asyncio loop. Checks that jobs
+queued together share one transaction, that a failing job is rolled back
+alone while the rest of its batch commits, that `after` hooks run in
+submission order before each future resolves, that a failed COMMIT fails the
+whole batch with CommitFailed and leaves nothing on disk while the writer
+carries on, that stop() finishes queued work and closes the connection, and
+that an error opening the database is raised by start().
+"""
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from Modules.db_writer import CommitFailed, SingleWriter
+
+WAIT = 30.0
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def connector(path, closed=None):
+    """connect() and close() for a writer on `path` (schema created on connect)."""
+
+    def connect():
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript("""
+            CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY);
+            CREATE TABLE IF NOT EXISTS child (
+                id INTEGER PRIMARY KEY,
+                parent_id INTEGER NOT NULL
+                    REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+        """)
+        return conn
+
+    def close(conn):
+        if closed is not None:
+            closed.append(threading.current_thread().name)
+        conn.close()
+
+    return connect, close
+
+
+def on_disk(path, sql="SELECT value FROM items ORDER BY id"):
+    """Rows as another connection sees them (only committed data)."""
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] if len(row) == 1 else row for row in conn.execute(sql)]
+    finally:
+        conn.close()
+
+
+def insert(conn, value):
+    return conn.execute("INSERT INTO items (value) VALUES (?)", (value,)).lastrowid
+
+
+def insert_then_fail(conn, value):
+    insert(conn, value)
+    raise ValueError(f"job {value} failed on purpose")
+
+
+def orphan_child(conn):
+    """Legal until COMMIT: the deferred foreign key has no parent row."""
+    conn.execute("INSERT INTO child (parent_id) VALUES (999)")
+    return "inserted"
+
+
+def hold(writer):
+    """Block the writer thread in a job of its own until the event is set.
+
+    Whatever is submitted meanwhile is queued, so it forms the next batch.
+    """
+    started, release = threading.Event(), threading.Event()
+
+    def gate(_conn):
+        started.set()
+        release.wait(WAIT)
+        return "gate"
+
+    future = writer.submit(gate)
+    assert started.wait(WAIT)
+    return release, future
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "test.db")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, WAIT))
+
+
+async def started_writer(path, closed=None, **options):
+    connect, close = connector(path, closed)
+    writer = SingleWriter(asyncio.get_running_loop(), connect, close, **options)
+    writer.start()
+    return writer
+
+
+# ------------------------------------------------------------------- tests
+
+
+def test_jobs_queued_together_share_transactions(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            futures = [writer.submit(insert, f"v{n}") for n in range(200)]
+            results = await asyncio.gather(*futures)
+            assert results == list(range(1, 201))
+            assert writer.jobs == 200
+            assert 1 <= writer.batches < 200
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == [f"v{n}" for n in range(200)]
+
+
+def test_held_queue_commits_as_one_batch(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            release, gate = hold(writer)
+            futures = [writer.submit(insert, f"v{n}") for n in range(50)]
+            release.set()
+            assert await gate == "gate"
+            assert await asyncio.gather(*futures) == list(range(1, 51))
+            assert writer.batches == 2 and writer.jobs == 51
+        finally:
+            writer.stop()
+
+    run(main())
+    assert len(on_disk(db_path)) == 50
+
+
+def test_max_batch_splits_batches(db_path):
+    async def main():
+        writer = await started_writer(db_path, max_batch=10)
+        try:
+            release, gate = hold(writer)
+            futures = [writer.submit(insert, str(n)) for n in range(25)]
+            release.set()
+            await asyncio.gather(gate, *futures)
+            assert writer.batches == 1 + 3   # the gate, then 10 + 10 + 5
+        finally:
+            writer.stop()
+
+    run(main())
+
+
+def test_failing_job_is_rolled_back_alone(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            release, _ = hold(writer)
+            ok1 = writer.submit(insert, "first")
+            bad = writer.submit(insert_then_fail, "bad")
+            ok2 = writer.submit(insert, "last")
+            release.set()
+            assert isinstance(await ok1, int) and isinstance(await ok2, int)
+            with pytest.raises(ValueError, match="job bad failed on purpose"):
+                await bad
+            assert writer.batches == 2
+            # the writer keeps going
+            assert await writer.submit(insert, "after") > 0
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["first", "last", "after"]
+
+
+def test_sql_error_in_a_job_is_rolled_back_alone(db_path):
+    def duplicate(conn):
+        conn.execute("INSERT INTO items (id, value) VALUES (1, 'dup')")
+
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            release, _ = hold(writer)
+            first = writer.submit(insert, "one")
+            dup = writer.submit(duplicate)
+            last = writer.submit(insert, "two")
+            release.set()
+            assert await first == 1
+            with pytest.raises(sqlite3.IntegrityError):
+                await dup
+            assert await last == 2
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["one", "two"]
+
+
+def test_after_hooks_run_in_order_before_the_futures_resolve(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        calls = []
+        futures = []
+
+        def hook(index):
+            def after(result):
+                assert not futures[index].done()
+                assert on_disk(db_path)[index] == f"v{index}"   # already committed
+                calls.append((index, result))
+            return after
+
+        try:
+            release, _ = hold(writer)
+            for n in range(20):
+                futures.append(writer.submit(insert, f"v{n}", after=hook(n)))
+            failed = writer.submit(insert_then_fail, "x", after=hook(99))
+            release.set()
+            results = await asyncio.gather(*futures)
+            with pytest.raises(ValueError):
+                await failed
+            assert calls == [(n, results[n]) for n in range(20)]   # none for the failure
+        finally:
+            writer.stop()
+
+    run(main())
+
+
+def test_after_hook_error_does_not_lose_the_reply(db_path):
+    def broken(_result):
+        raise RuntimeError("hook bug")
+
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            assert await writer.submit(insert, "kept", after=broken) == 1
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["kept"]
+
+
+def test_commit_failure_fails_the_whole_batch(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            release, gate = hold(writer)
+            good = writer.submit(insert, "lost")
+            orphan = writer.submit(orphan_child)
+            also_good = writer.submit(insert, "lost too")
+            release.set()
+            assert await gate == "gate"
+            for future in (good, orphan, also_good):
+                with pytest.raises(CommitFailed):
+                    await future
+            # nothing of that batch is on disk, and the writer keeps working
+            assert on_disk(db_path) == []
+            assert on_disk(db_path, "SELECT count(*) FROM child") == [0]
+            assert await writer.submit(insert, "next") > 0
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["next"]
+
+
+def test_commit_failure_does_not_run_after_hooks(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        calls = []
+        try:
+            release, _ = hold(writer)
+            good = writer.submit(insert, "lost", after=calls.append)
+            orphan = writer.submit(orphan_child, after=calls.append)
+            release.set()
+            results = await asyncio.gather(good, orphan, return_exceptions=True)
+            assert all(isinstance(r, CommitFailed) for r in results)
+            assert calls == []
+        finally:
+            writer.stop()
+
+    run(main())
+
+
+def test_stop_finishes_queued_jobs_and_closes(db_path):
+    closed = []
+
+    async def main():
+        writer = await started_writer(db_path, closed)
+        release, gate = hold(writer)
+        futures = [writer.submit(insert, f"q{n}") for n in range(10)]
+        release.set()
+        writer.stop()
+        assert closed == ["parley-writer"]
+        assert await asyncio.gather(gate, *futures) == ["gate"] + list(range(1, 11))
+
+    run(main())
+    assert on_disk(db_path) == [f"q{n}" for n in range(10)]
+
+
+def test_cancelled_future_does_not_stop_the_writer(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            release, _ = hold(writer)
+            cancelled = writer.submit(insert, "still stored")
+            kept = writer.submit(insert, "kept")
+            cancelled.cancel()
+            release.set()
+            assert await kept == 2
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["still stored", "kept"]
+
+
+def test_connect_error_is_raised_by_start(tmp_path):
+    def connect():
+        return sqlite3.connect(str(tmp_path / "missing-dir" / "x.db"))
+
+    async def main():
+        writer = SingleWriter(asyncio.get_running_loop(), connect, lambda conn: None)
+        with pytest.raises(sqlite3.OperationalError):
+            writer.start()
+
+    run(main())
+
+
+def test_connect_error_of_any_kind_is_raised_by_start():
+    class Broken(Exception):
+        pass
+
+    def connect():
+        raise Broken("cannot open")
+
+    async def main():
+        writer = SingleWriter(asyncio.get_running_loop(), connect, lambda conn: None)
+        with pytest.raises(Broken, match="cannot open"):
+            writer.start()
+
+    run(main())

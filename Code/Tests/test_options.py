@@ -1,0 +1,151 @@
+"""Tests for Modules/options.py: the server's command line and PARLEY_<NAME> variables.
+
+Defaults; every option from the command line and from the environment (an
+environ dict is passed, the real environment is never read); the command
+line beats the environment; bad values stop with SystemExit(2) and a message
+on stderr naming the option (the flag, or the variable it came from).
+"""
+
+import pytest
+
+from Modules.options import DEFAULT_DATA_DIR, DEFAULT_PORT, parse_server_options
+
+# (option, command-line text, environment text)
+EVERY_OPTION = [
+    ("host", "0.0.0.0", "::1"),
+    ("port", "8000", "9000"),
+    ("data_dir", "/tmp/parley-a", "/tmp/parley-b"),
+    ("log_level", "debug", "warning"),
+    ("max_clients", "5", "7"),
+    ("login_timeout", "2.5", "30"),
+]
+CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
+           "log_level": str.upper}
+
+
+def parse(argv=(), environ=None):
+    return parse_server_options(list(argv), environ or {})
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def expected(name, text):
+    return CONVERT.get(name, str)(text)
+
+
+def exits(capsys, argv=(), environ=None):
+    """The stderr text of a parse that must exit with status 2."""
+    with pytest.raises(SystemExit) as info:
+        parse(argv, environ)
+    assert info.value.code == 2
+    return capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ values
+
+
+def test_defaults():
+    options = parse()
+    assert options.host == "127.0.0.1"
+    assert options.port == DEFAULT_PORT == 7117
+    assert options.data_dir == DEFAULT_DATA_DIR
+    assert options.log_level == "INFO"
+    assert options.max_clients == 1000
+    assert options.login_timeout == 60.0
+    assert options.debug is False and not options.fingerprint
+
+
+def test_real_environment_is_not_needed(monkeypatch):
+    monkeypatch.setenv("PARLEY_PORT", "1234")
+    assert parse_server_options([], {}).port == DEFAULT_PORT
+
+
+@pytest.mark.parametrize("name, cli, _env", EVERY_OPTION)
+def test_every_option_from_the_command_line(name, cli, _env):
+    assert getattr(parse([flag(name), cli]), name) == expected(name, cli)
+    assert getattr(parse([f"{flag(name)}={cli}"]), name) == expected(name, cli)
+
+
+@pytest.mark.parametrize("name, _cli, env", EVERY_OPTION)
+def test_every_option_from_the_environment(name, _cli, env):
+    options = parse(environ={f"PARLEY_{name.upper()}": env})
+    assert getattr(options, name) == expected(name, env)
+
+
+@pytest.mark.parametrize("name, cli, env", EVERY_OPTION)
+def test_command_line_beats_environment(name, cli, env):
+    options = parse([flag(name), cli], {f"PARLEY_{name.upper()}": env})
+    assert getattr(options, name) == expected(name, cli)
+
+
+def test_all_options_together():
+    options = parse(["--port", "1", "--debug", "--fingerprint"],
+                    {"PARLEY_HOST": "10.0.0.1", "PARLEY_PORT": "2",
+                     "PARLEY_MAX_CLIENTS": "3", "PARLEY_UNKNOWN": "ignored"})
+    assert (options.host, options.port, options.max_clients) == ("10.0.0.1", 1, 3)
+    assert options.debug is True and options.fingerprint is True
+
+
+def test_debug_flag_and_variable():
+    assert parse(["--debug"]).debug is True
+    for text in ("1", "true", "YES", " on "):
+        assert parse(environ={"PARLEY_DEBUG": text}).debug is True
+    for text in ("0", "false", "No", "off", ""):
+        assert parse(environ={"PARLEY_DEBUG": text}).debug is False
+    assert parse(["--debug"], {"PARLEY_DEBUG": "0"}).debug is True
+
+
+def test_port_zero_and_edges():
+    assert parse(["--port", "0"]).port == 0
+    assert parse(["--port", "65535"]).port == 65535
+    assert parse(environ={"PARLEY_PORT": "0"}).port == 0
+
+
+def test_log_level_is_upper_cased_everywhere():
+    assert parse(["--log-level", "error"]).log_level == "ERROR"
+    assert parse(environ={"PARLEY_LOG_LEVEL": "Debug"}).log_level == "DEBUG"
+
+
+# -------------------------------------------------------------- bad values
+
+
+@pytest.mark.parametrize("name, text", [
+    ("port", "abc"), ("port", "70000"), ("port", "-1"), ("max_clients", "0"),
+    ("max_clients", "-3"), ("max_clients", "many"), ("log_level", "LOUD"),
+    ("login_timeout", "0"), ("login_timeout", "5000"), ("login_timeout", "soon"),
+])
+def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
+    err = exits(capsys, [f"{flag(name)}={text}"])
+    assert flag(name) in err and repr(text) in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name, text", [
+    ("port", "abc"), ("port", "70000"), ("max_clients", "0"), ("log_level", "LOUD"),
+    ("login_timeout", "-1"), ("port", ""),
+])
+def test_bad_environment_value_exits_naming_the_variable(capsys, name, text):
+    err = exits(capsys, environ={f"PARLEY_{name.upper()}": text})
+    assert f"PARLEY_{name.upper()}" in err and repr(text) in err
+    assert "Traceback" not in err
+
+
+def test_bad_debug_variable_exits(capsys):
+    err = exits(capsys, environ={"PARLEY_DEBUG": "maybe"})
+    assert "PARLEY_DEBUG" in err
+
+
+def test_unknown_flag_exits(capsys):
+    err = exits(capsys, ["--no-such-option"])
+    assert "--no-such-option" in err
+
+
+def test_help_names_the_environment_variables(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("PARLEY_PORT", "PARLEY_DATA_DIR", "PARLEY_MAX_CLIENTS", "PARLEY_DEBUG"):
+        assert name in out
