@@ -3,8 +3,8 @@
 * `PasswordHasher`: argon2id through passlib, run on a small thread pool so
   that hashing (tens of MiB and tens of ms per hash) never blocks the
   database process's request loop. At most `workers` hashes run at once and
-  at most `max_waiting` wait; beyond that a login is told the server is
-  busy, so a login flood cannot exhaust memory. An unknown username is
+  at most `max_waiting` are in progress (running or queued); beyond that a
+  login is told the server is busy, so a login flood cannot exhaust memory. An unknown username is
   checked against a dummy hash, so it costs the same time as a wrong
   password. Hashes never leave this module's caller, the database process.
 * `LoginThrottle`: failed logins per username and per source address, with

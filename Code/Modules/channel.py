@@ -30,7 +30,7 @@ import functools
 from dataclasses import dataclass
 
 from Modules.errors import (
-    LocalProtocolError, ProtocolError, RemoteProtocolError, illegal_move,
+    LocalProtocolError, ProtocolError, RemoteProtocolError, illegal_move, sticky,
 )
 from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.noise import (
@@ -113,20 +113,6 @@ class Notice:
     text: str
 
 
-def _sticky(method):
-    """Make the first ProtocolError stick: every later call raises it again."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if self._error is not None:
-            raise self._error
-        try:
-            return method(self, *args, **kwargs)
-        except ProtocolError as error:
-            self._error = error
-            raise
-
-    return wrapper
 
 
 def _frame(kind, body):
@@ -190,13 +176,13 @@ class SecureChannel:
 
     # -- moves of our own
 
-    @_sticky
+    @sticky
     def initiate(self):
         """Initiator: the bytes of handshake message 1."""
         self._move(SENT, HANDSHAKE)
         return _frame(HANDSHAKE, self._handshake.write_message(b""))
 
-    @_sticky
+    @sticky
     def accept(self):
         """Responder, after ClientHello: handshake message 2; then transport mode."""
         self._move(SENT, HANDSHAKE)
@@ -204,13 +190,13 @@ class SecureChannel:
         self._finish_handshake()
         return _frame(HANDSHAKE, message)
 
-    @_sticky
+    @sticky
     def notice(self, text):
         """Responder, before accept(): a plaintext notice such as "server full"."""
         self._move(SENT, NOTICE)
         return _frame(NOTICE, text.encode("utf-8"))
 
-    @_sticky
+    @sticky
     def send(self, payload):
         """The frames carrying one application payload, encrypted and chunked."""
         self._move(SENT, TRANSPORT)
@@ -254,14 +240,14 @@ class SecureChannel:
 
     # -- bytes from the peer
 
-    @_sticky
+    @sticky
     def receive_data(self, data):
         """Bytes from the peer; b"" means the stream ended."""
         self._decoder.receive_data(data)
         if not data:
             self._eof = True
 
-    @_sticky
+    @sticky
     def next_event(self):
         """ClientHello, HandshakeDone, Data, Notice, NEED_DATA or CLOSED."""
         while True:
@@ -355,7 +341,7 @@ class SecureChannel:
 
     # -- moving a live connection to another process
 
-    @_sticky
+    @sticky
     def export_state(self):
         """A picklable dict of the open connection; this object is then retired.
 

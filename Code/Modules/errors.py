@@ -5,9 +5,12 @@ RemoteProtocolError: the peer sent something the protocol does not allow.
 Both carry a short, human-readable reason that is safe to log and to send:
 it never contains passwords, keys, hashes or message bodies.
 
-Nothing here does I/O; the modules that raise these decide whether to reply
+`sticky` makes a method of a state machine record the first error and
+re-raise it on every later call. Nothing here does I/O; the modules that raise these decide whether to reply
 with an error and close the one connection concerned.
 """
+
+import functools
 
 
 class ProtocolError(Exception):
@@ -39,3 +42,22 @@ def illegal_move(error_class, role, state, event):
     return error_class(
         f"{role}: event {event!r} is not allowed in state {state}", code="illegal_move"
     )
+
+
+def sticky(method):
+    """Make the first ProtocolError of an object stick: later calls re-raise it.
+
+    The object keeps it in `self._error` (None while all is well).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._error is not None:
+            raise self._error
+        try:
+            return method(self, *args, **kwargs)
+        except ProtocolError as error:
+            self._error = error
+            raise
+
+    return wrapper

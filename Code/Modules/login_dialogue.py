@@ -99,10 +99,12 @@ class LoginDialogue:
 
     def receive(self, packet):
         """Outputs for one Login packet from the client."""
+        if self._error is not None:
+            raise self._error
         fields = [k for k in _CLIENT_EVENTS if k in packet.data]
-        if len(fields) != 1:
+        if len(fields) != 1 or packet.data.get("cancel", True) is not True:
             return self._fail_remote("a Login answer has exactly one of "
-                                     "username, password, new_password, cancel")
+                                     "username, password, new_password, cancel: true")
         self._steps += 1
         if self._steps > MAX_STEPS:
             return self._finish(Refused("too_many_steps", "Too many login steps; "

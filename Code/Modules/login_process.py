@@ -30,7 +30,7 @@ from Modules import identity, login_dialogue as dialogue_mod, protocol
 from Modules.db_client import DbError, DbLink, DbUnavailable
 from Modules.errors import ProtocolError
 from Modules.framing import CLOSED, NEED_DATA
-from Modules.runtime import restore_default_signals, start_process
+from Modules.runtime import close_connection, restore_default_signals, start_process
 from Modules.serializers import Packet
 
 log = logging.getLogger("parley.login")
@@ -221,13 +221,6 @@ def main(sock, peer, handoff, config, resume_state=None):
     if result is not None:
         handoff.send(result)
     else:
-        _close(sock)
+        close_connection(sock)
     handoff.close()
 
-
-def _close(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()

@@ -26,7 +26,7 @@ from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol import DH
 from Crypto.Random import get_random_bytes
 
-from Modules.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from Modules.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, sticky
 
 DHLEN = 32
 HASHLEN = 32
@@ -48,20 +48,6 @@ _NONCE = struct.Struct("<4xQ")
 _ZEROS = bytes(32)
 
 
-def _sticky(method):
-    """Make the first ProtocolError of an object stick: later calls re-raise it."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        if self._error is not None:
-            raise self._error
-        try:
-            return method(self, *args, **kwargs)
-        except ProtocolError as error:
-            self._error = error
-            raise
-
-    return wrapper
 
 
 def protocol_name(pattern):
@@ -182,7 +168,7 @@ class CipherState:
     def set_nonce(self, nonce):
         self._n = nonce
 
-    @_sticky
+    @sticky
     def encrypt_with_ad(self, ad, plaintext):
         """ENCRYPT(k, n++, ad, plaintext); the plaintext itself without a key."""
         if self._key is None:
@@ -197,7 +183,7 @@ class CipherState:
         self._n += 1
         return ciphertext + tag
 
-    @_sticky
+    @sticky
     def decrypt_with_ad(self, ad, ciphertext):
         """DECRYPT(k, n++, ad, ciphertext); decrypt_failed if it does not verify."""
         if len(ciphertext) > MAX_MESSAGE:
@@ -228,7 +214,7 @@ class CipherState:
                                      "must be closed", code="nonce_exhausted")
         return ChaCha20_Poly1305.new(key=self._key, nonce=_NONCE.pack(self._n))
 
-    @_sticky
+    @sticky
     def rekey(self):
         """REKEY(k): the first 32 bytes of ENCRYPT(k, 2**64-1, empty, zeros)."""
         cipher = ChaCha20_Poly1305.new(key=self._key, nonce=_NONCE.pack(MAX_NONCE))
@@ -380,7 +366,7 @@ class HandshakeState:
     def remote_ephemeral(self):
         return self.re
 
-    @_sticky
+    @sticky
     def write_message(self, payload=b""):
         """The next handshake message, carrying `payload`."""
         tokens = self._next_tokens(sending=True)
@@ -393,7 +379,7 @@ class HandshakeState:
         self._index += 1
         return message
 
-    @_sticky
+    @sticky
     def read_message(self, message):
         """Process the peer's next handshake message; returns its payload."""
         if len(message) > MAX_MESSAGE:
@@ -407,7 +393,7 @@ class HandshakeState:
         self._index += 1
         return payload
 
-    @_sticky
+    @sticky
     def split(self, nonce_limit=MAX_NONCE):
         """(initiator-to-responder, responder-to-initiator) CipherStates."""
         if not self.complete:

@@ -265,8 +265,9 @@ class Connection:
 
     def _move(self, sender, op, error_class):
         next_state = self._next_state(sender, op, error_class)
-        if next_state == SESSION and self.role == "server":
-            self.channel.max_payload = SESSION_MAX_PAYLOAD
+        if self.role == "server" and next_state != self.state:
+            self.channel.max_payload = (SESSION_MAX_PAYLOAD if next_state == SESSION
+                                        else PRE_LOGIN_MAX_PAYLOAD)
         self.state = next_state
 
     def _check_error(self):

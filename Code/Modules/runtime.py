@@ -9,6 +9,7 @@ ids, sizes and error codes only.
 
 import logging
 import signal
+import socket
 import sys
 
 import colorlog
@@ -56,3 +57,12 @@ def restore_default_signals():
     """Children start with the default SIGINT/SIGTERM; the daemon handles Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def close_connection(sock):
+    """End a client's TCP connection for every holder of the socket, then close ours."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()

@@ -32,7 +32,7 @@ from Modules import protocol
 from Modules.db_client import DbError, DbLink, DbUnavailable, Notice, Push, Reply
 from Modules.errors import ProtocolError
 from Modules.framing import CLOSED, NEED_DATA
-from Modules.runtime import restore_default_signals, start_process
+from Modules.runtime import close_connection, restore_default_signals, start_process
 from Modules.serializers import Packet
 
 log = logging.getLogger("parley.user")
@@ -330,13 +330,6 @@ def main(sock, handoff, back_channel, config):
     if session.closing == "handback":
         back_channel.send(session.handback_payload())
     else:
-        _close(sock)
+        close_connection(sock)
     back_channel.close()
 
-
-def _close(sock):
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
