@@ -13,7 +13,9 @@ from Modules.noise import (
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 VECTORS_PATH = os.path.join(DATA_DIR, "noise_vectors.json")
-SHARED_PATH = "/work/shared/vectors/noise/vectors.json"
+# shared/ sits beside the repository root (for developers and CI), not inside it.
+SHARED_PATH = os.path.join(DATA_DIR, "..", "..", "..", "..", "shared", "vectors", "noise",
+                           "vectors.json")
 EXPECTED_PER_PATTERN = {"NN": 6, "NK": 6, "NX": 6, "XX": 6}
 EXPECTED_WITH_HASH = {"NN": 2, "NK": 2, "NX": 2, "XX": 2}
 
