@@ -463,6 +463,7 @@ async def shutdown(server, monitor):
 def main(config, ready):
     """Entry point of the database process (a forkserver child)."""
     restore_default_signals()
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a file-size limit is an error, not death
     start_process("database", config)
     try:
         asyncio.run(serve(config, ready))
