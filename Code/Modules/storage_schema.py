@@ -120,6 +120,9 @@ def open_databases(data_dir):
     """One connection to all three files, checked, created and migrated."""
     data_dir = os.path.abspath(os.fspath(data_dir))
     _prepare_directory(data_dir)
+    if not os.access(data_dir, os.W_OK):   # also true for root on a read-only mount
+        raise StorageError(f"the data directory {data_dir} is read-only or not writable "
+                           "by this user; Parley must be able to write there")
     paths = {name: os.path.join(data_dir, f"{name}.db") for name in SCHEMAS}
     new_files = {name for name in SCHEMAS if _check_raw_file(name, paths[name])}
     old_umask = os.umask(0o077)

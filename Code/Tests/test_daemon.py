@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from Modules import channel, identity
 from Modules.framing import CLOSED
 from Tests.helpers import PASSWORD, SERVER, RawClient, child_env, wait_until
@@ -136,3 +138,18 @@ def test_server_key_survives_restarts(make_server):
     assert key_one.server_key == key_two.server_key
     mode = os.stat(os.path.join(second.data_dir, "server_key")).st_mode & 0o777
     assert mode == 0o600
+
+
+def test_a_read_only_data_dir_is_refused_at_start_with_a_clear_message(make_server, tmp_path):
+    first = make_server(subdir="ro")
+    first.stop()
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a private mount namespace here (needs root)")
+    data_dir = first.data_dir       # root ignores file modes: use a read-only bind mount
+    script = (f"mount --bind {data_dir} {data_dir} && "
+              f"mount -o remount,ro,bind {data_dir} && exec \"$@\"")
+    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, SERVER,
+               "--port", "0", "--data-dir", data_dir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env())
+    assert done.returncode == 1
+    assert "is read-only or not writable" in done.stderr

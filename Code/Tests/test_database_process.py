@@ -10,6 +10,7 @@ only as the user its ticket names, whatever the request says.
 import multiprocessing
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -172,3 +173,22 @@ def test_sigterm_closes_the_databases_cleanly(database):
     assert proc.exitcode == 0
     wal = os.path.join(config["data_dir"], "messages.db-wal")
     assert not os.path.exists(wal) or os.path.getsize(wal) == 0
+
+
+def test_a_full_disk_fails_the_write_clearly_and_nothing_half_written_is_kept(database):
+    proc, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    alice.call("Send", to="bob", subject="before", body="b", client_id="c1")
+    limit = ["prlimit", "--pid", str(proc.pid)]
+    subprocess.run(limit + ["--fsize=4096:unlimited"], check=True)   # writes past 4 KiB fail
+    try:
+        with pytest.raises(DbError) as info:
+            alice.call("Send", to="bob", subject="during", body="b", client_id="c2")
+        assert info.value.code == "unavailable" and "could not store" in info.value.reason
+        assert bob.call("Inbox")["messages"][0]["subject"] == "before"   # still serving
+    finally:
+        subprocess.run(limit + ["--fsize=unlimited:unlimited"], check=True)
+    alice.call("Send", to="bob", subject="after", body="b", client_id="c2")   # same id: retried
+    subjects = [m["subject"] for m in bob.call("Inbox")["messages"]]
+    assert subjects == ["after", "before"]
+    assert proc.is_alive()
