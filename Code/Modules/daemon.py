@@ -36,7 +36,9 @@ from Modules.runtime import start_process
 
 log = logging.getLogger("parley.daemon")
 
-PRELOAD = ["Modules.login_process", "Modules.user_process", "Modules.database_process"]
+# Imported once by the forkserver and inherited by every child; preload (gc.freeze) last.
+PRELOAD = ["Modules.login_process", "Modules.user_process", "Modules.database_process",
+           "passlib.handlers.argon2", "Modules.preload"]
 DB_READY_TIMEOUT = 30.0
 CHILD_STOP_GRACE = 6.0
 
