@@ -2,16 +2,19 @@
 
     python Code/client.py [--host H] [--port P] [--user NAME] [--password-env VAR]
                           [--create] [--batch] [--json] [--known-hosts FILE]
-                          [--accept-new-host-key] [--no-color]
+                          [--accept-new-host-key] [--no-color] [--no-retry]
 
 --host defaults to $PARLEY_HOST or 127.0.0.1, --port to $PARLEY_PORT or
 7117. Exit status: 0 success; 1 refused or failed (server key not trusted,
 wrong password, a failed batch command, the server went away); 2 cannot
 connect, or bad usage. The reason is always one plain sentence on stderr.
 
-Interactive mode (stdin is a terminal and no --batch): asks for the
-username and password, offers to create a missing account, then shows a
-prompt; messages that arrive are printed above it. Type `help`.
+Interactive mode (stdin is a terminal, no --batch and no --json): the
+prompt of `Modules/client_interactive.py`: asks for the username and
+password, offers to create a missing account, then shows a prompt with
+completion and history; messages that arrive are printed above it; a lost
+connection is retried (not with --no-retry). Type `help`. With --json at
+a terminal the older plain prompt below runs instead, printing JSON.
 
 Batch mode (--batch, or stdin not a terminal), a stable interface for
 other programs:
@@ -51,7 +54,8 @@ results are printed as human text.
 
 Talks to: `ClientSession` (network), `client_login` (key pin, login),
 `client_commands` (parsing, running), `client_output` (printing),
-`client_terminal` (prompts). Never shows a traceback: unexpected failures
+`client_terminal` (prompts), and hands a person at a terminal over to
+`client_interactive`. Never shows a traceback: unexpected failures
 end with one sentence and status 1 (PARLEY_DEBUG=1 shows the traceback).
 """
 
@@ -108,6 +112,8 @@ def build_parser():
     add("--accept-new-host-key", action="store_true",
         help="trust a server seen for the first time (never a changed key)")
     add("--no-color", action="store_true", help="no colours")
+    add("--no-retry", action="store_true", help="at the prompt, do not reconnect by "
+                                                "itself when the connection drops")
     return parser
 
 
@@ -369,8 +375,23 @@ def main(argv=None, environ=None, stdin=None):
         return 2
     except SystemExit as done:     # --help
         return done.code if isinstance(done.code, int) else 0
-    output = Output(args.json, colour_allowed(args.no_color, sys.stdout, environ))
-    return _run_guarded(Client(args, output, environ, stdin or sys.stdin), environ)
+    stdin = stdin or sys.stdin
+    colour = colour_allowed(args.no_color, sys.stdout, environ)
+    if args.batch or args.json or not is_terminal(stdin):
+        return _run_guarded(Client(args, Output(args.json, colour), environ, stdin), environ)
+    try:
+        password = password_from(args, environ)
+    except UsageError as error:
+        print(f"parley: {error.reason}", file=sys.stderr)
+        return 2
+    return _run_guarded(_interactive_client(args, colour, password), environ)
+
+
+def _interactive_client(args, colour, password):
+    """The prompt for a person (`client_interactive`); imported only when needed."""
+    from Modules.client_interactive import InteractiveClient
+    from Modules.client_screen import ScreenOutput
+    return InteractiveClient(args, ScreenOutput(colour), password)
 
 
 def _run_guarded(client, environ):

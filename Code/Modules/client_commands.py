@@ -93,22 +93,27 @@ def is_incomplete(text):
     return False
 
 
-def suggest(word):
-    """The known command closest to `word`, or None."""
-    names = [name for name, _usage, _summary in COMMANDS] + list(ALIASES)
+def suggest(word, extra=()):
+    """The known command (or one of `extra`) closest to `word`, or None."""
+    names = [name for name, _usage, _summary in COMMANDS] + list(ALIASES) + list(extra)
     close = difflib.get_close_matches(word.lower(), names, n=1, cutoff=0.6)
     return ALIASES.get(close[0], close[0]) if close else None
 
 
-def parse_line(line):
-    """A Command for one command line, None for nothing to do; UsageError if wrong."""
+def parse_line(line, extra=None):
+    """A Command for one command line, None for nothing to do; UsageError if wrong.
+
+    `extra` maps more command names to their parsers (the interactive
+    prompt's own commands); batch mode passes none.
+    """
     words = split_words(line)
     if not words:
         return None
+    extra = extra or {}
     name = ALIASES.get(words[0].lower(), words[0].lower())
-    parser = _PARSERS.get(name)
+    parser = extra.get(name) or _PARSERS.get(name)
     if parser is None:
-        hint = suggest(words[0])
+        hint = suggest(words[0], extra)
         again = f" Did you mean '{hint}'?" if hint else " Type 'help' for the list."
         raise UsageError(f"There is no command '{out_mod.neutralise(words[0])}'.{again}")
     return Command(name, parser(words[1:]), line)
@@ -134,7 +139,7 @@ def _rule(check, value):
         raise UsageError(error.reason) from None
 
 
-def _parse_send(words):
+def parse_send(words):
     if not 1 <= len(words) <= 3:
         raise _usage("send")
     args = {"to": _rule(rules.check_recipient, words[0])}
@@ -184,7 +189,7 @@ def _parse_help(words):
     return {"topic": ALIASES.get(words[0].lower(), words[0].lower())} if words else {}
 
 
-def _no_arguments(name):
+def no_arguments(name):
     def parse(words):
         if words:
             raise _usage(name)
@@ -192,9 +197,9 @@ def _no_arguments(name):
     return parse
 
 
-_PARSERS = {"send": _parse_send, "inbox": _parse_inbox, "read": _parse_read,
-            "delete": _parse_delete, "delete-account": _no_arguments("delete-account"),
-            "help": _parse_help, "logout": _no_arguments("logout")}
+_PARSERS = {"send": parse_send, "inbox": _parse_inbox, "read": _parse_read,
+            "delete": _parse_delete, "delete-account": no_arguments("delete-account"),
+            "help": _parse_help, "logout": no_arguments("logout")}
 
 
 class LineJoiner:
@@ -248,7 +253,7 @@ class Runner:
         except RequestFailed as failure:
             self.output.error(failure.message, failure.code, command.line)
         except Cancelled:
-            self.output.human("Cancelled.")
+            self.output.human("Cancelled; nothing was sent.")
             return OK
         return FAILED
 

@@ -16,8 +16,10 @@ never asks anyone: a second password prompt means a wrong password, a
 re-asked username means the server refused the name, and a new_password
 prompt without --create cancels and stops. `InteractiveLogin` asks the
 person through the terminal, checks usernames and new passwords against
-`Modules.rules` early, asks twice for a new password, and lets Ctrl-C at
-the password prompt go back to the username.
+`Modules.rules` early, asks twice for a new password, lets Ctrl-C at
+the password prompt go back to the username, and keeps the password that
+was last answered in memory (`last_password`) so that the interactive
+client can log in again after a reconnect without asking.
 
 Talks to: `Modules.identity` (known-hosts file, fingerprints), the
 `ClientSession`, the terminal and the output. Fails with `LoginFailed` or
@@ -207,6 +209,14 @@ class ScriptedLogin(_Answerer):
         return Answer({"new_password": self.password})
 
 
+def password_refusal(message):
+    """The server's reason for asking the password again, with what to do next."""
+    text = neutralise(message)
+    if text.startswith("Wrong password"):
+        text += " Type it again, or press Ctrl-C to log in with another name."
+    return text
+
+
 class InteractiveLogin(_Answerer):
     """Asks the person; --user/--password-env/--create, if given, answer first."""
 
@@ -215,6 +225,7 @@ class InteractiveLogin(_Answerer):
         self.terminal, self.note = terminal, note
         self.preset_user, self.preset_password, self.create = user, password, create
         self.confirmed_create = None
+        self.last_password = None
 
     def _on_username(self, data, times):
         if times > 1:
@@ -232,13 +243,18 @@ class InteractiveLogin(_Answerer):
 
     def _on_password(self, data, times):
         if self.preset_password is not None and times == 1:
-            return Answer({"password": self.preset_password})
+            return self._password("password", self.preset_password)
         if times > 1:
-            self.note(neutralise(data["message"]))
+            self.note(password_refusal(data["message"]))
         try:
-            return Answer({"password": self.terminal.ask_secret("Password: ")})
+            return self._password("password", self.terminal.ask_secret("Password: "))
         except Cancelled:
             return Answer({"cancel": True})
+
+    def _password(self, field, password):
+        """The answer; the password is also kept (in memory) for reconnecting."""
+        self.last_password = password
+        return Answer({field: password})
 
     def _on_new_password(self, data, _times):
         name = neutralise(data.get("username", ""))
@@ -249,7 +265,7 @@ class InteractiveLogin(_Answerer):
                     f"No account {name}. Create it? [y/N] "):
                 return Answer({"cancel": True})
             self.confirmed_create = name
-            return Answer({"new_password": self._new_password_twice()})
+            return self._password("new_password", self._new_password_twice())
         except Cancelled:
             return Answer({"cancel": True})
 

@@ -35,7 +35,9 @@ Error, a System event that ends the login), `ConnectionLost` (the server
 went away; the reason is the fatal Error or System message if there was
 one) and `RequestFailed` (an Error reply to one request; the session goes
 on). `handlers.on_closed(reason)` is called when the server ends the
-connection, unless we closed it ourselves.
+connection, unless we closed it ourselves. TCP keepalive with short timers
+makes a server that vanished without closing (a dead network) end the
+session within about 11 seconds even when nothing is being sent.
 """
 
 import queue
@@ -53,6 +55,10 @@ CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0
 READY_TIMEOUT = 30.0
 SEND_RETRY_DELAYS = (0.5, 1.0, 2.0)   # three retries of an "unavailable" Send
+# TCP keepalive: a server that vanished without closing (a dead network, a
+# machine switched off) is noticed after about KEEPIDLE + KEEPCNT * KEEPINTVL
+# seconds of silence, even while nobody types anything.
+KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
 RECV_SIZE = 65536
 CLOSED_BY_SERVER = "The server closed the connection."
 
@@ -149,7 +155,8 @@ class ClientSession:
     def _connect(self):
         where = f"{self.host}:{self.port}"
         try:
-            return socket.create_connection((self.host, self.port), self.connect_timeout)
+            return _keepalive(socket.create_connection((self.host, self.port),
+                                                       self.connect_timeout))
         except socket.gaierror:
             raise CannotConnect(f"Cannot find the host {self.host}; check --host.",
                                 "unknown_host") from None
@@ -430,9 +437,14 @@ class ClientSession:
         raise RequestFailed(f"The server did not answer within {timeout:g} seconds; "
                             "try again.", "timeout")
 
-    def send_message(self, to, subject, body):
-        """Send, retrying "unavailable" with the same client_id; the Result data."""
-        fields = {"to": to, "subject": subject, "body": body, "client_id": uuid.uuid4().hex}
+    def send_message(self, to, subject, body, client_id=None):
+        """Send, retrying "unavailable" with the same client_id; the Result data.
+
+        Pass the `client_id` of an earlier attempt to retry that message: the
+        server stores it once (see `new_client_id()`).
+        """
+        fields = {"to": to, "subject": subject, "body": body,
+                  "client_id": client_id or new_client_id()}
         for delay in SEND_RETRY_DELAYS:
             try:
                 return self.request("Send", **fields)
@@ -496,6 +508,23 @@ class ClientSession:
         self.sock.close()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(timeout=2.0)
+
+
+def new_client_id():
+    """A fresh random id for one message (reused only to retry that message)."""
+    return uuid.uuid4().hex
+
+
+def _keepalive(sock):
+    """Turn on TCP keepalive with short timers where the platform allows it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass     # keepalive is a nicety; the connection works without it
+    return sock
 
 
 def _result_data(reply):

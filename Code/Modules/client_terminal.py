@@ -1,46 +1,104 @@
 """The interactive terminal of the Parley client, on prompt_toolkit.
 
-Every question the client asks a person goes through `Terminal`: the
-command prompt (with history and command completion), one-line answers,
-passwords without echo, yes/no questions, and the multi-line message body
-editor (Enter starts a new line; a line holding only "." or Esc then Enter
-finishes; Ctrl-C cancels). The CLI wraps the whole interactive run in
-prompt_toolkit's `patch_stdout(raw=True)`, so messages printed by the
-network thread appear above the prompt without breaking the line being
-typed; raw is safe because everything received is neutralised first.
+Every question the client asks a person goes through `Terminal`:
+
+* the command prompt: completion with Tab (command names;
+  after `send `, the people this user has written to or heard from; after
+  `help `, command names), history kept in a file (Up/Down, Ctrl-R), a
+  line pre-filled with text to keep (a command that could not run), and a
+  status bar at the bottom while the connection is down;
+* one-line answers, passwords without echo (and without any history;
+  with TERM=dumb, where prompt_toolkit would echo what is typed, through
+  `getpass`), yes/no questions;
+* the message body editor: Enter starts a new line; Ctrl-D, Esc then
+  Enter, or a line holding only "." finishes; Ctrl-C cancels; a bar at the
+  bottom says so;
+* the "more" key of the inbox pager (Space or Enter: more; q: stop).
+
+The interactive client wraps its whole run in prompt_toolkit's
+`patch_stdout(raw=True)`, so messages printed by the network thread
+appear above the prompt and the line being typed stays as it was; raw is
+safe because everything received is neutralised first.
 
 Talks to: the terminal only. `interrupt()` may be called from another
-thread when the server goes away: the prompt being shown (or the next one)
-ends with `ServerGone`. Ctrl-C and Ctrl-D at a question raise `Cancelled`
-(the caller decides what that means); at the command prompt Ctrl-C gives
-an empty line and Ctrl-D raises EOFError (log out).
+thread when the server goes away during the login: the prompt being shown
+(or the next one) ends with `ServerGone`. Ctrl-C and Ctrl-D at a question
+raise `Cancelled` (the caller decides what that means); at the command
+prompt Ctrl-C gives an empty line and Ctrl-D raises EOFError (leave).
 """
 
 import functools
+import getpass
 import threading
 
-from prompt_toolkit import PromptSession
+from prompt_toolkit import Application, PromptSession
 from prompt_toolkit.application import get_app
-from prompt_toolkit.completion import WordCompleter
-from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.completion import Completer, Completion
+from prompt_toolkit.history import DummyHistory, FileHistory, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.layout import Layout, Window
+from prompt_toolkit.layout.controls import FormattedTextControl
+from prompt_toolkit.output import ColorDepth
+from prompt_toolkit.utils import is_dumb_terminal
 
 from Modules.client_commands import ALIASES, COMMANDS, Cancelled
 from Modules.client_session import ConnectionLost
 
-BODY_HINT = "Body (finish with a line holding only '.', or Esc then Enter; Ctrl-C cancels):"
+BODY_HINT = ("Type the message. Finish with Ctrl-D (or a line with only '.'); "
+             "Ctrl-C cancels.")
+BODY_TOOLBAR = " Ctrl-D: send   ·   '.' alone on a line: send   ·   Ctrl-C: cancel "
+MORE_PROMPT = "-- more: Space or Enter for the next page, q to stop --"
 YES = ("y", "yes")
 
 
 class ServerGone(ConnectionLost):
-    """The connection ended while the person was at a prompt."""
+    """The connection ended while the person was at a login prompt."""
 
     def __init__(self):
         super().__init__("The server closed the connection.", "server_gone")
 
 
+# ------------------------------------------------------------ completion
+
+
+class CommandCompleter(Completer):
+    """Command names first; people after `send`; command names after `help`."""
+
+    def __init__(self, commands, people=None):
+        self.commands = sorted(commands)
+        self.people = people or (lambda: [])
+
+    def get_completions(self, document, complete_event):
+        before = document.text_before_cursor
+        words = before.split()
+        typing_word = bool(before) and not before[-1].isspace()
+        index = len(words) - 1 if typing_word else len(words)
+        current = words[-1] if typing_word else ""
+        for candidate in self._candidates(words[0].lower() if words else "", index):
+            if candidate.startswith(current.lower()) and candidate != current:
+                yield Completion(candidate, start_position=-len(current))
+
+    def _candidates(self, first, index):
+        if index == 0:
+            return self.commands
+        if index == 1 and first == "send":
+            return self.people()
+        if index == 1 and first in ("help", "?"):
+            return [name for name in self.commands if name not in ALIASES]
+        return []
+
+
+def command_names(extra=()):
+    """Every word the command prompt completes as a first word."""
+    names = [name for name, _usage, _summary in COMMANDS] + list(ALIASES) + list(extra)
+    return list(dict.fromkeys(names))
+
+
+# ------------------------------------------------------------ the body editor
+
+
 def body_key_bindings():
-    """Enter adds a line, except after a line holding only '.', which finishes."""
+    """Enter adds a line, except after a line holding only '.'; Ctrl-D finishes."""
     bindings = KeyBindings()
 
     @bindings.add("enter")
@@ -52,48 +110,91 @@ def body_key_bindings():
         else:
             buffer.insert_text("\n")
 
+    @bindings.add("c-d")
+    def _finish(event):
+        event.current_buffer.validate_and_handle()
+
     return bindings
 
 
 def strip_end_marker(text):
-    """The body typed in the editor without its closing '.' line."""
+    """The body typed in the editor without its closing '.' line or empty last lines."""
     lines = text.split("\n")
     if lines and lines[-1].strip() == ".":
         lines.pop()
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip("\n")
+
+
+def more_key_bindings():
+    """Space or Enter: True (go on); q, Esc, Ctrl-C, Ctrl-D: False; others ignored."""
+    bindings = KeyBindings()
+    for key in (" ", "enter"):
+        bindings.add(key)(lambda event: event.app.exit(result=True))
+    for key in ("q", "Q", "c-c", "c-d"):
+        bindings.add(key)(lambda event: event.app.exit(result=False))
+    bindings.add("escape", eager=True)(lambda event: event.app.exit(result=False))
+    bindings.add("<any>")(lambda event: None)
+    return bindings
+
+
+# ------------------------------------------------------------ the terminal
 
 
 class Terminal:
     """The questions and prompts of an interactive session."""
 
-    def __init__(self):
+    def __init__(self, color=True, extra_commands=()):
+        self.color_depth = None if color else ColorDepth.DEPTH_1_BIT
+        self.extra_commands = tuple(extra_commands)
+        self._history_path, self._people = None, None
         self._sessions = {}
         self._active = None
         self._lock = threading.Lock()
+        self._status = None
         self.gone = False
+
+    def configure(self, history_path=None, people=None):
+        """Use this history file and this `people()` source from the next prompt on."""
+        self._history_path, self._people = history_path, people
+        self._sessions.pop("command", None)
 
     def _session(self, kind):
         """One PromptSession per kind of question, made when first needed."""
         if kind not in self._sessions:
-            options = {
-                "command": {"history": InMemoryHistory(), "completer": WordCompleter(
-                    [name for name, _u, _s in COMMANDS] + list(ALIASES))},
-                "line": {},
-                "secret": {"is_password": True},
-                "body": {"multiline": True, "key_bindings": body_key_bindings(),
-                         "prompt_continuation": ""},
-            }[kind]
-            self._sessions[kind] = PromptSession(**options)
+            options = getattr(self, f"_{kind}_options")()
+            self._sessions[kind] = PromptSession(color_depth=self.color_depth, **options)
         return self._sessions[kind]
 
-    def _prompt(self, kind, text):
+    def _command_options(self):
+        history = InMemoryHistory()
+        if self._history_path:
+            history = FileHistory(self._history_path)
+        completer = CommandCompleter(command_names(self.extra_commands), self._people)
+        return {"history": history, "completer": completer,
+                "complete_while_typing": False, "bottom_toolbar": self._status}
+
+    @staticmethod
+    def _line_options():
+        return {"history": DummyHistory()}
+
+    @staticmethod
+    def _secret_options():
+        return {"is_password": True, "history": DummyHistory()}
+
+    @staticmethod
+    def _body_options():
+        return {"multiline": True, "key_bindings": body_key_bindings(),
+                "prompt_continuation": "", "history": DummyHistory(),
+                "bottom_toolbar": BODY_TOOLBAR}
+
+    def _prompt(self, kind, text, default=""):
         session = self._session(kind)
         with self._lock:
             if self.gone:
                 raise ServerGone()
             self._active = session
         try:
-            return session.prompt(text, pre_run=self._exit_if_gone)
+            return session.prompt(text, default=default, pre_run=self._exit_if_gone)
         finally:
             with self._lock:
                 self._active = None
@@ -112,40 +213,91 @@ class Terminal:
         if app is not None and app.is_running and loop is not None:
             loop.call_soon_threadsafe(functools.partial(_exit_quietly, app))
 
+    def set_status(self, text):
+        """From any thread: show `text` in a bar under the command prompt (None hides it)."""
+        self._status = text
+        session = self._sessions.get("command")
+        if session is None:
+            return
+        session.bottom_toolbar = text
+        if session.app.is_running:
+            session.app.invalidate()
+
     # -- questions ---------------------------------------------------------------
-    def command(self, text):
+    def command(self, text, default=""):
         """One command line; '' after Ctrl-C; EOFError on Ctrl-D."""
         try:
-            return self._prompt("command", text)
+            return self._prompt("command", text, default)
         except KeyboardInterrupt:
             return ""
 
-    def ask(self, text):
-        return self._question("line", text)
+    def ask(self, text, default=""):
+        return self._question("line", text, default)
 
     def ask_secret(self, text):
+        if is_dumb_terminal():    # prompt_toolkit's dumb prompt would echo the password
+            return _getpass(text)
         return self._question("secret", text)
 
     def confirm(self, question):
         return self.ask(question).strip().lower() in YES
 
-    def _question(self, kind, text):
+    def _question(self, kind, text, default=""):
         try:
-            return self._prompt(kind, text)
+            return self._prompt(kind, text, default)
         except (KeyboardInterrupt, EOFError):
             raise Cancelled() from None
 
-    def ask_subject(self, to):
-        return self.ask(f"Subject (to {to}): ")
+    def ask_recipient(self):
+        return self.ask("To: ").strip()
 
-    def ask_body(self, _to):
+    def ask_subject(self, to, default=""):
+        return self.ask(f"Subject (to {to}): ", default)
+
+    def ask_body(self, _to, default=""):
         print(BODY_HINT)
-        return strip_end_marker(self._question("body", ""))
+        if is_dumb_terminal():    # no editor there: line by line
+            return self._body_lines()
+        return strip_end_marker(self._question("body", "", default))
+
+    def _body_lines(self):
+        """The body as plain lines, up to a '.' line or Ctrl-D; Ctrl-C cancels."""
+        lines = []
+        while True:
+            try:
+                line = self._prompt("line", "")
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                raise Cancelled() from None
+            if line.strip() == ".":
+                break
+            lines.append(line)
+        return "\n".join(lines).rstrip("\n")
 
     def confirm_delete(self, user):
         answer = self.ask(f"Delete account {user} and return unread messages to their "
                           "senders? Type the username to confirm: ")
         return answer.strip().lower() == (user or "").lower()
+
+    def more(self):
+        """The pager's question: True to see the next page, False to stop."""
+        control = FormattedTextControl(MORE_PROMPT)
+        app = Application(layout=Layout(Window(control, height=1)),
+                          key_bindings=more_key_bindings(), erase_when_done=True,
+                          color_depth=self.color_depth)
+        try:
+            return bool(app.run())
+        except (KeyboardInterrupt, EOFError):
+            return False
+
+
+def _getpass(text):
+    """A password from a terminal with no cursor control (TERM=dumb), not echoed."""
+    try:
+        return getpass.getpass(text)
+    except (KeyboardInterrupt, EOFError):
+        raise Cancelled() from None
 
 
 def _exit_quietly(app):

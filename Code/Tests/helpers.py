@@ -9,13 +9,16 @@ its standard input held open, and reads its JSON lines as they come.
 `Connection`, for tests that must send what a well-behaved client would not.
 """
 
+import atexit
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -32,9 +35,16 @@ WAIT = 30.0
 PASSWORD = "correct horse battery"
 
 
+# Clients started by tests keep their history, people and pins here, never in ~.
+TEST_HOME = tempfile.mkdtemp(prefix="parley-test-home-")
+atexit.register(shutil.rmtree, TEST_HOME, ignore_errors=True)
+
+
 def child_env(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
     env.update(TEST_ENV)
+    env.update({"XDG_DATA_HOME": os.path.join(TEST_HOME, "data"),
+                "XDG_CONFIG_HOME": os.path.join(TEST_HOME, "config")})
     env.update(extra or {})
     return env
 

@@ -641,3 +641,259 @@ def test_held_acks_are_sent_when_the_deletion_fails():
         session.delete_account()
     assert [(p.op, p.data.get("ids")) for p in sent] == [("DeleteAccount", None),
                                                          ("Ack", [9])]
+
+
+# ------------------------------------------------------------ the interactive prompt's parts
+
+
+def test_no_retry_flag_parses():
+    assert client_cli.parse_args(["--no-retry"], {}).no_retry
+    assert not client_cli.parse_args([], {}).no_retry
+
+
+def _completions(completer, text):
+    from prompt_toolkit.document import Document
+    return [c.text for c in completer.get_completions(Document(text), None)]
+
+
+def test_completion_of_commands_people_and_help_topics():
+    from Modules.client_terminal import CommandCompleter, command_names
+    completer = CommandCompleter(command_names(["reconnect", "send"]),
+                                 lambda: ["bob", "bobby", "carol"])
+    assert _completions(completer, "inb") == ["inbox"]
+    assert _completions(completer, "rec") == ["reconnect"]
+    assert _completions(completer, "send b") == ["bob", "bobby"]
+    assert _completions(completer, "send ") == ["bob", "bobby", "carol"]
+    assert _completions(completer, "help se") == ["send"]
+    assert _completions(completer, "read ") == []
+    assert _completions(completer, 'send bob "x') == []
+    assert command_names(["send"]).count("send") == 1
+
+
+def test_interactive_commands_add_reconnect_and_a_bare_send():
+    from Modules.client_actions import EXTRA_PARSERS
+    assert parse_line("reconnect", EXTRA_PARSERS).name == "reconnect"
+    assert parse_line("send", EXTRA_PARSERS).args == {}
+    assert parse_line('send bob "a" "b"', EXTRA_PARSERS).args["body"] == "b"
+    with pytest.raises(UsageError) as caught:
+        parse_line("reconect", EXTRA_PARSERS)
+    assert "'reconnect'" in caught.value.reason
+    with pytest.raises(UsageError):       # batch mode knows no such command
+        parse_line("reconnect")
+
+
+def test_body_editor_drops_empty_last_lines():
+    from Modules.client_terminal import strip_end_marker
+    assert strip_end_marker("one\ntwo\n\n") == "one\ntwo"
+    assert strip_end_marker("one\n.\n") == "one\n."     # only a final '.' line ends it
+
+
+def test_wrong_password_says_what_to_do():
+    text = client_login.password_refusal("Wrong password for bob. 2 tries left.")
+    assert text.endswith("press Ctrl-C to log in with another name.")
+    assert client_login.password_refusal("Too many failed logins; try again in 4 "
+                                         "seconds.").endswith("4 seconds.")
+
+
+# ------------------------------------------------------------ what is kept on disk
+
+
+def test_data_home_follows_xdg():
+    from Modules.client_store import account_dir, data_home
+    assert data_home({"XDG_DATA_HOME": "/x"}) == "/x/parley"
+    assert data_home({"XDG_DATA_HOME": "rel"}).endswith("/.local/share/parley")
+    assert account_dir("::1", 7117, "bob", {"XDG_DATA_HOME": "/x"}) == "/x/parley/__1_7117/bob"
+
+
+def test_store_keeps_valid_people_most_recent_first_and_private(tmp_path):
+    import os
+    from Modules.client_store import UserStore
+    directory = str(tmp_path / "parley" / "h_1" / "alice")
+    store = UserStore(directory)
+    store.remember("Bob", "carol", "parley", "\x1b[2Jx", "bob", None)
+    assert store.people() == ["bob", "carol"]
+    store.remember("carol")
+    assert UserStore(directory).people() == ["carol", "bob"]
+    history = store.history_path()
+    assert os.path.exists(history)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    for name in ("history", "people"):
+        assert os.stat(os.path.join(directory, name)).st_mode & 0o777 == 0o600
+
+
+def test_store_works_in_memory_when_it_cannot_write(tmp_path):
+    from Modules.client_store import UserStore
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    notes = []
+    store = UserStore(str(blocker / "alice"), notes.append)
+    store.remember("bob")
+    assert store.people() == ["bob"] and store.history_path() is None
+    assert len(notes) == 1 and "this run only" in notes[0]
+
+
+# ------------------------------------------------------------ reconnecting
+
+
+def test_backoff_grows_to_thirty_seconds_with_some_jitter():
+    import itertools
+    from Modules.client_link import backoff_delays
+    assert list(itertools.islice(backoff_delays(lambda: 0.0), 8)) == [1, 2, 4, 8, 15, 30, 30,
+                                                                      30]
+    assert next(backoff_delays(lambda: 1.0)) == pytest.approx(1.2)
+
+
+def test_relogin_never_creates_an_account_and_says_why():
+    from Modules.client_link import ReLogin
+    login = ReLogin("bob", "password1")
+    answer = login.answer({"prompt": "new_password", "message": "...", "username": "bob"})
+    assert answer.fields == {"cancel": True} and "no longer exists" in answer.stop
+    prompt = {"prompt": "password", "message": "Password:", "username": "bob"}
+    assert login.answer(prompt).fields == {"password": "password1"}
+    with pytest.raises(client_login.LoginFailed) as caught:
+        login.answer({**prompt, "message": "Wrong password for bob. 2 tries left."})
+    assert caught.value.code == "wrong_password"
+
+
+class LinkWatcher:
+    def __init__(self):
+        self.down = []
+
+    def on_link_down(self, reason, was_up):
+        self.down.append((reason, was_up))
+
+
+def test_link_reports_only_the_end_of_its_current_session():
+    from Modules.client_link import Link, _Forwarder
+    watcher = LinkWatcher()
+    link = Link("127.0.0.1", 1, "kh", watcher, retry=False)
+    stale = _Forwarder(link)
+    link._forwarder, link.logged_in = _Forwarder(link), True
+    link.lost(stale, "old news")
+    assert watcher.down == []
+    link.lost(link._forwarder, "The server closed the connection.")
+    assert watcher.down == [("The server closed the connection.", True)]
+    assert not link.logged_in and link.down_reason.startswith("The server")
+
+
+class FlakySession:
+    def __init__(self, failures):
+        self.failures, self.calls = failures, []
+
+    def send_message(self, to, subject, body, client_id):
+        self.calls.append(client_id)
+        if len(self.calls) <= self.failures:
+            raise client_session.ConnectionLost("The server closed the connection.")
+        return {"id": 9, "bounced": False, "duplicate": len(self.calls) > 1}
+
+
+def _interactive_runner(session):
+    from Modules.client_actions import InteractiveRunner
+    from Modules.client_screen import ScreenOutput
+    link = type("Link", (), {"session": session, "user": "alice"})()
+    client = type("Client", (), {"output": ScreenOutput(), "terminal": None, "link": link,
+                                 "remember": lambda self, *names: None})()
+    return InteractiveRunner(client)
+
+
+def test_a_send_cut_off_by_a_lost_connection_is_sent_again_with_the_same_id(capsys):
+    from Modules.client_actions import Draft
+    session = FlakySession(failures=1)
+    runner = _interactive_runner(session)
+    runner.deliver(Draft("bob", "Hi", "there", "id-1"))
+    assert runner.outbox_summary() == ['to bob: "Hi"']
+    assert "will be sent when the connection is back" in capsys.readouterr().err
+    runner.flush_outbox()
+    assert session.calls == ["id-1", "id-1"] and runner.outbox_summary() == []
+    assert "Sent message #9 to bob" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ the screen
+
+
+def test_received_times_read_like_a_person_says_them():
+    from datetime import datetime, timedelta
+    from Modules.client_screen import received
+    now = datetime(2026, 11, 21, 14, 0).astimezone()
+
+    def iso(moment):
+        return iso_time(moment.timestamp())
+    assert received(iso(now - timedelta(hours=1)), now) == "today 13:00"
+    assert received(iso(now - timedelta(days=1)), now) == "yesterday 14:00"
+    assert received(iso(now - timedelta(days=30)), now).startswith("22 Oct ")
+    assert received(iso(now - timedelta(days=400)), now) == "2025-10-17"
+    assert received(None, now) == "?"
+
+
+def test_fit_counts_terminal_cells():
+    from Modules.client_screen import fit
+    assert fit("abc", 5) == "abc  "
+    assert fit("abcdef", 4) == "abc…"
+    assert fit("日本語", 4) == "日… "
+    assert fit("x", 0) == ""
+
+
+def test_pager_asks_between_screens_and_stops_when_told():
+    from Modules.client_screen import Pager
+    written, answers = [], iter([True, False])
+    pager = Pager(written.append, lambda: next(answers), height=5)    # 3 lines a screen
+    assert pager.show(range(10)) is False
+    assert written == [0, 1, 2, 3, 4, 5] and pager.stopped
+
+
+def test_next_steps_for_errors():
+    from Modules.client_screen import next_step
+    assert "'inbox'" in next_step("not_found", "You have no message 4.", "read 4")
+    assert next_step("bad_command", "Usage: read ID", "read") == \
+        "Type 'help read' for an example."
+    assert next_step("busy", "The server is busy.") == "Try again in a moment."
+    assert next_step("whatever", "Something.") == ""
+
+
+def test_every_command_has_help_with_an_example():
+    from Modules.client_screen import HELP, ScreenOutput, all_commands
+    output = ScreenOutput()
+    names = [name for name, _usage, _summary in all_commands()]
+    assert set(names) == set(HELP) and "reconnect" in names
+    for name in names:
+        assert "Example" in output.help_topic(name) and HELP[name][1]
+    assert "help COMMAND" in output.help_list()
+
+
+def test_inbox_table_fits_the_width_neutralises_and_marks_bounces():
+    from prompt_toolkit.utils import get_cwidth
+    from Modules.client_screen import ScreenOutput
+    entries = client_output.inbox_record({"messages": [
+        {"id": 12, "from": "bob", "subject": HOSTILE * 5, "sent_at": 1.0, "kind": "message",
+         "unread": True},
+        {"id": 3, "from": "parley", "subject": "Lost", "sent_at": 1.0, "kind": "bounce",
+         "unread": False, "note": "No user named 'zed' exists on this server."}],
+        "more": False})["messages"]
+    for color in (False, True):
+        output = ScreenOutput(color)
+        widths = output.inbox_columns(entries, 80)
+        lines = [output.inbox_header(widths)] + output.inbox_lines(entries, widths)
+        plain = [client_output.re.sub(r"\x1b\[[0-9;]*m", "", line) for line in lines]
+        assert all(ch.isprintable() for line in plain for ch in line)
+        assert all(sum(map(get_cwidth, line)) <= 80 for line in plain)
+        assert plain[1].startswith("* 12  bob") and "Returned: Lost — No user" in plain[2]
+        assert ("\x1b[" in "".join(lines)) == color
+
+
+def test_a_returned_message_says_so_when_read():
+    from Modules.client_screen import ScreenOutput
+    record = _hostile_message("bounce", "read")
+    text = ScreenOutput().render(record)
+    assert text.startswith("RETURNED: this message was not delivered to e\\x1bve.")
+    sent = client_output.sent_record({"id": 4, "bounced": True, "duplicate": False,
+                                      "note": "No user named 'zed' exists."}, "zed")
+    assert "Check the name" in ScreenOutput().render(sent)
+
+
+def test_a_failed_start_says_what_to_do_next():
+    from Modules.client_interactive import startup_step
+    refused = client_session.ServerRefused("No login within the time allowed.", "timeout")
+    assert startup_step(refused) == "Start the client again to log in."
+    assert startup_step(client_session.CannotConnect("No answer.", "timeout")) == ""
+    assert "administrator" in startup_step(client_session.ServerRefused(
+        "Wrong password, and that was the last try.", "too_many_attempts"))
