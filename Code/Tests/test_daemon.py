@@ -153,3 +153,18 @@ def test_a_read_only_data_dir_is_refused_at_start_with_a_clear_message(make_serv
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env())
     assert done.returncode == 1
     assert "is read-only or not writable" in done.stderr
+
+
+def test_a_second_signal_forces_the_exit(server):
+    alice, _ = session(server, "alice")
+    (frozen,) = server.pids_titled("parley: user alice")
+    os.kill(frozen, signal.SIGSTOP)              # it cannot finish, so shutdown waits
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "shutting down" in server.log(), message="the first signal")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 1
+        wait_until(lambda: not server.processes(), message="every child killed")
+    finally:
+        alice.close()
+        server.kill_group()
