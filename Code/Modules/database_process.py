@@ -27,25 +27,28 @@ with status 3 so that the daemon reports it instead of restarting forever.
 """
 
 import asyncio
+import fcntl
 import logging
 import os
 import signal
+import time
 
 from Modules import auth, rules, storage
 from Modules.db_writer import CommitFailed, SingleWriter
-from Modules.errors import RemoteProtocolError
+from Modules.errors import LocalProtocolError, RemoteProtocolError
 from Modules.framing import NEED_DATA, FrameDecoder, encode_frame
 from Modules.runtime import restore_default_signals, start_process
 from Modules.serializers import BINARY, Packet
 
 log = logging.getLogger("parley.database")
 
-MAX_FRAME = 512 * 1024
+MAX_FRAME = 2 * 1024 * 1024   # as db_client: above a session's 1 MiB packets
 MAX_WRITE_BUFFER = 16 * 1024 * 1024   # a user process that stops reading is cut off
 MAX_IDS_PER_REQUEST = 10_000
 PUSH_BYTES = 256 * 1024               # worst-case UTF-8 size of one Push packet
 INBOX_MAX = 200
 EXIT_STORAGE_ERROR = 3
+LOCK_FILE = "parley.lock"
 
 ALLOWED = {
     "new": {"Hello", "Bind"},
@@ -135,7 +138,7 @@ class MonitorConnection(asyncio.Protocol):
         self.monitor = monitor
         self.phase = "new"
         self.user = None
-        self.peer = "?"
+        self.peer = self.address = "?"
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport = None
         self.subscription = None    # None, a list buffering pushes, or "live"
@@ -176,6 +179,10 @@ class MonitorConnection(asyncio.Protocol):
         if self.phase == "closed":
             return
         rid = packet.data.get("rid")
+        if type(rid) is not int:   # noqa: E721 -- not a bool, not a huge string echoed back
+            log.warning("request without an integer rid from %s; closing", self.describe())
+            self.close()
+            return
         if packet.op not in ALLOWED[self.phase]:
             log.warning("refused %s request from %s connection (%s); closing",
                         packet.op, self.phase, self.describe())
@@ -210,7 +217,13 @@ class MonitorConnection(asyncio.Protocol):
     def send(self, packet):
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(encode_frame(BINARY.dumps(packet), MAX_FRAME))
+        try:
+            self.transport.write(encode_frame(BINARY.dumps(packet), MAX_FRAME))
+        except LocalProtocolError as error:   # a reply we cannot frame: this one ends
+            log.error("cannot send %s to %s: %s; closing", packet.op, self.describe(),
+                      error.reason)
+            self.close()
+            return
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("%s does not read its pushes; disconnecting it", self.describe())
             self.close()
@@ -257,6 +270,7 @@ class MonitorConnection(asyncio.Protocol):
         if data.get("role") != "login":
             raise RequestFailed("bad_request", "Hello takes role 'login'")
         self.peer = str(data.get("peer", "?"))[:64]
+        self.address = str(data.get("address") or self.peer)[:64]   # the throttle's key
         self.phase = "login"
         return {}
 
@@ -290,13 +304,13 @@ class MonitorConnection(asyncio.Protocol):
         return await self._login_succeeded(username, now)
 
     def _check_throttle(self, username):
-        wait = self.monitor.throttle.wait_time(username, self.peer)
+        wait = self.monitor.throttle.wait_time(username, self.address)
         if wait > 0:
             raise RequestFailed("throttled", f"Too many failed logins; try again in "
                                              f"{max(1, round(wait))} seconds.")
 
     async def _login_failed(self, username, exists, now):
-        self.monitor.throttle.failed(username, self.peer)
+        self.monitor.throttle.failed(username, self.address)
         if exists:
             await self.monitor.job(storage.record_login, username, now, False)
         log.info("failed login for %s from %s", username, self.peer)
@@ -351,6 +365,8 @@ class MonitorConnection(asyncio.Protocol):
 
     def op_inbox(self, data):
         before, limit = data.get("before"), data.get("limit", 50)
+        if before is not None and (type(before) is not int):   # noqa: E721
+            raise RequestFailed("bad_request", "before is an integer message id")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= INBOX_MAX:
             raise RequestFailed("bad_request", f"limit is between 1 and {INBOX_MAX}")
         future = self.monitor.job(storage.inbox, self.user, before, limit)
@@ -405,7 +421,6 @@ def _send_result(result):
 
 
 def _now():
-    import time
     return time.time()
 
 
@@ -420,20 +435,65 @@ async def delete_account(monitor, username):
 
 
 async def recover(monitor):
-    """Finish interrupted deletions and fix cached counts after a crash."""
-    for username in await monitor.job(storage.accounts_being_deleted):
-        log.warning("finishing the deletion of account %s interrupted by a crash", username)
-        await delete_account(monitor, username)
-    fixed = await monitor.job(storage.reconcile_counts)
-    if fixed:
-        log.warning("corrected %d undelivered-message counts after a crash", fixed)
+    """Repair torn commits, finish interrupted deletions, prune old send ids."""
+    report_repair(await monitor.job(storage.repair_torn_writes))
+    await finish_deletions(monitor)
     await monitor.job(storage.prune_sent_ids, _now() - 30 * 86400)
+
+
+def report_repair(result):
+    if result["torn_accounts"]:
+        log.warning("%d account creations were cut off by a crash or a failed write; "
+                    "removing them: %s", len(result["torn_accounts"]),
+                    ", ".join(result["torn_accounts"]))
+    if result["orphan_passwords"] or result["counts_fixed"]:
+        log.warning("repaired after a crash or a failed write: %d stray passwords, "
+                    "%d undelivered counts", result["orphan_passwords"],
+                    result["counts_fixed"])
+
+
+async def finish_deletions(monitor):
+    for username in await monitor.job(storage.accounts_being_deleted):
+        log.warning("finishing the deletion of account %s", username)
+        await delete_account(monitor, username)
+
+
+def repaired_after_failed_commit(monitor, result):
+    """Writer hook (loop thread): report, and finish any deletion the repair started."""
+    report_repair(result)
+    if result["torn_accounts"]:
+        asyncio.ensure_future(finish_deletions(monitor))
+
+
+def lock_data_dir(data_dir, wait=10.0):
+    """An exclusive lock on the data dir for as long as this process lives.
+
+    Two database processes on the same files (an orphan of a killed
+    forkserver, or a second server started by mistake) would lose writes;
+    the second one waits a little for the first to die, then gives up.
+    """
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    storage.check_writable(data_dir)
+    fd = os.open(os.path.join(data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise storage.StorageError(f"another Parley server is using {data_dir}; "
+                                           "stop it first") from None
+            time.sleep(0.1)
 
 
 async def serve(config, ready):
     loop = asyncio.get_running_loop()
+    lock_data_dir(config["data_dir"])
     writer = SingleWriter(loop, lambda: storage.open_databases(config["data_dir"]),
-                          storage.close_databases)
+                          storage.close_databases, repair=storage.repair_torn_writes,
+                          on_repaired=lambda result: repaired_after_failed_commit(monitor,
+                                                                                  result))
     writer.start()
     hasher = auth.PasswordHasher(**config["argon2"], workers=config.get("hash_workers", 2))
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"])
@@ -462,7 +522,7 @@ async def shutdown(server, monitor):
 
 def main(config, ready):
     """Entry point of the database process (a forkserver child)."""
-    restore_default_signals()
+    restore_default_signals(config.get("lifeline"))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a file-size limit is an error, not death
     start_process("database", config)
     try:

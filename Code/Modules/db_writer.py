@@ -41,9 +41,11 @@ class _Job:
 class SingleWriter:
     """Owns the connection made by `connect()`; closes it with `close(conn)`."""
 
-    def __init__(self, loop, connect, close, max_batch=1000):
+    def __init__(self, loop, connect, close, max_batch=1000, repair=None, on_repaired=None):
         self.loop = loop
         self._connect, self._close = connect, close
+        self._repair, self._on_repaired = repair, on_repaired
+        self._needs_repair = False
         self.max_batch = max_batch
         self._queue = queue.SimpleQueue()
         self._ready = threading.Event()
@@ -87,6 +89,8 @@ class SingleWriter:
         while True:
             batch, stopping = self._take_batch()
             if batch:
+                if self._needs_repair:
+                    self._try_repair(conn)
                 self._run_batch(conn, batch)
                 self.loop.call_soon_threadsafe(self._complete, batch)
             if stopping:
@@ -129,13 +133,24 @@ class SingleWriter:
             conn.execute("ROLLBACK TO job")
         conn.execute("RELEASE job")
 
-    @staticmethod
-    def _fail_batch(conn, batch, error):
-        log.error("transaction of %d jobs not committed: %s", len(batch), error)
+    def _try_repair(self, conn):
+        """After a failed COMMIT: undo what it may have kept in the files it reached."""
         try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
+            conn.execute("BEGIN IMMEDIATE")
+            result = self._repair(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            log.error("repair after a failed commit did not work yet: %s", error)
+            _rollback(conn)
+            return
+        self._needs_repair = False
+        if self._on_repaired is not None:
+            self.loop.call_soon_threadsafe(self._on_repaired, result)
+
+    def _fail_batch(self, conn, batch, error):
+        log.error("transaction of %d jobs not committed: %s", len(batch), error)
+        _rollback(conn)
+        self._needs_repair = self._repair is not None
         failure = CommitFailed(f"the database could not store this change ({error})")
         for job in batch:
             job.result, job.error = None, failure
@@ -155,3 +170,10 @@ class SingleWriter:
                 job.future.set_result(job.result)
             else:
                 job.future.set_exception(job.error)
+
+
+def _rollback(conn):
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass

@@ -34,7 +34,7 @@ import json
 import sqlite3
 
 from Modules.storage_schema import (  # noqa: F401  (re-exported API)
-    APPLICATION_ID, MIGRATIONS, SCHEMAS, StorageError, close_databases,
+    APPLICATION_ID, MIGRATIONS, SCHEMAS, StorageError, check_writable, close_databases,
     open_databases, schema_version,
 )
 
@@ -396,6 +396,27 @@ def reconcile_counts(db):
     """Recompute every undelivered count from the messages; rows corrected."""
     return db.execute(f"UPDATE users SET undelivered = {_ACTUAL_UNDELIVERED} "
                       f"WHERE undelivered != {_ACTUAL_UNDELIVERED}").rowcount
+
+
+def repair_torn_writes(db):
+    """Undo what a commit torn across the files left; {what: how many or which}.
+
+    SQLite in WAL mode commits attached files one after another, so a crash
+    or a COMMIT failing on a later file can keep part of a transaction: an
+    account row without its password (a creation never acknowledged: it is
+    marked for deletion, so anything sent to it meanwhile goes back to its
+    senders), a password without an account (removed), or counts that no
+    longer match the messages (recomputed).
+    """
+    torn = [row["username"] for row in _rows(
+        db, "SELECT username FROM users AS u WHERE state = 'active' AND NOT EXISTS "
+            "(SELECT 1 FROM pw.passwords WHERE username = u.username) ORDER BY username")]
+    db.executemany("UPDATE users SET state = 'deleting' WHERE username = ?",
+                   [(name,) for name in torn])
+    orphans = db.execute("DELETE FROM pw.passwords WHERE NOT EXISTS (SELECT 1 FROM users "
+                         "WHERE users.username = pw.passwords.username)").rowcount
+    return {"torn_accounts": torn, "orphan_passwords": orphans,
+            "counts_fixed": reconcile_counts(db)}
 
 
 def prune_sent_ids(db, older_than):

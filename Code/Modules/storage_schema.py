@@ -120,9 +120,7 @@ def open_databases(data_dir):
     """One connection to all three files, checked, created and migrated."""
     data_dir = os.path.abspath(os.fspath(data_dir))
     _prepare_directory(data_dir)
-    if not os.access(data_dir, os.W_OK):   # also true for root on a read-only mount
-        raise StorageError(f"the data directory {data_dir} is read-only or not writable "
-                           "by this user; Parley must be able to write there")
+    check_writable(data_dir)
     paths = {name: os.path.join(data_dir, f"{name}.db") for name in SCHEMAS}
     new_files = {name for name in SCHEMAS if _check_raw_file(name, paths[name])}
     old_umask = os.umask(0o077)
@@ -133,6 +131,13 @@ def open_databases(data_dir):
         os.umask(old_umask)
     _tighten_file_modes(paths)
     return db
+
+
+def check_writable(data_dir):
+    """StorageError unless this process may write in `data_dir` (even as root)."""
+    if not os.access(data_dir, os.W_OK):   # false for root too on a read-only mount
+        raise StorageError(f"the data directory {data_dir} is read-only or not writable "
+                           "by this user; Parley must be able to write there")
 
 
 def close_databases(db):
