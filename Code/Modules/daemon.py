@@ -23,6 +23,7 @@ everything and exits 1. A database that cannot open its files (exit status
 import logging
 import multiprocessing
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -75,13 +76,16 @@ class Daemon:
         self.ticket_secret = os.urandom(32)
         self.key = None
         self.listener = self.db_proc = None
+        self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
         self.wake_r, self.wake_w = socket.socketpair()
+        # Children watch `lifeline` for end of file: only we hold the write end.
+        self.lifeline, self._lifeline_writer = self.ctx.Pipe(duplex=False)
 
     # -- configuration handed to children ------------------------------------
     def _base_config(self):
         return {"log_level": self.options.log_level, "debug": self.options.debug,
-                "db_socket": self.db_socket}
+                "db_socket": self.db_socket, "lifeline": self.lifeline}
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
@@ -94,6 +98,7 @@ class Daemon:
 
     # -- start-up --------------------------------------------------------------
     def start(self):
+        raise_fd_limit()
         os.makedirs(self.options.data_dir, mode=0o700, exist_ok=True)
         self.key = identity.load_or_create_server_key(self.options.data_dir)
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
@@ -103,9 +108,11 @@ class Daemon:
 
     def _start_database(self):
         ready = self.ctx.Event()
-        proc = self.ctx.Process(target=database_process.main, name="parley: database",
-                                args=(self._db_config(), ready))
-        proc.start()
+        try:
+            proc = self._start_process(database_process.main, (self._db_config(), ready),
+                                       "parley: database")
+        except (OSError, EOFError) as error:   # EOFError: the forkserver died
+            raise DaemonError(f"cannot start the database process: {error}") from None
         deadline = time.monotonic() + DB_READY_TIMEOUT
         while not ready.wait(0.05):
             if not proc.is_alive():
@@ -147,10 +154,17 @@ class Daemon:
     # -- the loop --------------------------------------------------------------
     def serve(self):
         while not self.signals:
-            for key, _mask in self.selector.select(timeout=1.0):
+            for key, _mask in self.selector.select(timeout=self._select_timeout()):
                 self._dispatch(key)
             self._reap()
+            if self.db_restart_at is not None and time.monotonic() >= self.db_restart_at:
+                self._restart_database()
         self.shutdown()
+
+    def _select_timeout(self):
+        if self.db_restart_at is None:
+            return 1.0
+        return max(0.0, min(1.0, self.db_restart_at - time.monotonic()))
 
     def _dispatch(self, key):
         if key.data == "listen":
@@ -182,7 +196,7 @@ class Daemon:
         try:
             self._spawn(record, "login", login_process.main,
                         (sock, peer, None, self._login_config()))
-        except OSError as error:
+        except (OSError, EOFError) as error:   # EOFError: the forkserver died
             log.error("cannot start a login process for %s: %s", peer, error)
             sock.close()
 
@@ -199,9 +213,7 @@ class Daemon:
         receive_end, send_end = self.ctx.Pipe(duplex=False)
         args = list(args)
         args[args.index(None)] = send_end
-        name = f"parley: {kind} {record.peer}"
-        proc = self.ctx.Process(target=target, args=tuple(args), name=name)
-        proc.start()
+        proc = self._start_process(target, tuple(args), f"parley: {kind} {record.peer}")
         send_end.close()
         if record.pipe is not None:
             self.selector.unregister(record.pipe)
@@ -212,6 +224,18 @@ class Daemon:
         self.clients[receive_end] = record
         self.selector.register(receive_end, selectors.EVENT_READ, record)
 
+    def _start_process(self, target, args, name):
+        """Start a forkserver child; a forkserver that just died is replaced once."""
+        try:
+            proc = self.ctx.Process(target=target, args=args, name=name)
+            proc.start()
+        except EOFError:
+            log.warning("the forkserver went away; starting a new one")
+            time.sleep(0.05)     # let it be reaped, so multiprocessing sees it gone
+            proc = self.ctx.Process(target=target, args=args, name=name)
+            proc.start()
+        return proc
+
     def _on_pipe(self, record):
         try:
             message = record.pipe.recv()
@@ -219,6 +243,13 @@ class Daemon:
             return self._connection_ended(record)
         if self.signals:
             return self._connection_ended(record)
+        try:
+            self._hand_over(record, message)
+        except (OSError, EOFError) as error:
+            log.error("cannot hand %s over to a new process: %s", record.peer, error)
+            self._connection_ended(record)
+
+    def _hand_over(self, record, message):
         if record.kind == "login":
             record.peer = message["user"]
             self._spawn(record, "user", user_process.main,
@@ -236,17 +267,39 @@ class Daemon:
         self.exiting.append(record.proc)
 
     def _reap(self):
-        self.exiting = [p for p in self.exiting if p.exitcode is None]
+        """Forget ended processes and release their descriptors (sentinels)."""
+        still = []
+        for proc in self.exiting:
+            if proc.exitcode is None:
+                still.append(proc)
+            else:
+                proc.close()
+        self.exiting = still
 
     def _database_died(self):
-        code = self.db_proc.exitcode
-        self.selector.unregister(self.db_proc.sentinel)
-        self.db_proc.join()
-        if code == database_process.EXIT_STORAGE_ERROR:
-            raise DaemonError(self._db_failure(code))
-        log.error("the database process died (status %s); restarting it", code)
-        time.sleep(0.2)
-        self._start_database()
+        old = self.db_proc
+        self.selector.unregister(old.sentinel)
+        old.join()
+        if old.exitcode == database_process.EXIT_STORAGE_ERROR:
+            raise DaemonError(self._db_failure(old.exitcode))
+        log.error("the database process died (status %s); restarting it", old.exitcode)
+        end_orphan(old.pid)   # the status came from a dead forkserver: it may live on
+        self.db_proc, self.db_failures = None, 0
+        self.db_restart_at = time.monotonic() + 0.2
+
+    def _restart_database(self):
+        """One try; on failure the next one comes later (0.2 s doubling to 5 s)."""
+        try:
+            self._start_database()
+        except DaemonError as error:
+            if "cannot be used" in str(error):
+                raise
+            self.db_failures += 1
+            delay = min(5.0, 0.2 * 2 ** self.db_failures)
+            log.error("%s; trying again in %.1f s", error, delay)
+            self.db_restart_at = time.monotonic() + delay
+            return
+        self.db_restart_at = None
         log.info("the database process is back")
 
     # -- shutdown --------------------------------------------------------------
@@ -263,15 +316,20 @@ class Daemon:
 
     @staticmethod
     def _stop_children(procs):
-        for proc in procs:
-            if proc.exitcode is None:
-                proc.terminate()
+        """SIGTERM, a grace period, then SIGKILL. By pid: a child of a forkserver
+        that died reads as ended to multiprocessing while it still runs."""
+        pids = [proc.pid for proc in procs if _alive(proc.pid)]
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + CHILD_STOP_GRACE
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            for proc in procs:
+                proc.join(0.02)
+        for pid in pids:
+            if _alive(pid):
+                _signal(pid, signal.SIGKILL)
         for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join()
+            proc.join(1.0)
 
     def _stop_database(self):
         if self.db_proc is None or self.db_proc.exitcode is not None:
@@ -287,6 +345,36 @@ class Daemon:
             proc.kill()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         os._exit(1)
+
+
+def raise_fd_limit():
+    """Up to the hard limit: each connection costs the daemon a few descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def end_orphan(pid, wait=5.0):
+    """Make sure process `pid` (not our child: the forkserver's) is gone."""
+    deadline = time.monotonic() + wait
+    while _alive(pid) and time.monotonic() < deadline:
+        _signal(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+def _signal(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def run(options):

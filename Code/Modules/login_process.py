@@ -44,6 +44,11 @@ class Stop(Exception):
         self.packet = packet
 
 
+def host_of(peer):
+    """'127.0.0.1' from '127.0.0.1:53422' ('::1' from '::1:53422'): the throttle's key."""
+    return peer.rsplit(":", 1)[0]
+
+
 def error_packet(code, reason, fatal=True):
     return Packet("Error", {"code": code, "reason": reason, "fatal": fatal})
 
@@ -76,7 +81,7 @@ class LoginSession:
         """A hand-off dict on success, None when the connection should close."""
         try:
             self.db.connect()
-            self.db.call("Hello", role="login", peer=self.peer)
+            self.db.call("Hello", role="login", peer=self.peer, address=host_of(self.peer))
             if self.conn.state == protocol.SESSION:
                 self.send_all(self.dialogue.start())
             return self._loop()
@@ -159,18 +164,34 @@ class LoginSession:
     def _perform(self, action):
         """Carry out a dialogue action with the database; the dialogue's next outputs."""
         if isinstance(action, dialogue_mod.CheckUser):
-            exists = self.db.call("Exists", username=action.username)["exists"]
+            exists = self._db_call("Exists", username=action.username)["exists"]
             return self.dialogue.outcome("exists" if exists else "missing")
         op = "Verify" if isinstance(action, dialogue_mod.VerifyPassword) else "Create"
         try:
-            self.ticket = self.db.call(op, username=action.username,
-                                       password=action.password)["ticket"]
+            self.ticket = self._db_call(op, username=action.username,
+                                        password=action.password)["ticket"]
         except DbError as error:
             if error.code not in _DB_OUTCOMES and op == "Verify":
                 raise
             return self.dialogue.outcome(_DB_OUTCOMES.get(error.code, "create_failed"),
                                          error.reason)
         return self.dialogue.outcome("verified" if op == "Verify" else "created")
+
+    def _db_call(self, op, **fields):
+        """A database request, retried once over a new connection if the database
+        process went away meanwhile (it is restarted by the daemon)."""
+        try:
+            return self.db.call(op, **fields)
+        except DbUnavailable:
+            log.warning("database connection lost during %s; retrying once", op)
+        self.db.connect()
+        self.db.call("Hello", role="login", peer=self.peer, address=host_of(self.peer))
+        try:
+            return self.db.call(op, **fields)
+        except DbError as error:
+            if op == "Create" and error.code == "exists":   # did our first try commit?
+                return self.db.call("Verify", **fields)
+            raise
 
     def _logged_in(self, result):
         self.send_all([Packet("Welcome", {"user": result.username, "created": result.created})])
@@ -212,7 +233,7 @@ def _on_sigterm(session):
 
 def main(sock, peer, handoff, config, resume_state=None):
     """Entry point of a login process (a forkserver child)."""
-    restore_default_signals()
+    restore_default_signals(config.get("lifeline"))
     start_process(f"login {peer}", config)
     session = LoginSession(sock, peer, config, resume_state)
     signal.signal(signal.SIGTERM, _on_sigterm(session))

@@ -8,9 +8,11 @@ ids, sizes and error codes only.
 """
 
 import logging
+import os
 import signal
 import socket
 import sys
+import threading
 
 import colorlog
 import setproctitle
@@ -53,10 +55,29 @@ def start_process(title, options):
     setup_logging(log_level_from(options))
 
 
-def restore_default_signals():
-    """Children start with the default SIGINT/SIGTERM; the daemon handles Ctrl-C."""
+def restore_default_signals(lifeline=None):
+    """What every child does first: ignore Ctrl-C (the daemon handles it), and
+    stop when the daemon is gone.
+
+    `lifeline` is the read end of a pipe whose only write end the daemon
+    holds and never writes to: end of file on it means the daemon has died
+    (even by SIGKILL), and the child then ends itself with SIGTERM, cleanly.
+    (PR_SET_PDEATHSIG cannot do this: a child's parent is the forkserver,
+    which every child keeps alive.)
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if lifeline is not None:
+        threading.Thread(target=_watch_lifeline, args=(lifeline,), daemon=True,
+                         name="parley-lifeline").start()
+
+
+def _watch_lifeline(lifeline):
+    try:
+        lifeline.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def close_connection(sock):
