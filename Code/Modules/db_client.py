@@ -22,7 +22,7 @@ from Modules.errors import RemoteProtocolError
 from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.serializers import BINARY, Packet
 
-MAX_FRAME = 512 * 1024
+MAX_FRAME = 2 * 1024 * 1024   # above the 1 MiB a session packet may have
 
 
 class DbUnavailable(Exception):
@@ -93,6 +93,7 @@ class DbLink:
         self.connect_timeout = connect_timeout
         self.sock = None
         self.protocol = None
+        self.out = bytearray()
 
     def connect(self):
         """Connect, retrying while the database process (re)starts."""
@@ -113,7 +114,7 @@ class DbLink:
             sock.close()
             raise
         self.close()
-        self.sock, self.protocol = sock, DbProtocol()
+        self.sock, self.protocol, self.out = sock, DbProtocol(), bytearray()
         return sock
 
     def close(self):
@@ -122,13 +123,25 @@ class DbLink:
             self.sock = None
 
     def send_request(self, op, **fields):
-        """Send without waiting; returns the request id."""
+        """Queue a request and send what the socket takes now; the request id.
+
+        On a non-blocking socket the rest waits in `out` until `flush()` is
+        called again when the socket is writable (a frame is never cut).
+        """
         rid, data = self.protocol.request(op, fields)
-        try:
-            self.sock.sendall(data)
-        except OSError as error:
-            raise DbUnavailable(f"database connection lost: {error}") from None
+        self.out += data
+        self.flush()
         return rid
+
+    def flush(self):
+        while self.out:
+            try:
+                sent = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                raise DbUnavailable(f"database connection lost: {error}") from None
+            del self.out[:sent]
 
     def call(self, op, **fields):
         """Blocking request: the reply's data, or DbError / DbUnavailable."""

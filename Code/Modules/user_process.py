@@ -30,7 +30,7 @@ import time
 
 from Modules import protocol
 from Modules.db_client import DbError, DbLink, DbUnavailable, Notice, Push, Reply
-from Modules.errors import ProtocolError
+from Modules.errors import LocalProtocolError, ProtocolError
 from Modules.framing import CLOSED, NEED_DATA
 from Modules.runtime import close_connection, restore_default_signals, start_process
 from Modules.serializers import Packet
@@ -39,6 +39,7 @@ log = logging.getLogger("parley.user")
 
 MAX_CLIENT_BUFFER = 8 * 1024 * 1024
 MAX_PENDING = 1000
+MAX_DB_BACKLOG = 4 * 1024 * 1024   # bytes queued for the database before we stop reading
 SHUTDOWN_GRACE = 3.0
 _RELAYED = {"Send": ("to", "subject", "body", "client_id"), "Inbox": ("before", "limit"),
             "Read": ("id",), "Delete": ("ids",), "DeleteAccount": ()}
@@ -46,7 +47,7 @@ _RELAYED = {"Send": ("to", "subject", "body", "client_id"), "Inbox": ("before", 
 
 def _error(code, reason, rid=None, fatal=False):
     fields = {"code": code, "reason": reason, "fatal": fatal}
-    if rid is not None:
+    if type(rid) is int:   # noqa: E721 -- never echo a rid the schema does not allow
         fields["rid"] = rid
     return Packet("Error", fields)
 
@@ -68,6 +69,7 @@ class UserSession:
         self.out = bytearray()     # bytes waiting to go to the client
         self.subscribe_rid = None
         self.ready_sent = False
+        self._registered = {}      # "client"/"db" -> events registered with the selector
         self.closing = None        # None, "now", "after_pending", or "handback"
         self.handback_state = None
         self.stop_at = None
@@ -75,7 +77,6 @@ class UserSession:
     # -- set-up ----------------------------------------------------------------
     def start(self):
         self.sock.setblocking(False)
-        self.selector.register(self.sock, selectors.EVENT_READ, "client")
         self._wake_r, wake_w = socket.socketpair()
         for end in (self._wake_r, wake_w):
             end.setblocking(False)
@@ -94,11 +95,11 @@ class UserSession:
                 self.db.call("Bind", ticket=self.ticket)
                 break
             except DbUnavailable:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.closing:   # closing: SIGTERM came
                     raise
                 time.sleep(0.05)
         self.db.sock.setblocking(False)
-        self.selector.register(self.db.sock, selectors.EVENT_READ, "db")
+        self._registered["db"] = 0
         self.subscribe_rid = self.db.send_request("Subscribe")
 
     # -- the loop ----------------------------------------------------------------
@@ -107,7 +108,7 @@ class UserSession:
             self._update_interest()
             for key, mask in self.selector.select(self._timeout()):
                 if mask & selectors.EVENT_WRITE:
-                    self._flush()
+                    self._on_writable(key.data)
                 if mask & selectors.EVENT_READ:
                     self._on_readable(key.data)
         self._flush_blocking()
@@ -123,13 +124,31 @@ class UserSession:
         return 0.2 if self.closing else None
 
     def _update_interest(self):
-        events = selectors.EVENT_READ if len(self.pending) < MAX_PENDING else 0
-        if self.out:
-            events |= selectors.EVENT_WRITE
+        """Read from the client only while the database keeps up; write when due."""
+        keeping_up = len(self.pending) < MAX_PENDING and len(self.db.out) < MAX_DB_BACKLOG
+        self._interest(self.sock, "client", (selectors.EVENT_READ if keeping_up else 0)
+                       | (selectors.EVENT_WRITE if self.out else 0))
+        self._interest(self.db.sock, "db", selectors.EVENT_READ
+                       | (selectors.EVENT_WRITE if self.db.out else 0))
+
+    def _interest(self, sock, name, events):
+        registered = self._registered.get(name)
+        if registered == events:
+            return
+        if registered:
+            self.selector.unregister(sock)
         if events:
-            self.selector.modify(self.sock, events, "client")
-        else:
-            self.selector.modify(self.sock, selectors.EVENT_READ, "client")
+            self.selector.register(sock, events, name)
+        self._registered[name] = events
+
+    def _on_writable(self, which):
+        if which == "client":
+            self._flush()
+            return
+        try:
+            self.db.flush()
+        except DbUnavailable:
+            self._db_lost()
 
     def _on_readable(self, which):
         if which == "wake":
@@ -200,6 +219,9 @@ class UserSession:
             self._send(_error("unavailable", "The server's database is restarting; "
                                              "try again.", rid))
             return
+        except LocalProtocolError:   # more than any rule allows: say so, go on
+            self._send(_error("too_large", f"This {packet.op} request is too large.", rid))
+            return
         self.pending[db_rid] = (packet.op, rid)
 
     def _forward_ack(self, ids):
@@ -207,6 +229,8 @@ class UserSession:
             self.pending[self.db.send_request("Ack", ids=ids)] = ("Ack", None)
         except DbUnavailable:
             pass  # not acknowledged: pushed again after the reconnect
+        except LocalProtocolError:
+            self._send(_error("too_large", "This Ack lists too many ids."))
 
     def _send(self, packet, force=False):
         if self.closing == "now" and not force:
@@ -287,7 +311,9 @@ class UserSession:
 
     def _db_lost(self):
         log.warning("%s: database connection lost; reconnecting", self.user)
-        self.selector.unregister(self.db.sock)
+        if self._registered.get("db"):
+            self.selector.unregister(self.db.sock)
+        self._registered["db"] = 0
         for op, rid in self.pending.values():
             if op != "Ack":
                 self._send(_error("unavailable", "The server's database restarted during "
@@ -315,7 +341,7 @@ class UserSession:
 
 def main(sock, handoff, back_channel, config):
     """Entry point of a user process (a forkserver child)."""
-    restore_default_signals()
+    restore_default_signals(config.get("lifeline"))
     start_process(f"user {handoff['user']}", config)
     session = UserSession(sock, handoff, config)
     signal.signal(signal.SIGTERM, lambda *_: session.shutdown())
