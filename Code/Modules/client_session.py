@@ -516,8 +516,10 @@ def new_client_id():
 
 
 def _keepalive(sock):
-    """Turn on TCP keepalive with short timers where the platform allows it."""
+    """TCP keepalive with short timers where the platform allows it, and no
+    Nagle delay (each request is one whole write; waiting only adds latency)."""
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for name, value in KEEPALIVE.items():
             if hasattr(socket, name):

@@ -59,6 +59,16 @@ class ClientRecord:
 
 
 def forkserver_context():
+    """The forkserver context, with PRELOAD really preloaded.
+
+    The forkserver is a fresh interpreter: Python 3.11 ignores the sys.path
+    it is given and silently skips a preload it cannot import, so `Modules`
+    must be findable through PYTHONPATH, whatever the working directory.
+    """
+    code_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if code_dir not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([code_dir] + [p for p in paths if p])
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     return ctx
@@ -188,6 +198,7 @@ class Daemon:
             self._admit(sock, f"{address[0]}:{address[1]}")
 
     def _admit(self, sock, peer):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # no Nagle stalls
         if len(self.clients) >= self.options.max_clients:
             log.warning("server full (%d clients); refusing %s", len(self.clients), peer)
             self._refuse(sock, "server full: too many connections; try again later")
