@@ -34,6 +34,7 @@ from Modules.runtime import close_connection, restore_default_signals, start_pro
 from Modules.serializers import Packet
 
 log = logging.getLogger("parley.login")
+SHUTDOWN_POLL = 0.25   # seconds between checks for a shutdown request
 
 
 class Stop(Exception):
@@ -70,6 +71,7 @@ class LoginSession:
         self.dialogue = dialogue_mod.LoginDialogue(config.get("max_attempts", 3))
         self.db = DbLink(config["db_socket"])
         self.ticket = None
+        self.shutdown_requested = False   # set by SIGTERM, acted on in _recv
         if resume_state is None:
             key = identity.KeyPair(config["server_private_key"])
             self.conn = protocol.Connection.server(key)
@@ -113,16 +115,25 @@ class LoginSession:
                     return result
 
     def _recv(self):
-        remaining = self.deadline - time.time()
-        if remaining <= 0:
-            raise Stop(self._timeout_packet())
-        self.sock.settimeout(remaining)
-        try:
-            return self.sock.recv(65536)
-        except socket.timeout:
-            raise Stop(self._timeout_packet()) from None
-        except OSError:
-            return b""
+        """Bytes from the client; Stop at the deadline or when asked to shut down.
+
+        Waits in short slices so that a SIGTERM (which only sets a flag: a
+        handler that raised could interrupt an encryption half done) is seen
+        within a quarter of a second.
+        """
+        while True:
+            if self.shutdown_requested:
+                raise Stop(system_packet("shutdown", "The server is shutting down."))
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                raise Stop(self._timeout_packet())
+            self.sock.settimeout(min(remaining, SHUTDOWN_POLL))
+            try:
+                return self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return b""
 
     def _timeout_packet(self):
         return system_packet("timeout", "No login within the time allowed; "
@@ -227,7 +238,7 @@ class LoginSession:
 
 def _on_sigterm(session):
     def handler(_signum, _frame):
-        raise Stop(system_packet("shutdown", "The server is shutting down."))
+        session.shutdown_requested = True
     return handler
 
 

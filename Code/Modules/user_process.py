@@ -71,6 +71,9 @@ class UserSession:
         self.ready_sent = False
         self._registered = {}      # "client"/"db" -> events registered with the selector
         self.closing = None        # None, "now", "after_pending", or "handback"
+        # Set by the SIGTERM handler, acted on by the loop: a handler must never
+        # encrypt (it could interrupt conn.send() and reuse its nonce).
+        self.shutdown_requested = False
         self.handback_state = None
         self.stop_at = None
 
@@ -95,7 +98,7 @@ class UserSession:
                 self.db.call("Bind", ticket=self.ticket)
                 break
             except DbUnavailable:
-                if time.monotonic() > deadline or self.closing:   # closing: SIGTERM came
+                if time.monotonic() > deadline or self.closing or self.shutdown_requested:
                     raise
                 time.sleep(0.05)
         self.db.sock.setblocking(False)
@@ -105,6 +108,8 @@ class UserSession:
     # -- the loop ----------------------------------------------------------------
     def run(self):
         while not self._finished():
+            if self.shutdown_requested and self.closing is None:
+                self.shutdown()
             self._update_interest()
             for key, mask in self.selector.select(self._timeout()):
                 if mask & selectors.EVENT_WRITE:
@@ -344,7 +349,7 @@ def main(sock, handoff, back_channel, config):
     restore_default_signals(config.get("lifeline"))
     start_process(f"user {handoff['user']}", config)
     session = UserSession(sock, handoff, config)
-    signal.signal(signal.SIGTERM, lambda *_: session.shutdown())
+    signal.signal(signal.SIGTERM, lambda *_: setattr(session, "shutdown_requested", True))
     try:
         session.start()
         session.run()
