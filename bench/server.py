@@ -1,0 +1,281 @@
+"""A freshly started Parley server for one benchmark run, and what it costs.
+
+`BenchServer` starts the real `Code/server_daemon.py --port 0` in a new
+temporary data dir, as the leader of its own process group, and reads the
+port from its "listening on HOST:PORT" line. Everything it measures comes
+from /proc, for the whole process group (daemon, forkserver, database,
+login and user processes):
+
+* CPU: utime + stime + cutime + cstime of every live process of the group.
+  A child that exited and was reaped has its time in its parent's cutime
+  (the forkserver reaps login and user processes), so a difference of two
+  snapshots counts every CPU-second the server used in between, whether
+  the process that used it is still alive or not. Clock ticks (10 ms).
+  Also by role (daemon, forkserver, database main thread / other threads, user, login, exited) for the profile of each figure.
+* Memory: proportional set size (Pss in /proc/PID/smaps_rollup) summed
+  over the group: shared pages are split between the processes sharing
+  them, so the sum is the real footprint of the tree.
+"""
+
+import os
+import queue
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SERVER = os.path.join(ROOT, "Code", "server_daemon.py")
+TICK = os.sysconf("SC_CLK_TCK")
+
+TINY_ARGON2 = {"PARLEY_ARGON2_MEMORY_KIB": "8", "PARLEY_ARGON2_TIME_COST": "1",
+               "PARLEY_ARGON2_PARALLELISM": "1"}
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read().decode(errors="replace")
+    return raw[raw.rindex(")") + 2:].split()   # fields from 3 (state) on
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def role_of(title):
+    if title.startswith("parley: user"):
+        return "user"
+    if title.startswith("parley: login"):
+        return "login"
+    if title.startswith("parley: database"):
+        return "database"
+    if title.startswith("parley: daemon"):
+        return "daemon"
+    if "forkserver" in title:
+        return "forkserver"
+    if "resource_tracker" in title:
+        return "resource_tracker"
+    return "other"
+
+
+class BenchServer:
+    """One server process tree in a temporary data dir."""
+
+    def __init__(self, tiny_argon2=True, extra_env=None, max_clients=20000, keep_dir=False,
+                 cwd=None):
+        self.tiny_argon2 = tiny_argon2
+        self.cwd = cwd                   # the daemon's working directory (None: ours)
+        self.extra_env = dict(extra_env or {})
+        self.max_clients = max_clients
+        self.keep_dir = keep_dir
+        self.tmp = tempfile.mkdtemp(prefix="parley-bench-")
+        self.data_dir = os.path.join(self.tmp, "data")
+        self.log_path = os.path.join(self.tmp, "server.log")
+        self.proc = None
+        self.port = None
+
+    def env(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+        if self.tiny_argon2:
+            env.update(TINY_ARGON2)
+        env.update(self.extra_env)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, timeout=60.0):
+        command = [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir,
+                   "--log-level", "WARNING", "--max-clients", str(self.max_clients)]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log,
+                                     env=self.env(), start_new_session=True, cwd=self.cwd,
+                                     preexec_fn=_raise_fd_limit)
+        lines = queue.Queue()
+        threading.Thread(target=self._read_stdout, args=(lines,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            match = re.search(r"listening on ([\d.]+):(\d+)", line)
+            if match:
+                self.port = int(match.group(2))
+                self.wait_settled()
+                return self
+        self.stop()
+        raise RuntimeError(f"the server did not start; log:\n{self.log_tail()}")
+
+    def _read_stdout(self, lines):
+        for raw in self.proc.stdout:
+            lines.put(raw.decode(errors="replace").strip())
+
+    def log_tail(self, size=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-size:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    # -- the process tree ------------------------------------------------------
+    def pids(self):
+        """{pid: title} of every process in the server's process group."""
+        found = {}
+        pgid = self.proc.pid
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = _stat_fields(entry)
+            except (OSError, ValueError):
+                continue
+            if int(fields[2]) == pgid:
+                found[int(entry)] = _cmdline(entry) or "(zombie)"
+        return found
+
+    def count_roles(self):
+        counts = {}
+        for title in self.pids().values():
+            role = role_of(title)
+            counts[role] = counts.get(role, 0) + 1
+        return counts
+
+    def cpu(self):
+        """{"total": s, role: s, ...}: CPU-seconds used so far by the tree."""
+        out = {"total": 0.0}
+        for pid, title in self.pids().items():
+            try:
+                fields = _stat_fields(pid)
+            except (OSError, ValueError):
+                continue
+            own = (int(fields[11]) + int(fields[12])) / TICK
+            reaped = (int(fields[13]) + int(fields[14])) / TICK
+            role = role_of(title)
+            out["total"] += own + reaped
+            out["exited_children"] = out.get("exited_children", 0.0) + reaped
+            if role == "database":
+                for name, value in _threads_cpu(pid).items():
+                    out["database." + name] = out.get("database." + name, 0.0) + value
+            out[role] = out.get(role, 0.0) + own
+        return out
+
+    def pss_kib(self):
+        """{"total": KiB, role: KiB, "count": {role: n}}."""
+        out = {"total": 0}
+        counts = {}
+        for pid, title in self.pids().items():
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            match = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+            if not match:
+                continue
+            kib = int(match.group(1))
+            role = role_of(title)
+            out["total"] += kib
+            out[role] = out.get(role, 0) + kib
+            counts[role] = counts.get(role, 0) + 1
+        out["count"] = counts
+        return out
+
+    def wait_settled(self, timeout=120.0, keep_roles=("user",), expect_users=None):
+        """Wait until no login process (and no user process, unless kept) remains."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = self.count_roles()
+            logins = counts.get("login", 0) + counts.get("other", 0)
+            users = counts.get("user", 0)
+            if logins == 0 and (users == 0 if "user" not in keep_roles or expect_users == 0
+                                else expect_users is None or users == expect_users):
+                return counts
+            time.sleep(0.1)
+        raise RuntimeError(f"server processes did not settle: {self.count_roles()}")
+
+    def database_pid(self):
+        for pid, title in self.pids().items():
+            if role_of(title) == "database":
+                return pid
+        return None
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+        if not self.keep_dir:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _threads_cpu(pid):
+    """CPU of the database process's threads: "main" (the asyncio loop) and
+    "threads" (the writer thread and the argon2 pool; when no login is
+    hashing, as in the relay scenarios, that is the writer alone).
+    """
+    out = {}
+    try:
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            fields = _stat_fields(f"{pid}/task/{tid}")
+        except (OSError, ValueError):
+            continue
+        name = "main" if tid == pid else "threads"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def _raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_diff(before, after):
+    keys = set(before) | set(after)
+    return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in sorted(keys)}
+
+
+def machine_cpu():
+    """(busy, idle) clock ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]            # idle + iowait
+    return sum(fields[:8]) - idle, idle
+
+
+def idle_fraction(before, after):
+    busy, idle = after[0] - before[0], after[1] - before[1]
+    return idle / max(1, busy + idle)
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
