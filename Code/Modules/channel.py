@@ -26,11 +26,10 @@ counter at its limit) raises `LocalProtocolError`. The first error sticks:
 every later call raises it again. Errors never carry keys or plaintext.
 """
 
-import functools
 from dataclasses import dataclass
 
 from Modules.errors import (
-    LocalProtocolError, ProtocolError, RemoteProtocolError, illegal_move, sticky,
+    LocalProtocolError, RemoteProtocolError, illegal_move, sticky,
 )
 from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.noise import (

@@ -18,7 +18,6 @@ plaintext. Ephemeral keys can be injected (`HandshakeState(e=...)`) so the
 published test vectors can be replayed byte for byte.
 """
 
-import functools
 import struct
 
 from Crypto.Cipher import ChaCha20_Poly1305
@@ -26,7 +25,7 @@ from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol import DH
 from Crypto.Random import get_random_bytes
 
-from Modules.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, sticky
+from Modules.errors import LocalProtocolError, RemoteProtocolError, sticky
 
 DHLEN = 32
 HASHLEN = 32

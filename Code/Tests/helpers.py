@@ -23,7 +23,7 @@ import threading
 import time
 
 from Modules import protocol
-from Modules.framing import CLOSED, NEED_DATA
+from Modules.framing import NEED_DATA
 from Modules.serializers import Packet
 
 CODE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -258,6 +258,8 @@ class RawClient:
     def send(self, op, **data):
         self.write(self.conn.send(Packet(op, data)))
 
+    reset = False   # a server that closes with our later packets unread resets us
+
     def next_event(self):
         """The next event; CLOSED when the server closed the connection."""
         while True:
@@ -267,7 +269,7 @@ class RawClient:
             try:
                 data = self.sock.recv(65536)
             except ConnectionResetError:
-                data = b""
+                self.reset, data = True, b""
             self.conn.receive_data(data)
 
     def handshake(self):
@@ -292,3 +294,26 @@ class RawClient:
 
     def close(self):
         self.sock.close()
+
+
+def read_to_end(sock, limit=64 * 1024 * 1024):
+    """Every byte until the server closes (EOF or reset); bounded in size."""
+    chunks, size = [], 0
+    while size < limit:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def database_config(tmp_path):
+    """The config of a database process started by a test, cheap argon2 included."""
+    return {"data_dir": str(tmp_path / "data"), "socket_path": str(tmp_path / "db.sock"),
+            "db_socket": str(tmp_path / "db.sock"), "ticket_secret": os.urandom(32),
+            "argon2": {"memory_kib": 1024, "time_cost": 1, "parallelism": 1},
+            "log_level": "DEBUG"}

@@ -16,7 +16,7 @@ import pytest
 
 from Modules import channel, identity
 from Modules.framing import CLOSED
-from Tests.helpers import PASSWORD, SERVER, RawClient, child_env, wait_until
+from Tests.helpers import SERVER, RawClient, child_env, wait_until
 from Tests.test_user_process import next_message, request, send, session
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from Modules import database_process
 from Modules.db_client import DbError, DbLink, DbUnavailable, Push
-from Tests.helpers import PASSWORD
+from Tests.helpers import PASSWORD, database_config
 
 LOGIN_ONLY = ["Exists", "Verify", "Create"]
 USER_ONLY = ["Subscribe", "Send", "Ack", "Inbox", "Read", "Delete", "DeleteAccount", "Stats"]
@@ -25,10 +25,7 @@ USER_ONLY = ["Subscribe", "Send", "Ack", "Inbox", "Read", "Delete", "DeleteAccou
 @pytest.fixture
 def database(tmp_path):
     ctx = multiprocessing.get_context("forkserver")
-    config = {"data_dir": str(tmp_path / "data"), "socket_path": str(tmp_path / "db.sock"),
-              "db_socket": str(tmp_path / "db.sock"), "ticket_secret": os.urandom(32),
-              "argon2": {"memory_kib": 1024, "time_cost": 1, "parallelism": 1},
-              "log_level": "DEBUG"}
+    config = database_config(tmp_path)
     ready = ctx.Event()
     proc = ctx.Process(target=database_process.main, args=(config, ready))
     proc.start()

@@ -41,7 +41,7 @@ from Modules.errors import RemoteProtocolError
 from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.noise import KeyPair
 from Modules.serializers import BINARY, JSON, Packet
-from Tests.helpers import PASSWORD, WAIT, RawClient
+from Tests.helpers import PASSWORD, WAIT, RawClient, database_config
 
 SERVER_KEY = KeyPair.generate()
 IN_PROCESS = settings(max_examples=100, deadline=None,
@@ -427,18 +427,6 @@ class Session(RawClient):
     drop its last words before we read them.
     """
 
-    reset = False
-
-    def next_event(self):
-        while True:
-            event = self.conn.next_event()
-            if event is not NEED_DATA:
-                return event
-            try:
-                data = self.sock.recv(65536)
-            except ConnectionResetError:
-                self.reset, data = True, b""
-            self.conn.receive_data(data)
 
     def send_raw(self, item):
         """A packet (any op, any fields) or raw payload bytes, encrypted.
@@ -560,10 +548,7 @@ def database_main(config, ready, log_path):
 def database(tmp_path):
     """A real database process; (process, config, log path). Always killed."""
     ctx = multiprocessing.get_context("forkserver")
-    config = {"data_dir": str(tmp_path / "data"), "socket_path": str(tmp_path / "db.sock"),
-              "db_socket": str(tmp_path / "db.sock"), "ticket_secret": os.urandom(32),
-              "argon2": {"memory_kib": 1024, "time_cost": 1, "parallelism": 1},
-              "log_level": "DEBUG"}
+    config = database_config(tmp_path)
     log_path = tmp_path / "database.log"
     ready = ctx.Event()
     proc = ctx.Process(target=database_main, args=(config, ready, str(log_path)))

@@ -13,7 +13,7 @@ import time
 from Modules import channel
 from Modules.framing import CLOSED
 from Modules.serializers import Packet
-from Tests.helpers import PASSWORD, RawClient, wait_until
+from Tests.helpers import PASSWORD, RawClient, read_to_end, wait_until
 
 
 def create(server, name, password=PASSWORD):
@@ -102,19 +102,9 @@ def test_login_timeout_covers_a_stalled_handshake(make_server):
 
 
 def _closed_after(port, data):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(data)
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    sock.close()
-    return b"".join(chunks)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        return read_to_end(sock)
 
 
 def test_oversize_length_prefix_closes_only_that_connection(server):

@@ -27,7 +27,7 @@ import time
 from Modules import channel, protocol
 from Modules.framing import CLOSED, NEED_DATA
 from Modules.serializers import Packet
-from Tests.helpers import PASSWORD, WAIT, RawClient, wait_until
+from Tests.helpers import PASSWORD, WAIT, RawClient, read_to_end, wait_until
 
 LOGIN_TIMEOUT = "3"          # seconds, for the slow and silent clients
 BURST = 500                  # connections opened at once
@@ -133,21 +133,6 @@ def rss_kib(pid):
 
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def read_to_end(sock, limit=64 * 1024 * 1024):
-    """Every byte until the server closes (EOF or reset); bounded in size."""
-    chunks, size = [], 0
-    while size < limit:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def events_of(conn, data):
