@@ -216,26 +216,10 @@ def _finish_profiler(proc):
 
 def relay_once(run, pair_names, seconds, window, label):
     """Saturation relay over already logged-in pairs; figures under `label`."""
-    per_worker = split(pair_names, len(run.workers))
-    go = loadgen.now_ns() + int(0.3e9)
-    commands = [("relay", pairs, go, seconds, window, 0.0, 10**9) if pairs else None
-                for pairs in per_worker]
-    for i, c in enumerate(commands):
-        if c is not None:
-            run.workers.send(i, c)
-    time.sleep(max(0.0, (go - loadgen.now_ns()) / 1e9))
-    cpu0, machine0 = run.server.cpu(), machine_cpu()
-    prof = run.profiler(label, seconds)
-    replies = [run.workers.recv(i) if c is not None else None for i, c in enumerate(commands)]
-    cpu1, machine1 = run.server.cpu(), machine_cpu()
-    _finish_profiler(prof)
-    replies = [r for r in replies if r]
-    _check_relay(replies)
-    run.figures[f"{label}_machine_idle_fraction"] = idle_fraction(machine0, machine1)
+    replies, go, server = run_relay_workers(run, pair_names, seconds, window, 0.0, label)
     received = sum(r["received"] for r in replies)
     end = max(r["last_receive"] for r in replies)
     wall = (end - go) / 1e9
-    server = cpu_diff(cpu0, cpu1)
     lg_cpu = sum(r["cpu"] for r in replies)
     lat = [x / 1e6 for r in replies for x in r["latencies"]]
     f = run.figures
@@ -255,6 +239,31 @@ def relay_once(run, pair_names, seconds, window, label):
     run.details[label] = {"messages": received, "wall_s": round(wall, 3),
                           "server_cpu_s": server, "loadgen_cpu_s": round(lg_cpu, 3),
                           "loadgen_procs": len(replies)}
+
+
+def run_relay_workers(run, pair_names, seconds, window, per_sender, label):
+    """Start the relay on every worker at one instant and collect their replies.
+
+    `window` > 0: pipelined saturation; `per_sender` > 0: paced sending.
+    Returns (replies, start time in ns, server CPU used meanwhile).
+    """
+    per_worker = split(pair_names, len(run.workers))
+    go = loadgen.now_ns() + int(0.3e9)
+    commands = [("relay", pairs, go, seconds, window, per_sender, 10**9) if pairs else None
+                for pairs in per_worker]
+    for i, c in enumerate(commands):
+        if c is not None:
+            run.workers.send(i, c)
+    time.sleep(max(0.0, (go - loadgen.now_ns()) / 1e9))
+    cpu0, machine0 = run.server.cpu(), machine_cpu()
+    prof = run.profiler(label, seconds)
+    replies = [run.workers.recv(i) if c is not None else None for i, c in enumerate(commands)]
+    cpu1, machine1 = run.server.cpu(), machine_cpu()
+    _finish_profiler(prof)
+    replies = [r for r in replies if r]
+    _check_relay(replies)
+    run.figures[f"{label}_machine_idle_fraction"] = idle_fraction(machine0, machine1)
+    return replies, go, cpu_diff(cpu0, cpu1)
 
 
 def _check_relay(replies):
@@ -327,28 +336,12 @@ def scenario_afterlogin(opts):
 
 
 def paced_once(run, pair_names, rate, seconds, label):
-    per_worker = split(pair_names, len(run.workers))
-    per_sender = rate / len(pair_names)
-    go = loadgen.now_ns() + int(0.3e9)
-    commands = [("relay", ps, go, seconds, 0, per_sender, 10**9) if ps else None
-                for ps in per_worker]
-    for i, c in enumerate(commands):
-        if c is not None:
-            run.workers.send(i, c)
-    time.sleep(max(0.0, (go - loadgen.now_ns()) / 1e9))
-    cpu0, machine0 = run.server.cpu(), machine_cpu()
-    prof = run.profiler(label, seconds)
-    replies = [run.workers.recv(i) if c is not None else None for i, c in enumerate(commands)]
-    cpu1, machine1 = run.server.cpu(), machine_cpu()
-    _finish_profiler(prof)
-    replies = [r for r in replies if r]
-    _check_relay(replies)
-    run.figures[f"{label}_machine_idle_fraction"] = idle_fraction(machine0, machine1)
+    replies, go, server = run_relay_workers(run, pair_names, seconds, 0,
+                                            rate / len(pair_names), label)
     received = sum(r["received"] for r in replies)
     end = max(r["last_receive"] for r in replies)
     lat = [x / 1e6 for r in replies for x in r["latencies"]]
     lag = [x / 1e6 for r in replies for x in r["send_lag"]]
-    server = cpu_diff(cpu0, cpu1)
     lg_cpu = sum(r["cpu"] for r in replies)
     wall = (end - go) / 1e9
     f = run.figures

@@ -68,6 +68,7 @@ import threading
 import traceback
 
 from Modules import identity
+from Modules.client_commands import no_on_cancel
 from Modules.client_commands import (ACCOUNT_DELETED, FAILED, LOGOUT, LineJoiner, Runner,
                                      UsageError, parse_line)
 from Modules.client_login import InteractiveLogin, ScriptedLogin, check_server_key, run_login
@@ -251,7 +252,7 @@ class Client(Handlers):
         ask = self.terminal.confirm if self.interactive else None
         check_server_key(key, identity.host_id(self.args.host, self.args.port),
                          self.args.known_hosts, self.args.accept_new_host_key,
-                         ask=_no_on_cancel(ask), note=self.output.note)
+                         ask=no_on_cancel(ask), note=self.output.note)
         self.session.negotiate()
         answerer = self._first_answerer(password)
         while True:
@@ -346,20 +347,6 @@ class Client(Handlers):
     def on_closed(self, reason):
         if self.terminal is not None:
             self.terminal.interrupt()
-
-
-def _no_on_cancel(ask):
-    """A yes/no question where Ctrl-C or Ctrl-D means no."""
-    if ask is None:
-        return None
-    from Modules.client_commands import Cancelled
-
-    def asking(question):
-        try:
-            return ask(question)
-        except Cancelled:
-            return False
-    return asking
 
 
 # ------------------------------------------------------------ main

@@ -62,6 +62,19 @@ class Cancelled(Exception):
     """The person cancelled a question (Ctrl-C while typing a message)."""
 
 
+def no_on_cancel(ask):
+    """A yes/no question where Ctrl-C or Ctrl-D means no (None stays None)."""
+    if ask is None:
+        return None
+
+    def asking(question):
+        try:
+            return ask(question)
+        except Cancelled:
+            return False
+    return asking
+
+
 class Command(NamedTuple):
     name: str
     args: dict

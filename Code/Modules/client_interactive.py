@@ -31,6 +31,7 @@ prompt goes on.
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from Modules.client_actions import EXTRA_PARSERS, OFFLINE_COMMANDS, InteractiveRunner
+from Modules.client_commands import no_on_cancel
 from Modules.client_commands import (ACCOUNT_DELETED, FAILED, LOGOUT, Cancelled, UsageError,
                                      parse_line)
 from Modules.client_link import Link
@@ -78,7 +79,7 @@ class InteractiveClient(Handlers):
                 self.link.close(say_goodbye=False)
 
     def _start(self):
-        self.link.connect(_no_on_cancel(self.terminal.confirm), self.args.accept_new_host_key)
+        self.link.connect(no_on_cancel(self.terminal.confirm), self.args.accept_new_host_key)
         self._login(InteractiveLogin(self.terminal, self.output.note, self.args.user,
                                      self.password, self.args.create))
 
@@ -263,11 +264,3 @@ def startup_step(failure):
     return STARTUP_NEXT_STEPS.get(failure.code, "")
 
 
-def _no_on_cancel(ask):
-    """A yes/no question where Ctrl-C or Ctrl-D means no."""
-    def asking(question):
-        try:
-            return ask(question)
-        except Cancelled:
-            return False
-    return asking

@@ -206,7 +206,7 @@ class Daemon:
         record = ClientRecord(sock, peer)
         try:
             self._spawn(record, "login", login_process.main,
-                        (sock, peer, None, self._login_config()))
+                        lambda pipe: (sock, peer, pipe, self._login_config()))
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
             log.error("cannot start a login process for %s: %s", peer, error)
             sock.close()
@@ -219,12 +219,11 @@ class Daemon:
             pass
         sock.close()
 
-    def _spawn(self, record, kind, target, args):
-        """Start `target` for this connection with a fresh pipe back to us."""
+    def _spawn(self, record, kind, target, make_args):
+        """Start `target` for this connection with a fresh pipe back to us;
+        `make_args(pipe)` gives its arguments."""
         receive_end, send_end = self.ctx.Pipe(duplex=False)
-        args = list(args)
-        args[args.index(None)] = send_end
-        proc = self._start_process(target, tuple(args), f"parley: {kind} {record.peer}")
+        proc = self._start_process(target, make_args(send_end), f"parley: {kind} {record.peer}")
         send_end.close()
         if record.pipe is not None:
             self.selector.unregister(record.pipe)
@@ -264,11 +263,11 @@ class Daemon:
         if record.kind == "login":
             record.peer = message["user"]
             self._spawn(record, "user", user_process.main,
-                        (record.sock, message, None, self._base_config()))
+                        lambda pipe: (record.sock, message, pipe, self._base_config()))
         else:
             self._spawn(record, "login", login_process.main,
-                        (record.sock, record.peer, None, self._login_config(),
-                         message["state"]))
+                        lambda pipe: (record.sock, record.peer, pipe, self._login_config(),
+                                      message["state"]))
 
     def _connection_ended(self, record):
         self.selector.unregister(record.pipe)
