@@ -344,12 +344,21 @@ class UserSession:
         return {"action": "login", "state": self.conn.export_state(), "peer": self.user}
 
 
+def install_sigterm_flag(session):
+    """SIGTERM only sets `session.shutdown_requested`; the loop does the rest.
+
+    A handler runs between any two bytecodes of the main thread: one that
+    encrypted could land inside conn.send() and reuse its nonce.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: setattr(session, "shutdown_requested", True))
+
+
 def main(sock, handoff, back_channel, config):
     """Entry point of a user process (a forkserver child)."""
     restore_default_signals(config.get("lifeline"))
     start_process(f"user {handoff['user']}", config)
     session = UserSession(sock, handoff, config)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(session, "shutdown_requested", True))
+    install_sigterm_flag(session)
     try:
         session.start()
         session.run()

@@ -5,7 +5,12 @@ read/unread, deletion of messages and of an account, idempotent sends and
 bad requests. Clients are `RawClient`s so the tests see every packet.
 """
 
+import os
+import signal
+
+from Modules import login_process, user_process
 from Modules.framing import CLOSED
+from Modules.serializers import Packet
 from Tests.helpers import PASSWORD, RawClient
 
 
@@ -165,3 +170,54 @@ def test_logout_says_goodbye(server):
     alice.send("Logout")
     assert alice.next_event().data["event"] == "goodbye"
     assert alice.next_event() is CLOSED
+
+
+def test_sigterm_during_a_flood_of_pushes_keeps_every_frame_valid(server):
+    """The SIGTERM handler only sets a flag: it never encrypts in the middle of a
+    send, so every frame up to the close decrypts, the shutdown notice among
+    them (pushes already committed may still follow it while requests finish)."""
+    alice, _ = session(server, "alice")
+    bob, _ = session(server, "bob")
+    (bob_pid,) = server.pids_titled("parley: user bob")
+    alice.write(b"".join(alice.conn.send(Packet("Send", {
+        "rid": 1000 + i, "to": "bob", "subject": f"flood {i}", "body": "x" * 2000,
+        "client_id": f"flood-{i}"})) for i in range(300)))
+    events = [bob.next_event() for _ in range(20)]          # the flood is under way
+    os.kill(bob_pid, signal.SIGTERM)
+    while events[-1] is not CLOSED:
+        events.append(bob.next_event())   # a reused nonce would raise here
+    packets = [e for e in events if e is not CLOSED]
+    assert all(p.op in ("Message", "System") for p in packets)
+    assert any(p.op == "System" and p.data["event"] == "shutdown" for p in packets)
+
+
+class _Recorder:
+    """Stands for a session: records whether a signal handler called into it."""
+
+    shutdown_requested = False
+
+    def __init__(self):
+        self.calls = []
+
+    def shutdown(self):
+        self.calls.append("shutdown")
+
+
+def _deliver_sigterm_to(install, session):
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        install(session)
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_sigterm_handlers_only_set_a_flag():
+    """Neither process's handler may encrypt or raise (it could interrupt a send)."""
+    def install_login_handler(session):
+        signal.signal(signal.SIGTERM, login_process._on_sigterm(session))
+
+    for install in (user_process.install_sigterm_flag, install_login_handler):
+        recorder = _Recorder()
+        _deliver_sigterm_to(install, recorder)
+        assert recorder.shutdown_requested is True and recorder.calls == []
