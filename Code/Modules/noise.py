@@ -5,7 +5,8 @@ Implements the objects of the specification, sections 5.1 to 5.3:
 handshake is general over the patterns in `PATTERNS` (NN, NK, NX, XX) with
 one fixed suite: DH `25519` (X25519), cipher `ChaChaPoly` (ChaCha20-Poly1305,
 96-bit nonce = 4 zero bytes + 64-bit little-endian counter) and hash
-`SHA256` (HMAC-based HKDF). All cryptography comes from pycryptodome; no
+`SHA256` (HMAC-based HKDF). All cryptography comes from pycryptodome
+(the AEAD through aead.py, which calls its C primitives directly); no
 sockets or files are touched here, the caller moves the bytes.
 
 Failures: misuse by our own code (wrong turn, missing key, message too
@@ -25,6 +26,7 @@ from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol import DH
 from Crypto.Random import get_random_bytes
 
+from Modules import aead
 from Modules.errors import LocalProtocolError, RemoteProtocolError, sticky
 
 DHLEN = 32
@@ -175,12 +177,9 @@ class CipherState:
         if len(plaintext) + TAGLEN > MAX_MESSAGE:
             raise LocalProtocolError("Noise message would exceed 65535 bytes",
                                      code="message_too_large")
-        cipher = self._cipher()
-        if ad:
-            cipher.update(ad)
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+        sealed = aead.seal(self._key, self._nonce_bytes(), ad, plaintext)
         self._n += 1
-        return ciphertext + tag
+        return sealed
 
     @sticky
     def decrypt_with_ad(self, ad, ciphertext):
@@ -196,22 +195,19 @@ class CipherState:
         return self._open(ad, memoryview(ciphertext))
 
     def _open(self, ad, view):
-        cipher = self._cipher()
-        if ad:
-            cipher.update(ad)
         try:
-            plaintext = cipher.decrypt_and_verify(view[:-TAGLEN], view[-TAGLEN:])
-        except ValueError:
+            plaintext = aead.open_(self._key, self._nonce_bytes(), ad, view)
+        except aead.AuthenticationFailed:
             raise RemoteProtocolError("message failed authentication",
                                       code="decrypt_failed") from None
         self._n += 1
         return plaintext
 
-    def _cipher(self):
+    def _nonce_bytes(self):
         if self._n >= self.nonce_limit:
             raise LocalProtocolError("nonce counter exhausted; the connection "
                                      "must be closed", code="nonce_exhausted")
-        return ChaCha20_Poly1305.new(key=self._key, nonce=_NONCE.pack(self._n))
+        return _NONCE.pack(self._n)
 
     @sticky
     def rekey(self):
