@@ -74,7 +74,9 @@ class FastSession:
 
     Wire-identical to `SecureChannel` + `BINARY` for payloads that fit in one
     transport message (all the benchmark sends). Multi-chunk payloads from
-    the server are reassembled too.
+    the server are reassembled too, and batch frames are read and (when the
+    Version exchange agreed on "batch", as it does with this server) sent:
+    a burst of packets from one loop turn shares one encrypted frame.
     """
 
     def __init__(self, state, serializer):
@@ -93,9 +95,27 @@ class FastSession:
             self._dec = lambda nonce, ct, ad: recv_cs.decrypt_with_ad(b"", ct)
         self.buf = bytearray(ch["pending"])
         self._chunks = [] if ch["partial"] is None else [ch["partial"]]
+        self.batching = state.get("batching") is True
+        self.ready = [BINARY.loads(item) for item in _split_items(ch["ready"])]
 
     def send(self, packet):
-        pt = b"\x00" + BINARY.dumps(packet)
+        return self._frame(b"\x00" + BINARY.dumps(packet))
+
+    def send_many(self, packets):
+        if len(packets) == 1 or not self.batching:
+            return b"".join(self.send(packet) for packet in packets)
+        frames, items, size = [], [], 0
+        for packet in packets:
+            payload = BINARY.dumps(packet)
+            if items and size + 4 + len(payload) > BATCH_BYTES:
+                frames.append(self._frame(b"\x02" + b"".join(items)))
+                items, size = [], 0
+            items.append(_LEN.pack(len(payload)) + payload)
+            size += 4 + len(payload)
+        frames.append(self._frame(b"\x02" + b"".join(items)))
+        return b"".join(frames)
+
+    def _frame(self, pt):
         ct = self._enc(_NONCE.pack(self.send_n), pt, None)
         self.send_n += 1
         return _LEN.pack(len(ct) + 1) + b"\x02" + ct
@@ -105,7 +125,7 @@ class FastSession:
 
     def packets(self):
         """Every whole packet buffered so far."""
-        out = []
+        out, self.ready = self.ready, []
         buf = self.buf
         pos, size = 0, len(buf)
         while size - pos >= 4:
@@ -122,7 +142,9 @@ class FastSession:
                 raise BenchError(f"decrypt failed: {error}") from None
             self.recv_n += 1
             pos = end
-            if pt[0] == 0 and not self._chunks:
+            if pt[0] == 2 and not self._chunks:
+                out.extend(BINARY.loads(item) for item in _split_items(memoryview(pt)[1:]))
+            elif pt[0] == 0 and not self._chunks:
                 out.append(BINARY.loads(pt[1:]))
             else:
                 self._chunks.append(pt[1:])
@@ -132,6 +154,19 @@ class FastSession:
         if pos:
             del buf[:pos]
         return out
+
+
+BATCH_BYTES = 60000   # below one Noise message (channel.CHUNK_SIZE)
+
+
+def _split_items(body):
+    """The payloads of a batch frame body (4-byte length + payload each)."""
+    items, pos = [], 0
+    while pos < len(body):
+        (size,) = _LEN.unpack_from(body, pos)
+        items.append(bytes(body[pos + 4:pos + 4 + size]))
+        pos += 4 + size
+    return items
 
 
 # --------------------------------------------------------------------------
@@ -146,7 +181,7 @@ class Client:
 
     __slots__ = ("engine", "name", "password", "sock", "conn", "fast", "state", "out",
                  "t", "handler", "create", "logout_sent", "error", "codec", "on_login",
-                 "backlog", "want_ready", "closed_at", "__weakref__")
+                 "backlog", "want_ready", "closed_at", "queued", "__weakref__")
 
     def __init__(self, engine, name, password=PASSWORD, codec="fast", handler=None,
                  on_login=None):
@@ -161,6 +196,7 @@ class Client:
         self.error = None
         self.backlog = 0                 # Message packets before "ready"
         self.closed_at = None
+        self.queued = []                 # session packets of this loop turn
 
     # -- connecting ------------------------------------------------------------
     def connect(self, port):
@@ -205,11 +241,21 @@ class Client:
             self.engine.done_writing(self)
 
     def send(self, op, **data):
-        packet = Packet(op, data)
+        """Queue a session packet; the engine sends each turn's packets together."""
+        if not self.queued:
+            self.engine.dirty.append(self)
+        self.queued.append(Packet(op, data))
+
+    def send_queued(self):
+        packets, self.queued = self.queued, []
+        if not packets or self.state == DONE:
+            return
         if self.fast is not None:
-            self.write(self.fast.send(packet))
-        else:
-            self.write(self.conn.send(packet))
+            self.write(self.fast.send_many(packets))
+            return
+        for packet in packets:
+            self.conn.queue(packet)
+        self.write(self.conn.flush())
 
     # -- receiving -----------------------------------------------------------------
     def readable(self):
@@ -353,6 +399,7 @@ class Engine:
         self._timers = []            # heap of (due_ns, seq, fn)
         self._seq = 0
         self.after_round = []        # called after each batch of socket events
+        self.dirty = []              # clients with queued packets
 
     def register(self, client):
         self.live.add(client)
@@ -397,6 +444,7 @@ class Engine:
                 return False
             while timers and timers[0][0] <= now:
                 heapq.heappop(timers)[2]()
+            self.send_queued()
             if done():
                 break
             wait = (deadline_ns - now) / 1e9
@@ -413,7 +461,13 @@ class Engine:
                     client.readable()
             for hook in self.after_round:
                 hook()
+            self.send_queued()
         return True
+
+    def send_queued(self):
+        dirty, self.dirty = self.dirty, []
+        for client in dirty:
+            client.send_queued()
 
 
 # --------------------------------------------------------------------------

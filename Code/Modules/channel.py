@@ -9,7 +9,11 @@ body:
   (message 1 client to server, message 2 server to client, empty payloads);
 * 0x02 transport: one Noise transport message whose plaintext is a flag
   byte (0x00 last chunk, 0x01 more follows) and a chunk of the payload, so
-  payloads larger than one Noise message (65535 bytes) are split;
+  payloads larger than one Noise message (65535 bytes) are split; or the
+  flag 0x02 (batch) and several whole payloads, each behind a 4-byte
+  big-endian length, so that a burst of small payloads costs one AEAD
+  operation and one frame (`send_many()`; a sender uses it only when the
+  peer announced it can read batches, see protocol.py);
 * 0x03 notice: plaintext UTF-8 text, server to client, before the handshake
   completes only (used for "server full").
 
@@ -26,6 +30,8 @@ counter at its limit) raises `LocalProtocolError`. The first error sticks:
 every later call raises it again. Errors never carry keys or plaintext.
 """
 
+import struct
+from collections import deque
 from dataclasses import dataclass
 
 from Modules.errors import (
@@ -49,8 +55,9 @@ HANDSHAKE, TRANSPORT, NOTICE = 0x01, 0x02, 0x03
 KIND_NAMES = {HANDSHAKE: "handshake", TRANSPORT: "transport", NOTICE: "notice"}
 MAX_FRAME = 1 + MAX_MESSAGE
 CHUNK_SIZE = MAX_MESSAGE - TAGLEN - 1  # payload bytes per transport message
-FLAG_LAST, FLAG_MORE = 0x00, 0x01
-_LAST, _MORE = bytes([FLAG_LAST]), bytes([FLAG_MORE])
+FLAG_LAST, FLAG_MORE, FLAG_BATCH = 0x00, 0x01, 0x02
+_LAST, _MORE, _BATCH = bytes([FLAG_LAST]), bytes([FLAG_MORE]), bytes([FLAG_BATCH])
+_ITEM = struct.Struct(">I")   # length of one payload inside a batch
 _KIND_BYTES = {kind: bytes([kind]) for kind in KIND_NAMES}
 
 INITIATOR, RESPONDER = "initiator", "responder"
@@ -152,6 +159,7 @@ class SecureChannel:
         self._handshake_hash = self._remote_static = None
         self._chunks = None  # memoryviews of a payload being reassembled
         self._partial_size = 0
+        self._ready = deque()  # payloads of a batch not yet returned
 
     # -- properties
 
@@ -211,11 +219,25 @@ class SecureChannel:
         frames.append(self._transport_frame(_LAST, view[starts[-1]:]))
         return b"".join(frames)
 
+    @sticky
+    def send_many(self, payloads):
+        """The frames carrying several payloads; small ones share a batch frame."""
+        frames = []
+        for group in _batches(payloads):
+            if len(group) == 1:
+                frames.append(self.send(group[0]))
+                continue
+            self._move(SENT, TRANSPORT)
+            self._reserve_nonces(1)
+            frames.append(self._transport_frame(_BATCH, _join_batch(group)))
+        return b"".join(frames)
+
     def _transport_frame(self, flag, chunk):
         return _frame(TRANSPORT, self._send_cipher.encrypt_with_ad(b"", flag + chunk))
 
-    def farewell(self, payload):
-        """After the peer broke the protocol: one last payload telling it why.
+    def farewell(self, payload, before=()):
+        """After the peer broke the protocol: one last payload telling it why
+        (after `before`, payloads that were due before it).
 
         Only our send direction is used, so this works when the peer's
         frames failed (tampered, replayed, garbage) but not after our own
@@ -226,7 +248,7 @@ class SecureChannel:
             raise LocalProtocolError("no farewell is possible now", code="bad_state")
         self._error = None
         try:
-            return self.send(payload)
+            return b"".join(self.send(item) for item in [*before, payload])
         finally:
             self._error = error or LocalProtocolError("the channel was closed after a "
                                                       "farewell", code="closed")
@@ -249,6 +271,8 @@ class SecureChannel:
     @sticky
     def next_event(self):
         """ClientHello, HandshakeDone, Data, Notice, NEED_DATA or CLOSED."""
+        if self._ready:
+            return Data(self._ready.popleft())
         while True:
             frame = self._decoder.next_event()
             if frame is NEED_DATA:
@@ -297,8 +321,10 @@ class SecureChannel:
 
     def _on_transport(self, body):
         plaintext = self._recv_cipher.decrypt_with_ad(b"", body)
-        if not plaintext or plaintext[0] > FLAG_MORE:
+        if not plaintext or plaintext[0] > FLAG_BATCH:
             raise RemoteProtocolError("bad chunk flag", code="bad_chunk")
+        if plaintext[0] == FLAG_BATCH:
+            return self._unbatch(memoryview(plaintext)[1:])
         size = self._partial_size + len(plaintext) - 1
         if size > self.max_payload:
             raise RemoteProtocolError(f"payload exceeds {self.max_payload} bytes",
@@ -306,6 +332,17 @@ class SecureChannel:
         if plaintext[0] == FLAG_LAST and self._chunks is None:
             return Data(plaintext[1:])
         return self._reassemble(memoryview(plaintext)[1:], plaintext[0], size)
+
+    def _unbatch(self, body):
+        if self._chunks is not None:
+            raise RemoteProtocolError("batch frame inside a chunked payload",
+                                      code="bad_chunk")
+        items = _split_batch(body)
+        if any(len(item) > self.max_payload for item in items):
+            raise RemoteProtocolError(f"payload exceeds {self.max_payload} bytes",
+                                      code="payload_too_large")
+        self._ready.extend(items[1:])
+        return Data(items[0])
 
     def _reassemble(self, chunk, flag, size):
         if self._chunks is None:
@@ -371,6 +408,7 @@ class SecureChannel:
             "remote_static": self._remote_static,
             "pending": self._decoder.pending(),
             "partial": None if self._chunks is None else b"".join(self._chunks),
+            "ready": _join_batch(self._ready),   # batch payloads not yet returned
         }
 
     @classmethod
@@ -392,6 +430,8 @@ class SecureChannel:
         self._remote_static = state["remote_static"]
         if state["pending"]:
             self._decoder.receive_data(state["pending"])
+        if state["ready"]:
+            self._ready.extend(_split_batch(memoryview(state["ready"])))
         if state["partial"] is not None:
             self._chunks = [memoryview(state["partial"])]
             self._partial_size = len(state["partial"])
@@ -404,7 +444,7 @@ _STATE_FIELDS = {
     "format": str, "role": str, "max_payload": int, "nonce_limit": int,
     "send_key": bytes, "send_nonce": int, "recv_key": bytes, "recv_nonce": int,
     "handshake_hash": bytes, "remote_static": (bytes, type(None)),
-    "pending": bytes, "partial": (bytes, type(None)),
+    "pending": bytes, "partial": (bytes, type(None)), "ready": bytes,
 }
 
 
@@ -422,3 +462,38 @@ def _validate_state(state):
     if not (nonces_ok and keys_ok and state["role"] in (INITIATOR, RESPONDER)):
         raise LocalProtocolError("exported channel state: values out of range",
                                  code="bad_state")
+
+
+def _batches(payloads):
+    """Groups of payloads that fit one batch frame; a large payload goes alone."""
+    group, size = [], 0
+    for payload in payloads:
+        weight = _ITEM.size + len(payload)
+        if group and size + weight > CHUNK_SIZE:
+            yield group
+            group, size = [], 0
+        group.append(payload)
+        size += weight
+    if group:
+        yield group
+
+
+def _join_batch(payloads):
+    return b"".join(_ITEM.pack(len(item)) + item for item in payloads)
+
+
+def _split_batch(body):
+    """The payloads of a batch frame's body; at least one, none empty."""
+    items, offset, end = [], 0, len(body)
+    while offset < end:
+        if end - offset < _ITEM.size:
+            raise RemoteProtocolError("truncated length in a batch frame", code="bad_batch")
+        (size,) = _ITEM.unpack_from(body, offset)
+        offset += _ITEM.size
+        if size == 0 or size > end - offset:
+            raise RemoteProtocolError("bad item length in a batch frame", code="bad_batch")
+        items.append(bytes(body[offset:offset + size]))
+        offset += size
+    if not items:
+        raise RemoteProtocolError("empty batch frame", code="bad_batch")
+    return items

@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import time
+from typing import NamedTuple
 
 from Modules import auth, rules, storage
 from Modules.db_writer import CommitFailed, SingleWriter
@@ -89,6 +90,13 @@ def _ids(value):
     return value
 
 
+class Shaped(NamedTuple):
+    """A handler's answer: reply with shape(result) once the writer's job is done."""
+
+    future: asyncio.Future
+    shape: object
+
+
 class Hub:
     """Who is subscribed for pushes; shared by every connection of the process."""
 
@@ -143,7 +151,8 @@ class MonitorConnection(asyncio.Protocol):
         self.transport = None
         self.subscription = None    # None, a list buffering pushes, or "live"
         self.close_after_reply = False
-        self._outbox = []
+        self._outbox = []           # pushes waiting for the end of this loop turn
+        self._wbuf = bytearray()    # frames waiting for the end of this loop turn
 
     # -- transport events ----------------------------------------------------
     def connection_made(self, transport):
@@ -172,6 +181,7 @@ class MonitorConnection(asyncio.Protocol):
     def close(self):
         self.phase = "closed"
         if self.transport is not None:
+            self._flush_writes()
             self.transport.close()
 
     # -- requests --------------------------------------------------------------
@@ -198,6 +208,10 @@ class MonitorConnection(asyncio.Protocol):
         self._reply_when_done(rid, result)
 
     def _reply_when_done(self, rid, result):
+        if type(result) is Shaped:
+            result.future.add_done_callback(
+                lambda f: self._reply_future(rid, f, result.shape))
+            return
         if asyncio.iscoroutine(result):
             result = asyncio.ensure_future(result)
         if isinstance(result, asyncio.Future):
@@ -205,25 +219,37 @@ class MonitorConnection(asyncio.Protocol):
         else:
             self.reply(rid, result or {})
 
-    def _reply_future(self, rid, future):
+    def _reply_future(self, rid, future, shape=None):
         if future.cancelled():
             self.reply_error(rid, "unavailable", "The database is shutting down.")
         elif future.exception() is not None:
             self.reply_error(rid, *_error_fields(future.exception()))
+        elif shape is not None:
+            self.reply(rid, shape(future.result()))
         else:
             self.reply(rid, future.result() or {})
 
     # -- output --------------------------------------------------------------
     def send(self, packet):
+        """Queue a frame; every frame of this loop turn leaves in one write."""
         if self.transport is None or self.transport.is_closing():
             return
         try:
-            self.transport.write(encode_frame(BINARY.dumps(packet), MAX_FRAME))
+            frame = encode_frame(BINARY.dumps(packet), MAX_FRAME)
         except LocalProtocolError as error:   # a reply we cannot frame: this one ends
             log.error("cannot send %s to %s: %s; closing", packet.op, self.describe(),
                       error.reason)
             self.close()
             return
+        if not self._wbuf:
+            asyncio.get_running_loop().call_soon(self._flush_writes)
+        self._wbuf += frame
+
+    def _flush_writes(self):
+        if not self._wbuf or self.transport.is_closing():
+            return
+        data, self._wbuf = bytes(self._wbuf), bytearray()
+        self.transport.write(data)
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("%s does not read its pushes; disconnecting it", self.describe())
             self.close()
@@ -399,18 +425,8 @@ class MonitorConnection(asyncio.Protocol):
 
     @staticmethod
     def _wrap(future, field, shape=None):
-        shape = shape or (lambda value: {field: value})
-        wrapped = asyncio.get_running_loop().create_future()
-
-        def done(f):
-            if f.cancelled():
-                wrapped.cancel()
-            elif f.exception() is not None:
-                wrapped.set_exception(f.exception())
-            else:
-                wrapped.set_result(shape(f.result()))
-        future.add_done_callback(done)
-        return wrapped
+        """The writer's future, with how its result becomes the reply's fields."""
+        return Shaped(future, shape or (lambda value: {field: value}))
 
 
 def _send_result(result):

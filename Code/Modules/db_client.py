@@ -122,15 +122,20 @@ class DbLink:
             self.sock.close()
             self.sock = None
 
-    def send_request(self, op, **fields):
-        """Queue a request and send what the socket takes now; the request id.
+    def send_request(self, op, now=True, **fields):
+        """Queue a request and (if `now`) send what the socket takes; the request id.
 
         On a non-blocking socket the rest waits in `out` until `flush()` is
-        called again when the socket is writable (a frame is never cut).
+        called again when the socket is writable (a frame is never cut). An
+        event loop passes `now=False` and flushes once per turn, so that a
+        burst of requests leaves in one write.
         """
+        if self.sock is None:
+            raise DbUnavailable("not connected to the database process")
         rid, data = self.protocol.request(op, fields)
         self.out += data
-        self.flush()
+        if now:
+            self.flush()
         return rid
 
     def flush(self):

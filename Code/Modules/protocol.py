@@ -18,6 +18,12 @@ A move not in the table raises `LocalProtocolError` (we tried it) or
 the connection stays in ERROR. A packet whose operation is legal but whose
 fields are wrong is not fatal: `next_event()` returns `BadPacket` so the
 caller can answer with an Error and go on. No sockets here.
+
+Batching: the client's Version offer may list `features: ["batch"]`; the
+server's choice echoes the features it agrees to. Once "batch" is agreed
+both ends may put several packets in one encrypted frame: `queue(packet)`
+checks and serializes a packet, `flush()` returns the bytes of everything
+queued (one frame per burst), and `send(packet)` is both at once.
 """
 
 from typing import NamedTuple
@@ -29,6 +35,7 @@ from Modules.serializers import JSON, Packet, get_serializer
 
 PROTOCOL_VERSION = 1
 SERIALIZER_PREFERENCE = ("binary", "json")
+FEATURES = ("batch",)
 PRE_LOGIN_MAX_PAYLOAD = 16 * 1024
 SESSION_MAX_PAYLOAD = 1024 * 1024   # a 64 KiB body JSON-escaped is up to 384 KiB
 
@@ -61,9 +68,9 @@ _REQ = True
 # (sender, op) -> {field: (type, required)}.  Unknown fields are ignored.
 SCHEMAS = {
     ("client", "Version"): {"versions": (_LIST, _REQ), "serializers": (_LIST, _REQ),
-                            "software": (_STR, _OPT)},
+                            "software": (_STR, _OPT), "features": (_LIST, _OPT)},
     ("server", "Version"): {"version": (_INT, _REQ), "serializer": (_STR, _REQ),
-                            "software": (_STR, _OPT)},
+                            "software": (_STR, _OPT), "features": (_LIST, _OPT)},
     ("client", "Login"): {"username": (_STR, _OPT), "password": (_STR, _OPT),
                           "new_password": (_STR, _OPT), "cancel": (_BOOL, _OPT)},
     ("server", "Login"): {"prompt": (_STR, _REQ), "message": (_STR, _REQ),
@@ -117,7 +124,7 @@ def _other(role):
 class Connection:
     """One end of a Parley connection: bytes in, events out, packets in, bytes out."""
 
-    def __init__(self, role, chan, state=HANDSHAKE, serializer=JSON):
+    def __init__(self, role, chan, state=HANDSHAKE, serializer=JSON, batching=False):
         if role not in ("client", "server"):
             raise LocalProtocolError(f"unknown role {role!r}")
         self.role = role
@@ -125,6 +132,8 @@ class Connection:
         self.channel = chan
         self.state = state
         self.serializer = serializer
+        self.batching = batching    # both ends agreed on "batch" in the Version exchange
+        self._queued = []           # serialized payloads waiting for flush()
         self._error = None
         self._failed_in = None
 
@@ -144,13 +153,17 @@ class Connection:
     def export_state(self):
         """Everything needed to carry the live connection into another process."""
         self._check_error()
+        if self._queued:
+            raise LocalProtocolError("flush() the queued packets before exporting",
+                                     code="bad_state")
         return {"role": self.role, "state": self.state, "serializer": self.serializer.name,
-                "channel": self.channel.export_state()}
+                "batching": self.batching, "channel": self.channel.export_state()}
 
     @classmethod
     def from_state(cls, state):
         chan = channel_mod.SecureChannel.from_state(state["channel"])
-        return cls(state["role"], chan, state["state"], get_serializer(state["serializer"]))
+        return cls(state["role"], chan, state["state"], get_serializer(state["serializer"]),
+                   batching=state.get("batching") is True)
 
     # -- the handshake ------------------------------------------------------
     def start(self):
@@ -203,21 +216,42 @@ class Connection:
             return BadPacket(packet.op, packet.data.get("rid"), problem)
         if packet.op == "Version" and self.role == "client":
             self._adopt_serializer(packet.data.get("serializer"))
+            self.batching = "batch" in packet.data.get("features", ())
         self._move(self.peer_role, packet.op, RemoteProtocolError)
         return packet
 
     # -- sending ------------------------------------------------------------
     def send(self, packet):
-        """The bytes that carry `packet` to the peer."""
+        """The bytes that carry `packet` (and anything queued before it) to the peer."""
+        self.queue(packet)
+        return self.flush()
+
+    def queue(self, packet):
+        """Check and serialize `packet`; its bytes come out of the next flush()."""
         self._check_error()
         try:
-            return self._send(packet)
+            self._queued.append(self._serialize(packet))
         except (LocalProtocolError, RemoteProtocolError) as error:
-            self._error, self._failed_in = error, self.state
-            self.state = ERROR
+            self._fail(error)
             raise
 
-    def _send(self, packet):
+    def flush(self):
+        """The bytes of every queued packet, several per frame once batching is agreed."""
+        self._check_error()
+        payloads, self._queued = self._queued, []
+        try:
+            if len(payloads) == 1 or not self.batching:
+                return b"".join(self.channel.send(payload) for payload in payloads)
+            return self.channel.send_many(payloads)
+        except (LocalProtocolError, RemoteProtocolError) as error:
+            self._fail(error)
+            raise
+
+    def _fail(self, error):
+        self._error, self._failed_in = error, self.state
+        self.state = ERROR
+
+    def _serialize(self, packet):
         serializer = self._serializer_for_sending(packet)
         self._next_state(self.role, packet.op, LocalProtocolError)   # legal at all?
         chosen = self._chosen_serializer(packet)
@@ -225,7 +259,8 @@ class Connection:
         self._move(self.role, packet.op, LocalProtocolError)
         if chosen is not None:
             self.serializer = chosen
-        return self.channel.send(payload)
+            self.batching = "batch" in packet.data.get("features", ())
+        return payload
 
     def _chosen_serializer(self, packet):
         """Server's Version choice: the serializer to switch to after sending it."""
@@ -243,7 +278,8 @@ class Connection:
                 or self._failed_in == HANDSHAKE:
             raise LocalProtocolError("a farewell follows only the peer's protocol error")
         serializer = JSON if self._failed_in in (VERSION, OFFERED) else self.serializer
-        return self.channel.farewell(serializer.dumps(packet))
+        queued, self._queued = self._queued, []
+        return self.channel.farewell(serializer.dumps(packet), before=queued)
 
     def _serializer_for_sending(self, packet):
         return JSON if self.state in (VERSION, OFFERED) else self.serializer
@@ -284,10 +320,11 @@ def choose_version(offer):
         return Packet("Error", {"code": "unsupported_version", "fatal": True,
                                 "reason": f"this server speaks protocol version "
                                           f"{PROTOCOL_VERSION} only"})
+    features = [f for f in FEATURES if f in (offer.data.get("features") or ())]
     for name in SERIALIZER_PREFERENCE:
         if name in offered:
             return Packet("Version", {"version": PROTOCOL_VERSION, "serializer": name,
-                                      "software": "parley-server/1.0"})
+                                      "software": "parley-server/1.0", "features": features})
     return Packet("Error", {"code": "unsupported_serializer", "fatal": True,
                             "reason": "no common serializer (this server has "
                                       "binary and json)"})
@@ -296,7 +333,7 @@ def choose_version(offer):
 def version_offer(serializers=SERIALIZER_PREFERENCE):
     """Client side: the Version offer packet."""
     return Packet("Version", {"versions": [PROTOCOL_VERSION], "serializers": list(serializers),
-                              "software": "parley-client/1.0"})
+                              "software": "parley-client/1.0", "features": list(FEATURES)})
 
 
 __all__ = ["Connection", "BadPacket", "Packet", "TRANSITIONS", "SCHEMAS", "NEED_DATA",

@@ -116,7 +116,16 @@ class UserSession:
                     self._on_writable(key.data)
                 if mask & selectors.EVENT_READ:
                     self._on_readable(key.data)
+            self._write_out()
         self._flush_blocking()
+
+    def _write_out(self):
+        """Once per loop turn: what this turn produced leaves in few frames and syscalls."""
+        self._encode_queued()
+        if self.out:
+            self._flush()
+        if self.db.out and self._registered.get("db") is not None:
+            self._on_writable("db")
 
     def _finished(self):
         if self.closing == "now" or self.closing == "handback":
@@ -219,7 +228,7 @@ class UserSession:
             return
         fields = {k: packet.data[k] for k in _RELAYED[packet.op] if k in packet.data}
         try:
-            db_rid = self.db.send_request(packet.op, **fields)
+            db_rid = self.db.send_request(packet.op, now=False, **fields)
         except DbUnavailable:
             self._send(_error("unavailable", "The server's database is restarting; "
                                              "try again.", rid))
@@ -231,16 +240,23 @@ class UserSession:
 
     def _forward_ack(self, ids):
         try:
-            self.pending[self.db.send_request("Ack", ids=ids)] = ("Ack", None)
+            self.pending[self.db.send_request("Ack", now=False, ids=ids)] = ("Ack", None)
         except DbUnavailable:
             pass  # not acknowledged: pushed again after the reconnect
         except LocalProtocolError:
             self._send(_error("too_large", "This Ack lists too many ids."))
 
     def _send(self, packet, force=False):
+        """Queue a packet for the client; the loop encodes the turn's packets together."""
         if self.closing == "now" and not force:
             return
-        self.out += self.conn.send(packet)
+        self.conn.queue(packet)
+
+    def _encode_queued(self):
+        try:
+            self.out += self.conn.flush()
+        except ProtocolError:
+            return   # the connection already failed; its farewell carries the queue
         if len(self.out) > MAX_CLIENT_BUFFER:
             log.warning("%s: client is not reading; disconnecting", self.user)
             self.out.clear()
@@ -258,6 +274,7 @@ class UserSession:
         del self.out[:sent]
 
     def _flush_blocking(self):
+        self._encode_queued()
         if not self.out:
             return
         try:
