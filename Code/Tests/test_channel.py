@@ -391,6 +391,65 @@ def test_remote_errors_stick():
 # ------------------------------------------------------------- hand-off
 
 
+# ------------------------------------------------------------ batch frames
+
+
+def batch_frame(sender, body):
+    """A transport frame with the batch flag and a hand-made body."""
+    return sender._transport_frame(b"\x02", body)
+
+
+def test_send_many_puts_small_payloads_in_one_frame():
+    client, server = connected()
+    payloads = [b"one", b"two", payload_of(300), b"four"]
+    wire = client.send_many(payloads)
+    assert len(frames_of(wire)) == 1
+    assert deliver(wire, server) == [Data(p) for p in payloads]
+    assert server._recv_cipher.n == 1
+
+
+def test_send_many_splits_at_one_noise_message_and_chunks_large_payloads():
+    client, server = connected()
+    payloads = [payload_of(40000), payload_of(40000), payload_of(200 * 1024), b"tail"]
+    wire = client.send_many(payloads)
+    assert len(frames_of(wire)) == 1 + 1 + 4 + 1
+    assert deliver(wire, server, step=5000) == [Data(p) for p in payloads]
+
+
+def test_batch_items_are_returned_one_by_one_and_survive_export():
+    client, server = connected()
+    server.receive_data(client.send_many([b"a", b"b", b"c"]))
+    assert server.next_event() == Data(b"a")
+    moved = exchange_through_pickle(server)
+    assert drain(moved) == [Data(b"b"), Data(b"c"), NEED_DATA]
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"", "bad_batch"),                                  # no item at all
+    (b"\x00\x00\x00", "bad_batch"),                     # truncated length
+    (b"\x00\x00\x00\x00", "bad_batch"),                 # empty item
+    (b"\x00\x00\x00\x09abc", "bad_batch"),              # item longer than the frame
+    (b"\x00\x00\x00\x01a\x00\x00", "bad_batch"),        # trailing bytes
+])
+def test_malformed_batch_frames_are_remote_errors(body, code):
+    client, server = connected()
+    raises_remote(code, deliver, batch_frame(client, body), server)
+
+
+def test_batch_items_obey_the_payload_limit():
+    client, server = connected(max_payload=100)
+    raises_remote("payload_too_large", deliver,
+                  client.send_many([b"small", payload_of(101)]), server)
+
+
+def test_a_batch_inside_a_chunked_payload_is_refused():
+    client, server = connected()
+    first_chunk = frames_of(client.send(payload_of(100000)))[0]
+    client._send_cipher.set_nonce(1)   # the batch takes the second chunk's place
+    raises_remote("bad_chunk", deliver,
+                  first_chunk + batch_frame(client, b"\x00\x00\x00\x01a"), server)
+
+
 def exchange_through_pickle(channel):
     state = channel.export_state()
     assert all(isinstance(value, (bytes, int, str, type(None)))

@@ -294,8 +294,9 @@ class FakeDatabase:
         self.protocol = DbProtocol()
         self.requests = []
         self.sock = None
+        self.out = b""
 
-    def send_request(self, op, **fields):
+    def send_request(self, op, now=True, **fields):
         rid, _frame = self.protocol.request(op, fields)
         self.requests.append((op, fields))
         return rid
@@ -379,10 +380,12 @@ def feed_session(serializer, inputs, eof):
             item = item.packet() if isinstance(item, BigSend) else item
             payload = session.conn.serializer.dumps(item) if isinstance(item, Packet) else item
             session._process_client_bytes(client.channel.send(payload))
+            session._encode_queued()   # what the loop does at the end of each turn
             if session.closing is not None:
                 break
         if eof and session.closing is None:
             session._process_client_bytes(b"")
+        session._encode_queued()
         return session, server_packets(client, bytes(session.out))
     finally:
         session.selector.close()

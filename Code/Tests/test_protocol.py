@@ -674,3 +674,76 @@ def test_random_packets_raise_only_protocol_errors(state, packets):
             assert isinstance(event, (Packet, BadPacket))
     except (LocalProtocolError, RemoteProtocolError):
         assert server.state == "ERROR"
+
+
+# ------------------------------------------------------------ batching
+
+
+def frame_count(wire):
+    return len(channel_frames(wire))
+
+
+def channel_frames(wire):
+    from Modules.channel import MAX_FRAME
+    from Modules.framing import FrameDecoder
+    decoder = FrameDecoder(MAX_FRAME)
+    decoder.receive_data(wire)
+    frames = []
+    while (frame := decoder.next_event()) is not NEED_DATA:
+        frames.append(frame)
+    return frames
+
+
+def test_batch_is_agreed_when_the_client_offers_it():
+    client, server = pair_in("SESSION")
+    assert client.batching and server.batching
+    for rid in (1, 2, 3):
+        client.queue(Packet("Send", {"rid": rid, "to": "bob", "subject": "s", "body": "b",
+                                     "client_id": f"c{rid}"}))
+    wire = client.flush()
+    assert frame_count(wire) == 1
+    assert [p.data["rid"] for p in deliver(wire, server)] == [1, 2, 3]
+    for rid in (1, 2, 3):
+        server.queue(Packet("Result", {"rid": rid}))
+    wire = server.flush()
+    assert frame_count(wire) == 1 and server.flush() == b""
+    assert [p.data["rid"] for p in deliver(wire, client)] == [1, 2, 3]
+
+
+def test_no_batch_frames_for_a_client_that_did_not_offer_them():
+    client, server = Connection.client(), Connection.server(SERVER_KEY)
+    handshake(client, server)
+    offer = version_offer()
+    del offer.data["features"]
+    deliver(client.send(offer), server)
+    reply = choose_version(offer)
+    assert reply.data["features"] == []
+    deliver(server.send(reply), client)
+    assert not client.batching and not server.batching
+    server.queue(Packet("Login", {"prompt": "username", "message": "Username:"}))
+    server.queue(Packet("System", {"event": "note", "message": "hi"}))
+    assert frame_count(server.flush()) == 2
+
+
+def test_batching_survives_the_hand_off_and_export_needs_an_empty_queue():
+    client, server = pair_in("SESSION")
+    server.queue(Packet("Result", {"rid": 1}))
+    with pytest.raises(LocalProtocolError):
+        server.export_state()
+    wire = server.flush()
+    moved = Connection.from_state(pickle.loads(pickle.dumps(server.export_state())))
+    assert moved.batching
+    moved.queue(Packet("Result", {"rid": 2}))
+    moved.queue(Packet("Result", {"rid": 3}))
+    wire += moved.flush()
+    assert [p.data["rid"] for p in deliver(wire, client)] == [1, 2, 3]
+
+
+def test_farewell_carries_what_was_queued_before_it():
+    client, server = pair_in("SESSION")
+    server.queue(Packet("Result", {"rid": 7}))
+    with pytest.raises(RemoteProtocolError):
+        deliver(b"\x00\x00\x00\x02\x02\x00", server)   # a frame that fails to decrypt
+    wire = server.farewell(Packet("Error", {"code": "bad", "reason": "r", "fatal": True}))
+    events = deliver(wire, client)
+    assert [p.op for p in events] == ["Result", "Error"]
