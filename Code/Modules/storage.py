@@ -191,11 +191,13 @@ def store_message(db, sender, recipient, subject, body, client_id, now):
     of None turns the de-duplication off. NoSuchAccount if the sender is
     not an active account.
     """
-    _require_active(db, sender)
+    active = _active_among(db, sender, recipient)
+    if sender not in active:
+        raise NoSuchAccount(f"there is no active account named '{sender}'")
     previous = _previous_send(db, sender, client_id)
     if previous is not None:
         return previous
-    if user_exists(db, recipient):
+    if recipient in active:
         result = _deliver(db, sender, recipient, subject, body, now)
     else:
         result = _bounce_unknown(db, sender, recipient, subject, body, now)
@@ -207,17 +209,26 @@ def store_message(db, sender, recipient, subject, body, client_id, now):
     return result
 
 
+def _active_among(db, *usernames):
+    """Which of `usernames` are active accounts (one query)."""
+    marks = ", ".join("?" * len(usernames))
+    return {row[0] for row in db.execute(
+        f"SELECT username FROM users WHERE username IN ({marks}) AND state = 'active'",
+        usernames)}
+
+
 def _previous_send(db, sender, client_id):
     if client_id is None:
         return None
-    row = _row(db, "SELECT message_id, recipient, bounced FROM msg.sent_ids "
-                   "WHERE sender = ? AND client_id = ?", (sender, client_id))
+    row = db.execute("SELECT message_id, recipient, bounced FROM msg.sent_ids "
+                     "WHERE sender = ? AND client_id = ?", (sender, client_id)).fetchone()
     if row is None:
         return None
-    result = {"id": row["message_id"], "duplicate": True,
-              "bounced": bool(row["bounced"]), "deliveries": []}
-    if result["bounced"]:
-        result["note"] = UNKNOWN_RECIPIENT_NOTE.format(name=row["recipient"])
+    message_id, recipient, bounced = row
+    result = {"id": message_id, "duplicate": True, "bounced": bool(bounced),
+              "deliveries": []}
+    if bounced:
+        result["note"] = UNKNOWN_RECIPIENT_NOTE.format(name=recipient)
     return result
 
 
@@ -236,11 +247,10 @@ def _insert_message(db, sender, recipient, subject, body, now, kind="message",
 
 def _deliver(db, sender, recipient, subject, body, now):
     message = _insert_message(db, sender, recipient, subject, body, now)
-    db.execute("UPDATE users SET undelivered = undelivered + 1, "
-               "messages_received = messages_received + 1 WHERE username = ?",
-               (recipient,))
-    db.execute("UPDATE users SET messages_sent = messages_sent + 1 "
-               "WHERE username = ?", (sender,))
+    db.execute("UPDATE users SET undelivered = undelivered + (username = :to), "
+               "messages_received = messages_received + (username = :to), "
+               "messages_sent = messages_sent + (username = :from) "
+               "WHERE username IN (:to, :from)", {"to": recipient, "from": sender})
     return {"id": message["id"], "duplicate": False, "bounced": False,
             "deliveries": [(recipient, message)]}
 

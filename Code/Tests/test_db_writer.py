@@ -177,6 +177,29 @@ def test_failing_job_is_rolled_back_alone(db_path):
     assert on_disk(db_path) == ["first", "last", "after"]
 
 
+def test_a_retried_batch_reports_what_was_committed(db_path):
+    """Jobs run together first; after a failure they run again one savepoint
+    each, and every reply describes the second, committed run."""
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            release, _ = hold(writer)
+            ok = [writer.submit(insert, f"ok{n}") for n in range(3)]
+            bad = writer.submit(insert_then_fail, "bad")
+            last = writer.submit(insert, "last")
+            release.set()
+            ids = [await future for future in ok] + [await last]
+            with pytest.raises(ValueError):
+                await bad
+            return ids
+        finally:
+            writer.stop()
+
+    ids = run(main())
+    rows = on_disk(db_path, "SELECT id, value FROM items ORDER BY id")
+    assert rows == list(zip(ids, ["ok0", "ok1", "ok2", "last"]))
+
+
 def test_sql_error_in_a_job_is_rolled_back_alone(db_path):
     def duplicate(conn):
         conn.execute("INSERT INTO items (id, value) VALUES (1, 'dup')")
