@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from passlib.context import CryptContext
 
+from Modules.runtime import BACKGROUND_NICE, lower_priority
+
 DEFAULT_ARGON2 = {"memory_kib": 19456, "time_cost": 2, "parallelism": 1}
 
 
@@ -53,7 +55,9 @@ class PasswordHasher:
         self.context = CryptContext(
             schemes=["argon2"], argon2__type="ID", argon2__memory_cost=memory_kib,
             argon2__rounds=time_cost, argon2__parallelism=parallelism)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parley-hash")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parley-hash",
+                                        initializer=lower_priority, initargs=(
+                                            BACKGROUND_NICE, True))
         self.max_waiting = max_waiting
         self._in_flight = 0
         self._dummy_hash = self.context.hash(os.urandom(16).hex())

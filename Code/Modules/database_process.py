@@ -57,6 +57,9 @@ ALLOWED = {
     "user": {"Subscribe", "Send", "Ack", "Inbox", "Read", "Delete", "DeleteAccount", "Stats"},
     "closed": set(),
 }
+# Requests answered by nothing: a user process never waits for an Ack, so the
+# reply would only cost a frame and a wakeup per acknowledgement.
+NO_REPLY = {"Ack"}
 
 
 class RequestFailed(Exception):
@@ -203,9 +206,13 @@ class MonitorConnection(asyncio.Protocol):
         try:
             result = handler(packet.data)
         except Exception as error:  # validation errors: reply, keep serving
-            self.reply_error(rid, *_error_fields(error))
+            if packet.op in NO_REPLY:
+                log.info("%s from %s ignored: %s", packet.op, self.describe(), error)
+            else:
+                self.reply_error(rid, *_error_fields(error))
             return
-        self._reply_when_done(rid, result)
+        if packet.op not in NO_REPLY:
+            self._reply_when_done(rid, result)
 
     def _reply_when_done(self, rid, result):
         if type(result) is Shaped:
@@ -386,8 +393,15 @@ class MonitorConnection(asyncio.Protocol):
         return self._wrap(future, None, _send_result)
 
     def op_ack(self, data):
-        future = self.monitor.job(storage.mark_delivered, self.user, _ids(data.get("ids")), _now())
-        return self._wrap(future, "count")
+        """No reply (NO_REPLY): the commit may wait to share a later transaction."""
+        future = self.monitor.writer.submit(storage.mark_delivered, self.user,
+                                            _ids(data.get("ids")), _now(), lazy=True)
+        future.add_done_callback(self._ack_done)
+
+    def _ack_done(self, future):
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("acknowledgement from %s not stored: %s", self.describe(),
+                        future.exception())
 
     def op_inbox(self, data):
         before, limit = data.get("before"), data.get("limit", 50)

@@ -25,9 +25,11 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 
 log = logging.getLogger("parley.writer")
 _STOP = object()
+LAZY_WINDOW = 0.05   # seconds a lazy job may wait for company before it commits alone
 
 
 class CommitFailed(Exception):
@@ -35,10 +37,11 @@ class CommitFailed(Exception):
 
 
 class _Job:
-    __slots__ = ("fn", "args", "future", "after", "result", "error")
+    __slots__ = ("fn", "args", "future", "after", "lazy", "result", "error")
 
-    def __init__(self, fn, args, future, after):
+    def __init__(self, fn, args, future, after, lazy=False):
         self.fn, self.args, self.future, self.after = fn, args, future, after
+        self.lazy = lazy
         self.result = self.error = None
 
 
@@ -64,10 +67,15 @@ class SingleWriter:
         if self._open_error is not None:
             raise self._open_error
 
-    def submit(self, fn, *args, after=None):
-        """Queue `fn(conn, *args)`; returns an asyncio future of its result."""
+    def submit(self, fn, *args, after=None, lazy=False):
+        """Queue `fn(conn, *args)`; returns an asyncio future of its result.
+
+        A `lazy` job (nobody waits for it: a delivery acknowledgement) may
+        wait up to LAZY_WINDOW for other jobs so that it shares their
+        commit instead of costing one of its own. Jobs never change order.
+        """
         future = self.loop.create_future()
-        self._queue.put(_Job(fn, args, future, after))
+        self._queue.put(_Job(fn, args, future, after, lazy))
         return future
 
     def stop(self):
@@ -105,16 +113,28 @@ class SingleWriter:
         if first is _STOP:
             return [], True
         batch = [first]
+        lazy_until = time.monotonic() + LAZY_WINDOW if first.lazy else None
         while len(batch) < self.max_batch:
             try:
-                job = self._queue.get_nowait()
+                job = self._next_job(lazy_until)
             except queue.Empty:
                 break
             if job is _STOP:
                 self._queue.put(_STOP)  # finish this batch, then stop
                 break
             batch.append(job)
+            if not job.lazy:
+                lazy_until = None   # someone waits: commit what is there now
         return batch, False
+
+    def _next_job(self, lazy_until):
+        """The next queued job; while only lazy jobs are held, wait for one."""
+        if lazy_until is None:
+            return self._queue.get_nowait()
+        remaining = lazy_until - time.monotonic()
+        if remaining <= 0:
+            return self._queue.get_nowait()
+        return self._queue.get(timeout=remaining)
 
     def _run_batch(self, conn, batch):
         try:

@@ -30,7 +30,9 @@ from Modules import identity, login_dialogue as dialogue_mod, protocol
 from Modules.db_client import DbError, DbLink, DbUnavailable
 from Modules.errors import ProtocolError
 from Modules.framing import CLOSED, NEED_DATA
-from Modules.runtime import close_connection, restore_default_signals, start_process
+from Modules.runtime import (
+    close_connection, lower_priority, restore_default_signals, start_process,
+)
 from Modules.serializers import Packet
 
 log = logging.getLogger("parley.login")
@@ -246,6 +248,7 @@ def main(sock, peer, handoff, config, resume_state=None):
     """Entry point of a login process (a forkserver child)."""
     restore_default_signals(config.get("lifeline"))
     start_process(f"login {peer}", config)
+    lower_priority()   # a login storm must not slow down live sessions
     session = LoginSession(sock, peer, config, resume_state)
     signal.signal(signal.SIGTERM, _on_sigterm(session))
     result = session.run()

@@ -87,3 +87,25 @@ def close_connection(sock):
     except OSError:
         pass
     sock.close()
+
+
+# Work that can wait (a login's handshake and dialogue, password hashing)
+# runs at this nice value so that live sessions win the CPU during a login
+# storm: logins slow down, messages between people already logged in do not.
+BACKGROUND_NICE = 10
+
+
+def lower_priority(nice=BACKGROUND_NICE, thread=False):
+    """Raise the nice value of this process (or only the calling thread) to `nice`.
+
+    Linux keeps a nice value per thread, so `thread=True` touches only the
+    caller (a hashing worker). Never fails: a platform without it, or a
+    value already higher, leaves things as they are.
+    """
+    who = threading.get_native_id() if thread else 0
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, who)
+        if current < nice:
+            os.setpriority(os.PRIO_PROCESS, who, nice)
+    except (AttributeError, OSError):
+        pass

@@ -239,8 +239,9 @@ class UserSession:
         self.pending[db_rid] = (packet.op, rid)
 
     def _forward_ack(self, ids):
+        """Fire and forget: the database does not answer Acks."""
         try:
-            self.pending[self.db.send_request("Ack", now=False, ids=ids)] = ("Ack", None)
+            self.db.send_request("Ack", now=False, ids=ids)
         except DbUnavailable:
             pass  # not acknowledged: pushed again after the reconnect
         except LocalProtocolError:
@@ -317,7 +318,7 @@ class UserSession:
                 self.ready_sent = True
             return
         op, rid = self.pending.pop(reply.rid, (None, None))
-        if op is None or op == "Ack":
+        if op is None:
             return
         if not reply.ok:
             self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid))
@@ -336,10 +337,9 @@ class UserSession:
         if self._registered.get("db"):
             self.selector.unregister(self.db.sock)
         self._registered["db"] = 0
-        for op, rid in self.pending.values():
-            if op != "Ack":
-                self._send(_error("unavailable", "The server's database restarted during "
-                                                 "this request; try again.", rid))
+        for _op, rid in self.pending.values():
+            self._send(_error("unavailable", "The server's database restarted during "
+                                             "this request; try again.", rid))
         self.pending.clear()
         try:
             self._connect_db()

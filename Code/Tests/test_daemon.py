@@ -168,3 +168,28 @@ def test_a_second_signal_forces_the_exit(server):
     finally:
         alice.close()
         server.kill_group()
+
+
+def nice_of(pid, thread=None):
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    with open(path) as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])   # field 19: nice
+
+
+def test_logins_and_hashing_yield_the_cpu_to_live_sessions(server):
+    alice, _ = session(server, "alice")            # a live session, and hashes done
+    waiting = RawClient(server.port)
+    waiting.handshake()                            # a login process, mid-dialogue
+    try:
+        (login,) = server.pids_titled("parley: login")
+        (user,) = server.pids_titled("parley: user alice")
+        (database,) = server.pids_titled("parley: database")
+        assert nice_of(login) == 10 and nice_of(user) == 0 and nice_of(database) == 0
+        niceness = [nice_of(database, tid) for tid in os.listdir(f"/proc/{database}/task")]
+        assert nice_of(database, database) == 0        # the main thread and the writer...
+        assert niceness.count(0) >= 2
+        assert 1 <= niceness.count(10) <= 2            # ...but not the 2 hashing workers
+        assert set(niceness) == {0, 10}
+    finally:
+        waiting.close()
+        alice.close()

@@ -162,6 +162,17 @@ def test_subscribe_pushes_backlog_then_live_in_order(database):
     assert [m["id"] for m in bob.read_event().messages] == [live]
 
 
+def test_an_ack_is_not_answered_and_is_stored_before_the_next_reply(database):
+    _, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    sent = alice.call("Send", to="bob", subject="s", body="b", client_id="c1")["id"]
+    bob.send_request("Ack", ids=[sent])
+    stats_rid = bob.send_request("Stats")
+    reply = bob.read_event()
+    assert reply.rid == stats_rid            # nothing answered the Ack
+    assert reply.data["account"]["undelivered"] == 0
+
+
 def test_sigterm_closes_the_databases_cleanly(database):
     proc, config = database
     user_link(config, "alice").call("Send", to="alice", subject="s", body="b", client_id="c")

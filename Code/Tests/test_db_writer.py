@@ -15,6 +15,7 @@ import threading
 
 import pytest
 
+from Modules import db_writer
 from Modules.db_writer import CommitFailed, SingleWriter
 
 WAIT = 30.0
@@ -198,6 +199,36 @@ def test_a_retried_batch_reports_what_was_committed(db_path):
     ids = run(main())
     rows = on_disk(db_path, "SELECT id, value FROM items ORDER BY id")
     assert rows == list(zip(ids, ["ok0", "ok1", "ok2", "last"]))
+
+
+def test_a_lazy_job_waits_for_company_and_shares_its_commit(db_path, monkeypatch):
+    monkeypatch.setattr(db_writer, "LAZY_WINDOW", WAIT)   # it waits until company comes
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            lazy = writer.submit(insert, "ack", lazy=True)
+            await asyncio.sleep(0.05)
+            assert not lazy.done()
+            eager = writer.submit(insert, "send")
+            assert await asyncio.gather(lazy, eager) == [1, 2]
+            assert writer.batches == 1
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["ack", "send"]
+
+
+def test_a_lazy_job_alone_still_commits(db_path):
+    async def main():
+        writer = await started_writer(db_path)
+        try:
+            assert await writer.submit(insert, "alone", lazy=True) == 1
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["alone"]
 
 
 def test_sql_error_in_a_job_is_rolled_back_alone(db_path):

@@ -693,7 +693,10 @@ def test_random_requests_harm_only_their_own_database_connection(database, phase
         sent = 0
         while sent < len(inputs) and link.send(inputs[sent]):
             sent += 1
-        for reply in link.replies(sent):
+        answered = [item for item in inputs[:sent] if not (
+            phase == "user" and isinstance(item, Packet)
+            and item.op in database_process.NO_REPLY)]   # Acks get no reply
+        for reply in link.replies(len(answered)):
             assert reply.data.get("code") != "internal", (reply, inputs)
         link.close()
 
