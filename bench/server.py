@@ -57,6 +57,8 @@ def role_of(title):
         return "user"
     if title.startswith("parley: login"):
         return "login"
+    if title.startswith("parley: spare"):
+        return "spare"     # started ahead of a login; idle until then
     if title.startswith("parley: database"):
         return "database"
     if title.startswith("parley: daemon"):

@@ -4,9 +4,11 @@ Talks to: TCP clients (only to accept them, and to write the plaintext
 "server full" notice); the database process (started first, readiness
 awaited, restarted if it dies); one login process per new connection and
 one user process per logged-in connection, all started through the
-multiprocessing forkserver with the heavy modules preloaded. Each child
-gets a one-way pipe back to the daemon that carries its hand-off (login →
-user, and user → login after an account is deleted).
+multiprocessing forkserver with the heavy modules preloaded, most of them
+ahead of time as spares (`Modules/spares.py`) so that no process start
+lies on a login's path. Each child has a pipe back to the daemon that
+carries its hand-off (login → user, and user → login after an account is
+deleted).
 
 The daemon keeps its own copy of every client socket, so that whatever
 way a child ends (even SIGKILL) the daemon notices the pipe closing and
@@ -32,14 +34,14 @@ import sys
 import tempfile
 import time
 
-from Modules import auth, database_process, identity, login_process, protocol, user_process
-from Modules.runtime import start_process
+from Modules import auth, database_process, identity, protocol, spares
+from Modules.runtime import process_alive, start_process
 
 log = logging.getLogger("parley.daemon")
 
 # Imported once by the forkserver and inherited by every child; preload (gc.freeze) last.
-PRELOAD = ["Modules.login_process", "Modules.user_process", "Modules.database_process",
-           "passlib.handlers.argon2", "Modules.preload"]
+PRELOAD = ["Modules.spares", "Modules.login_process", "Modules.user_process",
+           "Modules.database_process", "passlib.handlers.argon2", "Modules.preload"]
 DB_READY_TIMEOUT = 30.0
 CHILD_STOP_GRACE = 6.0
 
@@ -91,6 +93,8 @@ class Daemon:
         self.wake_r, self.wake_w = socket.socketpair()
         # Children watch `lifeline` for end of file: only we hold the write end.
         self.lifeline, self._lifeline_writer = self.ctx.Pipe(duplex=False)
+        self.spares = spares.SparePool(self._start_process, lambda: self.ctx.Pipe(duplex=True),
+                                       self._base_config, options.spare_processes)
 
     # -- configuration handed to children ------------------------------------
     def _base_config(self):
@@ -115,6 +119,7 @@ class Daemon:
         self._start_database()
         self._listen()
         self._install_signals()
+        self.spares.refill()
 
     def _start_database(self):
         ready = self.ctx.Event()
@@ -164,14 +169,19 @@ class Daemon:
     # -- the loop --------------------------------------------------------------
     def serve(self):
         while not self.signals:
-            for key, _mask in self.selector.select(timeout=self._select_timeout()):
+            events = self.selector.select(timeout=self._select_timeout())
+            for key, _mask in events:
                 self._dispatch(key)
             self._reap()
             if self.db_restart_at is not None and time.monotonic() >= self.db_restart_at:
                 self._restart_database()
+            if not events:   # between connections: a process start delays no one
+                self.spares.refill()
         self.shutdown()
 
     def _select_timeout(self):
+        if self.spares.wanted():
+            return 0.002   # start the missing spares as soon as nothing else is due
         if self.db_restart_at is None:
             return 1.0
         return max(0.0, min(1.0, self.db_restart_at - time.monotonic()))
@@ -205,8 +215,7 @@ class Daemon:
             return
         record = ClientRecord(sock, peer)
         try:
-            self._spawn(record, "login", login_process.main,
-                        lambda pipe: (sock, peer, pipe, self._login_config()))
+            self._spawn(record, "login", peer, self._login_config())
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
             log.error("cannot start a login process for %s: %s", peer, error)
             sock.close()
@@ -219,12 +228,18 @@ class Daemon:
             pass
         sock.close()
 
-    def _spawn(self, record, kind, target, make_args):
-        """Start `target` for this connection with a fresh pipe back to us;
-        `make_args(pipe)` gives its arguments."""
-        receive_end, send_end = self.ctx.Pipe(duplex=False)
-        proc = self._start_process(target, make_args(send_end), f"parley: {kind} {record.peer}")
-        send_end.close()
+    def _spawn(self, record, kind, first, config, extra=()):
+        """A login or user process for this connection: a spare if one is idle,
+        else a new one. It runs `main(sock, first, pipe, config, *extra)`."""
+        given = self.spares.give(kind, record.sock, first, config, extra)
+        if given is not None:
+            proc, receive_end = given
+        else:
+            receive_end, send_end = self.ctx.Pipe(duplex=False)
+            args = (record.sock, first, send_end, config, *extra)
+            proc = self._start_process(spares.TARGETS[kind], args,
+                                       f"parley: {kind} {record.peer}")
+            send_end.close()
         if record.pipe is not None:
             self.selector.unregister(record.pipe)
             self.clients.pop(record.pipe, None)
@@ -262,12 +277,9 @@ class Daemon:
     def _hand_over(self, record, message):
         if record.kind == "login":
             record.peer = message["user"]
-            self._spawn(record, "user", user_process.main,
-                        lambda pipe: (record.sock, message, pipe, self._base_config()))
+            self._spawn(record, "user", message, self._base_config())
         else:
-            self._spawn(record, "login", login_process.main,
-                        lambda pipe: (record.sock, record.peer, pipe, self._login_config(),
-                                      message["state"]))
+            self._spawn(record, "login", record.peer, self._login_config(), (message["state"],))
 
     def _connection_ended(self, record):
         self.selector.unregister(record.pipe)
@@ -317,7 +329,8 @@ class Daemon:
         log.info("shutting down: telling %d connections", len(self.clients))
         self.selector.unregister(self.listener)
         self.listener.close()
-        self._stop_children([r.proc for r in self.clients.values()] + self.exiting)
+        self._stop_children([r.proc for r in self.clients.values()] + self.exiting
+                            + self.spares.close())
         for record in list(self.clients.values()):
             record.sock.close()
         self._stop_database()
@@ -328,15 +341,15 @@ class Daemon:
     def _stop_children(procs):
         """SIGTERM, a grace period, then SIGKILL. By pid: a child of a forkserver
         that died reads as ended to multiprocessing while it still runs."""
-        pids = [proc.pid for proc in procs if _alive(proc.pid)]
+        pids = [proc.pid for proc in procs if process_alive(proc.pid)]
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + CHILD_STOP_GRACE
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
             for proc in procs:
                 proc.join(0.02)
         for pid in pids:
-            if _alive(pid):
+            if process_alive(pid):
                 _signal(pid, signal.SIGKILL)
         for proc in procs:
             proc.join(1.0)
@@ -367,7 +380,7 @@ def raise_fd_limit():
 def end_orphan(pid, wait=5.0):
     """Make sure process `pid` (not our child: the forkserver's) is gone."""
     deadline = time.monotonic() + wait
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         _signal(pid, signal.SIGKILL)
         time.sleep(0.02)
 
@@ -379,12 +392,6 @@ def _signal(pid, signum):
         pass
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 def run(options):

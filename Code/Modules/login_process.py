@@ -84,8 +84,7 @@ class LoginSession:
     def run(self):
         """A hand-off dict on success, None when the connection should close."""
         try:
-            self.db.connect()
-            self.db.call("Hello", role="login", peer=self.peer, address=host_of(self.peer))
+            self._say_hello()
             if self.conn.state == protocol.SESSION:
                 self.send_all(self.dialogue.start())
             return self._loop()
@@ -190,6 +189,19 @@ class LoginSession:
                                          error.reason)
         return self.dialogue.outcome("verified" if op == "Verify" else "created")
 
+    def _say_hello(self):
+        """Connect to the database as a login connection; a database that goes
+        away during the Hello (being restarted) is tried once more."""
+        for attempt in (1, 2):
+            self.db.connect()
+            try:
+                self.db.call("Hello", role="login", peer=self.peer, address=host_of(self.peer))
+                return
+            except DbUnavailable:
+                if attempt == 2:
+                    raise
+                log.warning("database connection lost during Hello; retrying once")
+
     def _db_call(self, op, **fields):
         """A database request, retried once over a new connection if the database
         process went away meanwhile (it is restarted by the daemon)."""
@@ -197,8 +209,7 @@ class LoginSession:
             return self.db.call(op, **fields)
         except DbUnavailable:
             log.warning("database connection lost during %s; retrying once", op)
-        self.db.connect()
-        self.db.call("Hello", role="login", peer=self.peer, address=host_of(self.peer))
+        self._say_hello()
         try:
             return self.db.call(op, **fields)
         except DbError as error:

@@ -42,6 +42,13 @@ def _log_level(text):
     return text.upper()
 
 
+def _spares(text):
+    value = int(text)
+    if not 0 <= value <= 64:
+        raise ValueError("use a whole number from 0 to 64")
+    return value
+
+
 def _flag(text):
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -59,6 +66,7 @@ SERVER_OPTIONS = [
     ("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("max_clients", _positive, 1000, "most connections served at once"),
     ("login_timeout", _seconds, 60.0, "seconds a connection has to log in"),
+    ("spare_processes", _spares, 4, "processes started ahead of logins (0 to 64)"),
 ]
 
 

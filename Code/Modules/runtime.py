@@ -80,6 +80,16 @@ def _watch_lifeline(lifeline):
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def process_alive(pid):
+    """Whether `pid` runs (a zombie does not). By /proc, because a child of a
+    forkserver that died reads as ended to multiprocessing while it still runs."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
 def close_connection(sock):
     """End a client's TCP connection for every holder of the socket, then close ours."""
     try:
