@@ -2,9 +2,10 @@
 
     python bench/micro.py [crypto] [layers] [sqlite] [fork] [--json]
 
-* crypto: one ChaCha20-Poly1305 transport message, pycryptodome (what
-  Modules/noise.py does: a new cipher object per message) against
-  `cryptography`'s reusable AEAD object.
+* crypto: one ChaCha20-Poly1305 transport message: the server's
+  CipherState (pycryptodome's C primitives through Modules/aead.py),
+  pycryptodome's public API (a new cipher object per message, what the
+  server used before) and `cryptography`'s reusable AEAD object.
 * layers: the server's per-message work in a user process, layer by
   layer, with the real sans-IO objects: decrypt+parse a client Send
   (Connection.receive_data/next_event), the request frame to the database
@@ -57,6 +58,10 @@ def crypto(n=20000):
     plaintext = b"\x00" + os.urandom(150)
     cs = CipherState(key)
     out = {"pycryptodome_encrypt_us": _per_call_us(lambda: cs.encrypt_with_ad(b"", plaintext), n)}
+    from Modules import aead as parley_aead
+    nonce12 = bytes(12)
+    out["pycryptodome_public_api_encrypt_us"] = _per_call_us(
+        lambda: parley_aead._public_seal(key, nonce12, b"", plaintext), n)
     try:
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
         import struct
