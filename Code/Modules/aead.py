@@ -162,28 +162,31 @@ def _raw_open(key, nonce, ad, sealed):
     return bytes(_RAW.xor(state, ciphertext))
 
 
-# RFC 8439 section 2.8.2: the AEAD test vector.
-_RFC_KEY = bytes(range(0x80, 0xa0))
-_RFC_NONCE = bytes.fromhex("070000004041424344454647")
-_RFC_AD = bytes.fromhex("50515253c0c1c2c3c4c5c6c7")
-_RFC_PLAINTEXT = (b"Ladies and Gentlemen of the class of '99: If I could offer you "
-                  b"only one tip for the future, sunscreen would be it.")
-_RFC_TAG = bytes.fromhex("1ae10b594f09e26a7e902ecbd0600691")
+# RFC 8439 section 2.8.2: the AEAD test vector (the tests use it too).
+RFC_8439_VECTOR = {
+    "key": bytes(range(0x80, 0xa0)),
+    "nonce": bytes.fromhex("070000004041424344454647"),
+    "ad": bytes.fromhex("50515253c0c1c2c3c4c5c6c7"),
+    "plaintext": (b"Ladies and Gentlemen of the class of '99: If I could offer you "
+                  b"only one tip for the future, sunscreen would be it."),
+    "tag": bytes.fromhex("1ae10b594f09e26a7e902ecbd0600691"),
+}
 
 
 def _agrees_with_public_api():
     """The raw composition gives the public API's bytes, and RFC 8439's tag."""
-    sealed = _raw_seal(_RFC_KEY, _RFC_NONCE, _RFC_AD, _RFC_PLAINTEXT)
-    if sealed[-TAGLEN:] != _RFC_TAG:
+    v = RFC_8439_VECTOR
+    key, nonce = v["key"], v["nonce"]
+    if _raw_seal(key, nonce, v["ad"], v["plaintext"])[-TAGLEN:] != v["tag"]:
         return False
     for size in (0, 1, 15, 16, 17, 63, 64, 65, 200):
         for ad in (b"", b"a", bytes(range(33))):
             message = bytes(range(size % 256)) * (size // 256 + 1)
             message = message[:size]
-            sealed = _raw_seal(_RFC_KEY, _RFC_NONCE, ad, message)
-            if sealed != _public_seal(_RFC_KEY, _RFC_NONCE, ad, message):
+            sealed = _raw_seal(key, nonce, ad, message)
+            if sealed != _public_seal(key, nonce, ad, message):
                 return False
-            if _raw_open(_RFC_KEY, _RFC_NONCE, ad, sealed) != message:
+            if _raw_open(key, nonce, ad, sealed) != message:
                 return False
     return True
 

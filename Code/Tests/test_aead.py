@@ -6,13 +6,9 @@ from hypothesis import given, settings, strategies as st
 
 from Modules import aead
 
-KEY = bytes(range(0x80, 0xa0))
-NONCE = bytes.fromhex("070000004041424344454647")
-RFC_AD = bytes.fromhex("50515253c0c1c2c3c4c5c6c7")
-RFC_PLAINTEXT = (b"Ladies and Gentlemen of the class of '99: If I could offer you "
-                 b"only one tip for the future, sunscreen would be it.")
-RFC_CIPHERTEXT_START = bytes.fromhex("d31a8d34648e60db7b86afbc53ef7ec2")
-RFC_TAG = bytes.fromhex("1ae10b594f09e26a7e902ecbd0600691")
+VECTOR = aead.RFC_8439_VECTOR
+KEY, NONCE = VECTOR["key"], VECTOR["nonce"]
+RFC_CIPHERTEXT_START = bytes.fromhex("d31a8d34648e60db7b86afbc53ef7ec2")   # from the RFC
 
 BOTH = [(aead.seal, aead.open_), (aead._public_seal, aead._public_open)]
 
@@ -23,10 +19,10 @@ def test_the_fast_path_is_in_use_with_the_pinned_pycryptodome():
 
 @pytest.mark.parametrize("seal, open_", BOTH)
 def test_rfc_8439_section_2_8_2_vector(seal, open_):
-    sealed = seal(KEY, NONCE, RFC_AD, RFC_PLAINTEXT)
+    sealed = seal(KEY, NONCE, VECTOR["ad"], VECTOR["plaintext"])
     assert sealed[:16] == RFC_CIPHERTEXT_START
-    assert sealed[-16:] == RFC_TAG
-    assert open_(KEY, NONCE, RFC_AD, sealed) == RFC_PLAINTEXT
+    assert sealed[-16:] == VECTOR["tag"] == bytes.fromhex("1ae10b594f09e26a7e902ecbd0600691")
+    assert open_(KEY, NONCE, VECTOR["ad"], sealed) == VECTOR["plaintext"]
 
 
 @settings(max_examples=200, deadline=None)
