@@ -327,14 +327,15 @@ class MonitorConnection(asyncio.Protocol):
         if not isinstance(password, str) or len(password) > rules.PASSWORD_MAX:
             raise RequestFailed("wrong_password", "Wrong username or password.")
         self._check_throttle(username)
-        stored = await self.monitor.job(storage.password_hash, username)
+        stored, account_id = await self.monitor.job(storage.credentials, username)
         ok, new_hash = await self.monitor.hasher.verify(password, stored)
         now = _now()
         if not ok:
             return await self._login_failed(username, stored is not None, now)
         if new_hash:
             await self.monitor.job(storage.set_password_hash, username, new_hash, now)
-        return await self._login_succeeded(username, now)
+        log.info("login of %s from %s", username, self.peer)
+        return await self._login_succeeded(username, account_id, now)
 
     def _check_throttle(self, username):
         wait = self.monitor.throttle.wait_time(username, self.address)
@@ -349,12 +350,10 @@ class MonitorConnection(asyncio.Protocol):
         log.info("failed login for %s from %s", username, self.peer)
         raise RequestFailed("wrong_password", "Wrong username or password.")
 
-    async def _login_succeeded(self, username, now):
+    async def _login_succeeded(self, username, account_id, now):
         self.monitor.throttle.succeeded(username)
         await self.monitor.job(storage.record_login, username, now, True)
-        account = await self.monitor.job(storage.account, username)
-        log.info("login of %s from %s", username, self.peer)
-        return {"ticket": auth.issue_ticket(self.monitor.ticket_secret, account["id"], username)}
+        return {"ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username)}
 
     async def op_create(self, data):
         username = rules.check_username(data.get("username"))
@@ -362,9 +361,8 @@ class MonitorConnection(asyncio.Protocol):
         password_hash = await self.monitor.hasher.hash(password)
         now = _now()
         account_id = await self.monitor.job(storage.create_account, username, password_hash, now)
-        await self.monitor.job(storage.record_login, username, now, True)
         log.info("account %s created from %s", username, self.peer)
-        return {"ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username)}
+        return await self._login_succeeded(username, account_id, now)
 
     # -- phase "user": every request acts as self.user -------------------------
     def op_subscribe(self, _data):
@@ -396,12 +394,7 @@ class MonitorConnection(asyncio.Protocol):
         """No reply (NO_REPLY): the commit may wait to share a later transaction."""
         future = self.monitor.writer.submit(storage.mark_delivered, self.user,
                                             _ids(data.get("ids")), _now(), lazy=True)
-        future.add_done_callback(self._ack_done)
-
-    def _ack_done(self, future):
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("acknowledgement from %s not stored: %s", self.describe(),
-                        future.exception())
+        future.add_done_callback(_log_failure)
 
     def op_inbox(self, data):
         before, limit = data.get("before"), data.get("limit", 50)
@@ -441,6 +434,12 @@ class MonitorConnection(asyncio.Protocol):
     def _wrap(future, field, shape=None):
         """The writer's future, with how its result becomes the reply's fields."""
         return Shaped(future, shape or (lambda value: {field: value}))
+
+
+def _log_failure(future):
+    """Done-callback of a job nobody waits for (an Ack): its failure goes to the log."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a deferred write was not stored: %s", future.exception())
 
 
 def _send_result(result):

@@ -136,10 +136,15 @@ def user_exists(db, username):
 
 def password_hash(db, username):
     """The stored hash string of an active account, or None."""
-    row = _row(db, "SELECT p.hash FROM pw.passwords AS p JOIN users AS u "
-                   "ON u.username = p.username "
-                   "WHERE p.username = ? AND u.state = 'active'", (username,))
-    return None if row is None else row["hash"]
+    return credentials(db, username)[0]
+
+
+def credentials(db, username):
+    """(hash, account id) of an active account, or (None, None)."""
+    row = db.execute("SELECT p.hash, u.id FROM pw.passwords AS p JOIN users AS u "
+                     "ON u.username = p.username "
+                     "WHERE p.username = ? AND u.state = 'active'", (username,)).fetchone()
+    return (None, None) if row is None else (row[0], row[1])
 
 
 def set_password_hash(db, username, new_hash, now):

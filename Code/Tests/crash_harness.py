@@ -52,7 +52,7 @@ from Modules import protocol, storage
 from Modules.errors import ProtocolError
 from Modules.framing import CLOSED, NEED_DATA
 from Modules.serializers import Packet
-from Tests.helpers import PASSWORD, ServerProcess
+from Tests.helpers import PASSWORD, ServerProcess, parent_of
 
 HOST = "127.0.0.1"
 CONNECT_TIMEOUT = 5.0
@@ -616,8 +616,11 @@ class ServerTree:
             return self.server
 
     def pids(self, prefix, match=""):
-        return sorted(pid for pid, title in self.server.processes().items()
-                      if title.startswith(prefix) and match in title)
+        found = [pid for pid, title in self.server.processes().items()
+                 if title.startswith(prefix) and match in title]
+        if match == "multiprocessing.forkserver":   # not a child it forked a moment ago
+            found = [pid for pid in found if parent_of(pid) == self.server.proc.pid]
+        return sorted(found)
 
     def ready_count(self):
         """How many times a database process has said 'ready' in this data dir."""

@@ -145,6 +145,15 @@ def _title_if_in_group(pid, pgid):
         return None
 
 
+def parent_of(pid):
+    """The parent pid of `pid` from /proc, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def wait_until(predicate, timeout=WAIT, interval=0.05, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -47,7 +47,7 @@ from Modules import storage
 from Tests.crash_harness import (
     AccountMissing, Disconnected, Link, Session, log_in, run_crash_test, stop_and_list_survivors,
 )
-from Tests.helpers import CODE_DIR, BatchClient, wait_until
+from Tests.helpers import CODE_DIR, BatchClient, parent_of, wait_until
 from Tests.test_storage import run as run_committed
 
 FILES = ("users.db", "passwords.db", "messages.db")
@@ -466,9 +466,12 @@ def test_a_database_killed_while_it_restarts_does_not_stop_the_server(runtime_di
 
 
 def forkserver_pid(server):
+    """The daemon's forkserver (a child it forked a moment ago has the same
+    command line until it names itself, but its parent is the forkserver)."""
     (pid,) = [pid for pid, title in server.processes().items()
-              if "multiprocessing.forkserver" in title]
+              if "multiprocessing.forkserver" in title and parent_of(pid) == server.proc.pid]
     return pid
+
 
 
 def kernel_wait_channel(pid):
