@@ -88,21 +88,23 @@ class DbProtocol:
 class DbLink:
     """A connection to the database process over its Unix socket."""
 
-    def __init__(self, socket_path, connect_timeout=15.0):
+    def __init__(self, socket_path, connect_timeout=15.0, cancelled=None):
         self.socket_path = socket_path
         self.connect_timeout = connect_timeout
+        self.cancelled = cancelled or (lambda: False)   # True: stop retrying now
         self.sock = None
         self.protocol = None
         self.out = bytearray()
 
     def connect(self):
-        """Connect, retrying while the database process (re)starts."""
+        """Connect, retrying while the database process (re)starts, unless
+        `cancelled()` says this process is stopping (its daemon may be gone)."""
         deadline = time.monotonic() + self.connect_timeout
         while True:
             try:
                 return self._connect_once()
             except OSError as error:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or self.cancelled():
                     raise DbUnavailable(f"database process unreachable: {error}") from None
                 time.sleep(0.05)
 

@@ -71,7 +71,7 @@ class LoginSession:
         self.sock, self.peer, self.config = sock, peer, config
         self.deadline = config["deadline"]
         self.dialogue = dialogue_mod.LoginDialogue(config.get("max_attempts", 3))
-        self.db = DbLink(config["db_socket"])
+        self.db = DbLink(config["db_socket"], cancelled=lambda: self.shutdown_requested)
         self.ticket = None
         self.shutdown_requested = False   # set by SIGTERM, acted on in _recv
         if resume_state is None:

@@ -63,7 +63,7 @@ class UserSession:
         self.sock, self.config = sock, config
         self.user, self.ticket = handoff["user"], handoff["ticket"]
         self.conn = protocol.Connection.from_state(handoff["state"])
-        self.db = DbLink(config["db_socket"])
+        self.db = DbLink(config["db_socket"], cancelled=self._stopping)
         self.selector = selectors.DefaultSelector()
         self.pending = {}          # db rid -> (client op, client rid)
         self.out = bytearray()     # bytes waiting to go to the client
@@ -76,6 +76,9 @@ class UserSession:
         self.shutdown_requested = False
         self.handback_state = None
         self.stop_at = None
+
+    def _stopping(self):
+        return self.shutdown_requested or self.closing is not None
 
     # -- set-up ----------------------------------------------------------------
     def start(self):
