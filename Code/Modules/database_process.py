@@ -14,11 +14,13 @@ taken from this process's own record, never from a request field). A
 request outside the table is logged and the connection closed.
 
 All SQL runs on the single writer (`Modules/db_writer.py`): group commit,
-and replies only after COMMIT. Password hashing runs on a capped thread
-pool (`Modules/auth.py`). New messages are pushed to the recipient's
-subscribed connections straight from the writer's after-commit hook, so
-each recipient sees messages in the order they were committed, its stored
-backlog first.
+and replies only after COMMIT. `Ack` is the one request without a reply
+(`NO_REPLY`): it is a lazy job that shares a later commit. Replies and
+pushes to a connection leave in one write per loop turn. Password hashing
+runs on a capped thread pool at a lower CPU priority (`Modules/auth.py`).
+New messages are pushed to the recipient's subscribed connections straight
+from the writer's after-commit hook, so each recipient sees messages in
+the order they were committed, its stored backlog first.
 
 Failures: a request that fails gets an error reply and the connection
 stays up; a connection that breaks the protocol is closed; a storage

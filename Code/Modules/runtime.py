@@ -4,7 +4,11 @@
 `top` (`parley: database`, `parley: user alice`, ...) with setproctitle and
 configures colour logging to standard error with colorlog. Log records
 never carry passwords, hashes, keys or message bodies: callers log names,
-ids, sizes and error codes only.
+ids, sizes and error codes only. Also here: `restore_default_signals`
+(and the lifeline that ends a child whose daemon died),
+`lower_priority` for work that can wait, `process_alive` by /proc, and
+`close_connection`. Nothing here raises for a platform that lacks a
+feature; it does without it.
 """
 
 import logging
