@@ -178,7 +178,7 @@ class UserSession:
     @staticmethod
     def _recv(sock):
         try:
-            return sock.recv(262144)
+            return sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError:
