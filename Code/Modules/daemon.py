@@ -116,6 +116,7 @@ class Daemon:
         os.makedirs(self.options.data_dir, mode=0o700, exist_ok=True)
         self.key = identity.load_or_create_server_key(self.options.data_dir)
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
+        log.debug("runtime directory %s", self.runtime_dir)
         self._start_database()
         self._listen()
         self._install_signals()
@@ -411,5 +412,6 @@ def run(options):
         daemon.signals = 2
         for proc in multiprocessing.active_children():
             proc.kill()
+        shutil.rmtree(daemon.runtime_dir, ignore_errors=True)
         return 1
     return 0

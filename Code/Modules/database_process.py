@@ -40,7 +40,7 @@ from Modules import auth, rules, storage
 from Modules.db_writer import CommitFailed, SingleWriter
 from Modules.errors import LocalProtocolError, RemoteProtocolError
 from Modules.framing import NEED_DATA, FrameDecoder, encode_frame
-from Modules.runtime import restore_default_signals, start_process
+from Modules.runtime import DAEMON_GONE, restore_default_signals, start_process
 from Modules.serializers import BINARY, Packet
 
 log = logging.getLogger("parley.database")
@@ -561,3 +561,16 @@ def main(config, ready):
     except storage.StorageError as error:
         log.critical("cannot open the databases: %s", error)
         raise SystemExit(EXIT_STORAGE_ERROR)
+    finally:
+        if DAEMON_GONE.is_set():
+            remove_runtime_dir(config["socket_path"])
+
+
+def remove_runtime_dir(socket_path):
+    """After the daemon died (SIGKILL, OOM): nobody else will remove the runtime
+    dir it made for our socket, so the last process to use it does."""
+    try:
+        os.unlink(socket_path)
+        os.rmdir(os.path.dirname(socket_path))
+    except OSError:
+        pass

@@ -76,11 +76,16 @@ def restore_default_signals(lifeline=None):
                          name="parley-lifeline").start()
 
 
+# Set when this process learns through its lifeline that the daemon is gone.
+DAEMON_GONE = threading.Event()
+
+
 def _watch_lifeline(lifeline):
     try:
         lifeline.recv_bytes()
     except (EOFError, OSError):
         pass
+    DAEMON_GONE.set()
     os.kill(os.getpid(), signal.SIGTERM)
 
 

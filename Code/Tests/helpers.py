@@ -13,6 +13,7 @@ import atexit
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -35,16 +36,24 @@ WAIT = 30.0
 PASSWORD = "correct horse battery"
 
 
-# Clients started by tests keep their history, people and pins here, never in ~.
-TEST_HOME = tempfile.mkdtemp(prefix="parley-test-home-")
-atexit.register(shutil.rmtree, TEST_HOME, ignore_errors=True)
+_client_home = []
+
+
+def client_home():
+    """Where clients started by tests keep their history, people and pins (never
+    in ~). Made on first use, so that a process which merely imports this module
+    (a forkserver, which ends without atexit) leaves nothing behind."""
+    if not _client_home:
+        _client_home.append(tempfile.mkdtemp(prefix="parley-test-home-"))
+        atexit.register(shutil.rmtree, _client_home[0], ignore_errors=True)
+    return _client_home[0]
 
 
 def child_env(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
     env.update(TEST_ENV)
-    env.update({"XDG_DATA_HOME": os.path.join(TEST_HOME, "data"),
-                "XDG_CONFIG_HOME": os.path.join(TEST_HOME, "config")})
+    env.update({"XDG_DATA_HOME": os.path.join(client_home(), "data"),
+                "XDG_CONFIG_HOME": os.path.join(client_home(), "config")})
     env.update(extra or {})
     return env
 
@@ -117,6 +126,13 @@ class ServerProcess:
             pass
         if getattr(self, "log_file", None):
             self.log_file.close()
+        self._remove_runtime_dir()
+
+    def _remove_runtime_dir(self):
+        """A daemon killed with its whole group cannot remove its runtime dir."""
+        for path in re.findall(r"runtime directory (\S+)", self.log()):   # every start
+            if os.path.basename(path).startswith("parley-"):
+                shutil.rmtree(path, ignore_errors=True)
 
     def processes(self):
         """{pid: title} of every live process in the server's process group."""

@@ -524,3 +524,5 @@ def test_a_killed_daemon_takes_its_children_with_it(runtime_dir, make_server):
     server.proc.wait(10)
     survivors = processes_after(server, 5.0)
     assert survivors == {}, f"still running without their daemon: {survivors}"
+    left = glob.glob(os.path.join(runtime_dir, "parley-*"))   # (pymp-* is multiprocessing's)
+    assert left == [], "the daemon's runtime dir was left behind"
