@@ -8,8 +8,8 @@ bad requests. Clients are `RawClient`s so the tests see every packet.
 import os
 import signal
 
-from Modules import login_process, user_process
-from Modules.framing import CLOSED
+from Modules import channel, login_process, user_process
+from Modules.framing import CLOSED, NEED_DATA, FrameDecoder
 from Modules.serializers import Packet
 from Tests.helpers import PASSWORD, RawClient
 
@@ -221,3 +221,29 @@ def test_the_sigterm_handlers_only_set_a_flag():
         recorder = _Recorder()
         _deliver_sigterm_to(install, recorder)
         assert recorder.shutdown_requested is True and recorder.calls == []
+
+
+def test_pipelined_requests_are_answered_in_fewer_frames_than_packets(server):
+    """A client that pipelines gets its answers batched: several packets per
+    encrypted frame (the `batch` feature of the Version exchange)."""
+    alice, _ = session(server, "alice")
+    session(server, "bob")[0].close()
+    received = bytearray()
+    feed = alice.conn.receive_data
+    alice.conn.receive_data = lambda data: (received.extend(data), feed(data))
+    burst = range(1001, 1021)
+    for rid in burst:
+        alice.conn.queue(Packet("Send", {"rid": rid, "to": "bob", "subject": "s",
+                                         "body": "b", "client_id": f"burst-{rid}"}))
+    alice.write(alice.conn.flush())            # all 20 in one encrypted frame
+    answered = set()
+    while answered != set(burst):
+        event = alice.next_event()
+        assert event.op == "Result", event
+        answered.add(event.data["rid"])
+    decoder = FrameDecoder(channel.MAX_FRAME)
+    decoder.receive_data(bytes(received))
+    frames = 0
+    while decoder.next_event() is not NEED_DATA:
+        frames += 1
+    assert frames < len(burst)
