@@ -468,3 +468,20 @@ def test_failed_logins_from_one_address_are_throttled_across_users(server):
     outcome = guess(attacker, PASSWORD)              # even the right one must wait
     assert outcome == "throttled", f"12th guess from one address: {outcome}"
     witness.check()                                  # 127.0.0.1 is not throttled
+
+
+# ------------------------------------------------------------ batch frames
+
+
+def test_a_malformed_batch_frame_closes_only_that_connection_with_a_reason(server):
+    """Correctly encrypted, wrongly framed inside: item lengths that overrun."""
+    witness = Witness(server)
+    for name, body in (("overrun", b"\x00\x00\x00\x09abc"), ("empty", b"")):
+        client = logged_in(server, f"batch{name}")
+        chan = client.conn.channel
+        client.write(chan._transport_frame(bytes([channel.FLAG_BATCH]), body))
+        error = client.next_event()
+        assert error.op == "Error" and error.data["code"] == "bad_batch", error
+        assert error.data["fatal"] is True
+        assert client.next_event() is CLOSED
+        witness.check()
