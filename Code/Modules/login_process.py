@@ -190,17 +190,20 @@ class LoginSession:
         return self.dialogue.outcome("verified" if op == "Verify" else "created")
 
     def _say_hello(self):
-        """Connect to the database as a login connection; a database that goes
-        away during the Hello (being restarted) is tried once more."""
-        for attempt in (1, 2):
+        """Connect to the database as a login connection. A database that goes
+        away during the Hello is being restarted (a dying one may even accept
+        the connection first): try again until it answers, for a while."""
+        give_up_at = time.monotonic() + self.db.connect_timeout
+        while True:
             self.db.connect()
             try:
                 self.db.call("Hello", role="login", peer=self.peer, address=host_of(self.peer))
                 return
             except DbUnavailable:
-                if attempt == 2:
+                if time.monotonic() > give_up_at or self.shutdown_requested:
                     raise
-                log.warning("database connection lost during Hello; retrying once")
+                log.warning("database connection lost during Hello; trying again")
+                time.sleep(0.05)
 
     def _db_call(self, op, **fields):
         """A database request, retried once over a new connection if the database
