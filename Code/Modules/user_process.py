@@ -127,7 +127,7 @@ class UserSession:
         self._encode_queued()
         if self.out:
             self._flush()
-        if self.db.out and self._registered.get("db") is not None:
+        if self.db.out and self.closing != "now":   # not to a link already given up
             self._on_writable("db")
 
     def _finished(self):
@@ -259,8 +259,11 @@ class UserSession:
     def _encode_queued(self):
         try:
             self.out += self.conn.flush()
-        except ProtocolError:
-            return   # the connection already failed; its farewell carries the queue
+        except ProtocolError as error:   # e.g. nonces used up: nothing more can be sent
+            if self.closing is None:     # (after a farewell, it carried the queue)
+                log.warning("%s: cannot send any more (%s); closing", self.user, error.reason)
+            self.closing = "now"
+            return
         if len(self.out) > MAX_CLIENT_BUFFER:
             log.warning("%s: client is not reading; disconnecting", self.user)
             self.out.clear()

@@ -247,3 +247,18 @@ def test_pipelined_requests_are_answered_in_fewer_frames_than_packets(server):
     while decoder.next_event() is not NEED_DATA:
         frames += 1
     assert frames < len(burst)
+
+
+def test_a_session_that_can_send_no_more_closes_instead_of_hanging():
+    """Encoding fails once the send nonces are used up: the session ends (the
+    daemon then closes the connection) rather than silently dropping output."""
+    from Tests.test_fuzz import user_session
+    _client, session = user_session("binary")
+    try:
+        channel_ = session.conn.channel
+        channel_._send_cipher.set_nonce(channel_.nonce_limit)
+        session._send(Packet("System", {"event": "note", "message": "one more"}))
+        session._encode_queued()
+        assert session.closing == "now"
+    finally:
+        session.selector.close()
