@@ -140,8 +140,8 @@ class Monitor:
         self.hub = Hub()
         self.connections = set()
 
-    def job(self, fn, *args, after=None):
-        return self.writer.submit(fn, *args, after=after)
+    def job(self, fn, *args, after=None, lazy=False):
+        return self.writer.submit(fn, *args, after=after, lazy=lazy)
 
 
 class MonitorConnection(asyncio.Protocol):
@@ -222,9 +222,7 @@ class MonitorConnection(asyncio.Protocol):
                 lambda f: self._reply_future(rid, f, result.shape))
             return
         if asyncio.iscoroutine(result):
-            result = asyncio.ensure_future(result)
-        if isinstance(result, asyncio.Future):
-            result.add_done_callback(lambda f: self._reply_future(rid, f))
+            asyncio.ensure_future(result).add_done_callback(lambda f: self._reply_future(rid, f))
         else:
             self.reply(rid, result or {})
 
@@ -394,9 +392,8 @@ class MonitorConnection(asyncio.Protocol):
 
     def op_ack(self, data):
         """No reply (NO_REPLY): the commit may wait to share a later transaction."""
-        future = self.monitor.writer.submit(storage.mark_delivered, self.user,
-                                            _ids(data.get("ids")), _now(), lazy=True)
-        future.add_done_callback(_log_failure)
+        self.monitor.job(storage.mark_delivered, self.user, _ids(data.get("ids")), _now(),
+                         lazy=True).add_done_callback(_log_failure)
 
     def op_inbox(self, data):
         before, limit = data.get("before"), data.get("limit", 50)
