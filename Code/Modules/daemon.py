@@ -393,8 +393,6 @@ def _signal(pid, signum):
         pass
 
 
-
-
 def run(options):
     """Run the daemon until it is stopped; the process exit status."""
     start_process("daemon", vars(options))

@@ -161,11 +161,17 @@ def _title_if_in_group(pid, pgid):
         return None
 
 
+def proc_stat(pid, thread=None):
+    """The fields of /proc/PID[/task/TID]/stat after the name (state first)."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    with open(path) as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def parent_of(pid):
     """The parent pid of `pid` from /proc, or None if it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
+        return int(proc_stat(pid)[1])
     except (OSError, ValueError, IndexError):
         return None
 

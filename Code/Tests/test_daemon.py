@@ -16,7 +16,7 @@ import pytest
 
 from Modules import channel, identity
 from Modules.framing import CLOSED
-from Tests.helpers import SERVER, RawClient, child_env, wait_until
+from Tests.helpers import SERVER, RawClient, child_env, proc_stat, wait_until
 from Tests.test_user_process import next_message, request, send, session
 
 
@@ -171,9 +171,7 @@ def test_a_second_signal_forces_the_exit(server):
 
 
 def nice_of(pid, thread=None):
-    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
-    with open(path) as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[16])   # field 19: nice
+    return int(proc_stat(pid, thread)[16])   # field 19 of stat: nice
 
 
 def test_logins_and_hashing_yield_the_cpu_to_live_sessions(server):
