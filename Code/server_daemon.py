@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
-    from Modules.daemon import run
-    from Modules.options import parse_server_options
+    from Modules.server.daemon import run
+    from Modules.server.options import parse_server_options
 
     return run(parse_server_options(sys.argv[1:] if argv is None else argv))
 

@@ -8,9 +8,9 @@ client uses). After login a client either keeps using that `Connection`
 counters, exactly what the server's login process hands to the user
 process) and continues with `FastSession`, a lean but wire-identical codec
 for single-chunk transport messages: the binary serializer of
-`Modules/serializers.py`, ChaCha20-Poly1305 from `cryptography` (a
+`Modules/wire/serializers.py`, ChaCha20-Poly1305 from `cryptography` (a
 reusable key object, ~1 us per message against ~5 us for the server's
-pycryptodome path, Modules/aead.py) and no per-packet state-table checks. That is
+pycryptodome path, Modules/wire/aead.py) and no per-packet state-table checks. That is
 codec "fast", the default, so that the load generator is not the
 bottleneck on a 2-core machine where it shares the CPU with the server.
 
@@ -39,11 +39,11 @@ CODE = os.path.join(os.path.dirname(HERE), "Code")
 if CODE not in sys.path:
     sys.path.insert(0, CODE)
 
-from Modules import channel as channel_mod  # noqa: E402
-from Modules import protocol  # noqa: E402
-from Modules.errors import ProtocolError  # noqa: E402
-from Modules.framing import CLOSED, NEED_DATA  # noqa: E402
-from Modules.serializers import BINARY, Packet  # noqa: E402
+from Modules.wire import channel as channel_mod  # noqa: E402
+from Modules.wire import protocol  # noqa: E402
+from Modules.wire.errors import ProtocolError  # noqa: E402
+from Modules.wire.framing import CLOSED, NEED_DATA  # noqa: E402
+from Modules.wire.serializers import BINARY, Packet  # noqa: E402
 
 try:  # optional: a much cheaper AEAD for the load generator's own crypto
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as _FastAEAD
@@ -88,7 +88,7 @@ class FastSession:
             self._enc = _FastAEAD(ch["send_key"]).encrypt
             self._dec = _FastAEAD(ch["recv_key"]).decrypt
         else:
-            from Modules.noise import CipherState
+            from Modules.wire.noise import CipherState
             send_cs = CipherState(ch["send_key"], self.send_n)
             recv_cs = CipherState(ch["recv_key"], self.recv_n)
             self._enc = lambda nonce, pt, ad: send_cs.encrypt_with_ad(b"", pt)

@@ -3,7 +3,7 @@
     python bench/micro.py [crypto] [layers] [sqlite] [fork] [--json]
 
 * crypto: one ChaCha20-Poly1305 transport message: the server's
-  CipherState (pycryptodome's C primitives through Modules/aead.py),
+  CipherState (pycryptodome's C primitives through Modules/wire/aead.py),
   pycryptodome's public API (a new cipher object per message, what the
   server used before) and `cryptography`'s reusable AEAD object.
 * layers: the server's per-message work in a user process, layer by
@@ -12,7 +12,7 @@
   (DbProtocol.request), the Reply parsed back (DbProtocol.next_event) and
   the Result encrypted to the client (Connection.send); the recipient's
   side: Push parsed, Message encrypted.
-* sqlite: Modules.storage.store_message on a fresh data dir (the real
+* sqlite: Modules.database.storage.store_message on a fresh data dir (the real
   schema and pragmas), one COMMIT per message against one COMMIT per 100,
   with synchronous FULL (the server's setting), NORMAL and OFF.
 * fork: the proportional set size of an idle child forked from a process
@@ -33,11 +33,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "Code"))
 
-from Modules import protocol  # noqa: E402
-from Modules.db_client import DbProtocol  # noqa: E402
-from Modules.framing import encode_frame  # noqa: E402
-from Modules.noise import CipherState, KeyPair  # noqa: E402
-from Modules.serializers import BINARY, Packet  # noqa: E402
+from Modules.wire import protocol  # noqa: E402
+from Modules.database.link import DbProtocol  # noqa: E402
+from Modules.wire.framing import encode_frame  # noqa: E402
+from Modules.wire.noise import CipherState, KeyPair  # noqa: E402
+from Modules.wire.serializers import BINARY, Packet  # noqa: E402
 
 BODY = f"{time.monotonic_ns()} " + "x" * 48
 
@@ -58,7 +58,7 @@ def crypto(n=20000):
     plaintext = b"\x00" + os.urandom(150)
     cs = CipherState(key)
     out = {"pycryptodome_encrypt_us": _per_call_us(lambda: cs.encrypt_with_ad(b"", plaintext), n)}
-    from Modules import aead as parley_aead
+    from Modules.wire import aead as parley_aead
     nonce12 = bytes(12)
     out["pycryptodome_public_api_encrypt_us"] = _per_call_us(
         lambda: parley_aead._public_seal(key, nonce12, b"", plaintext), n)
@@ -132,7 +132,7 @@ def layers(n=5000):
 
 
 def sqlite(n=2000):
-    from Modules import storage
+    from Modules.database import storage
     out = {}
     for sync in ("FULL", "NORMAL", "OFF"):
         for per_commit in (1, 100):
@@ -183,7 +183,7 @@ def fork(children=20):
     out = {}
     for freeze in (False, True):
         code = ("import sys, gc, os, time; sys.path.insert(0, %r);"
-                "import Modules.login_process, Modules.user_process, Modules.database_process;"
+                "import Modules.server.login_process, Modules.server.user_process, Modules.database.monitor;"
                 "import passlib.handlers.argon2;"
                 "%s"
                 "pids = [];\n"

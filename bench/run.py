@@ -37,7 +37,7 @@ sys.path.insert(0, HERE)
 
 import loadgen  # noqa: E402
 from server import BenchServer, cpu_diff, idle_fraction, load_average, machine_cpu  # noqa: E402,E501
-from Modules.auth import DEFAULT_ARGON2  # noqa: E402  (bench/loadgen.py put Code/ on the path)
+from Modules.database.auth import DEFAULT_ARGON2  # noqa: E402  (bench/loadgen.py put Code/ on the path)
 
 TINY_ARGON2_PARAMS = {"memory_kib": 8, "time_cost": 1, "parallelism": 1}
 

@@ -49,14 +49,20 @@ sys.path.insert(0, CODE_DIR)
 import atheris  # noqa: E402  (after the path set-up, like the modules below)
 
 with atheris.instrument_imports():
-    from Modules import auth, channel, database_process, protocol, rules, storage  # noqa: E402
-    from Modules import login_dialogue as ld, user_process  # noqa: E402
-    from Modules.db_client import DbProtocol  # noqa: E402
-    from Modules.db_writer import SingleWriter  # noqa: E402
-    from Modules.errors import LocalProtocolError, RemoteProtocolError  # noqa: E402
-    from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame  # noqa: E402
-    from Modules.noise import HandshakeState, KeyPair  # noqa: E402
-    from Modules.serializers import BINARY, JSON, Packet  # noqa: E402
+    from Modules.database import auth  # noqa: E402
+    from Modules.wire import channel  # noqa: E402
+    from Modules.database import monitor as database_process  # noqa: E402
+    from Modules.wire import protocol  # noqa: E402
+    from Modules import rules  # noqa: E402
+    from Modules.database import storage  # noqa: E402
+    from Modules.server import login_dialogue as ld  # noqa: E402
+    from Modules.server import user_process  # noqa: E402
+    from Modules.database.link import DbProtocol  # noqa: E402
+    from Modules.database.writer import SingleWriter  # noqa: E402
+    from Modules.wire.errors import LocalProtocolError, RemoteProtocolError  # noqa: E402
+    from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame  # noqa: E402
+    from Modules.wire.noise import HandshakeState, KeyPair  # noqa: E402
+    from Modules.wire.serializers import BINARY, JSON, Packet  # noqa: E402
 
 SERVER_KEY = KeyPair(bytes(range(32)))
 FIXED_EPHEMERAL = bytes(range(32, 64))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Code"))
 
-from Modules import storage  # noqa: E402
+from Modules.database import storage  # noqa: E402
 from Tests.crash_harness import Disconnected, Session  # noqa: E402
 from Tests.helpers import ServerProcess, wait_until  # noqa: E402
 

@@ -23,7 +23,7 @@ import hmac
 import os
 import secrets
 
-from Modules.noise import DHLEN, KeyPair
+from Modules.wire.noise import DHLEN, KeyPair
 
 __all__ = [
     "IdentityError", "KeyPair", "KnownHosts", "load_or_create_server_key", "fingerprint",

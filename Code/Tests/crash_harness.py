@@ -47,11 +47,12 @@ import threading
 import time
 from collections import Counter
 
-from Modules import channel as channel_mod
-from Modules import protocol, storage
-from Modules.errors import ProtocolError
-from Modules.framing import CLOSED, NEED_DATA
-from Modules.serializers import Packet
+from Modules.wire import channel as channel_mod
+from Modules.wire import protocol
+from Modules.database import storage
+from Modules.wire.errors import ProtocolError
+from Modules.wire.framing import CLOSED, NEED_DATA
+from Modules.wire.serializers import Packet
 from Tests.helpers import PASSWORD, ServerProcess, parent_of
 
 HOST = "127.0.0.1"

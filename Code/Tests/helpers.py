@@ -23,9 +23,9 @@ import tempfile
 import threading
 import time
 
-from Modules import protocol
-from Modules.framing import NEED_DATA
-from Modules.serializers import Packet
+from Modules.wire import protocol
+from Modules.wire.framing import NEED_DATA
+from Modules.wire.serializers import Packet
 
 CODE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(CODE_DIR, "server_daemon.py")

@@ -1,10 +1,10 @@
-"""Tests for Modules/aead.py: RFC 8439's vector, agreement with pycryptodome's
+"""Tests for Modules/wire/aead.py: RFC 8439's vector, agreement with pycryptodome's
 public ChaCha20_Poly1305 on any input, and rejection of any altered byte."""
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from Modules import aead
+from Modules.wire import aead
 
 VECTOR = aead.RFC_8439_VECTOR
 KEY, NONCE = VECTOR["key"], VECTOR["nonce"]

@@ -1,4 +1,4 @@
-"""Tests for Modules/auth.py: password hashing, login throttling and tickets.
+"""Tests for Modules/database/auth.py: password hashing, login throttling and tickets.
 
 PasswordHasher runs with small argon2 parameters (1 MiB, one pass) on a real
 event loop: argon2id hashes, right/wrong passwords, the dummy verification for
@@ -13,8 +13,8 @@ import asyncio
 
 import pytest
 
-from Modules import auth
-from Modules.auth import Busy, LoginThrottle, PasswordHasher, check_ticket, issue_ticket
+from Modules.database import auth
+from Modules.database.auth import Busy, LoginThrottle, PasswordHasher, check_ticket, issue_ticket
 
 SMALL = {"memory_kib": 1024, "time_cost": 1}
 SECRET = b"s" * 32

@@ -1,4 +1,4 @@
-"""Tests for Modules/channel.py: two SecureChannels joined in memory (h11 style)."""
+"""Tests for Modules/wire/channel.py: two SecureChannels joined in memory (h11 style)."""
 
 import pickle
 import socket
@@ -7,13 +7,13 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from Modules.channel import (
+from Modules.wire.channel import (
     CHUNK_SIZE, CLOSED, MAX_FRAME, NEED_DATA, PROLOGUE, ClientHello, Data,
     HandshakeDone, Notice, SecureChannel,
 )
-from Modules.errors import LocalProtocolError, RemoteProtocolError
-from Modules.framing import FrameDecoder, encode_frame
-from Modules.noise import KeyPair
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.framing import FrameDecoder, encode_frame
+from Modules.wire.noise import KeyPair
 
 SERVER_KEY = KeyPair.generate()
 
@@ -114,7 +114,7 @@ def test_responder_needs_a_static_key():
 
 
 def test_handshake_payload_is_refused():
-    from Modules.noise import HandshakeState
+    from Modules.wire.noise import HandshakeState
     hello = HandshakeState("NX", True, PROLOGUE).write_message(b"extra")
     server = SecureChannel("responder", SERVER_KEY)
     server.receive_data(encode_frame(b"\x01" + hello, MAX_FRAME))

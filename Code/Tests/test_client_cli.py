@@ -13,11 +13,16 @@ import json
 
 import pytest
 
-from Modules import client_cli, client_commands, client_login, client_output
-from Modules import client_session, identity, protocol
-from Modules.client_commands import Command, LineJoiner, UsageError, parse_line
-from Modules.client_output import iso_time, json_line, neutralise
-from Modules.serializers import Packet
+from Modules.client import cli as client_cli
+from Modules.client import commands as client_commands
+from Modules.client import login as client_login
+from Modules.client import output as client_output
+from Modules.client import session as client_session
+from Modules import identity
+from Modules.wire import protocol
+from Modules.client.commands import Command, LineJoiner, UsageError, parse_line
+from Modules.client.output import iso_time, json_line, neutralise
+from Modules.wire.serializers import Packet
 
 HOSTILE = "a\x1b]0;owned\x07b\x1b[2Jc\x9b1m\u202eevil\x7f\r"
 
@@ -602,7 +607,7 @@ def test_interactive_delete_account_needs_the_username(capsys):
 
 
 def test_body_editor_end_marker():
-    from Modules.client_terminal import strip_end_marker
+    from Modules.client.terminal import strip_end_marker
     assert strip_end_marker("one\ntwo\n.") == "one\ntwo"
     assert strip_end_marker(".") == ""
     assert strip_end_marker("no marker") == "no marker"
@@ -657,7 +662,7 @@ def _completions(completer, text):
 
 
 def test_completion_of_commands_people_and_help_topics():
-    from Modules.client_terminal import CommandCompleter, command_names
+    from Modules.client.terminal import CommandCompleter, command_names
     completer = CommandCompleter(command_names(["reconnect", "send"]),
                                  lambda: ["bob", "bobby", "carol"])
     assert _completions(completer, "inb") == ["inbox"]
@@ -671,7 +676,7 @@ def test_completion_of_commands_people_and_help_topics():
 
 
 def test_interactive_commands_add_reconnect_and_a_bare_send():
-    from Modules.client_actions import EXTRA_PARSERS
+    from Modules.client.actions import EXTRA_PARSERS
     assert parse_line("reconnect", EXTRA_PARSERS).name == "reconnect"
     assert parse_line("send", EXTRA_PARSERS).args == {}
     assert parse_line('send bob "a" "b"', EXTRA_PARSERS).args["body"] == "b"
@@ -683,7 +688,7 @@ def test_interactive_commands_add_reconnect_and_a_bare_send():
 
 
 def test_body_editor_drops_empty_last_lines():
-    from Modules.client_terminal import strip_end_marker
+    from Modules.client.terminal import strip_end_marker
     assert strip_end_marker("one\ntwo\n\n") == "one\ntwo"
     assert strip_end_marker("one\n.\n") == "one\n."     # only a final '.' line ends it
 
@@ -699,7 +704,7 @@ def test_wrong_password_says_what_to_do():
 
 
 def test_data_home_follows_xdg():
-    from Modules.client_store import account_dir, data_home
+    from Modules.client.store import account_dir, data_home
     assert data_home({"XDG_DATA_HOME": "/x"}) == "/x/parley"
     assert data_home({"XDG_DATA_HOME": "rel"}).endswith("/.local/share/parley")
     assert account_dir("::1", 7117, "bob", {"XDG_DATA_HOME": "/x"}) == "/x/parley/__1_7117/bob"
@@ -707,7 +712,7 @@ def test_data_home_follows_xdg():
 
 def test_store_keeps_valid_people_most_recent_first_and_private(tmp_path):
     import os
-    from Modules.client_store import UserStore
+    from Modules.client.store import UserStore
     directory = str(tmp_path / "parley" / "h_1" / "alice")
     store = UserStore(directory)
     store.remember("Bob", "carol", "parley", "\x1b[2Jx", "bob", None)
@@ -722,7 +727,7 @@ def test_store_keeps_valid_people_most_recent_first_and_private(tmp_path):
 
 
 def test_store_works_in_memory_when_it_cannot_write(tmp_path):
-    from Modules.client_store import UserStore
+    from Modules.client.store import UserStore
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     notes = []
@@ -737,14 +742,14 @@ def test_store_works_in_memory_when_it_cannot_write(tmp_path):
 
 def test_backoff_grows_to_thirty_seconds_with_some_jitter():
     import itertools
-    from Modules.client_link import backoff_delays
+    from Modules.client.link import backoff_delays
     assert list(itertools.islice(backoff_delays(lambda: 0.0), 8)) == [1, 2, 4, 8, 15, 30, 30,
                                                                       30]
     assert next(backoff_delays(lambda: 1.0)) == pytest.approx(1.2)
 
 
 def test_relogin_never_creates_an_account_and_says_why():
-    from Modules.client_link import ReLogin
+    from Modules.client.link import ReLogin
     login = ReLogin("bob", "password1")
     answer = login.answer({"prompt": "new_password", "message": "...", "username": "bob"})
     assert answer.fields == {"cancel": True} and "no longer exists" in answer.stop
@@ -764,7 +769,7 @@ class LinkWatcher:
 
 
 def test_link_reports_only_the_end_of_its_current_session():
-    from Modules.client_link import Link, _Forwarder
+    from Modules.client.link import Link, _Forwarder
     watcher = LinkWatcher()
     link = Link("127.0.0.1", 1, "kh", watcher, retry=False)
     stale = _Forwarder(link)
@@ -788,8 +793,8 @@ class FlakySession:
 
 
 def _interactive_runner(session):
-    from Modules.client_actions import InteractiveRunner
-    from Modules.client_screen import ScreenOutput
+    from Modules.client.actions import InteractiveRunner
+    from Modules.client.screen import ScreenOutput
     link = type("Link", (), {"session": session, "user": "alice"})()
     client = type("Client", (), {"output": ScreenOutput(), "terminal": None, "link": link,
                                  "remember": lambda self, *names: None})()
@@ -797,7 +802,7 @@ def _interactive_runner(session):
 
 
 def test_a_send_cut_off_by_a_lost_connection_is_sent_again_with_the_same_id(capsys):
-    from Modules.client_actions import Draft
+    from Modules.client.actions import Draft
     session = FlakySession(failures=1)
     runner = _interactive_runner(session)
     runner.deliver(Draft("bob", "Hi", "there", "id-1"))
@@ -813,7 +818,7 @@ def test_a_send_cut_off_by_a_lost_connection_is_sent_again_with_the_same_id(caps
 
 def test_received_times_read_like_a_person_says_them():
     from datetime import datetime, timedelta
-    from Modules.client_screen import received
+    from Modules.client.screen import received
     now = datetime(2026, 11, 21, 14, 0).astimezone()
 
     def iso(moment):
@@ -826,7 +831,7 @@ def test_received_times_read_like_a_person_says_them():
 
 
 def test_fit_counts_terminal_cells():
-    from Modules.client_screen import fit
+    from Modules.client.screen import fit
     assert fit("abc", 5) == "abc  "
     assert fit("abcdef", 4) == "abc…"
     assert fit("日本語", 4) == "日… "
@@ -834,7 +839,7 @@ def test_fit_counts_terminal_cells():
 
 
 def test_pager_asks_between_screens_and_stops_when_told():
-    from Modules.client_screen import Pager
+    from Modules.client.screen import Pager
     written, answers = [], iter([True, False])
     pager = Pager(written.append, lambda: next(answers), height=5)    # 3 lines a screen
     assert pager.show(range(10)) is False
@@ -842,7 +847,7 @@ def test_pager_asks_between_screens_and_stops_when_told():
 
 
 def test_next_steps_for_errors():
-    from Modules.client_screen import next_step
+    from Modules.client.screen import next_step
     assert "'inbox'" in next_step("not_found", "You have no message 4.", "read 4")
     assert next_step("bad_command", "Usage: read ID", "read") == \
         "Type 'help read' for an example."
@@ -851,7 +856,7 @@ def test_next_steps_for_errors():
 
 
 def test_every_command_has_help_with_an_example():
-    from Modules.client_screen import HELP, ScreenOutput, all_commands
+    from Modules.client.screen import HELP, ScreenOutput, all_commands
     output = ScreenOutput()
     names = [name for name, _usage, _summary in all_commands()]
     assert set(names) == set(HELP) and "reconnect" in names
@@ -862,7 +867,7 @@ def test_every_command_has_help_with_an_example():
 
 def test_inbox_table_fits_the_width_neutralises_and_marks_bounces():
     from prompt_toolkit.utils import get_cwidth
-    from Modules.client_screen import ScreenOutput
+    from Modules.client.screen import ScreenOutput
     entries = client_output.inbox_record({"messages": [
         {"id": 12, "from": "bob", "subject": HOSTILE * 5, "sent_at": 1.0, "kind": "message",
          "unread": True},
@@ -881,7 +886,7 @@ def test_inbox_table_fits_the_width_neutralises_and_marks_bounces():
 
 
 def test_a_returned_message_says_so_when_read():
-    from Modules.client_screen import ScreenOutput
+    from Modules.client.screen import ScreenOutput
     record = _hostile_message("bounce", "read")
     text = ScreenOutput().render(record)
     assert text.startswith("RETURNED: this message was not delivered to e\\x1bve.")
@@ -891,7 +896,7 @@ def test_a_returned_message_says_so_when_read():
 
 
 def test_a_failed_start_says_what_to_do_next():
-    from Modules.client_interactive import startup_step
+    from Modules.client.interactive import startup_step
     refused = client_session.ServerRefused("No login within the time allowed.", "timeout")
     assert startup_step(refused) == "Start the client again to log in."
     assert startup_step(client_session.CannotConnect("No answer.", "timeout")) == ""

@@ -21,7 +21,7 @@ What it checks (docs/RELIABILITY.md lists each promise beside its test):
 
 What it talks to: real daemons (`make_server`, or the harness's own
 `ServerProcess`es), always killed by process group at the end, even on
-failure. Crash images are prepared with `Modules.storage` on the closed
+failure. Crash images are prepared with `Modules.database.storage` on the closed
 files, with no server running, as test_storage.py does.
 
 Seeds: PARLEY_CRASH_SEED overrides the random run's seed to reproduce a run.
@@ -43,7 +43,7 @@ from collections import Counter
 
 import pytest
 
-from Modules import storage
+from Modules.database import storage
 from Tests.crash_harness import (
     AccountMissing, Disconnected, Link, Session, log_in, run_crash_test, stop_and_list_survivors,
 )
@@ -355,8 +355,8 @@ def test_a_transaction_torn_across_the_files_is_repaired_at_start(make_server, o
 
 FULL_PASSWORDS_FILE = """
 import asyncio, json, os, resource, signal, sys
-from Modules import storage
-from Modules.db_writer import CommitFailed, SingleWriter
+from Modules.database import storage
+from Modules.database.writer import CommitFailed, SingleWriter
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # as the database process does
 data_dir = sys.argv[1]
 

@@ -14,8 +14,9 @@ import sys
 
 import pytest
 
-from Modules import channel, identity
-from Modules.framing import CLOSED
+from Modules.wire import channel
+from Modules import identity
+from Modules.wire.framing import CLOSED
 from Tests.helpers import SERVER, RawClient, child_env, proc_stat, wait_until
 from Tests.test_user_process import next_message, request, send, session
 

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from Modules import database_process
-from Modules.db_client import DbError, DbLink, DbUnavailable, Push
+from Modules.database import monitor as database_process
+from Modules.database.link import DbError, DbLink, DbUnavailable, Push
 from Tests.helpers import PASSWORD, database_config
 
 LOGIN_ONLY = ["Exists", "Verify", "Create"]

@@ -1,14 +1,14 @@
-"""Tests for Modules/db_client.py: framing of requests and events, and DbLink's
+"""Tests for Modules/database/link.py: framing of requests and events, and DbLink's
 connection retries (which a stopping process must be able to cut short)."""
 
 import threading
 
 import pytest
 
-from Modules.db_client import DbLink, DbProtocol, DbUnavailable, Notice, Push, Reply
-from Modules.errors import RemoteProtocolError
-from Modules.framing import NEED_DATA, encode_frame
-from Modules.serializers import BINARY, Packet
+from Modules.database.link import DbLink, DbProtocol, DbUnavailable, Notice, Push, Reply
+from Modules.wire.errors import RemoteProtocolError
+from Modules.wire.framing import NEED_DATA, encode_frame
+from Modules.wire.serializers import BINARY, Packet
 
 WAIT = 60.0
 

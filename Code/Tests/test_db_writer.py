@@ -1,4 +1,4 @@
-"""Tests for Modules/db_writer.py: the single writer thread and its group commit.
+"""Tests for Modules/database/writer.py: the single writer thread and its group commit.
 
 Uses a real SQLite file in tmp_path and a real asyncio loop. Checks that jobs
 queued together share one transaction, that a failing job is rolled back
@@ -15,8 +15,8 @@ import threading
 
 import pytest
 
-from Modules import db_writer
-from Modules.db_writer import CommitFailed, SingleWriter
+from Modules.database import writer as db_writer
+from Modules.database.writer import CommitFailed, SingleWriter
 
 WAIT = 30.0
 

@@ -1,10 +1,10 @@
-"""Tests for Modules/framing.py: frames split and joined at any byte boundary."""
+"""Tests for Modules/wire/framing.py: frames split and joined at any byte boundary."""
 
 import pytest
 from hypothesis import given, strategies as st
 
-from Modules.errors import LocalProtocolError, RemoteProtocolError
-from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 
 
 def drain(decoder):

@@ -34,13 +34,17 @@ from typing import NamedTuple
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from Modules import channel as channel_mod
-from Modules import database_process, login_dialogue as ld, protocol, rules, user_process
-from Modules.db_client import DbLink, DbProtocol
-from Modules.errors import RemoteProtocolError
-from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
-from Modules.noise import KeyPair
-from Modules.serializers import BINARY, JSON, Packet
+from Modules.wire import channel as channel_mod
+from Modules.database import monitor as database_process
+from Modules.server import login_dialogue as ld
+from Modules.wire import protocol
+from Modules import rules
+from Modules.server import user_process
+from Modules.database.link import DbLink, DbProtocol
+from Modules.wire.errors import RemoteProtocolError
+from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from Modules.wire.noise import KeyPair
+from Modules.wire.serializers import BINARY, JSON, Packet
 from Tests.helpers import PASSWORD, WAIT, RawClient, database_config
 
 SERVER_KEY = KeyPair.generate()

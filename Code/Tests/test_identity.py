@@ -12,7 +12,7 @@ from Modules.identity import (
     CHANGED, MATCH, NEW, IdentityError, KnownHosts, default_known_hosts_path,
     fingerprint, host_id, load_or_create_server_key,
 )
-from Modules.noise import KeyPair
+from Modules.wire.noise import KeyPair
 
 
 def mode_of(path):

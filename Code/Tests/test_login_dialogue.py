@@ -1,4 +1,4 @@
-"""Tests for Modules/login_dialogue.py: the server-driven login dialogue, sans-IO.
+"""Tests for Modules/server/login_dialogue.py: the server-driven login dialogue, sans-IO.
 
 Drives a LoginDialogue with client Login packets and database outcomes and
 checks its outputs (prompts, actions, LoggedIn / Refused). Every row of TABLE
@@ -10,14 +10,14 @@ the MAX_STEPS bound, and that no action's repr shows a password.
 
 import pytest
 
-from Modules import login_dialogue as ld
+from Modules.server import login_dialogue as ld
 from Modules import rules
-from Modules.errors import LocalProtocolError, RemoteProtocolError
-from Modules.login_dialogue import (
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.server.login_dialogue import (
     MAX_STEPS, TABLE, CheckUser, CreateAccount, LoggedIn, LoginDialogue, Refused,
     VerifyPassword,
 )
-from Modules.serializers import Packet
+from Modules.wire.serializers import Packet
 
 PASSWORD = "correct horse"
 

@@ -10,9 +10,9 @@ import os
 import socket
 import time
 
-from Modules import channel
-from Modules.framing import CLOSED
-from Modules.serializers import Packet
+from Modules.wire import channel
+from Modules.wire.framing import CLOSED
+from Modules.wire.serializers import Packet
 from Tests.helpers import PASSWORD, RawClient, read_to_end, wait_until
 
 

@@ -24,9 +24,10 @@ import selectors
 import socket
 import time
 
-from Modules import channel, protocol
-from Modules.framing import CLOSED, NEED_DATA
-from Modules.serializers import Packet
+from Modules.wire import channel
+from Modules.wire import protocol
+from Modules.wire.framing import CLOSED, NEED_DATA
+from Modules.wire.serializers import Packet
 from Tests.helpers import PASSWORD, WAIT, RawClient, read_to_end, wait_until
 
 LOGIN_TIMEOUT = "3"          # seconds, for the slow and silent clients

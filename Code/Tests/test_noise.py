@@ -1,4 +1,4 @@
-"""Tests for Modules/noise.py: every published vector byte for byte, plus misuse."""
+"""Tests for Modules/wire/noise.py: every published vector byte for byte, plus misuse."""
 
 import json
 import os
@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from Modules.errors import LocalProtocolError, RemoteProtocolError
-from Modules.noise import (
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.noise import (
     MAX_MESSAGE, PATTERNS, CipherState, HandshakeState, KeyPair, parse_pattern,
 )
 

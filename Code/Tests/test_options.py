@@ -1,4 +1,4 @@
-"""Tests for Modules/options.py: the server's command line and PARLEY_<NAME> variables.
+"""Tests for Modules/server/options.py: the server's command line and PARLEY_<NAME> variables.
 
 Defaults; every option from the command line and from the environment (an
 environ dict is passed, the real environment is never read); the command
@@ -8,7 +8,7 @@ on stderr naming the option (the flag, or the variable it came from).
 
 import pytest
 
-from Modules.options import DEFAULT_DATA_DIR, DEFAULT_PORT, parse_server_options
+from Modules.server.options import DEFAULT_DATA_DIR, DEFAULT_PORT, parse_server_options
 
 # (option, command-line text, environment text)
 EVERY_OPTION = [

@@ -1,4 +1,4 @@
-"""Tests for Modules/protocol.py: a client and a server Connection joined in memory.
+"""Tests for Modules/wire/protocol.py: a client and a server Connection joined in memory.
 
 h11 style: each side's output bytes are fed to the other's receive_data (whole,
 or one byte at a time) and the events are checked. Covers the whole life of a
@@ -17,16 +17,16 @@ import pickle
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from Modules import protocol
-from Modules.channel import ClientHello, HandshakeDone
-from Modules.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from Modules.framing import encode_frame
+from Modules.wire import protocol
+from Modules.wire.channel import ClientHello, HandshakeDone
+from Modules.wire.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from Modules.wire.framing import encode_frame
 from Modules.identity import KeyPair
-from Modules.protocol import (
+from Modules.wire.protocol import (
     CLOSED, NEED_DATA, PRE_LOGIN_MAX_PAYLOAD, SESSION_MAX_PAYLOAD, TRANSITIONS,
     BadPacket, Connection, choose_version, version_offer,
 )
-from Modules.serializers import BINARY, JSON, Packet
+from Modules.wire.serializers import BINARY, JSON, Packet
 
 SERVER_KEY = KeyPair.generate()
 STATES = ("HANDSHAKE", "VERSION", "OFFERED", "LOGIN", "SESSION")
@@ -684,8 +684,8 @@ def frame_count(wire):
 
 
 def channel_frames(wire):
-    from Modules.channel import MAX_FRAME
-    from Modules.framing import FrameDecoder
+    from Modules.wire.channel import MAX_FRAME
+    from Modules.wire.framing import FrameDecoder
     decoder = FrameDecoder(MAX_FRAME)
     decoder.receive_data(wire)
     frames = []

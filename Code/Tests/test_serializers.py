@@ -1,4 +1,4 @@
-"""Tests for Modules/serializers.py: exact round trips, the domain's edges, fuzzing.
+"""Tests for Modules/wire/serializers.py: exact round trips, the domain's edges, fuzzing.
 
 Round trips are compared with `strict_equal`, because in Python
 1 == 1.0 == True and 0.0 == -0.0 while the serializers must keep them apart.
@@ -15,8 +15,8 @@ from collections import OrderedDict
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from Modules.errors import LocalProtocolError, RemoteProtocolError
-from Modules.serializers import (
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.serializers import (
     BINARY, INT64_MAX, INT64_MIN, JSON, SERIALIZERS, Packet, get_serializer,
 )
 

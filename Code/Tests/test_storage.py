@@ -1,4 +1,4 @@
-"""Tests for Modules/storage.py and storage_schema.py on real SQLite files.
+"""Tests for Modules/database/storage.py and storage_schema.py on real SQLite files.
 
 Every storage call runs the way the database process runs it: BEGIN, a
 SAVEPOINT around the one operation (rolled back alone if it raises), then
@@ -15,8 +15,9 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from Modules import storage, storage_schema
-from Modules.storage import (
+from Modules.database import storage
+from Modules.database import schema as storage_schema
+from Modules.database.storage import (
     AccountExists, NoSuchAccount, StorageError, close_databases, open_databases,
 )
 

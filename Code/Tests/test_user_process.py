@@ -8,9 +8,11 @@ bad requests. Clients are `RawClient`s so the tests see every packet.
 import os
 import signal
 
-from Modules import channel, login_process, user_process
-from Modules.framing import CLOSED, NEED_DATA, FrameDecoder
-from Modules.serializers import Packet
+from Modules.wire import channel
+from Modules.server import login_process
+from Modules.server import user_process
+from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder
+from Modules.wire.serializers import Packet
 from Tests.helpers import PASSWORD, RawClient
 
 

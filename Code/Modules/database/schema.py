@@ -1,7 +1,7 @@
 """Opens, checks, creates and migrates Parley's three SQLite files.
 
 Talks to: the local file system (the data directory) and SQLite, nothing
-else. Only the database process imports it, through `Modules.storage`.
+else. Only the database process imports it, through `Modules.database.storage`.
 
 `open_databases(data_dir)` returns one `sqlite3.Connection` (autocommit
 mode, usable from the one writer thread) whose main schema is `users.db`,

@@ -29,9 +29,9 @@ import difflib
 import shlex
 from typing import NamedTuple
 
-from Modules import client_output as out_mod
+from Modules.client import output as out_mod
 from Modules import rules
-from Modules.client_session import RequestFailed
+from Modules.client.session import RequestFailed
 
 COMMANDS = (
     ("send", "send TO [SUBJECT [BODY]]", "send a message (asks for what is missing)"),

@@ -17,8 +17,8 @@ request), naming role, state and event; the error state sticks.
 from typing import NamedTuple
 
 from Modules import rules
-from Modules.errors import LocalProtocolError, RemoteProtocolError, illegal_move
-from Modules.serializers import Packet
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError, illegal_move
+from Modules.wire.serializers import Packet
 
 ASK_USERNAME, CHECKING, ASK_PASSWORD, VERIFYING = (
     "ASK_USERNAME", "CHECKING", "ASK_PASSWORD", "VERIFYING")

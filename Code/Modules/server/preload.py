@@ -15,8 +15,8 @@ inherit when their garbage collector runs. Imported nowhere else.
 import gc
 import os
 
-from Modules.channel import SecureChannel
-from Modules.noise import KeyPair
+from Modules.wire.channel import SecureChannel
+from Modules.wire.noise import KeyPair
 
 
 def warm_up():

@@ -2,7 +2,7 @@
 
 Talks to: the client over the TCP socket the daemon accepted (Noise
 handshake, Version exchange, the login dialogue of
-`Modules/login_dialogue.py`); the database process in the *login* role
+`Modules/server/login_dialogue.py`); the database process in the *login* role
 (Exists, Verify, Create, nothing else); the daemon through a one-way pipe
 that carries the hand-off.
 
@@ -25,15 +25,17 @@ import signal
 import socket
 import time
 
-from Modules import channel as channel_mod
-from Modules import identity, login_dialogue as dialogue_mod, protocol
-from Modules.db_client import DbError, DbLink, DbUnavailable
-from Modules.errors import ProtocolError
-from Modules.framing import CLOSED, NEED_DATA
+from Modules.wire import channel as channel_mod
+from Modules import identity
+from Modules.server import login_dialogue as dialogue_mod
+from Modules.wire import protocol
+from Modules.database.link import DbError, DbLink, DbUnavailable
+from Modules.wire.errors import ProtocolError
+from Modules.wire.framing import CLOSED, NEED_DATA
 from Modules.runtime import (
     close_connection, lower_priority, restore_default_signals, start_process,
 )
-from Modules.serializers import Packet
+from Modules.wire.serializers import Packet
 
 log = logging.getLogger("parley.login")
 SHUTDOWN_POLL = 0.25   # seconds between checks for a shutdown request

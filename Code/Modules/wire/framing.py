@@ -13,7 +13,7 @@ call raises the same error. No sockets here.
 
 import struct
 
-from Modules.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
 
 _LENGTH = struct.Struct(">I")
 PREFIX_SIZE = _LENGTH.size

@@ -12,7 +12,7 @@ are kept (True is not 1, 1 is not 1.0, -0.0 keeps its sign) and so is the
 key order of every dict.
 
 Talks to nothing: pure functions of bytes and values, no I/O. The
-connection objects in `Modules/protocol.py` and the processes' Unix-socket
+connection objects in `Modules/wire/protocol.py` and the processes' Unix-socket
 clients pick a serializer with `get_serializer(name)`.
 
 How it fails:
@@ -60,7 +60,7 @@ import re
 import struct
 from typing import NamedTuple
 
-from Modules.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
 
 MAX_DEPTH = 32
 MAX_OP_LENGTH = 32

@@ -30,16 +30,16 @@ prompt goes on.
 
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from Modules.client_actions import EXTRA_PARSERS, OFFLINE_COMMANDS, InteractiveRunner
-from Modules.client_commands import no_on_cancel
-from Modules.client_commands import (ACCOUNT_DELETED, FAILED, LOGOUT, Cancelled, UsageError,
+from Modules.client.actions import EXTRA_PARSERS, OFFLINE_COMMANDS, InteractiveRunner
+from Modules.client.commands import no_on_cancel
+from Modules.client.commands import (ACCOUNT_DELETED, FAILED, LOGOUT, Cancelled, UsageError,
                                      parse_line)
-from Modules.client_link import Link
-from Modules.client_login import InteractiveLogin, LoginFailed
-from Modules.client_output import login_record, message_record, neutralise, system_record
-from Modules.client_session import ClientFailure, ConnectionLost, Handlers, ServerRefused
-from Modules.client_store import UserStore, account_dir
-from Modules.client_terminal import Terminal
+from Modules.client.link import Link
+from Modules.client.login import InteractiveLogin, LoginFailed
+from Modules.client.output import login_record, message_record, neutralise, system_record
+from Modules.client.session import ClientFailure, ConnectionLost, Handlers, ServerRefused
+from Modules.client.store import UserStore, account_dir
+from Modules.client.terminal import Terminal
 
 KEEP = "keep"        # a command that could not run: its line goes back to the prompt
 STARTUP_NEXT_STEPS = {

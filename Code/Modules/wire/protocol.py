@@ -28,10 +28,10 @@ queued (one frame per burst), and `send(packet)` is both at once.
 
 from typing import NamedTuple
 
-from Modules import channel as channel_mod
-from Modules.errors import LocalProtocolError, RemoteProtocolError, illegal_move
-from Modules.framing import CLOSED, NEED_DATA
-from Modules.serializers import JSON, Packet, get_serializer
+from Modules.wire import channel as channel_mod
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError, illegal_move
+from Modules.wire.framing import CLOSED, NEED_DATA
+from Modules.wire.serializers import JSON, Packet, get_serializer
 
 PROTOCOL_VERSION = 1
 SERIALIZER_PREFERENCE = ("binary", "json")

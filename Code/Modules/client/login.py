@@ -29,10 +29,11 @@ handed to the session; they are never printed or logged.
 
 from typing import NamedTuple
 
-from Modules import identity, rules
-from Modules.client_commands import Cancelled
-from Modules.client_output import neutralise
-from Modules.client_session import ClientFailure, ServerRefused
+from Modules import identity
+from Modules import rules
+from Modules.client.commands import Cancelled
+from Modules.client.output import neutralise
+from Modules.client.session import ClientFailure, ServerRefused
 
 
 class LoginFailed(ClientFailure):

@@ -1,7 +1,7 @@
 """The database process: the monitor, sole owner of Parley's three SQLite files.
 
 Talks to: login and user processes over a Unix socket (length-prefixed
-frames of the binary serializer, `Modules/db_client.py` is the other end);
+frames of the binary serializer, `Modules/database/link.py` is the other end);
 the daemon through a readiness event and signals. Nothing else opens
 `passwords.db`, `users.db` or `messages.db`, and no password hash leaves
 this process.
@@ -13,11 +13,11 @@ bound to the user the ticket names; every later request acts as that user,
 taken from this process's own record, never from a request field). A
 request outside the table is logged and the connection closed.
 
-All SQL runs on the single writer (`Modules/db_writer.py`): group commit,
+All SQL runs on the single writer (`Modules/database/writer.py`): group commit,
 and replies only after COMMIT. `Ack` is the one request without a reply
 (`NO_REPLY`): it is a lazy job that shares a later commit. Replies and
 pushes to a connection leave in one write per loop turn. Password hashing
-runs on a capped thread pool at a lower CPU priority (`Modules/auth.py`).
+runs on a capped thread pool at a lower CPU priority (`Modules/database/auth.py`).
 New messages are pushed to the recipient's subscribed connections straight
 from the writer's after-commit hook, so each recipient sees messages in
 the order they were committed, its stored backlog first.
@@ -36,12 +36,14 @@ import signal
 import time
 from typing import NamedTuple
 
-from Modules import auth, rules, storage
-from Modules.db_writer import CommitFailed, SingleWriter
-from Modules.errors import LocalProtocolError, RemoteProtocolError
-from Modules.framing import NEED_DATA, FrameDecoder, encode_frame
+from Modules.database import auth
+from Modules import rules
+from Modules.database import storage
+from Modules.database.writer import CommitFailed, SingleWriter
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.framing import NEED_DATA, FrameDecoder, encode_frame
 from Modules.runtime import DAEMON_GONE, restore_default_signals, start_process
-from Modules.serializers import BINARY, Packet
+from Modules.wire.serializers import BINARY, Packet
 
 log = logging.getLogger("parley.database")
 

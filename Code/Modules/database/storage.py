@@ -1,7 +1,7 @@
 """Parley's storage: accounts, password hashes and messages in SQLite.
 
 Talks to: one `sqlite3.Connection` from `open_databases()` (defined in
-`Modules.storage_schema`, re-exported here), whose main schema is
+`Modules.database.schema`, re-exported here), whose main schema is
 `users.db`, with `passwords.db` attached as `pw` and `messages.db` as
 `msg`. Only the database process imports this, and runs it on its single
 writer thread.
@@ -33,7 +33,7 @@ message body.
 import json
 import sqlite3
 
-from Modules.storage_schema import (  # noqa: F401  (re-exported API)
+from Modules.database.schema import (  # noqa: F401  (re-exported API)
     APPLICATION_ID, MIGRATIONS, SCHEMAS, StorageError, check_writable, close_databases,
     open_databases, schema_version,
 )

@@ -34,9 +34,9 @@ import random
 import threading
 
 from Modules import identity
-from Modules.client_login import Answer, LoginFailed, ScriptedLogin, check_server_key, run_login
-from Modules.client_output import neutralise
-from Modules.client_session import ClientFailure, ClientSession, Handlers
+from Modules.client.login import Answer, LoginFailed, ScriptedLogin, check_server_key, run_login
+from Modules.client.output import neutralise
+from Modules.client.session import ClientFailure, ClientSession, Handlers
 
 BACKOFF = (1, 2, 4, 8, 15, 30)      # seconds between tries; the last one repeats
 JITTER = 0.2

@@ -10,7 +10,7 @@ wrong password, a failed batch command, the server went away); 2 cannot
 connect, or bad usage. The reason is always one plain sentence on stderr.
 
 Interactive mode (stdin is a terminal, no --batch and no --json): the
-prompt of `Modules/client_interactive.py`: asks for the username and
+prompt of `Modules/client/interactive.py`: asks for the username and
 password, offers to create a missing account, then shows a prompt with
 completion and history; messages that arrive are printed above it; a lost
 connection is retried (not with --no-retry). Type `help`. With --json at
@@ -68,13 +68,13 @@ import threading
 import traceback
 
 from Modules import identity
-from Modules.client_commands import no_on_cancel
-from Modules.client_commands import (ACCOUNT_DELETED, FAILED, LOGOUT, LineJoiner, Runner,
+from Modules.client.commands import no_on_cancel
+from Modules.client.commands import (ACCOUNT_DELETED, FAILED, LOGOUT, LineJoiner, Runner,
                                      UsageError, parse_line)
-from Modules.client_login import InteractiveLogin, ScriptedLogin, check_server_key, run_login
-from Modules.client_output import (Output, colour_allowed, login_record, message_record,
+from Modules.client.login import InteractiveLogin, ScriptedLogin, check_server_key, run_login
+from Modules.client.output import (Output, colour_allowed, login_record, message_record,
                                    neutralise, ready_record, system_record)
-from Modules.client_session import CLOSED_BY_SERVER, ClientFailure, ClientSession, Handlers
+from Modules.client.session import CLOSED_BY_SERVER, ClientFailure, ClientSession, Handlers
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7117
@@ -219,7 +219,7 @@ class Client(Handlers):
             raise UsageError("Without a terminal (or with --batch) give --user NAME and "
                              "--password-env VAR; the client cannot ask.")
         if self.interactive:
-            from Modules.client_terminal import Terminal
+            from Modules.client.terminal import Terminal
             self.terminal = Terminal()
         self.session = ClientSession(self.args.host, self.args.port, handlers=self)
         try:
@@ -376,8 +376,8 @@ def main(argv=None, environ=None, stdin=None):
 
 def _interactive_client(args, colour, password):
     """The prompt for a person (`client_interactive`); imported only when needed."""
-    from Modules.client_interactive import InteractiveClient
-    from Modules.client_screen import ScreenOutput
+    from Modules.client.interactive import InteractiveClient
+    from Modules.client.screen import ScreenOutput
     return InteractiveClient(args, ScreenOutput(colour), password)
 
 

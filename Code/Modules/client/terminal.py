@@ -41,8 +41,8 @@ from prompt_toolkit.layout.controls import FormattedTextControl
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.utils import is_dumb_terminal
 
-from Modules.client_commands import ALIASES, COMMANDS, Cancelled
-from Modules.client_session import ConnectionLost
+from Modules.client.commands import ALIASES, COMMANDS, Cancelled
+from Modules.client.session import ConnectionLost
 
 BODY_HINT = ("Type the message. Finish with Ctrl-D (or a line with only '.'); "
              "Ctrl-C cancels.")

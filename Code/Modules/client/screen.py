@@ -31,8 +31,8 @@ from datetime import datetime
 
 from prompt_toolkit.utils import get_cwidth
 
-from Modules import client_commands
-from Modules.client_output import Output, neutralise
+from Modules.client import commands as client_commands
+from Modules.client.output import Output, neutralise
 
 INTERACTIVE_COMMANDS = (
     ("reconnect", "reconnect", "connect again now (also done by itself)"),

@@ -18,9 +18,9 @@ import socket
 import time
 from typing import NamedTuple
 
-from Modules.errors import RemoteProtocolError
-from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
-from Modules.serializers import BINARY, Packet
+from Modules.wire.errors import RemoteProtocolError
+from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from Modules.wire.serializers import BINARY, Packet
 
 MAX_FRAME = 2 * 1024 * 1024   # above the 1 MiB a session packet may have
 

@@ -1,7 +1,7 @@
 """What the Parley client prints: records, JSON lines, human text, and safety.
 
 Every result, error and message becomes one *record*, a plain dict with a
-"type" (the shapes are listed in `Modules/client_cli.py`). With --json a
+"type" (the shapes are listed in `Modules/client/cli.py`). With --json a
 record is printed as exactly one JSON line on stdout; otherwise it is
 rendered as human text, in colour when allowed. Errors always go to stderr
 as one plain sentence too (in JSON mode as well, so a person watching a

@@ -5,7 +5,7 @@ Talks to: TCP clients (only to accept them, and to write the plaintext
 awaited, restarted if it dies); one login process per new connection and
 one user process per logged-in connection, all started through the
 multiprocessing forkserver with the heavy modules preloaded, most of them
-ahead of time as spares (`Modules/spares.py`) so that no process start
+ahead of time as spares (`Modules/server/spares.py`) so that no process start
 lies on a login's path. Each child has a pipe back to the daemon that
 carries its hand-off (login → user, and user → login after an account is
 deleted).
@@ -34,14 +34,18 @@ import sys
 import tempfile
 import time
 
-from Modules import auth, database_process, identity, protocol, spares
+from Modules.database import auth
+from Modules.database import monitor as database_process
+from Modules import identity
+from Modules.wire import protocol
+from Modules.server import spares
 from Modules.runtime import process_alive, start_process
 
 log = logging.getLogger("parley.daemon")
 
 # Imported once by the forkserver and inherited by every child; preload (gc.freeze) last.
-PRELOAD = ["Modules.spares", "Modules.login_process", "Modules.user_process",
-           "Modules.database_process", "passlib.handlers.argon2", "Modules.preload"]
+PRELOAD = ["Modules.server.spares", "Modules.server.login_process", "Modules.server.user_process",
+           "Modules.database.monitor", "passlib.handlers.argon2", "Modules.server.preload"]
 DB_READY_TIMEOUT = 30.0
 CHILD_STOP_GRACE = 6.0
 

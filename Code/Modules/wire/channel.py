@@ -2,7 +2,7 @@
 
 `SecureChannel` turns a byte stream into events and application payloads
 into bytes; the caller owns the socket. On the wire every frame of
-`Modules.framing` (4-byte big-endian length) carries one kind byte and a
+`Modules.wire.framing` (4-byte big-endian length) carries one kind byte and a
 body:
 
 * 0x01 handshake: a Noise_NX_25519_ChaChaPoly_SHA256 handshake message
@@ -34,11 +34,11 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from Modules.errors import (
+from Modules.wire.errors import (
     LocalProtocolError, RemoteProtocolError, illegal_move, sticky,
 )
-from Modules.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
-from Modules.noise import (
+from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from Modules.wire.noise import (
     MAX_MESSAGE, MAX_NONCE, TAGLEN, CipherState, HandshakeState, KeyPair,
 )
 

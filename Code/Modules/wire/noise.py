@@ -26,8 +26,8 @@ from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol import DH
 from Crypto.Random import get_random_bytes
 
-from Modules import aead
-from Modules.errors import LocalProtocolError, RemoteProtocolError, sticky
+from Modules.wire import aead
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError, sticky
 
 DHLEN = 32
 HASHLEN = 32

@@ -24,10 +24,10 @@ import threading
 from typing import NamedTuple
 
 from Modules import rules
-from Modules.client_commands import LOGOUT, OK, Runner, UsageError, parse_send, suggest
-from Modules.client_output import inbox_record, message_record, neutralise, sent_record
-from Modules.client_screen import HELP, Pager, terminal_size
-from Modules.client_session import ConnectionLost, RequestFailed, new_client_id
+from Modules.client.commands import LOGOUT, OK, Runner, UsageError, parse_send, suggest
+from Modules.client.output import inbox_record, message_record, neutralise, sent_record
+from Modules.client.screen import HELP, Pager, terminal_size
+from Modules.client.session import ConnectionLost, RequestFailed, new_client_id
 
 PAGE = 50             # inbox entries fetched per request while paging
 COUNT_PAGE = 200      # the server's largest page, for counting unread messages

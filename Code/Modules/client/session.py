@@ -45,11 +45,11 @@ import socket
 import threading
 import uuid
 
-from Modules import channel as channel_mod
-from Modules import protocol
-from Modules.errors import LocalProtocolError, ProtocolError
-from Modules.framing import CLOSED, NEED_DATA
-from Modules.serializers import Packet
+from Modules.wire import channel as channel_mod
+from Modules.wire import protocol
+from Modules.wire.errors import LocalProtocolError, ProtocolError
+from Modules.wire.framing import CLOSED, NEED_DATA
+from Modules.wire.serializers import Packet
 
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0

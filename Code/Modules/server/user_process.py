@@ -28,12 +28,12 @@ import signal
 import socket
 import time
 
-from Modules import protocol
-from Modules.db_client import DbError, DbLink, DbUnavailable, Notice, Push, Reply
-from Modules.errors import LocalProtocolError, ProtocolError
-from Modules.framing import CLOSED, NEED_DATA
+from Modules.wire import protocol
+from Modules.database.link import DbError, DbLink, DbUnavailable, Notice, Push, Reply
+from Modules.wire.errors import LocalProtocolError, ProtocolError
+from Modules.wire.framing import CLOSED, NEED_DATA
 from Modules.runtime import close_connection, restore_default_signals, start_process
-from Modules.serializers import Packet
+from Modules.wire.serializers import Packet
 
 log = logging.getLogger("parley.user")
 
