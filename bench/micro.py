@@ -88,7 +88,7 @@ def _session_pair():
     offer = server.next_event()
     client.receive_data(server.send(protocol.choose_version(offer)))
     client.next_event()
-    server.state = client.state = protocol.SESSION   # skip the login dialogue
+    server.machine.state = client.machine.state = protocol.SESSION   # skip the login dialogue
     server.channel.max_payload = protocol.SESSION_MAX_PAYLOAD
     return client, server
 

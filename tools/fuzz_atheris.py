@@ -51,6 +51,7 @@ import atheris  # noqa: E402  (after the path set-up, like the modules below)
 with atheris.instrument_imports():
     from Modules.database import auth  # noqa: E402
     from Modules.wire import channel  # noqa: E402
+    from Modules.database import connection  # noqa: E402
     from Modules.database import monitor as database_process  # noqa: E402
     from Modules.wire import protocol  # noqa: E402
     from Modules import rules  # noqa: E402
@@ -267,13 +268,13 @@ def fuzz_session(data):
     try:
         for payload in chunks_of(provider):
             session._process_client_bytes(client.channel.send(payload))
-            if session.closing is not None:
+            if session.state != user_process.RUNNING:
                 break
         client.receive_data(bytes(session.out))
         replies = drain(client)
         for reply in replies:              # what the server sent must be legal
             assert not isinstance(reply, protocol.BadPacket), reply
-        if session.closing == "now":       # and it never closes without saying why
+        if session.state == user_process.CLOSING:   # and it never closes without saying why
             assert replies and replies[-1].op in ("Error", "System"), replies[-1:]
     finally:
         session.selector.close()
@@ -287,8 +288,8 @@ class CountingMonitor(database_process.Monitor):
 
     outstanding = 0
 
-    def job(self, fn, *args, after=None):
-        future = super().job(fn, *args, after=after)
+    def job(self, fn, *args, after=None, lazy=False):
+        future = super().job(fn, *args, after=after, lazy=lazy)
         self.outstanding += 1
         future.add_done_callback(self._done)
         return future
@@ -304,7 +305,7 @@ class FakeTransport:
         self.closing = False
 
     def write(self, data):
-        decoder = FrameDecoder(database_process.MAX_FRAME)
+        decoder = FrameDecoder(connection.MAX_FRAME)
         decoder.receive_data(data)
         for frame in drain(decoder):
             packet = BINARY.loads(frame)
@@ -357,14 +358,14 @@ class DatabaseHarness:
         return self.loop.run_until_complete(make())
 
     def connection(self, phase):
-        conn = database_process.MonitorConnection(self.monitor)
+        conn = connection.MonitorConnection(self.monitor)
         conn.connection_made(FakeTransport())
         if phase == "login":
             hello = Packet("Hello", {"rid": 0, "role": "login", "peer": "fuzz"})
-            self.run(lambda: conn.handle(hello))
+            self.run(lambda: conn.receive(hello))
         elif phase == "user":
             bind = Packet("Bind", {"rid": 0, "ticket": self.ticket()})
-            self.run(lambda: conn.handle(bind))
+            self.run(lambda: conn.receive(bind))
         return conn
 
 

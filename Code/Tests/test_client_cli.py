@@ -122,7 +122,8 @@ def test_send_may_leave_subject_and_body_to_questions():
     ("read abc", "not a message number"),
     ("read 0", "not a message number"),
     ("delete", "Usage: delete"),
-    ("inbox --limit 0", "1 to 500"),
+    ("inbox --limit 0", "1 to 200"),
+    ("inbox --limit 201", "1 to 200"),
     ("inbox --before", "Usage: inbox"),
     ("inbox --sideways 3", "Usage: inbox"),
     ("logout now", "Usage: logout"),
@@ -399,7 +400,7 @@ def test_a_new_login_starts_a_new_set_of_seen_messages():
 
 def test_no_ack_is_sent_once_the_server_returned_to_the_login():
     session = client_session.ClientSession("127.0.0.1", 1)
-    session.conn.state = protocol.LOGIN      # the socket is never touched
+    session.conn.machine.state = protocol.LOGIN   # the socket is never touched
     assert session._send(Packet("Ack", {"ids": [1]}), only_in_session=True) is False
 
 

@@ -14,12 +14,13 @@ import subprocess
 
 import pytest
 
+from Modules import operations
 from Modules.database import monitor as database_process
 from Modules.database.link import DbError, DbLink, DbUnavailable, Push
 from Tests.helpers import PASSWORD, database_config
 
-LOGIN_ONLY = ["Exists", "Verify", "Create"]
-USER_ONLY = ["Subscribe", "Send", "Ack", "Inbox", "Read", "Delete", "DeleteAccount", "Stats"]
+LOGIN_ONLY = [op.name for op in operations.for_role("login")]
+USER_ONLY = [op.name for op in operations.for_role("user")]
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def login_link(config):
 def user_link(config, name):
     """A user connection bound to `name` (created if needed)."""
     login = login_link(config)
-    if login.call("Exists", username=name)["exists"]:
+    if login.call("Exists", username=name)["outcome"] == "exists":
         ticket = login.call("Verify", username=name, password=PASSWORD)["ticket"]
     else:
         ticket = login.call("Create", username=name, password=PASSWORD)["ticket"]
@@ -87,14 +88,18 @@ def test_a_user_connection_may_not_log_in_again(database, op):
 
 def test_forged_or_stale_tickets_are_refused(database):
     _, config = database
-    for ticket in ("1:alice:" + "0" * 64, "garbage", None):
+    for ticket in ("1:alice:" + "0" * 64, "garbage"):
         db = link(config)
         with pytest.raises(DbError) as info:
             db.call("Bind", ticket=ticket)
         assert info.value.code == "bad_ticket"
-    user_link(config, "alice").call("DeleteAccount")
+    with pytest.raises(DbError) as info:
+        link(config).call("Bind", ticket=None)
+    assert info.value.code == "bad_request"
+    user_link(config, "alice").call("DeleteAccount", confirm=True)
     login = login_link(config)
-    assert login.call("Exists", username="alice") == {"rid": 2, "ok": True, "exists": False}
+    assert login.call("Exists", username="alice") == {"rid": 2, "ok": True,
+                                                      "outcome": "missing"}
 
 
 def test_a_ticket_from_a_deleted_account_does_not_bind_its_successor(database):
@@ -103,7 +108,7 @@ def test_a_ticket_from_a_deleted_account_does_not_bind_its_successor(database):
     old_ticket = login.call("Create", username="zed", password=PASSWORD)["ticket"]
     bound = link(config)
     bound.call("Bind", ticket=old_ticket)
-    bound.call("DeleteAccount")
+    bound.call("DeleteAccount", confirm=True)
     login.call("Create", username="zed", password=PASSWORD)
     with pytest.raises(DbError) as info:
         link(config).call("Bind", ticket=old_ticket)
@@ -126,12 +131,9 @@ def test_user_fields_in_requests_are_ignored(database):
 def test_unknown_user_and_wrong_password_look_the_same(database):
     _, config = database
     user_link(config, "alice").close()
-    replies = []
-    for name in ("alice", "nosuchuser"):
-        with pytest.raises(DbError) as info:
-            login_link(config).call("Verify", username=name, password="wrong password")
-        replies.append((info.value.code, info.value.reason))
-    assert replies[0] == replies[1]
+    replies = [login_link(config).call("Verify", username=name, password="wrong password")
+               for name in ("alice", "nosuchuser")]
+    assert replies[0] == replies[1] and replies[0]["outcome"] == "wrong_password"
 
 
 def test_no_reply_ever_carries_a_hash(database):
@@ -140,7 +142,7 @@ def test_no_reply_ever_carries_a_hash(database):
     replies = [login.call("Create", username="alice", password=PASSWORD),
                login.call("Verify", username="alice", password=PASSWORD)]
     alice = user_link(config, "alice")
-    replies.append(alice.call("Stats"))
+    replies.append(alice.call("Subscribe"))
     assert "argon2" not in repr(replies) and PASSWORD not in repr(replies)
 
 
@@ -167,10 +169,10 @@ def test_an_ack_is_not_answered_and_is_stored_before_the_next_reply(database):
     alice, bob = user_link(config, "alice"), user_link(config, "bob")
     sent = alice.call("Send", to="bob", subject="s", body="b", client_id="c1")["id"]
     bob.send_request("Ack", ids=[sent])
-    stats_rid = bob.send_request("Stats")
+    subscribe_rid = bob.send_request("Subscribe")
     reply = bob.read_event()
-    assert reply.rid == stats_rid            # nothing answered the Ack
-    assert reply.data["account"]["undelivered"] == 0
+    assert reply.rid == subscribe_rid        # nothing answered the Ack
+    assert reply.data["backlog"] == 0        # and it was stored first
 
 
 def test_sigterm_closes_the_databases_cleanly(database):

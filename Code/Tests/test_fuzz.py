@@ -34,8 +34,10 @@ from typing import NamedTuple
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from Modules import operations
 from Modules.wire import channel as channel_mod
 from Modules.database import monitor as database_process
+from Modules.database.connection import MAX_FRAME as MONITOR_MAX_FRAME
 from Modules.server import login_dialogue as ld
 from Modules.wire import protocol
 from Modules import rules
@@ -349,17 +351,17 @@ def fields_of(event):
 
 def expected_answers(sent):
     """Request ids the session must answer (or forward) for well-formed requests."""
-    return {p.data["rid"] for p in sent if p.op in user_process._RELAYED
+    answered = {op.name for op in operations.CLIENT_OPERATIONS if op.relayed and op.replies}
+    return {p.data["rid"] for p in sent if p.op in answered
             and protocol.schema_problem("client", p) is None}
 
 
 def check_relayed(requests, sent):
-    """The database sees only relayed ops with their own fields, never more."""
-    confirmed = any(p.op == "DeleteAccount" and p.data.get("confirm") is True for p in sent)
+    """The database sees only relayed ops with their registry fields, never more."""
     for op, fields in requests:
-        allowed = ("ids",) if op == "Ack" else user_process._RELAYED[op]
-        assert set(fields) <= set(allowed), (op, fields)
-        assert op != "DeleteAccount" or confirmed
+        operation = operations.get(op)
+        assert operation.relayed, op
+        assert set(fields) <= {field.name for field in operation.fields}, (op, fields)
 
 
 SESSION_INPUT = st.lists(packets(SESSION_OPS) | st.binary(max_size=60), min_size=1, max_size=6)
@@ -385,9 +387,9 @@ def feed_session(serializer, inputs, eof):
             payload = session.conn.serializer.dumps(item) if isinstance(item, Packet) else item
             session._process_client_bytes(client.channel.send(payload))
             session._encode_queued()   # what the loop does at the end of each turn
-            if session.closing is not None:
+            if session.state != user_process.RUNNING:
                 break
-        if eof and session.closing is None:
+        if eof and session.state == user_process.RUNNING:
             session._process_client_bytes(b"")
         session._encode_queued()
         return session, server_packets(client, bytes(session.out))
@@ -411,7 +413,7 @@ def test_the_user_process_answers_any_command_with_legal_packets(serializer, inp
 @example(serializer="binary", inputs=[BigSend(600_000)])
 def test_the_user_process_answers_every_request_or_says_why_it_closes(serializer, inputs):
     session, replies = feed_session(serializer, inputs, eof=False)
-    if session.closing is None:
+    if session.state == user_process.RUNNING:
         sent = [p for p in inputs if isinstance(p, Packet)]
         answered = {fields_of(r).get("rid") for r in replies if r.op == "Error"}
         answered |= {rid for _op, rid in session.pending.values()}
@@ -576,13 +578,13 @@ class RawDbLink:
         link = DbLink(config["socket_path"])
         self.sock = link.connect()
         self.sock.settimeout(WAIT)
-        self.decoder = FrameDecoder(database_process.MAX_FRAME)
+        self.decoder = FrameDecoder(MONITOR_MAX_FRAME)
 
     def send(self, item):
         """Send a packet or raw frame; False if the database has closed the connection."""
         payload = BINARY.dumps(item) if isinstance(item, Packet) else item
         try:
-            self.sock.sendall(encode_frame(payload, database_process.MAX_FRAME))
+            self.sock.sendall(encode_frame(payload, MONITOR_MAX_FRAME))
         except (BrokenPipeError, ConnectionResetError):
             return False
         return True
@@ -634,7 +636,8 @@ DB_FIELDS = {
     "client_id": st.text("abc:-", max_size=70) | VALUES, "ids": TYPED[list] | VALUES,
     "before": TYPED[int] | VALUES, "limit": TYPED[int] | VALUES, "id": TYPED[int] | VALUES,
 }
-DB_OPS = sorted(set().union(*database_process.ALLOWED.values()) | {"Reply", "Push"})
+DB_OPS = sorted({op.name for op in operations.OPERATIONS} | {"Reply", "Push"})
+NO_REPLY = {op.name for op in operations.OPERATIONS if not op.replies}
 
 
 @st.composite
@@ -648,7 +651,7 @@ def db_requests(draw):
 
 
 DB_INPUT = st.lists(db_requests() | st.binary(max_size=40), min_size=1, max_size=5)
-HUGE_RID = Packet("Hello", {"rid": "r" * (database_process.MAX_FRAME - 40)})
+HUGE_RID = Packet("Hello", {"rid": "r" * (MONITOR_MAX_FRAME - 40)})
 KNOWN_BAD = {   # inputs that found bugs, tried first in their phase
     "new": [[HUGE_RID]],
     "login": [],
@@ -699,7 +702,7 @@ def test_random_requests_harm_only_their_own_database_connection(database, phase
             sent += 1
         answered = [item for item in inputs[:sent] if not (
             phase == "user" and isinstance(item, Packet)
-            and item.op in database_process.NO_REPLY)]   # Acks get no reply
+            and item.op in NO_REPLY)]   # Acks get no reply
         for reply in link.replies(len(answered)):
             assert reply.data.get("code") != "internal", (reply, inputs)
         link.close()
@@ -709,7 +712,7 @@ def test_random_requests_harm_only_their_own_database_connection(database, phase
     requests()
     assert proc.is_alive()
     assert witness.call("Inbox")["messages"] == []
-    assert links.maker.call("Exists", username="dbwitness")["exists"] is True
+    assert links.maker.call("Exists", username="dbwitness")["outcome"] == "exists"
     assert_log_clean(log_path.read_text(errors="replace"))
 
 

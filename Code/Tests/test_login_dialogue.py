@@ -177,23 +177,29 @@ def test_create_failed_returns_to_username(reason):
     assert answer(dialogue, username="other") == [CheckUser("other")]
 
 
-def test_one_walk_takes_every_row_of_the_table():
+def test_the_walks_take_every_row_of_the_table():
     rows = set()
     dialogue = Recording(rows=rows)
     dialogue.start()
+    assert prompt_of(answer(dialogue, username="x"))[0] == "username"        # bad name
     assert answer(dialogue, username="alice") == [CheckUser("alice")]
     assert prompt_of(dialogue.outcome("exists"))[0] == "password"
+    too_long = "x" * (rules.PASSWORD_MAX + 1)
+    assert prompt_of(answer(dialogue, password=too_long))[0] == "password"   # counts as wrong
     assert prompt_of(answer(dialogue, cancel=True))[0] == "username"
     answer(dialogue, username="newbie")
     assert prompt_of(dialogue.outcome("missing"))[0] == "new_password"
+    assert prompt_of(answer(dialogue, new_password="tiny"))[0] == "new_password"
     assert answer(dialogue, new_password=PASSWORD) == [CreateAccount("newbie", PASSWORD)]
+    assert prompt_of(dialogue.outcome("busy", "busy"))[0] == "new_password"
+    answer(dialogue, new_password=PASSWORD)
     assert prompt_of(dialogue.outcome("create_failed", "taken"))[0] == "username"
     answer(dialogue, username="newbie")
     dialogue.outcome("missing")
     assert prompt_of(answer(dialogue, cancel=True))[0] == "username"
     answer(dialogue, username="alice")
     dialogue.outcome("exists")
-    for outcome in ("throttled", "wrong_password"):
+    for outcome in ("throttled", "busy", "wrong_password"):
         assert answer(dialogue, password=PASSWORD) == [VerifyPassword("alice", PASSWORD)]
         assert prompt_of(dialogue.outcome(outcome))[0] == "password"
     answer(dialogue, password=PASSWORD)
@@ -204,6 +210,23 @@ def test_one_walk_takes_every_row_of_the_table():
     creator.outcome("missing")
     answer(creator, new_password=PASSWORD)
     assert creator.outcome("created") == [LoggedIn("carol", True)]
+
+    for last_try in ({"password": PASSWORD}, {"password": too_long}):
+        one_try = Recording(max_attempts=1, rows=rows)
+        answer(one_try, username="alice")
+        one_try.outcome("exists")
+        outputs = answer(one_try, **last_try)
+        if outputs == [VerifyPassword("alice", PASSWORD)]:
+            outputs = one_try.outcome("wrong_password")
+        assert outputs[0].code == "too_many_attempts" and one_try.state == ld.FAILED
+
+    for reach in ([], [{"username": "alice"}, "exists"], [{"username": "newbie"}, "missing"]):
+        stepper = Recording(rows=rows)
+        for step in reach:
+            answer(stepper, **step) if isinstance(step, dict) else stepper.outcome(step)
+        stepper._steps = MAX_STEPS
+        (refused,) = answer(stepper, cancel=True) if reach else answer(stepper, username="a")
+        assert refused.code == "too_many_steps" and stepper.state == ld.FAILED
     assert rows == set(TABLE)
 
 

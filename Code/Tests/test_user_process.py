@@ -261,6 +261,6 @@ def test_a_session_that_can_send_no_more_closes_instead_of_hanging():
         channel_._send_cipher.set_nonce(channel_.nonce_limit)
         session._send(Packet("System", {"event": "note", "message": "one more"}))
         session._encode_queued()
-        assert session.closing == "now"
+        assert session.state == user_process.CLOSING
     finally:
         session.selector.close()

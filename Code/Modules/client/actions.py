@@ -23,14 +23,15 @@ replies are reported and the prompt goes on; `ConnectionLost` propagates
 import threading
 from typing import NamedTuple
 
-from Modules import rules
-from Modules.client.commands import LOGOUT, OK, Runner, UsageError, parse_send, suggest
+from Modules import operations
+from Modules.client.commands import (LOGOUT, OK, SEND, Runner, UsageError, checked, parse_send,
+                                     suggest)
 from Modules.client.output import inbox_record, message_record, neutralise, sent_record
 from Modules.client.screen import HELP, Pager, terminal_size
 from Modules.client.session import ConnectionLost, RequestFailed, new_client_id
 
 PAGE = 50             # inbox entries fetched per request while paging
-COUNT_PAGE = 200      # the server's largest page, for counting unread messages
+COUNT_PAGE = operations.get("Inbox").field("limit").high   # the server's largest page
 COUNT_PAGES = 5       # count at most this many pages at login
 
 
@@ -56,14 +57,6 @@ EXTRA_PARSERS = {"reconnect": _parse_reconnect, "send": _parse_send}
 OFFLINE_COMMANDS = frozenset({"help", "logout", "reconnect"})
 
 
-def checked(check, value):
-    """`check(value)`, with a rule broken turned into a UsageError."""
-    try:
-        return check(value)
-    except rules.RuleError as error:
-        raise UsageError(error.reason) from None
-
-
 class InteractiveRunner(Runner):
     """Runs commands typed at the interactive prompt."""
 
@@ -84,13 +77,13 @@ class InteractiveRunner(Runner):
 
     # -- send and the outbox ----------------------------------------------------------
     def _send(self, args):
-        to = args.get("to") or checked(rules.check_recipient, self.ui.ask_recipient())
+        to = args.get("to") or checked(SEND.field("to"), self.ui.ask_recipient())
         subject = args.get("subject")
         if subject is None:
-            subject = checked(rules.check_subject, self.ui.ask_subject(to))
+            subject = checked(SEND.field("subject"), self.ui.ask_subject(to))
         body = args.get("body")
         if body is None:
-            body = checked(rules.check_body, self.ui.ask_body(to))
+            body = checked(SEND.field("body"), self.ui.ask_body(to))
         self.deliver(Draft(to, subject, body, new_client_id()))
         return OK
 

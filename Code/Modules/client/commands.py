@@ -29,8 +29,8 @@ import difflib
 import shlex
 from typing import NamedTuple
 
+from Modules import operations, rules
 from Modules.client import output as out_mod
-from Modules import rules
 from Modules.client.session import RequestFailed
 
 COMMANDS = (
@@ -44,8 +44,12 @@ COMMANDS = (
     ("logout", "logout", "log out and quit (also: quit, exit, Ctrl-D)"),
 )
 ALIASES = {"quit": "logout", "exit": "logout", "?": "help"}
-MAX_ID = 2 ** 63 - 1
 MAX_LINE = 4 * rules.BODY_MAX     # a batch command with an open quote stops here
+# The limits a command checks early are the server's own, from the registry.
+SEND = operations.get("Send")
+INBOX_LIMIT = operations.get("Inbox").field("limit")
+MESSAGE_ID = operations.get("Read").field("id")
+DELETE_IDS = operations.get("Delete").field("ids")
 
 OK, FAILED, LOGOUT, ACCOUNT_DELETED = "ok", "failed", "logout", "account_deleted"
 
@@ -139,15 +143,24 @@ def _usage(name):
 
 def _message_id(word):
     text = word[1:] if word.startswith("#") else word
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+    if not text.isdigit() or not _passes(MESSAGE_ID, int(text)):
         raise UsageError(f"'{out_mod.neutralise(word)}' is not a message number "
                          "(see 'inbox').")
     return int(text)
 
 
-def _rule(check, value):
+def _passes(field, value):
     try:
-        return check(value)
+        field.clean(value, "")
+    except rules.RuleError:
+        return False
+    return True
+
+
+def checked(field, value):
+    """The value as the server's registry cleans it, or a UsageError with its rule."""
+    try:
+        return field.clean(value, field.name)
     except rules.RuleError as error:
         raise UsageError(error.reason) from None
 
@@ -155,11 +168,9 @@ def _rule(check, value):
 def parse_send(words):
     if not 1 <= len(words) <= 3:
         raise _usage("send")
-    args = {"to": _rule(rules.check_recipient, words[0])}
-    if len(words) >= 2:
-        args["subject"] = _rule(rules.check_subject, words[1])
-    if len(words) == 3:
-        args["body"] = _rule(rules.check_body, words[2])
+    args = {}
+    for name, word in zip(("to", "subject", "body"), words):
+        args[name] = checked(SEND.field(name), word)
     return args
 
 
@@ -179,8 +190,8 @@ def _parse_inbox(words):
 
 
 def _limit(word):
-    if not word.isdigit() or not 1 <= int(word) <= 500:
-        raise UsageError("--limit is a number from 1 to 500.")
+    if not word.isdigit() or not _passes(INBOX_LIMIT, int(word)):
+        raise UsageError(f"--limit is a number from {INBOX_LIMIT.low} to {INBOX_LIMIT.high}.")
     return int(word)
 
 
@@ -193,7 +204,10 @@ def _parse_read(words):
 def _parse_delete(words):
     if not words:
         raise _usage("delete")
-    return {"ids": list(dict.fromkeys(_message_id(word) for word in words))}
+    ids = list(dict.fromkeys(_message_id(word) for word in words))
+    if not _passes(DELETE_IDS, ids):
+        raise UsageError(f"delete takes at most {DELETE_IDS.high} message numbers at once.")
+    return {"ids": ids}
 
 
 def _parse_help(words):
@@ -274,10 +288,10 @@ class Runner:
         to = args["to"]
         subject = args.get("subject")
         if subject is None:
-            subject = _rule(rules.check_subject, self._ask("ask_subject", to))
+            subject = checked(SEND.field("subject"), self._ask("ask_subject", to))
         body = args.get("body")
         if body is None:
-            body = _rule(rules.check_body, self._ask("ask_body", to))
+            body = checked(SEND.field("body"), self._ask("ask_body", to))
         result = self.session.send_message(to, subject, body)
         self.output.emit(out_mod.sent_record(result, to))
         return OK

@@ -4,7 +4,12 @@
 (`Packet(op, {"rid": n, ...})`), and incoming frames become `Reply`,
 `Push` and `Notice` events. `DbLink` wraps it around a Unix socket, with a
 blocking `call()` for the login process and non-blocking helpers for the
-user process's event loop.
+user process's event loop. Which requests exist, and which of them are
+answered, is the registry's (`Modules/operations.py`): a request it does
+not know is our own bug and raises LocalProtocolError at once.
+
+Expected outcomes are not failures: a wrong password or a taken name comes
+back as an ordinary reply whose `outcome` field says so.
 
 Failures: the database process may be restarting; `connect()` retries for
 `connect_timeout` seconds and then raises `DbUnavailable`. A broken
@@ -18,7 +23,8 @@ import socket
 import time
 from typing import NamedTuple
 
-from Modules.wire.errors import RemoteProtocolError
+from Modules import operations
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
 from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.wire.serializers import BINARY, Packet
 
@@ -60,6 +66,9 @@ class DbProtocol:
 
     def request(self, op, fields):
         """(rid, bytes) for one request."""
+        operation = operations.get(op)
+        if operation is None or not operation.reaches_monitor:
+            raise LocalProtocolError(f"{op} is not a monitor request", code="unknown_op")
         self._next_rid += 1
         payload = BINARY.dumps(Packet(op, {"rid": self._next_rid, **fields}))
         return self._next_rid, encode_frame(payload, MAX_FRAME)

@@ -9,21 +9,26 @@ The dialogue never touches the database itself. It returns *actions*
 (`CheckUser`, `VerifyPassword`, `CreateAccount`) that the login process
 carries out with the database process, feeding the outcome back as an
 event. Outputs are Packets to send, actions, and finally `LoggedIn` or
-`Refused`. A move not in `TABLE` raises RemoteProtocolError (a client
-answer we did not ask for) or LocalProtocolError (an outcome we did not
-request), naming role, state and event; the error state sticks.
+`Refused`. `TABLE` holds every legal move with the state it leads to and
+the handler that makes the move's outputs; handlers never set the state. A
+move not in `TABLE` raises RemoteProtocolError (a client answer we did not
+ask for) or LocalProtocolError (an outcome we did not request), naming
+role, state and event; the error state sticks (`Modules/wire/machine.py`).
+A busy or throttled hasher is an ordinary outcome: the same question is
+asked again with the reason, and no attempt is used up.
 """
 
 from typing import NamedTuple
 
 from Modules import rules
-from Modules.wire.errors import LocalProtocolError, RemoteProtocolError, illegal_move
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.machine import ERROR, Machine  # noqa: F401  (ERROR: the error state)
 from Modules.wire.serializers import Packet
 
 ASK_USERNAME, CHECKING, ASK_PASSWORD, VERIFYING = (
     "ASK_USERNAME", "CHECKING", "ASK_PASSWORD", "VERIFYING")
-ASK_NEW_PASSWORD, CREATING, DONE, FAILED, ERROR = (
-    "ASK_NEW_PASSWORD", "CREATING", "DONE", "FAILED", "ERROR")
+ASK_NEW_PASSWORD, CREATING, DONE, FAILED = (
+    "ASK_NEW_PASSWORD", "CREATING", "DONE", "FAILED")
 
 MAX_STEPS = 30   # client answers per connection, whatever they are
 
@@ -58,25 +63,40 @@ class Refused(NamedTuple):
     reason: str
 
 
-# Events from the client: username / password / new_password / cancel.
-# Outcomes from the database: exists / missing / verified / wrong_password /
-# throttled / created / create_failed.
-# (state, event) -> handler method name.  Every legal move is here.
+# Events from the client: username / password / new_password / cancel, which
+# the dialogue sharpens before it looks them up: an invalid username is
+# "bad_username", an unusable password (not text, too long) counts as a
+# "wrong_password", a new password that breaks the rules is
+# "bad_new_password", any answer after MAX_STEPS is "too_many_steps".
+# Outcomes from the database, as the monitor names them: exists / missing /
+# verified / wrong_password / throttled / busy / created / create_failed.
+# A wrong password that uses up the last attempt is "last_wrong_password".
+# (state, event) -> (next state, handler).  Every legal move is here.
 TABLE = {
-    (ASK_USERNAME, "username"): "_on_username",
-    (CHECKING, "exists"): "_ask_password",
-    (CHECKING, "missing"): "_offer_create",
-    (ASK_PASSWORD, "password"): "_on_password",
-    (ASK_PASSWORD, "cancel"): "_restart",
-    (VERIFYING, "verified"): "_on_verified",
-    (VERIFYING, "wrong_password"): "_on_wrong_password",
-    (VERIFYING, "throttled"): "_on_throttled",
-    (ASK_NEW_PASSWORD, "new_password"): "_on_new_password",
-    (ASK_NEW_PASSWORD, "cancel"): "_restart",
-    (CREATING, "created"): "_on_created",
-    (CREATING, "create_failed"): "_on_create_failed",
+    (ASK_USERNAME, "username"): (CHECKING, "_check_user"),
+    (ASK_USERNAME, "bad_username"): (ASK_USERNAME, "_username_rule"),
+    (CHECKING, "exists"): (ASK_PASSWORD, "_ask_password"),
+    (CHECKING, "missing"): (ASK_NEW_PASSWORD, "_offer_create"),
+    (ASK_PASSWORD, "password"): (VERIFYING, "_verify"),
+    (ASK_PASSWORD, "wrong_password"): (ASK_PASSWORD, "_wrong_password"),
+    (ASK_PASSWORD, "last_wrong_password"): (FAILED, "_last_wrong_password"),
+    (ASK_PASSWORD, "cancel"): (ASK_USERNAME, "_restart"),
+    (VERIFYING, "verified"): (DONE, "_verified"),
+    (VERIFYING, "wrong_password"): (ASK_PASSWORD, "_wrong_password"),
+    (VERIFYING, "last_wrong_password"): (FAILED, "_last_wrong_password"),
+    (VERIFYING, "throttled"): (ASK_PASSWORD, "_password_again"),
+    (VERIFYING, "busy"): (ASK_PASSWORD, "_password_again"),
+    (ASK_NEW_PASSWORD, "new_password"): (CREATING, "_create"),
+    (ASK_NEW_PASSWORD, "bad_new_password"): (ASK_NEW_PASSWORD, "_password_rule"),
+    (ASK_NEW_PASSWORD, "cancel"): (ASK_USERNAME, "_restart"),
+    (CREATING, "created"): (DONE, "_created"),
+    (CREATING, "create_failed"): (ASK_USERNAME, "_name_taken"),
+    (CREATING, "busy"): (ASK_NEW_PASSWORD, "_new_password_again"),
+    **{(state, "too_many_steps"): (FAILED, "_too_many_steps")
+       for state in (ASK_USERNAME, ASK_PASSWORD, ASK_NEW_PASSWORD)},
 }
 _CLIENT_EVENTS = ("username", "password", "new_password", "cancel")
+_NEXT_STATES = {move: target for move, (target, _handler) in TABLE.items()}
 
 
 def _prompt(prompt, message, **extra):
@@ -87,11 +107,14 @@ class LoginDialogue:
     """One connection's login dialogue (server role)."""
 
     def __init__(self, max_attempts=3):
-        self.state = ASK_USERNAME
+        self.machine = Machine("login dialogue (server)", _NEXT_STATES, ASK_USERNAME)
         self.attempts_left = max_attempts
         self.username = None
         self._steps = 0
-        self._error = None
+
+    @property
+    def state(self):
+        return self.machine.state
 
     def start(self):
         """The first outputs: the username prompt."""
@@ -99,101 +122,117 @@ class LoginDialogue:
 
     def receive(self, packet):
         """Outputs for one Login packet from the client."""
-        if self._error is not None:
-            raise self._error
+        self.machine.check()
         fields = [k for k in _CLIENT_EVENTS if k in packet.data]
         if len(fields) != 1 or packet.data.get("cancel", True) is not True:
-            return self._fail_remote("a Login answer has exactly one of "
-                                     "username, password, new_password, cancel: true")
+            raise self.machine.fail(RemoteProtocolError(
+                "a Login answer has exactly one of username, password, new_password, "
+                "cancel: true", code="bad_login"))
         self._steps += 1
+        event, value = fields[0], packet.data[fields[0]]
         if self._steps > MAX_STEPS:
-            return self._finish(Refused("too_many_steps", "Too many login steps; "
-                                        "connect again to retry."))
-        return self._dispatch(fields[0], packet.data[fields[0]], RemoteProtocolError)
+            event = "too_many_steps"
+        return self._dispatch(self._sharpen(event, value), value, RemoteProtocolError)
 
     def outcome(self, event, detail=None):
         """Outputs for the database's answer to the last action."""
-        return self._dispatch(event, detail, LocalProtocolError)
+        self.machine.check()
+        return self._dispatch(self._sharpen(event, detail), detail, LocalProtocolError)
+
+    def _sharpen(self, event, value):
+        """The event the table knows, from the raw one and what it carries."""
+        if event == "username" and not _valid(rules.check_username, value):
+            return "bad_username"
+        if event == "new_password" and not _valid(rules.check_password, value):
+            return "bad_new_password"
+        if event == "password" and (not isinstance(value, str)
+                                    or len(value) > rules.PASSWORD_MAX):
+            event = "wrong_password"            # nothing to verify: it cannot be right
+        if event == "wrong_password" and self.attempts_left <= 1:
+            return "last_wrong_password"
+        return event
 
     def _dispatch(self, event, value, error_class):
-        if self._error is not None:
-            raise self._error
-        handler = TABLE.get((self.state, event))
-        if handler is None:
-            self._error = illegal_move(error_class, "login dialogue (server)", self.state, event)
-            self.state = ERROR
-            raise self._error
-        return getattr(self, handler)(value)
+        move = (self.state, event)
+        self.machine.move(event, error_class)
+        return getattr(self, TABLE[move][1])(value)
 
-    def _fail_remote(self, reason):
-        self._error = RemoteProtocolError(reason, code="bad_login")
-        self.state = ERROR
-        raise self._error
-
-    # -- handlers -----------------------------------------------------------
-    def _on_username(self, name):
-        try:
-            self.username = rules.check_username(name)
-        except rules.RuleError as error:
-            return [_prompt("username", error.reason)]
-        self.state = CHECKING
+    # -- handlers: the outputs of one move (the table has set the state) ------
+    def _check_user(self, name):
+        self.username = rules.check_username(name)
         return [CheckUser(self.username)]
 
+    def _username_rule(self, name):
+        return [_prompt("username", _rule_broken(rules.check_username, name))]
+
     def _ask_password(self, _detail=None, message=None):
-        self.state = ASK_PASSWORD
         message = message or f"Password for {self.username}:"
         return [_prompt("password", message, attempts_left=self.attempts_left,
                         username=self.username)]
 
     def _offer_create(self, _detail):
-        self.state = ASK_NEW_PASSWORD
         return [_prompt("new_password", f"There is no account '{self.username}'. "
                         f"Choose a password (at least {rules.PASSWORD_MIN} characters) "
                         "to create it, or cancel.", username=self.username)]
 
-    def _on_password(self, password):
-        if not isinstance(password, str) or len(password) > rules.PASSWORD_MAX:
-            return self._on_wrong_password(None)
-        self.state = VERIFYING
+    def _verify(self, password):
         return [VerifyPassword(self.username, password)]
 
-    def _on_verified(self, _detail):
-        return self._finish(LoggedIn(self.username, created=False))
+    def _verified(self, _detail):
+        return [LoggedIn(self.username, created=False)]
 
-    def _on_wrong_password(self, _detail):
+    def _wrong_password(self, _detail):
         self.attempts_left -= 1
-        if self.attempts_left <= 0:
-            return self._finish(Refused("too_many_attempts",
-                                        "Wrong password, and that was the last try; "
-                                        "the connection is closed."))
         return self._ask_password(message=f"Wrong password for {self.username}. "
                                           f"{self.attempts_left} tries left.")
 
-    def _on_throttled(self, detail):
+    def _last_wrong_password(self, _detail):
+        self.attempts_left = 0
+        return [Refused("too_many_attempts", "Wrong password, and that was the last try; "
+                                             "the connection is closed.")]
+
+    def _password_again(self, detail):
         return self._ask_password(message=detail or "Too many failed logins; "
                                   "wait a little and try again.")
 
-    def _on_new_password(self, password):
-        try:
-            rules.check_password(password)
-        except rules.RuleError as error:
-            return [_prompt("new_password", error.reason, username=self.username)]
-        self.state = CREATING
+    def _create(self, password):
         return [CreateAccount(self.username, password)]
 
-    def _on_created(self, _detail):
-        return self._finish(LoggedIn(self.username, created=True))
+    def _password_rule(self, password):
+        return [_prompt("new_password", _rule_broken(rules.check_password, password),
+                        username=self.username)]
 
-    def _on_create_failed(self, reason):
-        self.state = ASK_USERNAME
+    def _new_password_again(self, detail):
+        return [_prompt("new_password", detail or "The server is busy; try again.",
+                        username=self.username)]
+
+    def _created(self, _detail):
+        return [LoggedIn(self.username, created=True)]
+
+    def _name_taken(self, reason):
         return [_prompt("username", reason or "That account could not be created; "
                         "choose another username.")]
 
     def _restart(self, _value):
-        self.state = ASK_USERNAME
         self.username = None
         return self.start()
 
-    def _finish(self, result):
-        self.state = DONE if isinstance(result, LoggedIn) else FAILED
-        return [result]
+    def _too_many_steps(self, _value):
+        return [Refused("too_many_steps", "Too many login steps; connect again to retry.")]
+
+
+def _valid(check, value):
+    try:
+        check(value)
+    except rules.RuleError:
+        return False
+    return True
+
+
+def _rule_broken(check, value):
+    """The sentence of the rule `value` breaks (never the value itself)."""
+    try:
+        check(value)
+    except rules.RuleError as error:
+        return error.reason
+    return ""

@@ -62,8 +62,8 @@ def system_packet(event, message):
     return Packet("System", {"event": event, "message": message})
 
 
-_DB_OUTCOMES = {"wrong_password": "wrong_password", "throttled": "throttled",
-                "busy": "throttled", "exists": "create_failed"}
+_ACTIONS = {dialogue_mod.CheckUser: "Exists", dialogue_mod.VerifyPassword: "Verify",
+            dialogue_mod.CreateAccount: "Create"}
 
 
 class LoginSession:
@@ -176,20 +176,14 @@ class LoginSession:
         return None
 
     def _perform(self, action):
-        """Carry out a dialogue action with the database; the dialogue's next outputs."""
-        if isinstance(action, dialogue_mod.CheckUser):
-            exists = self._db_call("Exists", username=action.username)["exists"]
-            return self.dialogue.outcome("exists" if exists else "missing")
-        op = "Verify" if isinstance(action, dialogue_mod.VerifyPassword) else "Create"
-        try:
-            self.ticket = self._db_call(op, username=action.username,
-                                        password=action.password)["ticket"]
-        except DbError as error:
-            if error.code not in _DB_OUTCOMES and op == "Verify":
-                raise
-            return self.dialogue.outcome(_DB_OUTCOMES.get(error.code, "create_failed"),
-                                         error.reason)
-        return self.dialogue.outcome("verified" if op == "Verify" else "created")
+        """Carry out a dialogue action with the database; the dialogue's next outputs.
+
+        The monitor names the outcome (exists, verified, busy, ...) in the
+        reply, and the dialogue takes it as it is.
+        """
+        reply = self._db_call(_ACTIONS[type(action)], **action._asdict())
+        self.ticket = reply.get("ticket")
+        return self.dialogue.outcome(reply["outcome"], reply.get("reason"))
 
     def _say_hello(self):
         """Connect to the database as a login connection. A database that goes
@@ -215,12 +209,12 @@ class LoginSession:
         except DbUnavailable:
             log.warning("database connection lost during %s; retrying once", op)
         self._say_hello()
-        try:
-            return self.db.call(op, **fields)
-        except DbError as error:
-            if op == "Create" and error.code == "exists":   # did our first try commit?
-                return self.db.call("Verify", **fields)
-            raise
+        reply = self.db.call(op, **fields)
+        if op == "Create" and reply["outcome"] == "create_failed":   # did our first try commit?
+            verified = self.db.call("Verify", **fields)
+            if verified["outcome"] == "verified":
+                return {**verified, "outcome": "created"}
+        return reply
 
     def _logged_in(self, result):
         self.send_all([Packet("Welcome", {"user": result.username, "created": result.created})])

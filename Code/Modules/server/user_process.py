@@ -28,11 +28,13 @@ import signal
 import socket
 import time
 
-from Modules.wire import protocol
+from Modules import operations
 from Modules.database.link import DbError, DbLink, DbUnavailable, Notice, Push, Reply
+from Modules.runtime import close_connection, restore_default_signals, start_process
+from Modules.wire import protocol
 from Modules.wire.errors import LocalProtocolError, ProtocolError
 from Modules.wire.framing import CLOSED, NEED_DATA
-from Modules.runtime import close_connection, restore_default_signals, start_process
+from Modules.wire.machine import Machine
 from Modules.wire.serializers import Packet
 
 log = logging.getLogger("parley.user")
@@ -41,8 +43,24 @@ MAX_CLIENT_BUFFER = 8 * 1024 * 1024
 MAX_PENDING = 1000
 MAX_DB_BACKLOG = 4 * 1024 * 1024   # bytes queued for the database before we stop reading
 SHUTDOWN_GRACE = 3.0
-_RELAYED = {"Send": ("to", "subject", "body", "client_id"), "Inbox": ("before", "limit"),
-            "Read": ("id",), "Delete": ("ids",), "DeleteAccount": ()}
+
+# The session's life: RUNNING until something ends it; DRAINING after SIGTERM
+# (the client was told; requests in flight get their answers, new ones are not
+# read); CLOSING (this connection ends); HANDING_BACK (the account was deleted:
+# the connection goes back to a login process).
+RUNNING, DRAINING, CLOSING, HANDING_BACK = "RUNNING", "DRAINING", "CLOSING", "HANDING_BACK"
+_ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
+            "cannot_send", "database_gone", "drained")
+SESSION_MOVES = {
+    (RUNNING, "shutdown"): DRAINING,
+    (RUNNING, "account_deleted"): HANDING_BACK,
+    (DRAINING, "account_deleted"): HANDING_BACK,
+    **{(RUNNING, event): CLOSING for event in _ENDINGS if event != "drained"},
+    **{(DRAINING, event): CLOSING for event in _ENDINGS},
+    **{(CLOSING, event): CLOSING for event in _ENDINGS + ("shutdown", "account_deleted")},
+    **{(HANDING_BACK, event): HANDING_BACK for event in _ENDINGS + ("shutdown",)},
+}
+FINISHED = (CLOSING, HANDING_BACK)
 
 
 def _error(code, reason, rid=None, fatal=False):
@@ -70,15 +88,19 @@ class UserSession:
         self.subscribe_rid = None
         self.ready_sent = False
         self._registered = {}      # "client"/"db" -> events registered with the selector
-        self.closing = None        # None, "now", "after_pending", or "handback"
+        self.life = Machine(f"user session {self.user}", SESSION_MOVES, RUNNING)
         # Set by the SIGTERM handler, acted on by the loop: a handler must never
         # encrypt (it could interrupt conn.send() and reuse its nonce).
         self.shutdown_requested = False
         self.handback_state = None
         self.stop_at = None
 
+    @property
+    def state(self):
+        return self.life.state
+
     def _stopping(self):
-        return self.shutdown_requested or self.closing is not None
+        return self.shutdown_requested or self.state != RUNNING
 
     # -- set-up ----------------------------------------------------------------
     def start(self):
@@ -101,7 +123,7 @@ class UserSession:
                 self.db.call("Bind", ticket=self.ticket)
                 break
             except DbUnavailable:
-                if time.monotonic() > deadline or self.closing or self.shutdown_requested:
+                if time.monotonic() > deadline or self._stopping():
                     raise
                 time.sleep(0.05)
         self.db.sock.setblocking(False)
@@ -111,7 +133,7 @@ class UserSession:
     # -- the loop ----------------------------------------------------------------
     def run(self):
         while not self._finished():
-            if self.shutdown_requested and self.closing is None:
+            if self.shutdown_requested and self.state == RUNNING:
                 self.shutdown()
             self._update_interest()
             for key, mask in self.selector.select(self._timeout()):
@@ -127,18 +149,16 @@ class UserSession:
         self._encode_queued()
         if self.out:
             self._flush()
-        if self.db.out and self.closing != "now":   # not to a link already given up
+        if self.db.out and self.state != CLOSING:   # not to a link already given up
             self._on_writable("db")
 
     def _finished(self):
-        if self.closing == "now" or self.closing == "handback":
-            return True
-        if self.closing == "after_pending":
-            return not self.pending or time.monotonic() > self.stop_at
-        return False
+        if self.state == DRAINING and (not self.pending or time.monotonic() > self.stop_at):
+            self.life.move("drained")
+        return self.state in FINISHED
 
     def _timeout(self):
-        return 0.2 if self.closing else None
+        return None if self.state == RUNNING else 0.2
 
     def _update_interest(self):
         """Read from the client only while the database keeps up; write when due."""
@@ -195,7 +215,7 @@ class UserSession:
         except ProtocolError as error:
             log.info("%s: closing after protocol error: %s", self.user, error.reason)
             self._say_farewell(_error(error.code, error.reason, fatal=True))
-            self.closing = "now"
+            self.life.move("protocol_error")
 
     def _say_farewell(self, packet):
         try:
@@ -204,55 +224,50 @@ class UserSession:
             pass   # nothing can be said on this connection any more
 
     def _drain_client_events(self):
-        while self.closing is None:
+        while self.state == RUNNING:
             event = self.conn.next_event()
             if event is NEED_DATA:
                 return
             if event is CLOSED:
-                self.closing = "now"
+                self.life.move("client_closed")
                 return
             self._on_client_event(event)
 
     def _on_client_event(self, event):
         if isinstance(event, protocol.BadPacket):
             self._send(_error("bad_request", event.reason, event.rid))
-        elif event.op == "Ack":
-            self._forward_ack(event.data["ids"])
         elif event.op == "Logout":
             self._send(_system("goodbye", "Logged out. Goodbye."))
-            self.closing = "now"
+            self.life.move("logout")
         else:
-            self._relay(event)
+            self._relay(operations.get(event.op), event)
 
-    def _relay(self, packet):
-        rid = packet.data["rid"]
-        if packet.op == "DeleteAccount" and packet.data.get("confirm") is not True:
-            self._send(_error("bad_request", "DeleteAccount needs confirm: true", rid))
-            return
-        fields = {k: packet.data[k] for k in _RELAYED[packet.op] if k in packet.data}
+    def _relay(self, operation, packet):
+        """Pass a request on to the database with the registry's fields only.
+
+        An operation without a reply (Ack) is fire and forget: if the
+        database is away it is not acknowledged, so the message is pushed
+        again after the reconnect.
+        """
+        rid = packet.data.get("rid")
+        fields = {f.name: packet.data[f.name] for f in operation.fields if f.name in packet.data}
         try:
-            db_rid = self.db.send_request(packet.op, now=False, **fields)
+            db_rid = self.db.send_request(operation.name, now=False, **fields)
         except DbUnavailable:
-            self._send(_error("unavailable", "The server's database is restarting; "
-                                             "try again.", rid))
+            if operation.replies:
+                self._send(_error("unavailable", "The server's database is restarting; "
+                                                 "try again.", rid))
             return
         except LocalProtocolError:   # more than any rule allows: say so, go on
-            self._send(_error("too_large", f"This {packet.op} request is too large.", rid))
+            self._send(_error("too_large", f"This {operation.name} request is too large.",
+                              rid))
             return
-        self.pending[db_rid] = (packet.op, rid)
-
-    def _forward_ack(self, ids):
-        """Fire and forget: the database does not answer Acks."""
-        try:
-            self.db.send_request("Ack", now=False, ids=ids)
-        except DbUnavailable:
-            pass  # not acknowledged: pushed again after the reconnect
-        except LocalProtocolError:
-            self._send(_error("too_large", "This Ack lists too many ids."))
+        if operation.replies:
+            self.pending[db_rid] = (operation, rid)
 
     def _send(self, packet, force=False):
         """Queue a packet for the client; the loop encodes the turn's packets together."""
-        if self.closing == "now" and not force:
+        if self.state == CLOSING and not force:
             return
         self.conn.queue(packet)
 
@@ -260,14 +275,14 @@ class UserSession:
         try:
             self.out += self.conn.flush()
         except ProtocolError as error:   # e.g. nonces used up: nothing more can be sent
-            if self.closing is None:     # (after a farewell, it carried the queue)
+            if self.state != CLOSING:    # (after a farewell, it carried the queue)
                 log.warning("%s: cannot send any more (%s); closing", self.user, error.reason)
-            self.closing = "now"
+            self.life.move("cannot_send")
             return
         if len(self.out) > MAX_CLIENT_BUFFER:
             log.warning("%s: client is not reading; disconnecting", self.user)
             self.out.clear()
-            self.closing = "now"
+            self.life.move("cannot_send")
 
     def _flush(self):
         try:
@@ -276,7 +291,7 @@ class UserSession:
             return
         except OSError:
             self.out.clear()
-            self.closing = "now"
+            self.life.move("cannot_send")
             return
         del self.out[:sent]
 
@@ -313,7 +328,7 @@ class UserSession:
             if event.event == "account_deleted":
                 self._send(_system("account_deleted", "This account was deleted in "
                                                       "another session."))
-                self.closing = "now"
+                self.life.move("deleted_elsewhere")
         elif isinstance(event, Reply):
             self._on_reply(event)
 
@@ -323,20 +338,18 @@ class UserSession:
                 self._send(_system("ready", "Logged in.", user=self.user))
                 self.ready_sent = True
             return
-        op, rid = self.pending.pop(reply.rid, (None, None))
-        if op is None:
+        operation, rid = self.pending.pop(reply.rid, (None, None))
+        if operation is None:
             return
         if not reply.ok:
             self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid))
             return
-        fields = {k: v for k, v in reply.data.items() if k not in ("rid", "ok")}
+        fields = {name: reply.data[name] for name in operation.reply_fields()
+                  if name in reply.data}
         self._send(Packet("Result", {"rid": rid, **fields}))
-        if op == "DeleteAccount":
-            self._hand_back()
-
-    def _hand_back(self):
-        log.info("%s deleted the account; back to the login dialogue", self.user)
-        self.closing = "handback"
+        if operation.phase == operations.CLOSED:   # DeleteAccount: the account is gone
+            log.info("%s deleted the account; back to the login dialogue", self.user)
+            self.life.move("account_deleted")
 
     def _db_lost(self):
         log.warning("%s: database connection lost; reconnecting", self.user)
@@ -353,14 +366,14 @@ class UserSession:
             self._send(_error("unavailable", "The server's database is not available; "
                                              "reconnect later.", fatal=True), force=True)
             log.error("%s: %s", self.user, error)
-            self.closing = "now"
+            self.life.move("database_gone")
 
     # -- shutdown ----------------------------------------------------------------
     def shutdown(self):
         """SIGTERM: tell the client, let requests in flight finish, then close."""
-        if self.closing is None:
+        if self.state == RUNNING:
             self._send(_system("shutdown", "The server is shutting down."))
-            self.closing = "after_pending"
+            self.life.move("shutdown")
             self.stop_at = time.monotonic() + SHUTDOWN_GRACE
 
     def handback_payload(self):
@@ -390,7 +403,7 @@ def main(sock, handoff, back_channel, config):
         session._send(_error("unavailable", "The server's database is not available; "
                                             "try again later.", fatal=True), force=True)
         session._flush_blocking()
-    if session.closing == "handback":
+    if session.state == HANDING_BACK:
         back_channel.send(session.handback_payload())
     else:
         close_connection(sock)

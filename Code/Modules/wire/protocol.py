@@ -28,8 +28,10 @@ queued (one frame per burst), and `send(packet)` is both at once.
 
 from typing import NamedTuple
 
+from Modules import operations
 from Modules.wire import channel as channel_mod
-from Modules.wire.errors import LocalProtocolError, RemoteProtocolError, illegal_move
+from Modules.wire import machine as machine_mod
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
 from Modules.wire.framing import CLOSED, NEED_DATA
 from Modules.wire.serializers import JSON, Packet, get_serializer
 
@@ -40,13 +42,15 @@ PRE_LOGIN_MAX_PAYLOAD = 16 * 1024
 SESSION_MAX_PAYLOAD = 1024 * 1024   # a 64 KiB body JSON-escaped is up to 384 KiB
 
 HANDSHAKE, VERSION, OFFERED, LOGIN, SESSION, CLOSED_STATE, ERROR = (
-    "HANDSHAKE", "VERSION", "OFFERED", "LOGIN", "SESSION", "CLOSED", "ERROR")
+    "HANDSHAKE", "VERSION", "OFFERED", "LOGIN", "SESSION", "CLOSED", machine_mod.ERROR)
 
-_SESSION_REQUESTS = ("Send", "Inbox", "Read", "Delete", "DeleteAccount", "Ack", "Logout")
 _SERVER_ANY_TIME = ("System", "Error")
 
-# (sender, state, op) -> next state.  Every legal move is here.
+# (sender, state, op) -> next state.  Every legal move is here; "Handshake" is
+# a Noise handshake message (the server's, message 2, completes it).
 TRANSITIONS = {
+    ("client", HANDSHAKE, "Handshake"): HANDSHAKE,
+    ("server", HANDSHAKE, "Handshake"): VERSION,
     ("client", VERSION, "Version"): OFFERED,
     ("server", OFFERED, "Version"): LOGIN,
     ("client", LOGIN, "Login"): LOGIN,
@@ -56,16 +60,28 @@ TRANSITIONS = {
     ("server", SESSION, "Message"): SESSION,
     ("server", SESSION, "Result"): SESSION,
     ("server", SESSION, "Login"): LOGIN,
-    **{("client", SESSION, op): SESSION for op in _SESSION_REQUESTS},
+    **{("client", SESSION, op.name): SESSION for op in operations.CLIENT_OPERATIONS},
     **{("server", state, op): state
        for state in (VERSION, OFFERED, LOGIN, SESSION) for op in _SERVER_ANY_TIME},
 }
+# The same moves as the Machine's table: (state, (sender, op)) -> next state.
+_MOVES = {(state, (sender, op)): target for (sender, state, op), target in TRANSITIONS.items()}
 
 _STR, _INT, _BOOL, _LIST, _DICT, _NUM = str, int, bool, list, dict, (int, float)
 _OPT = False
 _REQ = True
+_RID = {"required": {"rid": (_INT, _REQ)}, "optional": {"rid": (_INT, _OPT)}, "none": {}}
 
-# (sender, op) -> {field: (type, required)}.  Unknown fields are ignored.
+
+def _session_schema(operation):
+    """A client operation's fields from the registry: (type, required) each."""
+    return {**_RID[operation.rid],
+            **{field.name: (field.kind, field.required) for field in operation.fields}}
+
+
+# (sender, op) -> {field: (type, required)}.  Unknown fields are ignored.  The
+# session operations come from the registry (`Modules/operations.py`); these
+# are the packets of the connection itself.
 SCHEMAS = {
     ("client", "Version"): {"versions": (_LIST, _REQ), "serializers": (_LIST, _REQ),
                             "software": (_STR, _OPT), "features": (_LIST, _OPT)},
@@ -76,14 +92,7 @@ SCHEMAS = {
     ("server", "Login"): {"prompt": (_STR, _REQ), "message": (_STR, _REQ),
                           "attempts_left": (_INT, _OPT), "username": (_STR, _OPT)},
     ("server", "Welcome"): {"user": (_STR, _REQ), "created": (_BOOL, _REQ)},
-    ("client", "Send"): {"rid": (_INT, _REQ), "to": (_STR, _REQ), "subject": (_STR, _REQ),
-                         "body": (_STR, _REQ), "client_id": (_STR, _REQ)},
-    ("client", "Inbox"): {"rid": (_INT, _REQ), "before": (_INT, _OPT), "limit": (_INT, _OPT)},
-    ("client", "Read"): {"rid": (_INT, _REQ), "id": (_INT, _REQ)},
-    ("client", "Delete"): {"rid": (_INT, _REQ), "ids": (_LIST, _REQ)},
-    ("client", "DeleteAccount"): {"rid": (_INT, _REQ), "confirm": (_BOOL, _REQ)},
-    ("client", "Ack"): {"ids": (_LIST, _REQ)},
-    ("client", "Logout"): {"rid": (_INT, _OPT)},
+    **{("client", op.name): _session_schema(op) for op in operations.CLIENT_OPERATIONS},
     ("server", "Result"): {"rid": (_INT, _REQ)},
     ("server", "Message"): {"id": (_INT, _REQ), "from": (_STR, _REQ), "to": (_STR, _REQ),
                             "subject": (_STR, _REQ), "body": (_STR, _REQ),
@@ -130,12 +139,15 @@ class Connection:
         self.role = role
         self.peer_role = _other(role)
         self.channel = chan
-        self.state = state
+        self.machine = machine_mod.Machine(f"connection ({role})", _MOVES, state)
         self.serializer = serializer
         self.batching = batching    # both ends agreed on "batch" in the Version exchange
         self._queued = []           # serialized payloads waiting for flush()
-        self._error = None
-        self._failed_in = None
+
+    @property
+    def state(self):
+        """HANDSHAKE, VERSION, OFFERED, LOGIN, SESSION, CLOSED or ERROR."""
+        return self.machine.state
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -152,7 +164,7 @@ class Connection:
 
     def export_state(self):
         """Everything needed to carry the live connection into another process."""
-        self._check_error()
+        self.machine.check()
         if self._queued:
             raise LocalProtocolError("flush() the queued packets before exporting",
                                      code="bad_state")
@@ -168,14 +180,16 @@ class Connection:
     # -- the handshake ------------------------------------------------------
     def start(self):
         """Client: the first handshake message."""
-        self._check_error()
+        self.machine.next_state(("client", "Handshake"), LocalProtocolError, "client",
+                                "Handshake")
         return self.channel.initiate()
 
     def accept(self):
         """Server, after ClientHello: the second handshake message."""
-        self._check_error()
+        self.machine.next_state(("server", "Handshake"), LocalProtocolError, "server",
+                                "Handshake")
         data = self.channel.accept()
-        self.state = VERSION
+        self._move("server", "Handshake", LocalProtocolError)
         return data
 
     def notice(self, text):
@@ -184,27 +198,25 @@ class Connection:
 
     # -- receiving ----------------------------------------------------------
     def receive_data(self, data):
-        self._check_error()
+        self.machine.check()
         self.channel.receive_data(data)
 
     def next_event(self):
         """A Packet, BadPacket, a channel event, NEED_DATA or CLOSED."""
-        self._check_error()
+        self.machine.check()
         try:
             return self._next_event()
         except (LocalProtocolError, RemoteProtocolError) as error:
-            self._error, self._failed_in = error, self.state
-            self.state = ERROR
-            raise
+            raise self.machine.fail(error) from None
 
     def _next_event(self):
         event = self.channel.next_event()
         if event is CLOSED:
-            self.state = CLOSED_STATE
+            self.machine.state = CLOSED_STATE   # the end of the stream ends every state
             return CLOSED
         if event is NEED_DATA or not isinstance(event, channel_mod.Data):
             if isinstance(event, channel_mod.HandshakeDone):
-                self.state = VERSION
+                self._move("server", "Handshake", RemoteProtocolError)
             return event
         return self._received_packet(event.payload)
 
@@ -228,28 +240,22 @@ class Connection:
 
     def queue(self, packet):
         """Check and serialize `packet`; its bytes come out of the next flush()."""
-        self._check_error()
+        self.machine.check()
         try:
             self._queued.append(self._serialize(packet))
         except (LocalProtocolError, RemoteProtocolError) as error:
-            self._fail(error)
-            raise
+            raise self.machine.fail(error) from None
 
     def flush(self):
         """The bytes of every queued packet, several per frame once batching is agreed."""
-        self._check_error()
+        self.machine.check()
         payloads, self._queued = self._queued, []
         try:
             if len(payloads) == 1 or not self.batching:
                 return b"".join(self.channel.send(payload) for payload in payloads)
             return self.channel.send_many(payloads)
         except (LocalProtocolError, RemoteProtocolError) as error:
-            self._fail(error)
-            raise
-
-    def _fail(self, error):
-        self._error, self._failed_in = error, self.state
-        self.state = ERROR
+            raise self.machine.fail(error) from None
 
     def _serialize(self, packet):
         serializer = self._serializer_for_sending(packet)
@@ -274,10 +280,11 @@ class Connection:
 
     def farewell(self, packet):
         """The bytes of a last packet (a fatal Error) after the peer broke the protocol."""
-        if self.state != ERROR or not isinstance(self._error, RemoteProtocolError) \
-                or self._failed_in == HANDSHAKE:
+        failed_in = self.machine.failed_in
+        if self.state != ERROR or not isinstance(self.machine.error, RemoteProtocolError) \
+                or failed_in == HANDSHAKE:
             raise LocalProtocolError("a farewell follows only the peer's protocol error")
-        serializer = JSON if self._failed_in in (VERSION, OFFERED) else self.serializer
+        serializer = JSON if failed_in in (VERSION, OFFERED) else self.serializer
         queued, self._queued = self._queued, []
         return self.channel.farewell(serializer.dumps(packet), before=queued)
 
@@ -294,21 +301,14 @@ class Connection:
         self.serializer = get_serializer(name)
 
     def _next_state(self, sender, op, error_class):
-        next_state = TRANSITIONS.get((sender, self.state, op))
-        if next_state is None:
-            raise illegal_move(error_class, sender, self.state, op)
-        return next_state
+        return self.machine.next_state((sender, op), error_class, sender, op)
 
     def _move(self, sender, op, error_class):
-        next_state = self._next_state(sender, op, error_class)
-        if self.role == "server" and next_state != self.state:
+        previous = self.state
+        next_state = self.machine.move((sender, op), error_class, sender, op)
+        if self.role == "server" and next_state != previous:
             self.channel.max_payload = (SESSION_MAX_PAYLOAD if next_state == SESSION
                                         else PRE_LOGIN_MAX_PAYLOAD)
-        self.state = next_state
-
-    def _check_error(self):
-        if self._error is not None:
-            raise self._error
 
 
 def choose_version(offer):

@@ -1,0 +1,240 @@
+"""What the monitor answers: one small answer set per role, and the dispatch tables.
+
+Like OpenSSH's monitor, every monitor connection is in a *phase* and may
+send only the requests of its phase's table (`TABLES`). The tables are
+built from the registry (`Modules/operations.py`): each entry carries the
+operation, the method that answers it and its flags:
+
+* `once`: at most once per connection (Hello, Bind, Subscribe);
+* `no_reply`: nothing is sent back (Ack);
+* `phase`: the phase the connection enters when the request is *accepted*
+  (Hello: login, Bind: user, DeleteAccount: closed); until it has been
+  answered nothing else is accepted (`Modules/database/connection.py`).
+
+An answer set is built for one connection and one role: `NewAnswers`
+(Hello, Bind), `LoginAnswers` (Exists, Verify, Create) and `UserAnswers`
+(Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount). Every answer is
+a coroutine `answer(args)` that gets the request's fields already
+validated by the registry and returns the reply's fields, or a `Refusal`
+for an outcome the caller must be told as a failure (a stale ticket, a
+message that is not there). Outcomes a login expects (a wrong password, a
+throttled or busy hasher, a taken name) are plain values in the reply's
+`outcome` field, which the login process hands to its dialogue unchanged.
+A user answer acts as the connection's own user (`conn.user`, recorded at
+Bind), never as any name a request carries.
+
+How it fails: an answer raises only for the unexpected; the connection
+turns that into an "internal" refusal and logs it.
+"""
+
+import logging
+import time
+from typing import NamedTuple
+
+from Modules import operations
+from Modules.database import auth, storage
+from Modules.database.writer import CommitFailed
+
+log = logging.getLogger("parley.database")
+
+WRONG_PASSWORD = "Wrong username or password."
+BUSY = "The server is busy with other logins; try again in a moment."
+NAME_TAKEN = "That username is taken."
+
+
+class Refusal(NamedTuple):
+    """An answer that is a failure for the caller: `ok: false`, a code, a sentence."""
+
+    code: str
+    reason: str
+
+
+def refusal_for(error):
+    """The Refusal an exception from a request stands for (None: unexpected)."""
+    if isinstance(error, CommitFailed):
+        return Refusal("unavailable", "The server could not store this change; try again.")
+    if isinstance(error, storage.NoSuchAccount):     # a request racing its account's deletion
+        return Refusal("account_deleted", "This account has been deleted.")
+    return None
+
+
+def _now():
+    return time.time()
+
+
+class _Answers:
+    """What every answer set has: its connection and the shared monitor."""
+
+    def __init__(self, conn):
+        self.conn, self.monitor = conn, conn.monitor
+
+    def job(self, fn, *args, after=None, lazy=False):
+        return self.monitor.job(fn, *args, after=after, lazy=lazy)
+
+
+class NewAnswers(_Answers):
+    """Phase "new": a connection says what it is, once."""
+
+    async def hello(self, args):
+        self.conn.peer = args["peer"]
+        self.conn.address = args["address"] or args["peer"]   # the throttle's key
+        return {}
+
+    async def bind(self, args):
+        bound = auth.check_ticket(self.monitor.ticket_secret, args["ticket"])
+        account = bound and await self.job(storage.account, bound[1])
+        if not account or account["id"] != bound[0] or account["state"] != "active":
+            return Refusal("bad_ticket", "That session is no longer valid; log in again.")
+        self.conn.user = bound[1]
+        return {"user": self.conn.user}
+
+
+class LoginAnswers(_Answers):
+    """Phase "login": a login process asks about accounts, never about messages."""
+
+    async def exists(self, args):
+        found = await self.job(storage.user_exists, args["username"])
+        return {"outcome": "exists" if found else "missing"}
+
+    async def verify(self, args):
+        username = args["username"]
+        wait = self.monitor.throttle.wait_time(username, self.conn.address)
+        if wait > 0:
+            return {"outcome": "throttled", "reason": f"Too many failed logins; try again "
+                                                      f"in {max(1, round(wait))} seconds."}
+        stored, account_id = await self.job(storage.credentials, username)
+        try:
+            ok, new_hash = await self.monitor.hasher.verify(args["password"], stored)
+        except auth.Busy:
+            return {"outcome": "busy", "reason": BUSY}
+        now = _now()
+        if not ok:
+            self.monitor.throttle.failed(username, self.conn.address)
+            if stored is not None:
+                await self.job(storage.record_login, username, now, False)
+            log.info("failed login for %s from %s", username, self.conn.peer)
+            return {"outcome": "wrong_password", "reason": WRONG_PASSWORD}
+        if new_hash:
+            await self.job(storage.set_password_hash, username, new_hash, now)
+        log.info("login of %s from %s", username, self.conn.peer)
+        return await self._logged_in("verified", username, account_id, now)
+
+    async def create(self, args):
+        username = args["username"]
+        try:
+            password_hash = await self.monitor.hasher.hash(args["password"])
+        except auth.Busy:
+            return {"outcome": "busy", "reason": BUSY}
+        now = _now()
+        try:
+            account_id = await self.job(storage.create_account, username, password_hash, now)
+        except storage.AccountExists:
+            return {"outcome": "create_failed", "reason": NAME_TAKEN}
+        log.info("account %s created from %s", username, self.conn.peer)
+        return await self._logged_in("created", username, account_id, now)
+
+    async def _logged_in(self, outcome, username, account_id, now):
+        self.monitor.throttle.succeeded(username)
+        await self.job(storage.record_login, username, now, True)
+        return {"outcome": outcome,
+                "ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username)}
+
+
+class UserAnswers(_Answers):
+    """Phase "user": every answer acts as `conn.user`, the account Bind named."""
+
+    async def subscribe(self, _args):
+        self.conn.subscription_started()
+        rows = await self.job(storage.undelivered, self.conn.user,
+                              after=self.conn.push_backlog)
+        return {"backlog": len(rows)}
+
+    async def send(self, args):
+        result = await self.job(
+            storage.store_message, self.conn.user, args["to"], args["subject"], args["body"],
+            args["client_id"], _now(),
+            after=lambda stored: self.monitor.hub.deliver(stored["deliveries"]))
+        fields = {"id": result["id"], "bounced": result["bounced"],
+                  "duplicate": result["duplicate"]}
+        if result.get("note"):
+            fields["note"] = result["note"]
+        return fields
+
+    async def ack(self, args):
+        """No reply: the commit may wait to share a later transaction (lazy)."""
+        await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(), lazy=True)
+
+    async def inbox(self, args):
+        messages, more = await self.job(storage.inbox, self.conn.user, args["before"],
+                                        args["limit"])
+        return {"messages": messages, "more": more}
+
+    async def read(self, args):
+        message = await self.job(storage.read_message, self.conn.user, args["id"], _now())
+        if message is None:
+            return Refusal("not_found", f"You have no message {args['id']}.")
+        return {"message": message}
+
+    async def delete(self, args):
+        deleted, missing = await self.job(storage.delete_messages, self.conn.user, args["ids"])
+        return {"deleted": deleted, "missing": missing}
+
+    async def delete_account(self, _args):
+        user = self.conn.user
+        bounced = await delete_account(self.monitor, user)
+        self.monitor.hub.account_deleted(user, origin=self.conn)
+        self.conn.subscription_ended()
+        log.info("account %s deleted; %d unread messages returned", user, bounced)
+        return {"deleted": True, "bounced": bounced}
+
+
+async def delete_account(monitor, username):
+    """The crash-safe deletion steps, each committed before the next begins."""
+    await monitor.job(storage.mark_deleting, username)
+    bounces = await monitor.job(storage.bounce_and_clear_inbox, username, _now(),
+                                after=monitor.hub.deliver)
+    await monitor.job(storage.remove_password, username)
+    await monitor.job(storage.remove_account, username)
+    return len(bounces)
+
+
+# -- the dispatch tables ------------------------------------------------------------
+
+class Entry(NamedTuple):
+    """One row of a role's table: the operation, its answer and its flags."""
+
+    operation: operations.Operation
+    answer: object              # the unbound coroutine method of the role's answer set
+    answers: type               # the answer set it belongs to
+    once: bool
+    no_reply: bool
+    phase: str | None
+
+
+ANSWER_SETS = {operations.NEW: NewAnswers, operations.LOGIN: LoginAnswers,
+               operations.USER: UserAnswers}
+
+
+def _table(role):
+    answers = ANSWER_SETS[role]
+    return {op.name: Entry(op, getattr(answers, op.handler), answers, op.once,
+                           not op.replies, op.phase)
+            for op in operations.for_role(role)}
+
+
+# phase -> {operation name: Entry}.  Every request a monitor connection may make.
+TABLES = {role: _table(role) for role in ANSWER_SETS}
+TABLES[operations.CLOSED] = {}
+
+
+def describe_tables():
+    """The tables as docs/DESIGN.md quotes them: one line per entry."""
+    lines = []
+    for phase, table in TABLES.items():
+        lines.append(f"{phase}:" + ("" if table else " (nothing)"))
+        for name, entry in table.items():
+            flags = [flag for flag, on in (("once", entry.once), ("no reply", entry.no_reply))
+                     if on] + ([f"phase -> {entry.phase}"] if entry.phase else [])
+            lines.append(f"  {name:<14} {entry.answers.__name__}.{entry.operation.handler}"
+                         + (f"  [{', '.join(flags)}]" if flags else ""))
+    return "\n".join(lines)

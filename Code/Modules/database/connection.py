@@ -1,0 +1,320 @@
+"""One monitor connection: requests checked against its phase's table, answers out.
+
+Talks to: one login or user process over the monitor's Unix socket
+(length-prefixed frames of the binary serializer; `Modules/database/link.py`
+is the other end), and to the `Monitor` the whole process shares (the
+writer, the hasher, the throttle, the hub of subscribers).
+
+A request is *accepted* when its operation is in the table of the
+connection's phase (`answers.TABLES`), it was not a once-only request
+already accepted, and its fields pass the registry's validation; anything
+else outside the table is refused, logged, and the connection closed, as
+OpenSSH's monitor does. A request that fails validation is answered with a
+refusal and changes nothing. The phase a request leads to is decided when
+it is accepted, and while that request is being answered every later
+request waits (at most `MAX_HELD`): a pipelined `Bind`, `Hello`, `Exists`
+therefore ends with the Bind's answer and the Hello refused in the user
+phase, and a pipelined `Bind`, `Subscribe` works as one would hope. If an
+accepted phase change is refused (a stale ticket), the connection closes.
+
+Output: replies and pushes of one loop turn leave in one write. Pushes are
+packed into `Push` packets of bounded size. Subscriptions are a state
+machine (`SUBSCRIPTION_MOVES`): until the stored backlog has been read
+and sent, new messages for the user are buffered, so the recipient sees
+everything in commit order, the backlog first. A process that stops
+reading is cut off once `MAX_WRITE_BUFFER` bytes wait for it.
+
+How it fails: undecodable frames, a request without an integer rid, or a
+request outside the table close this connection only. An answer that
+raises unexpectedly becomes an "internal" refusal, logged; the connection
+goes on.
+"""
+
+import asyncio
+import functools
+import logging
+from collections import deque
+
+from Modules import operations, rules
+from Modules.database.answers import TABLES, Refusal, refusal_for
+from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
+from Modules.wire.framing import NEED_DATA, FrameDecoder, encode_frame
+from Modules.wire.machine import Machine
+from Modules.wire.serializers import BINARY, Packet
+
+log = logging.getLogger("parley.database")
+
+MAX_FRAME = 2 * 1024 * 1024           # as the link: above a session's 1 MiB packets
+MAX_WRITE_BUFFER = 16 * 1024 * 1024   # a user process that stops reading is cut off
+MAX_HELD = 64                         # requests waiting behind a phase change
+PUSH_BYTES = 256 * 1024               # worst-case UTF-8 size of one Push packet
+INTERNAL = Refusal("internal", "The server hit an internal error with this request.")
+SHUTTING_DOWN = Refusal("unavailable", "The database is shutting down.")
+
+# A connection's subscription to new messages.
+UNSUBSCRIBED, BUFFERING, LIVE, ENDED = "UNSUBSCRIBED", "BUFFERING", "LIVE", "ENDED"
+SUBSCRIPTION_MOVES = {
+    (UNSUBSCRIBED, "subscribe"): BUFFERING,     # pushes wait while the backlog is read
+    (BUFFERING, "backlog_sent"): LIVE,          # from now on pushes go straight out
+    (UNSUBSCRIBED, "end"): ENDED,
+    (BUFFERING, "end"): ENDED,
+    (LIVE, "end"): ENDED,
+    (ENDED, "end"): ENDED,
+}
+
+
+class Hub:
+    """Who is subscribed for pushes; shared by every connection of the process."""
+
+    def __init__(self):
+        self.subscribers = {}   # username -> set of MonitorConnection
+
+    def add(self, conn):
+        self.subscribers.setdefault(conn.user, set()).add(conn)
+
+    def remove(self, conn):
+        conns = self.subscribers.get(conn.user)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.subscribers[conn.user]
+
+    def deliver(self, deliveries):
+        """After-commit hook: push each (recipient, message) to its connections."""
+        for recipient, message in deliveries:
+            for conn in self.subscribers.get(recipient, ()):
+                conn.queue_push(message)
+
+    def account_deleted(self, username, origin):
+        for conn in list(self.subscribers.get(username, ())):
+            if conn is not origin:
+                conn.send_notice("account_deleted")
+                conn.close()
+
+
+class MonitorConnection(asyncio.Protocol):
+    """One login or user process's connection, with its phase and its table."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self.phase = operations.NEW
+        self.user = None                  # set by Bind, from the monitor's own record
+        self.peer = self.address = "?"
+        self.decoder = FrameDecoder(MAX_FRAME)
+        self.transport = None
+        self.subscription = Machine("subscription", SUBSCRIPTION_MOVES, UNSUBSCRIBED)
+        self._buffered = []               # pushes held while the backlog is sent
+        self._accepted_once = set()       # once-only operations already accepted
+        self._changing_phase = False      # an accepted phase change is being answered
+        self._held = deque()              # requests received meanwhile
+        self._answer_sets = {}
+        self._outbox = []                 # pushes waiting for the end of this loop turn
+        self._wbuf = bytearray()          # frames waiting for the end of this loop turn
+
+    # -- transport events ----------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        self.monitor.connections.add(self)
+
+    def connection_lost(self, exc):
+        self.monitor.connections.discard(self)
+        self.subscription_ended()
+        self.phase = operations.CLOSED
+
+    def data_received(self, data):
+        try:
+            self.decoder.receive_data(data)
+            while (frame := self.decoder.next_event()) is not NEED_DATA:
+                self.receive(BINARY.loads(frame))
+        except RemoteProtocolError as error:
+            log.warning("closing %s connection (%s): %s", self.phase, self.describe(),
+                        error.reason)
+            self.close()
+
+    def describe(self):
+        return f"user {self.user}" if self.user else f"peer {self.peer}"
+
+    def closed(self):
+        return self.transport is None or self.transport.is_closing()
+
+    def close(self):
+        self.phase = operations.CLOSED
+        self._held.clear()
+        if self.transport is not None:
+            self._flush_writes()
+            self.transport.close()
+
+    # -- requests --------------------------------------------------------------
+    def receive(self, packet):
+        """One request: accepted now, or held until a phase change is answered."""
+        if self.closed():
+            return
+        if not self._changing_phase:
+            self._accept(packet)
+        elif len(self._held) < MAX_HELD:
+            self._held.append(packet)
+        else:
+            log.warning("%s sent too many requests behind a phase change; closing",
+                        self.describe())
+            self.close()
+
+    def _accept(self, packet):
+        rid = packet.data.get("rid")
+        if type(rid) is not int:   # noqa: E721 -- not a bool, not a huge string echoed back
+            log.warning("request without an integer rid from %s; closing", self.describe())
+            self.close()
+            return
+        entry = TABLES[self.phase].get(packet.op)
+        if entry is None or packet.op in self._accepted_once:
+            self._refuse_and_close(rid, packet.op, entry is not None)
+            return
+        try:
+            args = entry.operation.validate(packet.data)
+        except rules.RuleError as error:   # not accepted: refused, nothing changes
+            self._answered(rid, entry, Refusal(error.code, error.reason))
+            return
+        except Exception as error:         # a bug in the registry must not end the loop
+            self._answered(rid, entry, self._internal(entry, error))
+            return
+        if entry.once:
+            self._accepted_once.add(packet.op)
+        if entry.phase is not None:
+            self.phase, self._changing_phase = entry.phase, True
+        answer = entry.answer(self._answer_set(entry.answers), args)
+        asyncio.get_running_loop().create_task(answer).add_done_callback(
+            functools.partial(self._task_done, rid, entry))
+
+    def _refuse_and_close(self, rid, op, again):
+        what = "may be sent once" if again else "is not allowed here"
+        log.warning("refused %s request from %s connection (%s): it %s; closing",
+                    op, self.phase, self.describe(), what)
+        self.reply_error(rid, "refused", f"{op} {what}")
+        self.close()
+
+    def _answer_set(self, kind):
+        answers = self._answer_sets.get(kind)
+        if answers is None:
+            answers = self._answer_sets[kind] = kind(self)
+        return answers
+
+    def _task_done(self, rid, entry, task):
+        if task.cancelled():
+            answer = SHUTTING_DOWN
+        elif task.exception() is not None:
+            answer = refusal_for(task.exception()) or self._internal(entry, task.exception())
+        else:
+            answer = task.result()
+        self._answered(rid, entry, answer)
+
+    def _internal(self, entry, error):
+        log.error("%s from %s failed: %s: %s", entry.operation.name, self.describe(),
+                  type(error).__name__, error)
+        return INTERNAL
+
+    def _answered(self, rid, entry, answer):
+        refused = isinstance(answer, Refusal)
+        if entry.no_reply:
+            if refused:
+                log.info("%s from %s not done: %s", entry.operation.name, self.describe(),
+                         answer.reason)
+        elif refused:
+            self.reply_error(rid, answer.code, answer.reason)
+        else:
+            self.reply(rid, answer or {})
+        if self._changing_phase and entry.phase is not None:
+            self._changing_phase = False
+            if refused:
+                self.close()      # the phase it decided cannot be entered
+            else:
+                self._release_held()
+
+    def _release_held(self):
+        while self._held and not self._changing_phase and not self.closed():
+            self._accept(self._held.popleft())
+
+    # -- output --------------------------------------------------------------
+    def send(self, packet):
+        """Queue a frame; every frame of this loop turn leaves in one write."""
+        if self.closed():
+            return
+        try:
+            frame = encode_frame(BINARY.dumps(packet), MAX_FRAME)
+        except LocalProtocolError as error:   # a reply we cannot frame: this one ends
+            log.error("cannot send %s to %s: %s; closing", packet.op, self.describe(),
+                      error.reason)
+            self.close()
+            return
+        if not self._wbuf:
+            asyncio.get_running_loop().call_soon(self._flush_writes)
+        self._wbuf += frame
+
+    def _flush_writes(self):
+        if not self._wbuf or self.transport.is_closing():
+            return
+        data, self._wbuf = bytes(self._wbuf), bytearray()
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("%s does not read its pushes; disconnecting it", self.describe())
+            self.close()
+
+    def reply(self, rid, fields):
+        self.send(Packet("Reply", {"rid": rid, "ok": True, **fields}))
+
+    def reply_error(self, rid, code, reason):
+        self.send(Packet("Reply", {"rid": rid, "ok": False, "code": code, "reason": reason}))
+
+    def send_notice(self, event):
+        self.send(Packet("Notice", {"event": event}))
+
+    # -- the subscription ------------------------------------------------------
+    def subscription_started(self):
+        """Subscribe accepted: buffer new messages until the backlog is sent."""
+        if self.subscription.state == ENDED:   # the connection was lost meanwhile
+            return
+        self.subscription.move("subscribe")
+        self.monitor.hub.add(self)
+
+    def push_backlog(self, rows):
+        """After-commit hook of the backlog read: send it, then what came meanwhile."""
+        if self.subscription.state != BUFFERING:   # the connection ended meanwhile
+            return
+        self.subscription.move("backlog_sent")
+        buffered, self._buffered = self._buffered, []
+        last = rows[-1]["id"] if rows else 0
+        self._send_pushes(rows)
+        for message in buffered:
+            if message["id"] > last:
+                self.queue_push(message)
+
+    def subscription_ended(self):
+        if self.subscription.state != UNSUBSCRIBED:
+            self.monitor.hub.remove(self)
+        self.subscription.move("end")
+        self._buffered = []
+
+    def queue_push(self, message):
+        """Called from the after-commit hook; pushes leave once per loop turn."""
+        state = self.subscription.state
+        if state == BUFFERING:
+            self._buffered.append(message)
+        elif state == LIVE:
+            if not self._outbox:
+                asyncio.get_running_loop().call_soon(self._flush_pushes)
+            self._outbox.append(message)
+
+    def _flush_pushes(self):
+        messages, self._outbox = self._outbox, []
+        self._send_pushes(messages)
+
+    def _send_pushes(self, messages):
+        """Push packets of at most PUSH_BYTES of text each (frames are bounded)."""
+        batch, size = [], 0
+        for message in messages:
+            weight = 256 + 4 * (len(message["body"]) + len(message["subject"]))
+            if batch and size + weight > PUSH_BYTES:
+                self.send(Packet("Push", {"messages": batch}))
+                batch, size = [], 0
+            batch.append(message)
+            size += weight
+        if batch:
+            self.send(Packet("Push", {"messages": batch}))

@@ -1,0 +1,231 @@
+"""The registry: every operation a session or a monitor connection may send, once.
+
+One declarative table, `OPERATIONS`. Each `Operation` says:
+
+* `name`, and the monitor *role* whose connections may send it: "new" (a
+  connection that has not said who it is), "login" (a login process),
+  "user" (a user process, bound to one account);
+* `fields`: the request's fields, each a `Field` with its type, whether
+  it is required, its limits (`low`/`high`: a number's range, a string's
+  length, a list's number of items; `items`: the Field of a list's items)
+  and the rule it must meet (`check`, from `Modules.rules`);
+* `reply`: the fields of the answer ("note?" marks an optional one);
+* flags: `client` (a client sends it on the TCP connection), `relayed`
+  (the user process passes it on to the monitor), `replies` (the monitor
+  answers it; an Ack gets no answer), `once` (at most once per
+  connection), `phase` (the monitor phase the connection enters when the
+  request is accepted), and `rid` (whether the client's request id is
+  required, optional or absent);
+* `handler`: the name of the method that answers it in the role's answer
+  set (`Modules.database.answers`), and `command`: the client command
+  that sends it.
+
+Who reads it: `wire.protocol` (the packet schemas and legal moves of a
+session), `server.user_process` (what to relay, which reply fields to
+pass back), `database.monitor` (the per-role dispatch tables and the
+validation of every request), `database.link` (which requests are
+answered), and the client (the same limits for early, clear errors).
+`docs/PROTOCOL.md` documents exactly these operations; a test keeps the two
+equal. Adding an operation touches this table, one handler and the
+client's command.
+
+Talks to nothing; `validate()` raises `rules.RuleError` with the code and
+sentence a refusal carries, and never echoes the value it refused.
+"""
+
+from typing import Callable, NamedTuple
+
+from Modules import rules
+
+NEW, LOGIN, USER, CLOSED = "new", "login", "user", "closed"
+ROLES = (NEW, LOGIN, USER)
+ID_MAX = 2 ** 63 - 1              # message ids are positive 64-bit integers
+INBOX_PAGE_MAX = 200              # the most messages one Inbox answer lists
+INBOX_PAGE_DEFAULT = 50
+IDS_MAX = 10_000                  # the most ids one Delete or Ack may name
+PEER_MAX = 64                     # characters of a peer description kept
+_MISSING = object()
+
+
+class Field(NamedTuple):
+    """One field of a request: its type, its limits and its rule."""
+
+    name: str
+    kind: type
+    required: bool = True
+    low: int | None = None        # int: smallest value; str: fewest characters; list: items
+    high: int | None = None       # int: largest value; str: most characters; list: items
+    items: "Field | None" = None  # list: every item must pass this field's checks
+    check: Callable | None = None  # the normalised value, or rules.RuleError
+    default: object = None        # the value of an optional field that is absent
+
+    def clean(self, value, where):
+        """The value as the handler gets it, or RuleError naming `where`."""
+        if not isinstance(value, self.kind) or (self.kind is not bool
+                                                and isinstance(value, bool)):
+            raise rules.RuleError(f"{where}: {self.name} must be {_KIND_WORDS[self.kind]}.",
+                                  "bad_request")
+        if self.low is not None or self.high is not None:
+            size = value if self.kind is int else len(value)
+            if (self.low is not None and size < self.low) or (
+                    self.high is not None and size > self.high):
+                raise rules.RuleError(f"{where}: {self.name} {self.limit_text()}.",
+                                      "bad_request")
+        if self.items is not None:
+            value = [self.items.clean(item, where) for item in value]
+        return self.check(value) if self.check is not None else value
+
+    def limit_text(self):
+        """'is between 1 and 200', 'has at most 64 characters', ... ('' without limits)."""
+        unit = {str: " characters", list: " items"}.get(self.kind, "")
+        if self.kind is int:
+            if self.low is not None and self.high is not None:
+                return f"is between {self.low} and {self.high}"
+            return f"is at least {self.low}" if self.low is not None else f"is at most {self.high}"
+        if self.low is not None and self.high is not None:
+            return f"has {self.low} to {self.high}{unit}"
+        if self.high is not None:
+            return f"has at most {self.high}{unit}"
+        return f"has at least {self.low}{unit}" if self.low is not None else ""
+
+
+_KIND_WORDS = {str: "text", int: "an integer", bool: "true or false", list: "a list",
+               dict: "an object"}
+
+# Fields that several operations share.
+MESSAGE_ID = Field("id", int, low=1, high=ID_MAX)
+MESSAGE_IDS = Field("ids", list, high=IDS_MAX, items=MESSAGE_ID._replace(name="id"))
+USERNAME = Field("username", str, check=rules.check_username)
+
+
+def _must_be_true(value):
+    if value is not True:
+        raise rules.RuleError("DeleteAccount needs confirm: true.", "bad_request")
+    return value
+
+
+def _login_role(value):
+    if value != "login":
+        raise rules.RuleError("Hello takes role 'login'.", "bad_request")
+    return value
+
+
+def _short(value):
+    return value[:PEER_MAX]
+
+
+class Operation(NamedTuple):
+    """One operation: who may send it, its fields, its answer, its flags."""
+
+    name: str
+    role: str
+    handler: str | None           # None: the user process answers it, not the monitor
+    fields: tuple = ()
+    reply: tuple = ()
+    client: bool = False          # a client sends it in SESSION over TCP
+    relayed: bool = False         # the user process passes it on to the monitor
+    replies: bool = True          # the monitor answers it
+    once: bool = False            # at most once per monitor connection
+    phase: str | None = None      # the phase a monitor connection enters on acceptance
+    rid: str = "required"         # the client's request id: required, optional, none
+    command: str | None = None    # the client command that sends it
+    summary: str = ""
+
+    def field(self, name):
+        return next(f for f in self.fields if f.name == name)
+
+    def validate(self, data):
+        """The request's fields as the handler gets them (defaults filled in).
+
+        Unknown fields are ignored; a missing, mistyped, out-of-range or
+        rule-breaking field raises rules.RuleError.
+        """
+        args = {}
+        for spec in self.fields:
+            value = data.get(spec.name, _MISSING)
+            if value is _MISSING or (value is None and not spec.required):
+                if spec.required:
+                    raise rules.RuleError(f"{self.name}: the field '{spec.name}' is "
+                                          "missing.", "bad_request")
+                args[spec.name] = spec.default
+            else:
+                args[spec.name] = spec.clean(value, self.name)
+        return args
+
+    @property
+    def reaches_monitor(self):
+        """Whether the monitor ever sees it (Logout stays in the user process)."""
+        return self.relayed or not self.client
+
+    def reply_fields(self):
+        """The reply's field names, without the '?' of optional ones."""
+        return tuple(name.rstrip("?") for name in self.reply)
+
+
+OPERATIONS = (
+    # -- role "new": a fresh monitor connection says what it is ------------------
+    Operation("Hello", NEW, "hello", once=True, phase=LOGIN,
+              fields=(Field("role", str, check=_login_role),
+                      Field("peer", str, required=False, default="?", check=_short),
+                      Field("address", str, required=False, check=_short)),
+              summary="a login process introduces itself (peer, address)"),
+    Operation("Bind", NEW, "bind", once=True, phase=USER,
+              fields=(Field("ticket", str, high=256),), reply=("user",),
+              summary="a user process binds the connection to its ticket's account"),
+    # -- role "login": a login process, before anyone is authenticated ------------
+    Operation("Exists", LOGIN, "exists", fields=(USERNAME,), reply=("outcome",),
+              summary="outcome exists or missing"),
+    Operation("Verify", LOGIN, "verify",
+              fields=(USERNAME, Field("password", str, high=rules.PASSWORD_MAX)),
+              reply=("outcome", "ticket?", "reason?"),
+              summary="outcome verified (with a ticket), wrong_password or throttled"),
+    Operation("Create", LOGIN, "create",
+              fields=(USERNAME, Field("password", str, check=rules.check_password)),
+              reply=("outcome", "ticket?", "reason?"),
+              summary="outcome created (with a ticket), create_failed or throttled"),
+    # -- role "user": a user process, bound to one account ------------------------
+    Operation("Subscribe", USER, "subscribe", once=True, reply=("backlog",),
+              summary="push the stored backlog, then every new message"),
+    Operation("Send", USER, "send", client=True, relayed=True, command="send",
+              fields=(Field("to", str, check=rules.check_recipient),
+                      Field("subject", str, check=rules.check_subject),
+                      Field("body", str, check=rules.check_body),
+                      Field("client_id", str, check=rules.check_client_id)),
+              reply=("id", "bounced", "duplicate", "note?"),
+              summary="send a message"),
+    Operation("Inbox", USER, "inbox", client=True, relayed=True, command="inbox",
+              fields=(Field("before", int, required=False, low=1, high=ID_MAX),
+                      Field("limit", int, required=False, low=1, high=INBOX_PAGE_MAX,
+                            default=INBOX_PAGE_DEFAULT)),
+              reply=("messages", "more"),
+              summary="list own messages, newest first, ids below before"),
+    Operation("Read", USER, "read", client=True, relayed=True, command="read",
+              fields=(MESSAGE_ID,), reply=("message",),
+              summary="one own message; marks it read"),
+    Operation("Delete", USER, "delete", client=True, relayed=True, command="delete",
+              fields=(MESSAGE_IDS,), reply=("deleted", "missing"),
+              summary="delete own messages"),
+    Operation("DeleteAccount", USER, "delete_account", client=True, relayed=True,
+              phase=CLOSED, command="delete-account",
+              fields=(Field("confirm", bool, check=_must_be_true),),
+              reply=("deleted", "bounced"),
+              summary="delete the account; unread messages go back to their senders"),
+    Operation("Ack", USER, "ack", client=True, relayed=True, replies=False, rid="none",
+              fields=(MESSAGE_IDS,),
+              summary="the client has shown these messages (no reply)"),
+    Operation("Logout", USER, None, client=True, rid="optional", command="logout",
+              summary="end the session (answered by the user process itself)"),
+)
+
+BY_NAME = {operation.name: operation for operation in OPERATIONS}
+CLIENT_OPERATIONS = tuple(op for op in OPERATIONS if op.client)
+
+
+def get(name):
+    """The operation called `name`, or None."""
+    return BY_NAME.get(name)
+
+
+def for_role(role):
+    """The operations a monitor connection in `role` may send, in table order."""
+    return tuple(op for op in OPERATIONS if op.role == role and op.reaches_monitor)
