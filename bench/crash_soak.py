@@ -3,7 +3,7 @@
     python bench/crash_soak.py --kills 60 --messages 3000 [--users 10] [--seed 7]
                                [--kinds database,user,login,tree] [--pipeline 1] [--keep]
 
-What it does: runs `Code/Tests/crash_harness.py` (the same harness as the
+What it does: runs `Code/Tests/support/crash_harness.py` (the same harness as the
 fast tests in `Code/Tests/test_crash_safety.py`) once with the numbers
 given: real server, one client thread per user speaking the wire protocol,
 SIGKILL of the chosen kinds of process at seeded random points, restarts,
@@ -32,7 +32,7 @@ import tempfile
 CODE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Code")
 sys.path.insert(0, CODE_DIR)
 
-from Tests.crash_harness import EXTRA_KINDS, KINDS, CrashRun, RunConfig
+from Tests.support.crash_harness import EXTRA_KINDS, KINDS, CrashRun, RunConfig
 
 
 def parse_args(argv):

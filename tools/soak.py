@@ -5,7 +5,7 @@
 Starts a real server (tiny argon2 parameters, temporary data dir), creates
 N accounts, and measures the server's process tree (proportional set size
 and open file descriptors, from /proc) with nobody connected. Then N client
-threads, each logged in through the real protocol (Code/Tests/crash_harness
+threads, each logged in through the real protocol (Code/Tests/support/crash_harness
 `Session`), send messages to random others at `--rate` messages/s in total,
 for `--minutes`, acknowledging what they receive. At the end every client
 reads on until its messages have arrived, acknowledges, and logs out; each
@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Code"))
 
 from Modules.database import storage  # noqa: E402
-from Tests.crash_harness import Disconnected, Session  # noqa: E402
-from Tests.helpers import ServerProcess, wait_until  # noqa: E402
+from Tests.support.crash_harness import Disconnected, Session  # noqa: E402
+from Tests.support import ServerProcess, wait_until  # noqa: E402
 
 
 def tree_resources(server):

@@ -209,7 +209,7 @@ OPERATIONS = (
               phase=CLOSED, command="delete-account",
               fields=(Field("confirm", bool, check=_must_be_true),),
               reply=("deleted", "bounced"),
-              summary="delete the account; unread messages go back to their senders"),
+              summary="delete the account (`confirm` must be true; see section 6)"),
     Operation("Ack", USER, "ack", client=True, relayed=True, replies=False, rid="none",
               fields=(MESSAGE_IDS,),
               summary="the client has shown these messages (no reply)"),
@@ -219,6 +219,46 @@ OPERATIONS = (
 
 BY_NAME = {operation.name: operation for operation in OPERATIONS}
 CLIENT_OPERATIONS = tuple(op for op in OPERATIONS if op.client)
+
+
+def describe_request(operation):
+    """The request's fields as docs/PROTOCOL.md lists them (a test keeps them equal)."""
+    words = {"required": ["`rid`"], "optional": ["`rid?`"], "none": []}[operation.rid]
+    return ", ".join(words + [_describe_field(field) for field in operation.fields]) or "none"
+
+
+def describe_reply(operation):
+    """The reply's fields as docs/PROTOCOL.md lists them ("no reply" for an Ack)."""
+    if not operation.replies:
+        return "no reply"
+    if operation.handler is None:          # Logout: the user process says goodbye
+        return "`System` `goodbye`"
+    return ", ".join(f"`{name}`" for name in operation.reply) or "nothing"
+
+
+def _describe_field(field):
+    kind = f"[{_TYPE_NAMES[field.items.kind]}]" if field.items else _TYPE_NAMES[field.kind]
+    text = f"`{field.name}{'' if field.required else '?'}: {kind}`"
+    notes = [_range_text(field)] if field.low is not None or field.high is not None else []
+    if field.items is not None and (field.items.low is not None or field.items.high is not None):
+        notes.append(f"each {_range_text(field.items)}")
+    if field.default is not None and not field.required:
+        notes.append(f"default {field.default}")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _range_text(field):
+    def number(value):
+        return "2^63−1" if value == ID_MAX else str(value)
+    unit = {str: " characters", list: " items"}.get(field.kind, "")
+    if field.low is not None and field.high is not None:
+        return f"{number(field.low)}–{number(field.high)}{unit}"
+    if field.high is not None:
+        return f"at most {number(field.high)}{unit}"
+    return f"at least {number(field.low)}{unit}"
+
+
+_TYPE_NAMES = {str: "str", int: "int", bool: "bool", list: "list", dict: "object"}
 
 
 def get(name):

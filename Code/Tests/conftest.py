@@ -2,7 +2,7 @@
 
 import pytest
 
-from Tests.helpers import ServerProcess
+from Tests.support import ServerProcess
 
 
 @pytest.fixture

@@ -9,8 +9,15 @@ import threading
 import pytest
 
 from Modules.identity import (
-    CHANGED, MATCH, NEW, IdentityError, KnownHosts, default_known_hosts_path,
-    fingerprint, host_id, load_or_create_server_key,
+    CHANGED,
+    MATCH,
+    NEW,
+    IdentityError,
+    KnownHosts,
+    default_known_hosts_path,
+    fingerprint,
+    host_id,
+    load_or_create_server_key,
 )
 from Modules.wire.noise import KeyPair
 

@@ -11,13 +11,26 @@ rule or raises RuleError, nothing else.
 import re
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from Modules import rules
 from Modules.rules import (
-    BODY_MAX, CLIENT_ID_MAX, PASSWORD_MAX, PASSWORD_MIN, RESERVED_NAMES, SUBJECT_MAX,
-    USERNAME_MAX, USERNAME_MIN, RuleError, check_body, check_client_id, check_password,
-    check_recipient, check_subject, check_username,
+    BODY_MAX,
+    CLIENT_ID_MAX,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    RESERVED_NAMES,
+    SUBJECT_MAX,
+    USERNAME_MAX,
+    USERNAME_MIN,
+    RuleError,
+    check_body,
+    check_client_id,
+    check_password,
+    check_recipient,
+    check_subject,
+    check_username,
 )
 
 DOCUMENTED_USERNAME = re.compile(r"[a-z][a-z0-9_.-]{%d,%d}" % (USERNAME_MIN - 1,

@@ -24,8 +24,16 @@ import threading
 from typing import NamedTuple
 
 from Modules import operations
-from Modules.client.commands import (LOGOUT, OK, SEND, Runner, UsageError, checked, parse_send,
-                                     suggest)
+from Modules.client.commands import (
+    LOGOUT,
+    OK,
+    SEND,
+    Runner,
+    UsageError,
+    checked,
+    parse_send,
+    suggest,
+)
 from Modules.client.output import inbox_record, message_record, neutralise, sent_record
 from Modules.client.screen import HELP, Pager, terminal_size
 from Modules.client.session import ConnectionLost, RequestFailed, new_client_id

@@ -68,13 +68,37 @@ import threading
 import traceback
 
 from Modules import identity
-from Modules.client.commands import no_on_cancel
-from Modules.client.commands import (ACCOUNT_DELETED, FAILED, LOGOUT, LineJoiner, Runner,
-                                     UsageError, parse_line)
-from Modules.client.login import InteractiveLogin, ScriptedLogin, check_server_key, run_login
-from Modules.client.output import (Output, colour_allowed, login_record, message_record,
-                                   neutralise, ready_record, system_record)
-from Modules.client.session import CLOSED_BY_SERVER, ClientFailure, ClientSession, Handlers
+from Modules.client.commands import (
+    ACCOUNT_DELETED,
+    FAILED,
+    LOGOUT,
+    LineJoiner,
+    Runner,
+    UsageError,
+    no_on_cancel,
+    parse_line,
+)
+from Modules.client.login import (
+    InteractiveLogin,
+    ScriptedLogin,
+    check_server_key,
+    run_login,
+)
+from Modules.client.output import (
+    Output,
+    colour_allowed,
+    login_record,
+    message_record,
+    neutralise,
+    ready_record,
+    system_record,
+)
+from Modules.client.session import (
+    CLOSED_BY_SERVER,
+    ClientFailure,
+    ClientSession,
+    Handlers,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7117

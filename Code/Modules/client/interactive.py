@@ -31,13 +31,29 @@ prompt goes on.
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from Modules.client.actions import EXTRA_PARSERS, OFFLINE_COMMANDS, InteractiveRunner
-from Modules.client.commands import no_on_cancel
-from Modules.client.commands import (ACCOUNT_DELETED, FAILED, LOGOUT, Cancelled, UsageError,
-                                     parse_line)
+from Modules.client.commands import (
+    ACCOUNT_DELETED,
+    FAILED,
+    LOGOUT,
+    Cancelled,
+    UsageError,
+    no_on_cancel,
+    parse_line,
+)
 from Modules.client.link import Link
 from Modules.client.login import InteractiveLogin, LoginFailed
-from Modules.client.output import login_record, message_record, neutralise, system_record
-from Modules.client.session import ClientFailure, ConnectionLost, Handlers, ServerRefused
+from Modules.client.output import (
+    login_record,
+    message_record,
+    neutralise,
+    system_record,
+)
+from Modules.client.session import (
+    ClientFailure,
+    ConnectionLost,
+    Handlers,
+    ServerRefused,
+)
 from Modules.client.store import UserStore, account_dir
 from Modules.client.terminal import Terminal
 

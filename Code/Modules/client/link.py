@@ -34,7 +34,13 @@ import random
 import threading
 
 from Modules import identity
-from Modules.client.login import Answer, LoginFailed, ScriptedLogin, check_server_key, run_login
+from Modules.client.login import (
+    Answer,
+    LoginFailed,
+    ScriptedLogin,
+    check_server_key,
+    run_login,
+)
 from Modules.client.output import neutralise
 from Modules.client.session import ClientFailure, ClientSession, Handlers
 

@@ -29,8 +29,7 @@ handed to the session; they are never printed or logged.
 
 from typing import NamedTuple
 
-from Modules import identity
-from Modules import rules
+from Modules import identity, rules
 from Modules.client.commands import Cancelled
 from Modules.client.output import neutralise
 from Modules.client.session import ClientFailure, ServerRefused

@@ -19,8 +19,8 @@
 """
 
 import asyncio
-import hmac
 import hashlib
+import hmac
 import os
 import time
 from collections import OrderedDict

@@ -118,7 +118,8 @@ async def serve(config, ready):
                           on_repaired=lambda result: repaired_after_failed_commit(monitor,
                                                                                   result))
     writer.start()
-    hasher = auth.PasswordHasher(**config["argon2"], workers=config.get("hash_workers", 2))
+    argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
+    hasher = auth.PasswordHasher(**argon2, workers=config.get("hash_workers", 2))
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"])
     await recover(monitor)
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),

@@ -34,8 +34,14 @@ import json
 import sqlite3
 
 from Modules.database.schema import (  # noqa: F401  (re-exported API)
-    APPLICATION_ID, MIGRATIONS, SCHEMAS, StorageError, check_writable, close_databases,
-    open_databases, schema_version,
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMAS,
+    StorageError,
+    check_writable,
+    close_databases,
+    open_databases,
+    schema_version,
 )
 
 SYSTEM_SENDER = "parley"

@@ -34,12 +34,11 @@ import sys
 import tempfile
 import time
 
-from Modules.database import auth
-from Modules.database import monitor as database_process
 from Modules import identity
-from Modules.wire import protocol
-from Modules.server import spares
+from Modules.database import monitor as database_process
 from Modules.runtime import process_alive, start_process
+from Modules.server import spares
+from Modules.wire import protocol
 
 log = logging.getLogger("parley.daemon")
 
@@ -52,6 +51,11 @@ CHILD_STOP_GRACE = 6.0
 
 class DaemonError(Exception):
     """The daemon cannot start or keep running; the message says why."""
+
+
+class DataUnusable(DaemonError):
+    """The database process cannot use the files in the data dir: restarting
+    it cannot help (it exited with EXIT_STORAGE_ERROR)."""
 
 
 class ClientRecord:
@@ -71,7 +75,7 @@ def forkserver_context():
     it is given and silently skips a preload it cannot import, so `Modules`
     must be findable through PYTHONPATH, whatever the working directory.
     """
-    code_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if code_dir not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([code_dir] + [p for p in paths if p])
@@ -107,8 +111,7 @@ class Daemon:
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
-                "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
-                "argon2": auth.argon2_params_from_env()}
+                "socket_path": self.db_socket, "ticket_secret": self.ticket_secret}
 
     def _login_config(self):
         return {**self._base_config(), "server_private_key": self.key.private,
@@ -136,7 +139,7 @@ class Daemon:
         deadline = time.monotonic() + DB_READY_TIMEOUT
         while not ready.wait(0.05):
             if not proc.is_alive():
-                raise DaemonError(self._db_failure(proc.exitcode))
+                raise self._db_failure(proc.exitcode)
             if time.monotonic() > deadline:
                 proc.kill()
                 raise DaemonError("the database process did not become ready in time")
@@ -145,9 +148,11 @@ class Daemon:
 
     @staticmethod
     def _db_failure(code):
+        """The error for a database process that ended with status `code`."""
         if code == database_process.EXIT_STORAGE_ERROR:
-            return "the database files cannot be used (see the message above); nothing was changed"
-        return f"the database process exited during start-up (status {code})"
+            return DataUnusable("the database files cannot be used (see the message above); "
+                                "nothing was changed")
+        return DaemonError(f"the database process exited during start-up (status {code})")
 
     def _listen(self):
         sock = socket.create_server((self.options.host, self.options.port), backlog=1024,
@@ -308,7 +313,7 @@ class Daemon:
         self.selector.unregister(old.sentinel)
         old.join()
         if old.exitcode == database_process.EXIT_STORAGE_ERROR:
-            raise DaemonError(self._db_failure(old.exitcode))
+            raise self._db_failure(old.exitcode)
         log.error("the database process died (status %s); restarting it", old.exitcode)
         end_orphan(old.pid)   # the status came from a dead forkserver: it may live on
         self.db_proc, self.db_failures = None, 0
@@ -318,9 +323,9 @@ class Daemon:
         """One try; on failure the next one comes later (0.2 s doubling to 5 s)."""
         try:
             self._start_database()
+        except DataUnusable:
+            raise
         except DaemonError as error:
-            if "cannot be used" in str(error):
-                raise
             self.db_failures += 1
             delay = min(5.0, 0.2 * 2 ** self.db_failures)
             log.error("%s; trying again in %.1f s", error, delay)

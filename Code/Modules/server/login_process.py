@@ -25,16 +25,19 @@ import signal
 import socket
 import time
 
-from Modules.wire import channel as channel_mod
 from Modules import identity
-from Modules.server import login_dialogue as dialogue_mod
-from Modules.wire import protocol
 from Modules.database.link import DbError, DbLink, DbUnavailable
+from Modules.runtime import (
+    close_connection,
+    lower_priority,
+    restore_default_signals,
+    start_process,
+)
+from Modules.server import login_dialogue as dialogue_mod
+from Modules.wire import channel as channel_mod
+from Modules.wire import protocol
 from Modules.wire.errors import ProtocolError
 from Modules.wire.framing import CLOSED, NEED_DATA
-from Modules.runtime import (
-    close_connection, lower_priority, restore_default_signals, start_process,
-)
 from Modules.wire.serializers import Packet
 
 log = logging.getLogger("parley.login")

@@ -24,9 +24,8 @@ import socket
 import time
 from multiprocessing import reduction
 
-from Modules.server import login_process
-from Modules.server import user_process
 from Modules.runtime import process_alive, restore_default_signals, start_process
+from Modules.server import login_process, user_process
 
 log = logging.getLogger("parley.spares")
 

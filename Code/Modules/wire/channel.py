@@ -35,11 +35,19 @@ from collections import deque
 from dataclasses import dataclass
 
 from Modules.wire.errors import (
-    LocalProtocolError, RemoteProtocolError, illegal_move, sticky,
+    LocalProtocolError,
+    RemoteProtocolError,
+    illegal_move,
+    sticky,
 )
 from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.wire.noise import (
-    MAX_MESSAGE, MAX_NONCE, TAGLEN, CipherState, HandshakeState, KeyPair,
+    MAX_MESSAGE,
+    MAX_NONCE,
+    TAGLEN,
+    CipherState,
+    HandshakeState,
+    KeyPair,
 )
 
 __all__ = [

@@ -1,0 +1,52 @@
+"""Tests for Modules/client/link.py: reconnecting after the connection drops.
+
+The backoff between tries (1 s growing to 30 s, with jitter), the
+re-login that never creates an account and says why it stops, and a
+`Link` reporting only the end of its current session (no socket).
+"""
+
+import pytest
+
+from Modules.client import login as client_login
+
+
+def test_backoff_grows_to_thirty_seconds_with_some_jitter():
+    import itertools
+
+    from Modules.client.link import backoff_delays
+    assert list(itertools.islice(backoff_delays(lambda: 0.0), 8)) == [1, 2, 4, 8, 15, 30, 30,
+                                                                      30]
+    assert next(backoff_delays(lambda: 1.0)) == pytest.approx(1.2)
+
+
+def test_relogin_never_creates_an_account_and_says_why():
+    from Modules.client.link import ReLogin
+    login = ReLogin("bob", "password1")
+    answer = login.answer({"prompt": "new_password", "message": "...", "username": "bob"})
+    assert answer.fields == {"cancel": True} and "no longer exists" in answer.stop
+    prompt = {"prompt": "password", "message": "Password:", "username": "bob"}
+    assert login.answer(prompt).fields == {"password": "password1"}
+    with pytest.raises(client_login.LoginFailed) as caught:
+        login.answer({**prompt, "message": "Wrong password for bob. 2 tries left."})
+    assert caught.value.code == "wrong_password"
+
+
+class LinkWatcher:
+    def __init__(self):
+        self.down = []
+
+    def on_link_down(self, reason, was_up):
+        self.down.append((reason, was_up))
+
+
+def test_link_reports_only_the_end_of_its_current_session():
+    from Modules.client.link import Link, _Forwarder
+    watcher = LinkWatcher()
+    link = Link("127.0.0.1", 1, "kh", watcher, retry=False)
+    stale = _Forwarder(link)
+    link._forwarder, link.logged_in = _Forwarder(link), True
+    link.lost(stale, "old news")
+    assert watcher.down == []
+    link.lost(link._forwarder, "The server closed the connection.")
+    assert watcher.down == [("The server closed the connection.", True)]
+    assert not link.logged_in and link.down_reason.startswith("The server")

@@ -1,0 +1,95 @@
+"""Tests for Modules/client/login.py: the scripted login answers and the server-key pin.
+
+`ScriptedLogin`: the name and password given, stopping on a wrong password
+or a refused name, creating an account only with --create and a good
+password; what a wrong password tells a person to do; `check_server_key`:
+a new key refused in batch mode unless --accept-new-host-key, asked at a
+terminal, a changed key always refused with the known_hosts line to remove.
+"""
+
+import pytest
+
+from Modules import identity
+from Modules.client import login as client_login
+from Modules.client import session as client_session
+
+# ------------------------------------------------------------ login answers
+
+
+def test_scripted_login_answers_then_stops_on_a_wrong_password():
+    login = client_login.ScriptedLogin("Bob", "password1")
+    assert login.answer({"prompt": "username", "message": "?"}).fields == {"username": "Bob"}
+    prompt = {"prompt": "password", "message": "Password for bob:", "username": "bob"}
+    assert login.answer(prompt).fields == {"password": "password1"}
+    with pytest.raises(client_login.LoginFailed) as caught:
+        login.answer({**prompt, "message": "Wrong password for bob. 2 tries left."})
+    assert caught.value.message == "Wrong password for bob."
+
+
+def test_scripted_login_without_create_cancels_and_explains():
+    login = client_login.ScriptedLogin("zed", "password1")
+    answer = login.answer({"prompt": "new_password", "message": "...", "username": "zed"})
+    assert answer.fields == {"cancel": True}
+    assert answer.stop == "There is no account zed (add --create to create it)."
+
+
+def test_scripted_login_creates_with_a_good_password_only():
+    prompt = {"prompt": "new_password", "message": "...", "username": "zed"}
+    assert client_login.ScriptedLogin("zed", "password1", create=True).answer(
+        prompt).fields == {"new_password": "password1"}
+    answer = client_login.ScriptedLogin("zed", "short", create=True).answer(prompt)
+    assert answer.fields == {"cancel": True} and "at least" in answer.stop
+
+
+def test_scripted_login_stops_when_the_name_is_refused():
+    login = client_login.ScriptedLogin("root", "password1")
+    login.answer({"prompt": "username", "message": "Username:"})
+    with pytest.raises(client_login.LoginFailed) as caught:
+        login.answer({"prompt": "username", "message": "The name 'root' is reserved."})
+    assert caught.value.message == "The name 'root' is reserved."
+
+
+def test_wrong_password_says_what_to_do():
+    text = client_login.password_refusal("Wrong password for bob. 2 tries left.")
+    assert text.endswith("press Ctrl-C to log in with another name.")
+    assert client_login.password_refusal("Too many failed logins; try again in 4 "
+                                         "seconds.").endswith("4 seconds.")
+
+
+# ------------------------------------------------------------ server key pin
+
+KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
+
+
+def test_new_key_is_refused_in_batch_and_accepted_with_the_flag(tmp_path):
+    path = str(tmp_path / "known_hosts")
+    with pytest.raises(client_session.ServerRefused) as caught:
+        client_login.check_server_key(KEY_A, "h:1", path)
+    assert "--accept-new-host-key" in caught.value.message
+    assert identity.fingerprint(KEY_A) in caught.value.message
+    notes = []
+    assert client_login.check_server_key(KEY_A, "h:1", path, True, note=notes.append) == "new"
+    assert len(notes) == 1
+    assert client_login.check_server_key(KEY_A, "h:1", path) == "match"
+
+
+def test_new_key_at_a_terminal_is_asked(tmp_path):
+    path = str(tmp_path / "known_hosts")
+    with pytest.raises(client_session.ServerRefused):
+        client_login.check_server_key(KEY_A, "h:1", path, ask=lambda q: False,
+                                      note=lambda text: None)
+    assert client_login.check_server_key(KEY_A, "h:1", path, ask=lambda q: True,
+                                         note=lambda text: None) == "new"
+
+
+def test_changed_key_is_always_refused_with_the_line_to_remove(tmp_path):
+    path = tmp_path / "known_hosts"
+    identity.KnownHosts(str(path)).add("other:2", KEY_B)
+    identity.KnownHosts(str(path)).add("h:1", KEY_A)
+    with pytest.raises(client_session.ServerRefused) as caught:
+        client_login.check_server_key(KEY_B, "h:1", str(path), accept_new=True,
+                                      ask=lambda q: True)
+    message = caught.value.message
+    assert "CHANGED" in message and "attack" in message and "reinstalled" in message
+    assert identity.fingerprint(KEY_A) in message and identity.fingerprint(KEY_B) in message
+    assert f"line 2 of {path}" in message

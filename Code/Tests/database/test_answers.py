@@ -1,0 +1,135 @@
+"""Tests for Modules/database/answers.py: what each role's requests are answered.
+
+Against a real database process over its Unix socket: tickets bind only
+the account they were issued for (forged, stale and a deleted account's
+tickets are refused, and a successor of the same name is not bound by its
+predecessor's ticket); a user connection acts as its own user whatever a
+request says; a wrong password and an unknown user get the same answer;
+no reply carries a hash; a taken name is an outcome, not a failure.
+
+In process (a real writer on real files, one event loop): a busy hasher
+and a throttled name are outcomes of Verify and Create, values the login
+dialogue takes as they are.
+"""
+
+import asyncio
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from Modules.database import auth, storage
+from Modules.database.answers import LoginAnswers
+from Modules.database.link import DbError
+from Modules.database.monitor import Monitor
+from Modules.database.writer import SingleWriter
+from Tests.support import PASSWORD
+from Tests.support.monitor import link, login_link, user_link
+
+
+def test_forged_or_stale_tickets_are_refused(database):
+    _, config = database
+    for ticket in ("1:alice:" + "0" * 64, "garbage"):
+        db = link(config)
+        with pytest.raises(DbError) as info:
+            db.call("Bind", ticket=ticket)
+        assert info.value.code == "bad_ticket"
+    with pytest.raises(DbError) as info:
+        link(config).call("Bind", ticket=None)
+    assert info.value.code == "bad_request"
+    user_link(config, "alice").call("DeleteAccount", confirm=True)
+    login = login_link(config)
+    assert login.call("Exists", username="alice") == {"rid": 2, "ok": True,
+                                                      "outcome": "missing"}
+
+
+def test_a_ticket_from_a_deleted_account_does_not_bind_its_successor(database):
+    _, config = database
+    login = login_link(config)
+    old_ticket = login.call("Create", username="zed", password=PASSWORD)["ticket"]
+    bound = link(config)
+    bound.call("Bind", ticket=old_ticket)
+    bound.call("DeleteAccount", confirm=True)
+    assert login.call("Create", username="zed", password=PASSWORD)["outcome"] == "created"
+    with pytest.raises(DbError) as info:
+        link(config).call("Bind", ticket=old_ticket)
+    assert info.value.code == "bad_ticket"
+
+
+def test_user_fields_in_requests_are_ignored(database):
+    _, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    sent = alice.call("Send", to="bob", subject="s", body="b", client_id="c1",
+                      sender="bob", user="bob")
+    message = bob.call("Read", id=sent["id"], user="alice")["message"]
+    assert message["from"] == "alice"
+    with pytest.raises(DbError) as info:
+        alice.call("Read", id=sent["id"])       # bob's message, not alice's
+    assert info.value.code == "not_found"
+    assert alice.call("Delete", ids=[sent["id"]])["deleted"] == []
+
+
+def test_unknown_user_and_wrong_password_look_the_same(database):
+    _, config = database
+    user_link(config, "alice").close()
+    replies = [login_link(config).call("Verify", username=name, password="wrong password")
+               for name in ("alice", "nosuchuser")]
+    assert replies[0] == replies[1] and replies[0]["outcome"] == "wrong_password"
+
+
+def test_no_reply_ever_carries_a_hash(database):
+    _, config = database
+    login = login_link(config)
+    replies = [login.call("Create", username="alice", password=PASSWORD),
+               login.call("Verify", username="alice", password=PASSWORD)]
+    alice = user_link(config, "alice")
+    replies.append(alice.call("Subscribe"))
+    assert "argon2" not in repr(replies) and PASSWORD not in repr(replies)
+
+
+def test_a_taken_name_is_an_outcome_with_a_sentence(database):
+    _, config = database
+    login = login_link(config)
+    assert login.call("Create", username="alice", password=PASSWORD)["outcome"] == "created"
+    again = login.call("Create", username="Alice", password=PASSWORD)
+    assert again["outcome"] == "create_failed" and "taken" in again["reason"]
+    assert "ticket" not in again
+
+
+# -- outcomes of a busy or throttled hasher, in process ---------------------------
+
+@pytest.fixture
+def answers(tmp_path):
+    """LoginAnswers of one connection on a real writer; the hasher takes no work."""
+    loop = asyncio.new_event_loop()
+    data_dir = str(tmp_path / "data")
+    writer = SingleWriter(loop, lambda: storage.open_databases(data_dir),
+                          storage.close_databases)
+    writer.start()
+    hasher = auth.PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1, workers=1,
+                                 max_waiting=0)          # every hash: Busy
+    clock = SimpleNamespace(now=0.0)
+    throttle = auth.LoginThrottle(clock=lambda: clock.now)
+    monitor = Monitor(writer, hasher, throttle, os.urandom(32))
+    conn = SimpleNamespace(monitor=monitor, peer="127.0.0.1:9", address="127.0.0.1",
+                           user=None)
+    yield LoginAnswers(conn), loop.run_until_complete, throttle
+    loop.run_until_complete(asyncio.sleep(0))
+    writer.stop()
+    hasher.close()
+    loop.close()
+
+
+def test_a_busy_hasher_is_the_outcome_busy_for_verify_and_create(answers):
+    login, run, _ = answers
+    for answer in (login.create, login.verify):
+        reply = run(answer({"username": "alice", "password": PASSWORD}))
+        assert reply["outcome"] == "busy" and "try again" in reply["reason"]
+
+
+def test_a_throttled_name_is_the_outcome_throttled_before_any_hashing(answers):
+    login, run, throttle = answers
+    for _ in range(throttle.free["user"] + 1):
+        throttle.failed("alice", "127.0.0.1")
+    reply = run(login.verify({"username": "alice", "password": PASSWORD}))
+    assert reply["outcome"] == "throttled" and "seconds" in reply["reason"]

@@ -1,0 +1,218 @@
+"""Tests for Modules/database/connection.py: phases, tables, and what is accepted when.
+
+A real database process (forkserver child, real SQLite files in a temporary
+dir) is driven over its Unix socket with `DbLink`, the same client the
+login and user processes use. Every request outside a phase's table is
+refused and the connection closed; a once-only request is refused the
+second time; a request that fails validation is refused and changes
+nothing. The phase is decided when a request is accepted, and requests
+pipelined behind a phase change wait for it: the exact case of a
+pipelined Bind, Hello, Exists, and every pair of phase-changing requests,
+are checked here. Subscriptions push the stored backlog, then new
+messages, in commit order.
+"""
+
+import socket
+
+import pytest
+
+from Modules import operations
+from Modules.database import answers
+from Modules.database.connection import MAX_HELD
+from Modules.database.link import DbError, DbUnavailable, Push, Reply
+from Tests.support import WAIT
+from Tests.support.monitor import link, login_link, ticket_for, user_link
+
+LOGIN_ONLY = [op.name for op in operations.for_role("login")]
+USER_ONLY = [op.name for op in operations.for_role("user")]
+ANY_FIELDS = {"username": "alice", "password": "x" * 8, "ticket": "x", "role": "login",
+              "ids": [1], "id": 1, "to": "bob", "subject": "s", "body": "b",
+              "client_id": "c", "confirm": True}
+
+
+def assert_refused_and_closed(db, op, **fields):
+    with pytest.raises(DbError) as info:
+        db.call(op, **fields)
+    assert info.value.code == "refused"
+    with pytest.raises(DbUnavailable):
+        db.call(op, **fields)
+
+
+def pipelined(db, requests):
+    """Send every (op, fields) in one write; the replies in order, and whether
+    the monitor closed the connection before answering them all."""
+    rids = [db.send_request(op, now=False, **fields) for op, fields in requests]
+    db.flush()
+    replies = []
+    while len(replies) < len(rids):
+        try:
+            event = db.read_event()
+        except DbUnavailable:
+            return replies, True
+        if isinstance(event, Reply):
+            replies.append(event)
+    return replies, False
+
+
+def closed(db, wait=WAIT):
+    """Whether the monitor closes the connection within `wait` seconds.
+
+    A connection it keeps stays silent (nothing is owed on it). Asserting
+    "closed" waits long, and returns as soon as it is; asserting "open" may
+    wait briefly: a slow machine can only make a closing connection look
+    open there, never an open one look closed.
+    """
+    db.sock.settimeout(wait)
+    try:
+        return db.sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+# -- the tables -----------------------------------------------------------------
+
+@pytest.mark.parametrize("op", LOGIN_ONLY + USER_ONLY)
+def test_a_new_connection_may_only_say_hello_or_bind(database, op):
+    assert_refused_and_closed(link(database[1]), op, **ANY_FIELDS)
+
+
+@pytest.mark.parametrize("op", USER_ONLY + ["Bind", "Hello"])
+def test_a_login_connection_may_only_ask_exists_verify_create(database, op):
+    assert_refused_and_closed(login_link(database[1]), op, **ANY_FIELDS)
+
+
+@pytest.mark.parametrize("op", LOGIN_ONLY + ["Hello", "Bind"])
+def test_a_user_connection_may_not_log_in_again(database, op):
+    db = user_link(database[1], "alice")
+    assert_refused_and_closed(db, op, **ANY_FIELDS)
+
+
+def test_subscribe_is_accepted_once(database):
+    db = user_link(database[1], "alice")
+    assert db.call("Subscribe")["backlog"] == 0
+    with pytest.raises(DbError) as info:
+        db.call("Subscribe")
+    assert info.value.code == "refused" and "once" in info.value.reason
+    assert closed(db)
+
+
+def test_a_request_that_fails_validation_is_refused_and_changes_nothing(database):
+    db = user_link(database[1], "alice")
+    with pytest.raises(DbError) as info:
+        db.call("Inbox", limit=operations.INBOX_PAGE_MAX + 1)
+    assert info.value.code == "bad_request" and str(operations.INBOX_PAGE_MAX) in \
+        info.value.reason
+    with pytest.raises(DbError) as info:
+        db.call("DeleteAccount", confirm=False)
+    assert info.value.code == "bad_request"
+    assert db.call("Inbox")["messages"] == []        # still bound, still served
+    fresh = link(database[1])
+    with pytest.raises(DbError):
+        fresh.call("Hello", role="user")               # not accepted: still "new"
+    assert fresh.call("Hello", role="login") == {"rid": 2, "ok": True}
+
+
+def test_every_table_entry_names_an_answer_with_the_registry_flags():
+    for phase, table in answers.TABLES.items():
+        for name, entry in table.items():
+            op = operations.get(name)
+            assert op.role == phase and op.reaches_monitor
+            assert entry.answer is getattr(entry.answers, op.handler)
+            assert (entry.once, entry.no_reply, entry.phase) == (op.once, not op.replies,
+                                                                 op.phase)
+    listed = {name for table in answers.TABLES.values() for name in table}
+    assert listed == {op.name for op in operations.OPERATIONS if op.reaches_monitor}
+
+
+# -- the phase is decided on acceptance -----------------------------------------------
+
+def test_a_pipelined_bind_hello_exists_ends_bound_and_refuses_the_hello(database):
+    _, config = database
+    db = link(config)
+    replies, was_closed = pipelined(db, [("Bind", {"ticket": ticket_for(config, "alice")}),
+                                         ("Hello", {"role": "login", "peer": "x"}),
+                                         ("Exists", {"username": "alice"})])
+    assert [reply.ok for reply in replies] == [True, False]
+    assert replies[0].data["user"] == "alice"
+    assert replies[1].data["code"] == "refused" and "Hello" in replies[1].data["reason"]
+    assert was_closed or closed(db)            # the Exists is never answered
+
+
+def test_a_pipelined_bind_and_subscribe_are_answered_in_order(database):
+    _, config = database
+    db = link(config)
+    replies, was_closed = pipelined(db, [("Bind", {"ticket": ticket_for(config, "alice")}),
+                                         ("Subscribe", {})])
+    assert [(r.ok, sorted(set(r.data) - {"rid", "ok"})) for r in replies] == [
+        (True, ["user"]), (True, ["backlog"])]
+    assert not was_closed and not closed(db, wait=0.5)
+
+
+# Every ordered pair of phase-changing requests, pipelined after what makes the
+# first one legal. Only Bind then DeleteAccount is a legal sequence; after any
+# other first request the second is outside the new phase's table.
+PHASE_CHANGES = ("Hello", "Bind", "DeleteAccount")
+LEGAL_PAIRS = {("Bind", "DeleteAccount")}
+
+
+@pytest.mark.parametrize("second", PHASE_CHANGES)
+@pytest.mark.parametrize("first", PHASE_CHANGES)
+def test_every_pair_of_phase_changes_pipelined(database, first, second):
+    _, config = database
+    db = link(config)
+    fields = {"Hello": {"role": "login", "peer": "x"},
+              "Bind": {"ticket": ticket_for(config, "alice")},
+              "DeleteAccount": {"confirm": True}}
+    before = [("Bind", fields["Bind"])] if first == "DeleteAccount" else []
+    replies, was_closed = pipelined(db, before + [(first, fields[first]),
+                                                  (second, fields[second])])
+    replies = replies[len(before):]
+    assert replies and replies[0].ok, replies            # the first is always answered
+    if (first, second) in LEGAL_PAIRS:
+        assert len(replies) == 2 and replies[1].ok and not was_closed, replies
+        assert replies[1].data["deleted"] is True
+    else:
+        assert len(replies) == 2 and replies[1].data["code"] == "refused", replies
+        assert was_closed or closed(db)
+
+
+def test_requests_held_behind_a_phase_change_are_capped(database):
+    _, config = database
+    db = link(config)
+    requests = [("Bind", {"ticket": ticket_for(config, "alice")})]
+    requests += [("Inbox", {})] * (MAX_HELD + 1)
+    replies, was_closed = pipelined(db, requests)
+    assert was_closed and len(replies) <= 1 + MAX_HELD
+
+
+# -- subscriptions --------------------------------------------------------------
+
+def test_subscribe_pushes_backlog_then_live_in_order(database):
+    _, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    stored = [alice.call("Send", to="bob", subject=f"s{i}", body="b", client_id=f"c{i}")["id"]
+              for i in range(3)]
+    rid = bob.send_request("Subscribe")
+    pushed = []
+    while True:
+        event = bob.read_event()
+        if isinstance(event, Push):
+            pushed += [m["id"] for m in event.messages]
+        elif event.rid == rid:
+            break
+    assert pushed == stored
+    live = alice.call("Send", to="bob", subject="live", body="b", client_id="c9")["id"]
+    assert [m["id"] for m in bob.read_event().messages] == [live]
+
+
+def test_an_ack_is_not_answered_and_is_stored_before_the_next_reply(database):
+    _, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    sent = alice.call("Send", to="bob", subject="s", body="b", client_id="c1")["id"]
+    bob.send_request("Ack", ids=[sent])
+    subscribe_rid = bob.send_request("Subscribe")
+    reply = bob.read_event()
+    assert reply.rid == subscribe_rid        # nothing answered the Ack
+    assert reply.data["backlog"] == 0        # and it was stored first

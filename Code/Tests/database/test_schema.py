@@ -1,0 +1,183 @@
+"""Tests for Modules/database/schema.py on real SQLite files: the three files,
+their modes, migrations, and refusing what is not ours.
+
+Files are created mode 0600 in a directory of mode 0700 (a looser directory
+is tightened); a foreign SQLite file, a file that is not SQLite, a newer
+schema version and a corrupt page are refused and left unchanged; empty or
+stamped-but-unmigrated files are migrated; a later migration step runs once,
+in its own transaction.
+"""
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from Modules.database import schema as storage_schema
+from Modules.database import storage
+from Modules.database.storage import (
+    StorageError,
+    close_databases,
+    open_databases,
+)
+from Tests.support.storage import make_users
+from Tests.support.storage import send_stored as send
+
+FILES = ("users.db", "passwords.db", "messages.db")
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def snapshot(directory):
+    return {name: open(os.path.join(directory, name), "rb").read()
+            for name in sorted(os.listdir(directory))}
+
+
+# -- files, modes, refusals, migrations --------------------------------------
+
+def test_modes_of_directory_files_and_wal(data_dir, db):
+    make_users(db, "alice", "bob")
+    send(db, "alice", "bob")
+    assert mode_of(data_dir) == 0o700
+    for name in FILES:
+        for suffix in ("", "-wal", "-shm"):
+            path = os.path.join(data_dir, name + suffix)
+            assert os.path.exists(path), path
+            assert mode_of(path) == 0o600, path
+
+
+def test_umask_restored_and_loose_directory_tightened(tmp_path):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o755)
+    before = os.umask(0o022)
+    try:
+        close_databases(open_databases(loose))
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
+    assert mode_of(loose) == 0o700
+
+
+def test_reopen_keeps_data_and_versions(data_dir, db):
+    make_users(db, "alice", "bob")
+    sent = send(db, "alice", "bob")
+    close_databases(db)
+    again = open_databases(data_dir)
+    try:
+        assert storage.user_exists(again, "alice")
+        assert [m["id"] for m in storage.undelivered(again, "bob")] == [sent["id"]]
+        for name, schema in storage_schema.SCHEMAS.items():
+            assert storage_schema.schema_version(again, schema) == len(
+                storage_schema.MIGRATIONS[name])
+            app_id = again.execute(f"PRAGMA {schema}.application_id").fetchone()[0]
+            assert app_id == storage_schema.APPLICATION_ID
+    finally:
+        close_databases(again)
+
+
+@pytest.mark.parametrize("victim", FILES)
+def test_foreign_sqlite_file_refused_and_unchanged(data_dir, victim):
+    os.makedirs(data_dir, mode=0o700)
+    foreign = sqlite3.connect(os.path.join(data_dir, victim))
+    foreign.execute("PRAGMA application_id = 1234")
+    foreign.execute("CREATE TABLE precious (x)")
+    foreign.execute("INSERT INTO precious VALUES ('keep me')")
+    foreign.commit()
+    foreign.close()
+    before = snapshot(data_dir)
+    with pytest.raises(StorageError, match=r"not a Parley database \(application_id 0x000004D2"):
+        open_databases(data_dir)
+    assert snapshot(data_dir) == before  # nothing changed, nothing created
+
+
+@pytest.mark.parametrize("garbage", [b"not sqlite", os.urandom(8192),
+                                     b"SQLite format 3\x00" + b"\xff" * 10])
+def test_non_sqlite_file_refused_and_unchanged(data_dir, garbage):
+    os.makedirs(data_dir, mode=0o700)
+    with open(os.path.join(data_dir, "messages.db"), "wb") as handle:
+        handle.write(garbage)
+    before = snapshot(data_dir)
+    with pytest.raises(StorageError, match="not an SQLite database"):
+        open_databases(data_dir)
+    assert snapshot(data_dir) == before
+
+
+def test_newer_schema_version_refused_and_unchanged(data_dir, db):
+    make_users(db, "alice")
+    close_databases(db)
+    raw = sqlite3.connect(os.path.join(data_dir, "passwords.db"))
+    raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    before = snapshot(data_dir)
+    with pytest.raises(StorageError, match="schema version 99, newer"):
+        open_databases(data_dir)
+    assert snapshot(data_dir) == before
+
+
+@pytest.mark.parametrize("page, offset, junk", [
+    (2, 8, b"\xde\xad\xbe\xef" * 64),  # SQLite itself finds it malformed
+    (3, 0, b"\x0d\x00\x07\x01" * 2),   # only PRAGMA quick_check notices
+])
+def test_corrupt_file_refused(data_dir, db, page, offset, junk):
+    make_users(db, *[f"user{i}" for i in range(200)])
+    close_databases(db)
+    with open(os.path.join(data_dir, "users.db"), "r+b") as handle:
+        handle.seek((page - 1) * 4096 + offset)
+        handle.write(junk)
+    with pytest.raises(StorageError, match=r"users\.db in .*refusing"):
+        open_databases(data_dir)
+
+
+def test_empty_files_are_initialised_from_version_0(data_dir):
+    os.makedirs(data_dir, mode=0o700)
+    for name in FILES:
+        open(os.path.join(data_dir, name), "wb").close()
+    db = open_databases(data_dir)
+    try:
+        make_users(db, "alice")
+        assert storage.user_exists(db, "alice")
+        assert storage_schema.schema_version(db, "msg") == 1
+    finally:
+        close_databases(db)
+
+
+def test_stamped_but_unmigrated_file_is_migrated(data_dir):
+    """A crash after a new file got its application_id but no tables yet."""
+    os.makedirs(data_dir, mode=0o700)
+    raw = sqlite3.connect(os.path.join(data_dir, "messages.db"))
+    raw.execute(f"PRAGMA application_id = {storage_schema.APPLICATION_ID}")
+    raw.close()
+    os.chmod(os.path.join(data_dir, "messages.db"), 0o644)
+    db = open_databases(data_dir)
+    try:
+        assert mode_of(os.path.join(data_dir, "messages.db")) == 0o600
+        make_users(db, "alice", "bob")
+        assert send(db, "alice", "bob")["bounced"] is False
+    finally:
+        close_databases(db)
+
+
+def test_later_migration_steps_run_once_in_their_own_transaction(data_dir, db, monkeypatch):
+    make_users(db, "alice")
+    close_databases(db)
+    steps = storage_schema.MIGRATIONS["users"]
+    broken = "ALTER TABLE main.users ADD COLUMN colour TEXT; SELECT * FROM nowhere;"
+    monkeypatch.setitem(storage_schema.MIGRATIONS, "users", steps + [broken])
+    with pytest.raises(StorageError, match="schema version 2 failed"):
+        open_databases(data_dir)
+    good = "ALTER TABLE main.users ADD COLUMN colour TEXT DEFAULT 'blue';"
+    monkeypatch.setitem(storage_schema.MIGRATIONS, "users", steps + [good])
+    db = open_databases(data_dir)
+    try:
+        assert storage_schema.schema_version(db, "main") == 2
+        assert db.execute("SELECT colour FROM users").fetchall() == [("blue",)]
+    finally:
+        close_databases(db)
+    db = open_databases(data_dir)  # already at 2: the step does not run again
+    close_databases(db)
+
+

@@ -1,0 +1,203 @@
+"""The daemon as a supervisor: start-up, capacity, shutdown, restarts.
+
+Real daemons on port 0 in temporary data dirs; clients are `RawClient`s.
+Covers the readiness line, process titles, `--max-clients`, the SIGTERM
+sequence (clients told, exit 0, WAL checkpointed), a restart with nothing
+lost, a killed database process being restarted under live sessions, a
+corrupt or foreign data file refused at start, and `--fingerprint`.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from Modules import identity
+from Modules.wire import channel
+from Modules.wire.framing import CLOSED
+from Tests.support import (
+    SERVER,
+    RawClient,
+    child_env,
+    next_message,
+    proc_stat,
+    request,
+    send,
+    session,
+    wait_until,
+)
+
+
+def test_ready_line_and_process_titles(server):
+    assert any("listening on 127.0.0.1:" in line for line in server.stdout_lines)
+    titles = server.processes().values()
+    assert "parley: daemon" in titles and "parley: database" in titles
+
+
+def test_one_over_max_clients_is_told_the_server_is_full(make_server):
+    server = make_server("--max-clients", "1")
+    first = RawClient(server.port)
+    first.handshake()
+    second = RawClient(server.port)
+    second.write(second.conn.start())
+    notice = second.next_event()
+    assert isinstance(notice, channel.Notice) and "server full" in notice.text
+    first.close()
+    wait_until(lambda: _can_log_in(server), message="a free place after the first left")
+
+
+def _can_log_in(server):
+    client = RawClient(server.port)
+    client.write(client.conn.start())
+    event = client.next_event()
+    client.close()
+    return isinstance(event, channel.HandshakeDone)
+
+
+def test_sigterm_tells_clients_and_exits_cleanly(server):
+    alice, _ = session(server, "alice")
+    waiting = RawClient(server.port)
+    waiting.handshake()
+    assert server.stop(signal.SIGTERM) == 0
+    event = alice.next_event()
+    assert event.op == "System" and event.data["event"] == "shutdown"
+    assert alice.next_event() is CLOSED
+    assert waiting.next_event().data["event"] == "shutdown"
+    leftovers = [f for f in os.listdir(server.data_dir) if f.endswith("-wal")]
+    assert all(os.path.getsize(os.path.join(server.data_dir, f)) == 0 for f in leftovers)
+
+
+def test_restart_loses_nothing(make_server):
+    server = make_server(subdir="run")
+    alice, _ = session(server, "alice")
+    session(server, "bob")[0].close()
+    sent = [send(alice, "bob", f"m{i}").data["id"] for i in range(3)]
+    assert server.stop() == 0
+    server = make_server(subdir="run")      # same data dir
+    _, backlog = session(server, "bob", create=False)
+    assert [m["id"] for m in backlog] == sent
+
+
+def test_killed_database_process_is_restarted_under_live_sessions(server):
+    alice, _ = session(server, "alice")
+    bob, _ = session(server, "bob")
+    (old_pid,) = server.pids_titled("parley: database")
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until(lambda: [p for p in server.pids_titled("parley: database") if p != old_pid],
+               message="a new database process")
+    result = None
+    for _ in range(50):                  # 'unavailable' until the user process reconnects
+        result = send(alice, "bob", "after the crash", client_id="after-crash")
+        if result.op == "Result":
+            break
+        assert result.data["code"] == "unavailable"
+    assert result.op == "Result"
+    message = next_message(bob)
+    while message["subject"] != "after the crash":
+        message = next_message(bob)
+    carol, _ = session(server, "carol")    # new logins work too
+    assert request(carol, "Inbox").op == "Result"
+    assert "restarting it" in server.log()
+
+
+def _start_and_fail(tmp_path, data_dir):
+    done = subprocess.run([sys.executable, SERVER, "--port", "0", "--data-dir", data_dir],
+                          capture_output=True, text=True, timeout=60, env=child_env())
+    return done.returncode, done.stderr
+
+
+def test_foreign_database_file_is_refused_and_kept(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    foreign = data_dir / "messages.db"
+    foreign.write_bytes(b"this is somebody's notes, not a database" * 20)
+    code, stderr = _start_and_fail(tmp_path, str(data_dir))
+    assert code != 0 and "messages.db" in stderr
+    assert foreign.read_bytes() == b"this is somebody's notes, not a database" * 20
+
+
+def test_fingerprint_option_prints_the_key_fingerprint(tmp_path):
+    data_dir = str(tmp_path / "data")
+    done = subprocess.run([sys.executable, SERVER, "--fingerprint", "--data-dir", data_dir],
+                          capture_output=True, text=True, timeout=60, env=child_env())
+    key = identity.load_or_create_server_key(data_dir)
+    assert done.returncode == 0
+    assert done.stdout.strip() == identity.fingerprint(key.public)
+
+
+def test_bad_option_is_a_clear_error(tmp_path):
+    done = subprocess.run([sys.executable, SERVER, "--port", "seventy"], capture_output=True,
+                          text=True, timeout=60, env=child_env())
+    assert done.returncode == 2 and "--port" in done.stderr
+    env = child_env({"PARLEY_MAX_CLIENTS": "-3"})
+    done = subprocess.run([sys.executable, SERVER], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 2 and "PARLEY_MAX_CLIENTS" in done.stderr
+
+
+def test_server_key_survives_restarts(make_server):
+    first = make_server(subdir="k")
+    key_one = RawClient(first.port)
+    key_one.handshake()
+    first.stop()
+    second = make_server(subdir="k")
+    key_two = RawClient(second.port)
+    key_two.handshake()
+    assert key_one.server_key == key_two.server_key
+    mode = os.stat(os.path.join(second.data_dir, "server_key")).st_mode & 0o777
+    assert mode == 0o600
+
+
+def test_a_read_only_data_dir_is_refused_at_start_with_a_clear_message(make_server, tmp_path):
+    first = make_server(subdir="ro")
+    first.stop()
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a private mount namespace here (needs root)")
+    data_dir = first.data_dir       # root ignores file modes: use a read-only bind mount
+    script = (f"mount --bind {data_dir} {data_dir} && "
+              f"mount -o remount,ro,bind {data_dir} && exec \"$@\"")
+    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, SERVER,
+               "--port", "0", "--data-dir", data_dir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env())
+    assert done.returncode == 1
+    assert "is read-only or not writable" in done.stderr
+
+
+def test_a_second_signal_forces_the_exit(server):
+    alice, _ = session(server, "alice")
+    (frozen,) = server.pids_titled("parley: user alice")
+    os.kill(frozen, signal.SIGSTOP)              # it cannot finish, so shutdown waits
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "shutting down" in server.log(), message="the first signal")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 1
+        wait_until(lambda: not server.processes(), message="every child killed")
+    finally:
+        alice.close()
+        server.kill_group()
+
+
+def nice_of(pid, thread=None):
+    return int(proc_stat(pid, thread)[16])   # field 19 of stat: nice
+
+
+def test_logins_and_hashing_yield_the_cpu_to_live_sessions(server):
+    alice, _ = session(server, "alice")            # a live session, and hashes done
+    waiting = RawClient(server.port)
+    waiting.handshake()                            # a login process, mid-dialogue
+    try:
+        (login,) = server.pids_titled("parley: login")
+        (user,) = server.pids_titled("parley: user alice")
+        (database,) = server.pids_titled("parley: database")
+        assert nice_of(login) == 10 and nice_of(user) == 0 and nice_of(database) == 0
+        niceness = [nice_of(database, tid) for tid in os.listdir(f"/proc/{database}/task")]
+        assert nice_of(database, database) == 0        # the main thread and the writer...
+        assert niceness.count(0) >= 2
+        assert 1 <= niceness.count(10) <= 2            # ...but not the 2 hashing workers
+        assert set(niceness) == {0, 10}
+    finally:
+        waiting.close()
+        alice.close()

@@ -1,0 +1,189 @@
+"""The login process over real TCP: handshake, Version, the login dialogue.
+
+Each test talks to a real daemon with `RawClient`, which drives the
+protocol objects directly so it can also misbehave: wrong passwords,
+stalling, garbage and oversize frames. After every abuse a well-behaved
+client must still be served.
+"""
+
+import os
+import socket
+import time
+
+from Modules.wire import channel
+from Modules.wire.framing import CLOSED
+from Modules.wire.serializers import Packet
+from Tests.support import PASSWORD, RawClient, read_to_end, wait_until
+
+
+def create(server, name, password=PASSWORD):
+    client = RawClient(server.port)
+    welcome = client.login(name, password, create=True)
+    assert welcome.op == "Welcome" and welcome.data == {"user": name, "created": True}
+    return client
+
+
+def assert_still_serving(server, name="witness"):
+    client = RawClient(server.port)
+    welcome = client.login(name, PASSWORD, create=True)
+    assert welcome.op == "Welcome"
+    client.close()
+
+
+def test_create_then_log_in_again(server):
+    create(server, "alice").close()
+    client = RawClient(server.port)
+    welcome = client.login("Alice", PASSWORD)   # names are case-insensitive
+    assert welcome.data == {"user": "alice", "created": False}
+    assert client.next_event().data["event"] == "ready"
+
+
+def test_three_wrong_passwords_close_the_connection(server):
+    create(server, "bob").close()
+    client = RawClient(server.port)
+    reply = client.login("bob", "wrong password 1")
+    assert reply.data["prompt"] == "password" and reply.data["attempts_left"] == 2
+    assert "Wrong password" in reply.data["message"]
+    client.send("Login", password="wrong password 2")
+    assert client.next_event().data["attempts_left"] == 1
+    client.send("Login", password="wrong password 3")
+    final = client.next_event()
+    assert final.op == "Error" and final.data["code"] == "too_many_attempts"
+    assert client.next_event() is CLOSED
+
+
+def test_wrong_then_right_password(server):
+    create(server, "carol").close()
+    client = RawClient(server.port)
+    assert client.login("carol", "not the password").data["prompt"] == "password"
+    client.send("Login", password=PASSWORD)
+    assert client.next_event().op == "Welcome"
+
+
+def test_username_rules_are_explained(server):
+    client = RawClient(server.port)
+    assert client.handshake().data["prompt"] == "username"
+    client.send("Login", username="x!")
+    prompt = client.next_event()
+    assert prompt.data["prompt"] == "username"
+    assert "characters" in prompt.data["message"]
+    client.send("Login", username="parley")
+    assert "reserved" in client.next_event().data["message"]
+
+
+def test_short_new_password_is_refused_with_the_rule(server):
+    client = RawClient(server.port)
+    client.handshake()
+    client.send("Login", username="dave")
+    assert client.next_event().data["prompt"] == "new_password"
+    client.send("Login", new_password="short")
+    prompt = client.next_event()
+    assert prompt.data["prompt"] == "new_password" and "at least 8" in prompt.data["message"]
+    client.send("Login", cancel=True)
+    assert client.next_event().data["prompt"] == "username"
+
+
+def test_login_timeout_after_handshake(make_server):
+    server = make_server("--login-timeout", "1")
+    client = RawClient(server.port)
+    client.handshake()
+    event = client.next_event()
+    assert event.op == "System" and event.data["event"] == "timeout"
+    assert client.next_event() is CLOSED
+
+
+def test_login_timeout_covers_a_stalled_handshake(make_server):
+    server = make_server("--login-timeout", "1")
+    client = RawClient(server.port)   # connects, never sends the handshake
+    event = client.next_event()
+    assert isinstance(event, channel.Notice) and "time" in event.text
+    assert client.next_event() is CLOSED
+    assert_still_serving(server)
+
+
+def _closed_after(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        return read_to_end(sock)
+
+
+def test_oversize_length_prefix_closes_only_that_connection(server):
+    _closed_after(server.port, b"\xff\xff\xff\xff" + b"x" * 100)
+    assert_still_serving(server)
+    assert "frame" in server.log()
+
+
+def test_garbage_bytes_close_only_that_connection(server):
+    for seed in range(5):
+        _closed_after(server.port, os.urandom(200 + seed))
+    assert_still_serving(server)
+
+
+def test_a_forged_frame_gets_a_clear_error_and_the_connection_closes(server):
+    client = RawClient(server.port)
+    client.handshake()
+    client.write(b"\x00\x00\x00\x15\x02" + b"forged ciphertext!!!")
+    error = client.next_event()
+    assert error.op == "Error" and error.data["code"] == "decrypt_failed"
+    assert client.next_event() is CLOSED
+    assert_still_serving(server)
+
+
+def test_a_replayed_frame_in_a_session_is_refused(server):
+    client = create(server, "ivan")
+    assert client.next_event().data["event"] == "ready"
+    frame = client.conn.send(Packet("Inbox", {"rid": 1}))
+    client.write(frame)
+    assert client.next_event().op == "Result"
+    client.write(frame)                                  # the same bytes again
+    error = client.next_event()
+    assert error.op == "Error" and error.data["code"] == "decrypt_failed"
+    assert client.next_event() is CLOSED
+    assert "authentication" in server.log()
+
+
+def test_process_titles_name_the_peer_then_the_user(server):
+    client = RawClient(server.port)
+    client.handshake()
+    local_port = client.sock.getsockname()[1]
+    wait_until(lambda: server.pids_titled(f"parley: login 127.0.0.1:{local_port}"),
+               message="login process title")
+    client.send("Login", username="erin")
+    client.next_event()
+    client.send("Login", new_password=PASSWORD)
+    assert client.next_event().op == "Welcome"
+    wait_until(lambda: server.pids_titled("parley: user erin"), message="user process title")
+    wait_until(lambda: not server.pids_titled(f"parley: login 127.0.0.1:{local_port}"),
+               message="login process exit")
+
+
+def test_failed_logins_are_throttled_but_others_get_in(server):
+    create(server, "frank").close()
+    throttled = False
+    for _ in range(4):
+        client = RawClient(server.port)
+        reply = client.login("frank", "wrong password!")
+        throttled = throttled or "try again in" in reply.data.get("message", "")
+        for _ in range(2):
+            if reply.op != "Login":
+                break
+            client.send("Login", password="wrong password!")
+            reply = client.next_event()
+            throttled = throttled or "try again in" in reply.data.get("message", "")
+        client.close()
+        if throttled:
+            break
+    assert throttled
+    assert_still_serving(server, "grace")
+
+
+def test_connection_survives_the_hand_off(server):
+    """The same TCP connection carries the login and the session (no reconnect)."""
+    client = create(server, "heidi")
+    before = client.sock.getsockname()
+    assert client.next_event().data["event"] == "ready"
+    client.send("Inbox", rid=1)
+    result = client.next_event()
+    assert result.op == "Result" and result.data["messages"] == []
+    assert client.sock.getsockname() == before
+    time.sleep(0)  # nothing else to wait for: the reply proves the relay works

@@ -1,0 +1,123 @@
+"""Security promises checked end to end, across modules (see docs/SECURITY.md).
+
+A relay between the real client and the real server records every byte:
+no password, subject or body may appear in it. A whole session at
+`--debug` leaves no password, hash, key or body in the server's log.
+Changing the argon2 parameters upgrades a user's hash at the next login.
+"""
+
+import base64
+import socket
+import sqlite3
+import threading
+
+from Tests.support import run_client
+
+SECRET_PASSWORD = "Tr0ub4dor&3-horse"
+SECRET_BODY = "the launch code is 0000-SECRET-BODY"
+SECRET_SUBJECT = "SUBJECT-NOBODY-SHOULD-SEE"
+
+
+class RecordingRelay:
+    """A TCP relay on 127.0.0.1 that forwards both ways and keeps every byte."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.recorded = bytearray()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _accept_loop(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source, sink):
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                for sock in (source, sink):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+            with self.lock:
+                self.recorded += data
+            sink.sendall(data)
+
+    def close(self):
+        self.listener.close()
+
+
+class Via:
+    """Just enough of a ServerProcess for run_client: another port, same tmp dir."""
+
+    def __init__(self, server, port):
+        self.port, self.tmp_path = port, server.tmp_path
+
+
+def test_a_relay_recording_every_byte_sees_no_password_or_body(server):
+    relay = RecordingRelay(server.port)
+    via = Via(server, relay.port)
+    assert run_client(via, "bob", [], password=SECRET_PASSWORD, create=True)[0] == 0
+    code, _, _ = run_client(via, "alice", [f'send bob "{SECRET_SUBJECT}" "{SECRET_BODY}"'],
+                            password=SECRET_PASSWORD, create=True)
+    assert code == 0
+    code, objects, _ = run_client(via, "bob", ["inbox", "read 1"], password=SECRET_PASSWORD)
+    assert code == 0
+    assert any(o.get("body") == SECRET_BODY for o in objects)   # it did travel
+    relay.close()
+    recorded = bytes(relay.recorded)
+    assert len(recorded) > 1000
+    for secret in (SECRET_PASSWORD, SECRET_BODY, SECRET_SUBJECT, "alice"):
+        assert secret.encode() not in recorded
+        assert secret.encode("utf-16-le") not in recorded
+
+
+def test_debug_logs_hold_no_secrets(make_server):
+    server = make_server("--debug")
+    run_client(server, "bob", [], password=SECRET_PASSWORD, create=True)
+    run_client(server, "alice", [f'send bob "{SECRET_SUBJECT}" "{SECRET_BODY}"'],
+               password=SECRET_PASSWORD, create=True)
+    run_client(server, "bob", ["read 1", "delete 1"], password=SECRET_PASSWORD)
+    run_client(server, "bob", [], password="a wrong password guess")
+    server.stop()
+    log = server.log()
+    assert "logged in" in log            # the log is really there
+    key_line = open(f"{server.data_dir}/server_key").read().split()[1]
+    private = base64.b64decode(key_line)
+    for secret in (SECRET_PASSWORD, "a wrong password guess", SECRET_BODY, "$argon2",
+                   key_line, private.hex(), base64.b64encode(private).decode()):
+        assert secret not in log, f"secret found in the log: {secret[:6]}..."
+
+
+def _stored_hash(data_dir, name):
+    db = sqlite3.connect(f"file:{data_dir}/passwords.db?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT hash FROM passwords WHERE username = ?", (name,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_changed_argon2_parameters_upgrade_the_hash_at_login(make_server):
+    first = make_server(subdir="same", env={"PARLEY_ARGON2_TIME_COST": "1"})
+    assert run_client(first, "carol", [], password=SECRET_PASSWORD, create=True)[0] == 0
+    first.stop()
+    old = _stored_hash(first.data_dir, "carol")
+    assert old.startswith("$argon2id$") and ",t=1," in old
+    second = make_server(subdir="same", env={"PARLEY_ARGON2_TIME_COST": "2"})
+    assert run_client(second, "carol", [], password=SECRET_PASSWORD)[0] == 0
+    second.stop()
+    new = _stored_hash(second.data_dir, "carol")
+    assert new != old and ",t=2," in new
