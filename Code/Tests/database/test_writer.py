@@ -112,33 +112,18 @@ def test_jobs_queued_together_share_transactions(db_path):
     async def main():
         writer = await started_writer(db_path)
         try:
+            release, gate = hold(writer)           # all 200 wait while the gate runs
             futures = [writer.submit(insert, f"v{n}") for n in range(200)]
-            results = await asyncio.gather(*futures)
-            assert results == list(range(1, 201))
-            assert writer.jobs == 200
-            assert 1 <= writer.batches < 200
+            release.set()
+            results = await asyncio.gather(gate, *futures)
+            assert results == ["gate"] + list(range(1, 201))
+            assert writer.jobs == 201
+            assert writer.batches == 2             # the gate, then all 200 together
         finally:
             writer.stop()
 
     run(main())
     assert on_disk(db_path) == [f"v{n}" for n in range(200)]
-
-
-def test_held_queue_commits_as_one_batch(db_path):
-    async def main():
-        writer = await started_writer(db_path)
-        try:
-            release, gate = hold(writer)
-            futures = [writer.submit(insert, f"v{n}") for n in range(50)]
-            release.set()
-            assert await gate == "gate"
-            assert await asyncio.gather(*futures) == list(range(1, 51))
-            assert writer.batches == 2 and writer.jobs == 51
-        finally:
-            writer.stop()
-
-    run(main())
-    assert len(on_disk(db_path)) == 50
 
 
 def test_max_batch_splits_batches(db_path):

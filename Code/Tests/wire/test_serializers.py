@@ -8,7 +8,6 @@ import enum
 import json
 import math
 import string
-import time
 import tracemalloc
 from collections import OrderedDict
 
@@ -337,16 +336,15 @@ HUGE_DECLARATIONS = [
 
 
 @pytest.mark.parametrize("data", HUGE_DECLARATIONS, ids=lambda data: data[-8:].hex())
-def test_huge_declared_lengths_are_refused_fast_and_small(data):
+def test_huge_declared_lengths_are_refused_without_allocating_them(data):
+    """A length or count of billions is refused before anything is built for it:
+    peak memory stays small (no clock: the machine may be busy)."""
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         assert_bad_encoding(BINARY, data)
-        elapsed = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert elapsed < 0.05
     assert peak < 64 * 1024
 
 
