@@ -133,7 +133,7 @@ class InteractiveRunner(Runner):
 
     # -- reading ----------------------------------------------------------------------------
     def _read(self, args):
-        message = self.session.read(args["id"]).get("message", {})
+        message = self.session.request("Read", id=args["id"]).get("message", {})
         self.client.remember(message.get("from"))
         self.output.emit(message_record(message, "read"))
         return OK
@@ -160,7 +160,7 @@ class InteractiveRunner(Runner):
         """(unread messages, True if all were counted) for the login greeting."""
         before, unread = None, 0
         for _ in range(COUNT_PAGES):
-            result = self.session.inbox(before, COUNT_PAGE)
+            result = self.session.request("Inbox", before=before, limit=COUNT_PAGE)
             entries = result.get("messages", [])
             unread += sum(1 for entry in entries if entry.get("unread"))
             if not result.get("more") or not entries:
@@ -203,7 +203,8 @@ class _Listing:
         """Each page's entries, newest first, until the end (or the --limit)."""
         before = self.before
         while True:
-            result = self.runner.session.inbox(before, self.limit or PAGE)
+            result = self.runner.session.request("Inbox", before=before,
+                                                 limit=self.limit or PAGE)
             entries = inbox_record(result)["messages"]
             self.runner.client.remember(*[entry["from"] for entry in entries])
             self.shown += len(entries)

@@ -302,17 +302,18 @@ class Runner:
         return getattr(self.ui, question)(*args)
 
     def _inbox(self, args):
-        result = self.session.inbox(args.get("before"), args.get("limit"))
+        result = self.session.request("Inbox", before=args.get("before"),
+                                      limit=args.get("limit"))
         self.output.emit(out_mod.inbox_record(result))
         return OK
 
     def _read(self, args):
-        result = self.session.read(args["id"])
+        result = self.session.request("Read", id=args["id"])
         self.output.emit(out_mod.message_record(result.get("message", {}), "read"))
         return OK
 
     def _delete(self, args):
-        self.output.emit(out_mod.deleted_record(self.session.delete(args["ids"])))
+        self.output.emit(out_mod.deleted_record(self.session.request("Delete", ids=args["ids"])))
         return OK
 
     def _delete_account(self, _args):

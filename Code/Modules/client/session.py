@@ -11,7 +11,8 @@ drives it in steps:
     step = session.next_login_step()    # a Login prompt or Welcome packet
     session.answer_login(username=...)  # one answer per prompt
     session.wait_ready()          # the backlog has been handed to the handlers
-    session.send_message(...), inbox(), read(), delete(), delete_account()
+    session.request("Inbox", before=..., limit=...)   # any operation of the registry
+    session.send_message(...), delete_account()         # the two with more to them
     session.logout(); session.close()
 
 Threads: after `negotiate()` one reader thread owns all receiving. Pushed
@@ -413,7 +414,11 @@ class ClientSession:
 
     # -- requests ----------------------------------------------------------------------
     def request(self, op, timeout=REQUEST_TIMEOUT, **fields):
-        """Send one request and wait for its Result; the Result's data."""
+        """Send one request and wait for its Result; the Result's data.
+
+        Fields given as None are left out (the registry's defaults apply).
+        """
+        fields = {name: value for name, value in fields.items() if value is not None}
         with self._replies_cond:
             self._rid += 1
             rid = self._rid
@@ -454,16 +459,6 @@ class ClientSession:
             if self._closed.wait(delay):
                 raise self.connection_lost()
         return self.request("Send", **fields)
-
-    def inbox(self, before=None, limit=None):
-        fields = {k: v for k, v in (("before", before), ("limit", limit)) if v is not None}
-        return self.request("Inbox", **fields)
-
-    def read(self, message_id):
-        return self.request("Read", id=message_id)
-
-    def delete(self, ids):
-        return self.request("Delete", ids=list(ids))
 
     def delete_account(self):
         """Delete the account; the server then returns to the login dialogue.

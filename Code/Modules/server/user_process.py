@@ -6,12 +6,16 @@ database process in the *user* role, bound by the ticket from the login;
 the daemon through a one-way pipe, used only to hand the connection back to
 a login process after the account is deleted.
 
-It relays: client requests (Send, Inbox, Read, Delete, DeleteAccount) to
-the database and the replies back as Result or Error with the client's
-request id; pushed messages from the database to the client as Message
-packets; the client's Ack to the database. After subscribing it sends
-System "ready" once the stored backlog has been pushed, so the client
-prints the backlog before it runs its first command.
+It relays every operation the registry (`Modules/operations.py`) marks
+`relayed`, with the registry's fields only, to the database, and passes
+the reply back as a Result (the registry's reply fields) or an Error with
+the client's request id; operations without a reply (Ack) are fire and
+forget. Logout it answers itself. Pushed messages from the database go to
+the client as Message packets. After subscribing it sends System "ready"
+once the stored backlog has been pushed, so the client prints the backlog
+before it runs its first command. The session's life is one table
+(`SESSION_MOVES`): RUNNING, DRAINING after SIGTERM, then CLOSING, or
+HANDING_BACK to a login process after the account was deleted.
 
 Failures: a request with bad fields gets an Error and the session goes on;
 a protocol violation or undecodable bytes close this connection only. If

@@ -87,7 +87,7 @@ def test_request_waits_for_its_own_rid():
         return True
 
     session._send = answer
-    assert session.delete([1])["deleted"] == [1]
+    assert session.request("Delete", ids=[1])["deleted"] == [1]
     assert sent[0].op == "Delete" and sent[0].data["ids"] == [1]
 
 
@@ -101,7 +101,7 @@ def test_error_reply_raises_request_failed():
 
     session._send = refuse
     with pytest.raises(client_session.RequestFailed) as caught:
-        session.read(4)
+        session.request("Read", id=4)
     assert (caught.value.code, caught.value.message) == ("not_found",
                                                          "You have no message 4.")
 
@@ -149,7 +149,7 @@ def test_a_closed_connection_ends_waiting_with_the_servers_reason():
                                          "message": "The server is shutting down."})])
     session._finish(None)
     with pytest.raises(client_session.ConnectionLost) as caught:
-        session.inbox()
+        session.request("Inbox")
     assert caught.value.message == "The server is shutting down."
 
 

@@ -12,46 +12,8 @@ from Modules.server import login_process, user_process
 from Modules.wire import channel
 from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder
 from Modules.wire.serializers import Packet
-from Tests.support import PASSWORD, RawClient
+from Tests.support import next_message, request, send, session
 from Tests.support.pairs import user_session
-
-
-def session(server, name, create=True):
-    """A logged-in client and the messages delivered before 'ready'."""
-    client = RawClient(server.port)
-    assert client.login(name, PASSWORD, create=create).op == "Welcome"
-    backlog = []
-    while True:
-        event = client.next_event()
-        if event.op == "System" and event.data["event"] == "ready":
-            return client, backlog
-        assert event.op == "Message", event
-        backlog.append(event.data)
-
-
-def request(client, op, **data):
-    """Send one request and return its Result/Error, collecting pushes meanwhile."""
-    request.rid = getattr(request, "rid", 0) + 1
-    client.send(op, rid=request.rid, **data)
-    pushed = []
-    while True:
-        event = client.next_event()
-        if event.op in ("Result", "Error") and event.data.get("rid") == request.rid:
-            request.pushed = pushed
-            return event
-        pushed.append(event)
-
-
-def send(client, to, subject="Hello", body="Hi there", client_id=None):
-    request.count = getattr(request, "count", 0) + 1
-    return request(client, "Send", to=to, subject=subject, body=body,
-                   client_id=client_id or f"cid-{request.count}")
-
-
-def next_message(client):
-    event = client.next_event()
-    assert event.op == "Message", event
-    return event.data
 
 
 def test_live_push_and_offline_delivery_in_order(server):
