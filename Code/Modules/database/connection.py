@@ -102,6 +102,7 @@ class MonitorConnection(asyncio.Protocol):
         self.peer = self.address = "?"
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport = None
+        self._closed = False              # closed by us, or the transport was lost
         self.subscription = Machine("subscription", SUBSCRIPTION_MOVES, UNSUBSCRIBED)
         self._buffered = []               # pushes held while the backlog is sent
         self._accepted_once = set()       # once-only operations already accepted
@@ -117,6 +118,7 @@ class MonitorConnection(asyncio.Protocol):
         self.monitor.connections.add(self)
 
     def connection_lost(self, exc):
+        self._closed = True
         self.monitor.connections.discard(self)
         self.subscription_ended()
         self.phase = operations.CLOSED
@@ -135,10 +137,11 @@ class MonitorConnection(asyncio.Protocol):
         return f"user {self.user}" if self.user else f"peer {self.peer}"
 
     def closed(self):
-        return self.transport is None or self.transport.is_closing()
+        return self._closed
 
     def close(self):
         self.phase = operations.CLOSED
+        self._closed = True
         self._held.clear()
         if self.transport is not None:
             self._flush_writes()
@@ -147,7 +150,7 @@ class MonitorConnection(asyncio.Protocol):
     # -- requests --------------------------------------------------------------
     def receive(self, packet):
         """One request: accepted now, or held until a phase change is answered."""
-        if self.closed():
+        if self._closed:
             return
         if not self._changing_phase:
             self._accept(packet)
@@ -180,9 +183,8 @@ class MonitorConnection(asyncio.Protocol):
             self._accepted_once.add(packet.op)
         if entry.phase is not None:
             self.phase, self._changing_phase = entry.phase, True
-        answer = entry.answer(self._answer_set(entry.answers), args)
-        asyncio.get_running_loop().create_task(answer).add_done_callback(
-            functools.partial(self._task_done, rid, entry))
+        answers = self._answer_sets.get(entry.answers) or self._answer_set(entry.answers)
+        self._run_answer(entry.answer(answers, args), rid, entry)
 
     def _refuse_and_close(self, rid, op, again):
         what = "may be sent once" if again else "is not allowed here"
@@ -192,19 +194,34 @@ class MonitorConnection(asyncio.Protocol):
         self.close()
 
     def _answer_set(self, kind):
-        answers = self._answer_sets.get(kind)
-        if answers is None:
-            answers = self._answer_sets[kind] = kind(self)
+        answers = self._answer_sets[kind] = kind(self)
         return answers
 
-    def _task_done(self, rid, entry, task):
-        if task.cancelled():
-            answer = SHUTTING_DOWN
-        elif task.exception() is not None:
-            answer = refusal_for(task.exception()) or self._internal(entry, task.exception())
+    def _run_answer(self, coroutine, rid, entry, _future=None):
+        """Run an answer up to its next wait, and again each time that wait ends.
+
+        What an asyncio Task would do, without one: the first step runs now,
+        in the order the requests came (so jobs reach the writer in that
+        order), and each later step runs from the done-callback of the
+        future it waited for. That saves a Task and two loop turns per
+        request on the monitor's busiest path.
+        """
+        try:
+            waited = coroutine.send(None)
+        except StopIteration as done:
+            self._answered(rid, entry, done.value)
+            return
+        except asyncio.CancelledError:
+            self._answered(rid, entry, SHUTTING_DOWN)
+            return
+        except Exception as error:
+            self._answered(rid, entry, refusal_for(error) or self._internal(entry, error))
+            return
+        step = functools.partial(self._run_answer, coroutine, rid, entry)
+        if waited is None:                       # a bare yield (asyncio.sleep(0))
+            asyncio.get_running_loop().call_soon(step)
         else:
-            answer = task.result()
-        self._answered(rid, entry, answer)
+            waited.add_done_callback(step)
 
     def _internal(self, entry, error):
         log.error("%s from %s failed: %s: %s", entry.operation.name, self.describe(),
@@ -229,13 +246,13 @@ class MonitorConnection(asyncio.Protocol):
                 self._release_held()
 
     def _release_held(self):
-        while self._held and not self._changing_phase and not self.closed():
+        while self._held and not self._changing_phase and not self._closed:
             self._accept(self._held.popleft())
 
     # -- output --------------------------------------------------------------
     def send(self, packet):
         """Queue a frame; every frame of this loop turn leaves in one write."""
-        if self.closed():
+        if self._closed or self.transport is None or self.transport.is_closing():
             return
         try:
             frame = encode_frame(BINARY.dumps(packet), MAX_FRAME)

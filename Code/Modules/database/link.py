@@ -29,6 +29,7 @@ from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.wire.serializers import BINARY, Packet
 
 MAX_FRAME = 2 * 1024 * 1024   # above the 1 MiB a session packet may have
+_MONITOR_REQUESTS = frozenset(op.name for op in operations.OPERATIONS if op.reaches_monitor)
 
 
 class DbUnavailable(Exception):
@@ -66,8 +67,7 @@ class DbProtocol:
 
     def request(self, op, fields):
         """(rid, bytes) for one request."""
-        operation = operations.get(op)
-        if operation is None or not operation.reaches_monitor:
+        if op not in _MONITOR_REQUESTS:
             raise LocalProtocolError(f"{op} is not a monitor request", code="unknown_op")
         self._next_rid += 1
         payload = BINARY.dumps(Packet(op, {"rid": self._next_rid, **fields}))

@@ -65,6 +65,10 @@ SESSION_MOVES = {
     **{(HANDING_BACK, event): HANDING_BACK for event in _ENDINGS + ("shutdown",)},
 }
 FINISHED = (CLOSING, HANDING_BACK)
+# What the relay passes on, from the registry, looked up once.
+_REQUEST_FIELDS = {op.name: tuple(f.name for f in op.fields)
+                   for op in operations.CLIENT_OPERATIONS if op.relayed}
+_REPLY_FIELDS = {op.name: op.reply_fields() for op in operations.CLIENT_OPERATIONS}
 
 
 def _error(code, reason, rid=None, fatal=False):
@@ -228,7 +232,7 @@ class UserSession:
             pass   # nothing can be said on this connection any more
 
     def _drain_client_events(self):
-        while self.state == RUNNING:
+        while self.life.state == RUNNING:
             event = self.conn.next_event()
             if event is NEED_DATA:
                 return
@@ -244,7 +248,7 @@ class UserSession:
             self._send(_system("goodbye", "Logged out. Goodbye."))
             self.life.move("logout")
         else:
-            self._relay(operations.get(event.op), event)
+            self._relay(operations.BY_NAME[event.op], event)
 
     def _relay(self, operation, packet):
         """Pass a request on to the database with the registry's fields only.
@@ -253,8 +257,8 @@ class UserSession:
         database is away it is not acknowledged, so the message is pushed
         again after the reconnect.
         """
-        rid = packet.data.get("rid")
-        fields = {f.name: packet.data[f.name] for f in operation.fields if f.name in packet.data}
+        rid, data = packet.data.get("rid"), packet.data
+        fields = {name: data[name] for name in _REQUEST_FIELDS[operation.name] if name in data}
         try:
             db_rid = self.db.send_request(operation.name, now=False, **fields)
         except DbUnavailable:
@@ -271,7 +275,7 @@ class UserSession:
 
     def _send(self, packet, force=False):
         """Queue a packet for the client; the loop encodes the turn's packets together."""
-        if self.state == CLOSING and not force:
+        if self.life.state == CLOSING and not force:
             return
         self.conn.queue(packet)
 
@@ -348,7 +352,7 @@ class UserSession:
         if not reply.ok:
             self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid))
             return
-        fields = {name: reply.data[name] for name in operation.reply_fields()
+        fields = {name: reply.data[name] for name in _REPLY_FIELDS[operation.name]
                   if name in reply.data}
         self._send(Packet("Result", {"rid": rid, **fields}))
         if operation.phase == operations.CLOSED:   # DeleteAccount: the account is gone

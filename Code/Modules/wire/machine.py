@@ -8,7 +8,8 @@ raises `illegal_move()` from `errors` (the class the caller names:
 `LocalProtocolError` when our own side tried it, `RemoteProtocolError`
 when the peer did), naming the machine, the state and the event; the
 machine is then in `ERROR`, and every later move raises the same error
-again (`sticky`, as h11's connections do).
+again (`sticky`, as h11's connections do). No table may have a row that
+starts from `ERROR`.
 
 The channel's own frame table (`channel.MOVES`) predates this helper and
 keeps `errors.sticky` for its methods; the rule is the same.
@@ -41,17 +42,20 @@ class Machine:
         `who` and `what` name the mover and the event in the error when they
         read better than the machine's name and the raw event.
         """
-        self.check()
         target = self.table.get((self.state, event))
-        if target is None:
-            raise self.fail(illegal_move(error_class, who or self.name, self.state,
-                                         event if what is None else what))
-        return target
+        if target is not None:            # no table has a row from ERROR
+            return target
+        self.check()                      # after an error: that error again
+        raise self.fail(illegal_move(error_class, who or self.name, self.state,
+                                     event if what is None else what))
 
     def move(self, event, error_class=LocalProtocolError, who=None, what=None):
         """Make the move; the new state."""
-        self.state = self.next_state(event, error_class, who, what)
-        return self.state
+        target = self.table.get((self.state, event))
+        if target is None:
+            target = self.next_state(event, error_class, who, what)   # raises
+        self.state = target
+        return target
 
     def fail(self, error):
         """Record `error` (the first one sticks) and enter ERROR; the error to raise."""

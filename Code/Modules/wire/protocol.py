@@ -289,10 +289,10 @@ class Connection:
         return self.channel.farewell(serializer.dumps(packet), before=queued)
 
     def _serializer_for_sending(self, packet):
-        return JSON if self.state in (VERSION, OFFERED) else self.serializer
+        return JSON if self.machine.state in (VERSION, OFFERED) else self.serializer
 
     def _serializer_for_receiving(self):
-        return JSON if self.state in (VERSION, OFFERED) else self.serializer
+        return JSON if self.machine.state in (VERSION, OFFERED) else self.serializer
 
     def _adopt_serializer(self, name):
         if name not in SERIALIZER_PREFERENCE:
@@ -301,10 +301,14 @@ class Connection:
         self.serializer = get_serializer(name)
 
     def _next_state(self, sender, op, error_class):
-        return self.machine.next_state((sender, op), error_class, sender, op)
+        # The machine's table, looked up here first: this runs for every packet.
+        target = _MOVES.get((self.machine.state, (sender, op)))
+        if target is None:
+            target = self.machine.next_state((sender, op), error_class, sender, op)
+        return target
 
     def _move(self, sender, op, error_class):
-        previous = self.state
+        previous = self.machine.state
         next_state = self.machine.move((sender, op), error_class, sender, op)
         if self.role == "server" and next_state != previous:
             self.channel.max_payload = (SESSION_MAX_PAYLOAD if next_state == SESSION
