@@ -17,7 +17,7 @@ import threading
 import time
 
 from Modules.wire import protocol
-from Modules.wire.framing import NEED_DATA
+from Modules.wire.framing import CLOSED, NEED_DATA
 from Modules.wire.serializers import Packet
 from Tests.support.processes import CLIENT, PASSWORD, WAIT, child_env
 
@@ -111,13 +111,56 @@ class BatchClient:
             self.proc.wait()
 
 
-class RawClient:
-    """Speaks the wire protocol directly, for tests of misbehaviour."""
+EVENT_BOUND = 100_000      # events read while waiting for one, at most
 
-    def __init__(self, port, host="127.0.0.1", timeout=WAIT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+
+class RawClient:
+    """Speaks the wire protocol directly, for tests of misbehaviour.
+
+    `source` binds the connection to a local address (127.0.0.2 is another
+    host to the server's throttle); `rcvbuf` shrinks the socket's receive
+    buffer (a client that stops reading fills it quickly).
+    """
+
+    def __init__(self, port, host="127.0.0.1", timeout=WAIT, source=None, rcvbuf=None):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout)
+        if source is not None:
+            sock.bind((source, 0))
+        sock.connect((host, port))
+        self.sock = sock
         self.conn = protocol.Connection.client()
         self.server_key = None
+
+    def send_raw(self, item):
+        """A packet (any op, any fields) or raw payload bytes, encrypted, past
+        the protocol's own checks. False if the server has already closed."""
+        payload = self.conn.serializer.dumps(item) if isinstance(item, Packet) else item
+        try:
+            self.write(self.conn.channel.send(payload))
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    def events_until(self, predicate):
+        """Events up to the first that satisfies predicate, or up to CLOSED."""
+        events = []
+        for _ in range(EVENT_BOUND):
+            event = self.next_event()
+            events.append(event)
+            if event is CLOSED or predicate(event):
+                return events
+        raise AssertionError("endless events")
+
+    def until_ready(self):
+        """Events up to System ready: the backlog of Message packets."""
+        events = self.events_until(lambda e: e.op == "System" and e.data["event"] == "ready")
+        assert events[-1] is not CLOSED, "closed before System ready"
+        backlog = events[:-1]
+        assert all(event.op == "Message" for event in backlog), backlog
+        return backlog
 
     def write(self, data):
         self.sock.sendall(data)
@@ -178,17 +221,13 @@ def read_to_end(sock, limit=64 * 1024 * 1024):
     return b"".join(chunks)
 
 
-def session(server, name, create=True):
-    """A logged-in RawClient and the messages delivered before 'ready'."""
-    client = RawClient(server.port)
-    assert client.login(name, PASSWORD, create=create).op == "Welcome"
-    backlog = []
-    while True:
-        event = client.next_event()
-        if event.op == "System" and event.data["event"] == "ready":
-            return client, backlog
-        assert event.op == "Message", event
-        backlog.append(event.data)
+def session(server, name, create=True, client_class=None, **options):
+    """A logged-in RawClient (or `client_class`) and the messages delivered
+    before 'ready'; `options` go to the client (source, rcvbuf, ...)."""
+    client = (client_class or RawClient)(server.port, **options)
+    welcome = client.login(name, PASSWORD, create=create)
+    assert welcome.op == "Welcome", welcome
+    return client, [event.data for event in client.until_ready()]
 
 
 def request(client, op, **data):

@@ -44,7 +44,7 @@ from Modules.wire.errors import RemoteProtocolError
 from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from Modules.wire.noise import KeyPair
 from Modules.wire.serializers import BINARY, JSON, Packet
-from Tests.support import PASSWORD, WAIT, RawClient, running_database
+from Tests.support import PASSWORD, WAIT, RawClient, running_database, session
 from Tests.support.pairs import user_session
 
 SERVER_KEY = KeyPair.generate()
@@ -386,44 +386,9 @@ def test_the_user_process_answers_every_request_or_says_why_it_closes(serializer
 # ------------------------------------------------------ against real processes
 
 
-class Session(RawClient):
-    """A RawClient that can also send what the protocol forbids.
-
-    `reset` notes a connection reset: a server that closes with our later
-    packets still unread resets the connection, and the kernel may then
-    drop its last words before we read them.
-    """
-
-
-    def send_raw(self, item):
-        """A packet (any op, any fields) or raw payload bytes, encrypted.
-
-        False if the server has already closed the connection.
-        """
-        payload = self.conn.serializer.dumps(item) if isinstance(item, Packet) else item
-        try:
-            self.write(self.conn.channel.send(payload))
-        except (BrokenPipeError, ConnectionResetError):
-            return False
-        return True
-
-    def events_until(self, predicate):
-        """Events up to the first that satisfies predicate, or up to CLOSED."""
-        events = []
-        for _ in range(EVENT_BOUND):
-            event = self.next_event()
-            events.append(event)
-            if event is CLOSED or predicate(event):
-                return events
-        raise AssertionError("endless events")
-
-
 def logged_in(server, name, create=True):
-    """A Session logged in as `name`, past System ready."""
-    client = Session(server.port)
-    assert client.login(name, PASSWORD, create=create).op == "Welcome"
-    client.events_until(lambda e: e.op == "System" and e.data["event"] == "ready")
-    return client
+    """A RawClient logged in as `name`, past System ready."""
+    return session(server, name, create=create)[0]
 
 
 PROBE = -2**62 + 7       # a request id the fuzzer is unlikely to use
@@ -456,7 +421,7 @@ def test_random_login_dialogues_harm_no_other_connection(server):
     @given(answers=st.lists(st.builds(Packet, st.just("Login"), LOGIN_ANSWERS)
                             | packets(["Login"]), min_size=1, max_size=6))
     def dialogue(answers):
-        client = Session(server.port)
+        client = RawClient(server.port)
         client.handshake()
         for answer in answers + [Packet("Probe", {})]:   # an illegal move ends it all
             if not client.send_raw(answer):

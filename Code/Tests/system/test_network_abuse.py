@@ -27,7 +27,7 @@ import time
 from Modules.wire import channel, protocol
 from Modules.wire.framing import CLOSED, NEED_DATA
 from Modules.wire.serializers import Packet
-from Tests.support import PASSWORD, WAIT, RawClient, read_to_end, wait_until
+from Tests.support import PASSWORD, WAIT, RawClient, read_to_end, session, wait_until
 
 LOGIN_TIMEOUT = "3"          # seconds, for the slow and silent clients
 BURST = 500                  # connections opened at once
@@ -41,50 +41,23 @@ GUESSES = 30                 # wrong passwords in the login flood
 
 
 class Client(RawClient):
-    """A RawClient that can pick its source address and a small receive buffer."""
+    """A RawClient that numbers its own requests."""
 
-    def __init__(self, port, source="127.0.0.1", rcvbuf=None, timeout=WAIT):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.settimeout(timeout)
-        sock.bind((source, 0))
-        sock.connect(("127.0.0.1", port))
-        self.sock = sock
-        self.conn = protocol.Connection.client()
-        self.server_key = None
-        self.rid = 0
-
-    def until_ready(self):
-        """Events up to System ready: the backlog of Message packets."""
-        backlog = []
-        for _ in range(100_000):
-            event = self.next_event()
-            if event.op == "System" and event.data["event"] == "ready":
-                return backlog
-            assert event.op == "Message", event
-            backlog.append(event)
-        raise AssertionError("no System ready")
+    rid = 0
 
     def request(self, op, **data):
         """One request; its Result or Error (pushed messages are skipped)."""
         self.rid += 1
         self.send(op, rid=self.rid, **data)
-        for _ in range(100_000):
-            event = self.next_event()
-            assert event is not CLOSED, f"connection closed waiting for {op}"
-            if event.op in ("Result", "Error") and event.data.get("rid") == self.rid:
-                return event
-        raise AssertionError(f"no answer to {op}")
+        events = self.events_until(lambda e: e.op in ("Result", "Error")
+                                   and e.data.get("rid") == self.rid)
+        assert events[-1] is not CLOSED, f"connection closed waiting for {op}"
+        return events[-1]
 
 
 def logged_in(server, name, create=True, **options):
     """A Client logged in as `name`, past System ready."""
-    client = Client(server.port, **options)
-    welcome = client.login(name, PASSWORD, create=create)
-    assert welcome.op == "Welcome", welcome
-    client.until_ready()
-    return client
+    return session(server, name, create=create, client_class=Client, **options)[0]
 
 
 class Witness:
