@@ -13,7 +13,8 @@ body:
   flag 0x02 (batch) and several whole payloads, each behind a 4-byte
   big-endian length, so that a burst of small payloads costs one AEAD
   operation and one frame (`send_many()`; a sender uses it only when the
-  peer announced it can read batches, see protocol.py);
+  peer announced it can read batches, and a receiver refuses one unless
+  `accept_batches` is set, see protocol.py);
 * 0x03 notice: plaintext UTF-8 text, server to client, before the handshake
   completes only (used for "server full").
 
@@ -168,6 +169,9 @@ class SecureChannel:
         self._chunks = None  # memoryviews of a payload being reassembled
         self._partial_size = 0
         self._ready = deque()  # payloads of a batch not yet returned
+        # A batch frame from the peer is refused unless this is True; the
+        # connection (protocol.py) keeps it False until both ends agreed on it.
+        self.accept_batches = True
 
     # -- properties
 
@@ -342,6 +346,9 @@ class SecureChannel:
         return self._reassemble(memoryview(plaintext)[1:], plaintext[0], size)
 
     def _unbatch(self, body):
+        if not self.accept_batches:
+            raise RemoteProtocolError("a batch frame, but the batch feature was not agreed",
+                                      code="bad_batch")
         if self._chunks is not None:
             raise RemoteProtocolError("batch frame inside a chunked payload",
                                       code="bad_chunk")

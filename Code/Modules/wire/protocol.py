@@ -141,13 +141,23 @@ class Connection:
         self.channel = chan
         self.machine = machine_mod.Machine(f"connection ({role})", _MOVES, state)
         self.serializer = serializer
-        self.batching = batching    # both ends agreed on "batch" in the Version exchange
         self._queued = []           # serialized payloads waiting for flush()
+        self.batching = batching    # both ends agreed on "batch" in the Version exchange
 
     @property
     def state(self):
         """HANDSHAKE, VERSION, OFFERED, LOGIN, SESSION, CLOSED or ERROR."""
         return self.machine.state
+
+    @property
+    def batching(self):
+        return self._batching
+
+    @batching.setter
+    def batching(self, agreed):
+        """Agreed in the Version exchange: send batches, and accept the peer's."""
+        self._batching = agreed
+        self.channel.accept_batches = agreed
 
     # -- construction -------------------------------------------------------
     @classmethod

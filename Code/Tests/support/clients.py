@@ -182,11 +182,14 @@ class RawClient:
                 self.reset, data = True, b""
             self.conn.receive_data(data)
 
+    features = protocol.FEATURES        # what the Version offer asks for
+
     def handshake(self):
         self.write(self.conn.start())
         done = self.next_event()
         self.server_key = done.remote_static
-        self.send("Version", **protocol.version_offer().data)
+        self.send("Version", **{**protocol.version_offer().data,
+                                "features": list(self.features)})
         version = self.next_event()
         assert version.op == "Version", version
         return self.next_event()   # the first Login prompt

@@ -458,3 +458,20 @@ def test_a_malformed_batch_frame_closes_only_that_connection_with_a_reason(serve
         assert error.data["fatal"] is True
         assert client.next_event() is CLOSED
         witness.check()
+
+
+class NoFeatures(Client):
+    features = ()
+
+
+def test_a_batch_frame_before_the_feature_was_agreed_is_refused(server):
+    witness = Witness(server)
+    client = session(server, "nobatch", client_class=NoFeatures)[0]
+    assert client.conn.batching is False
+    packets = [client.conn.serializer.dumps(Packet("Inbox", {"rid": n})) for n in (1, 2)]
+    client.write(client.conn.channel.send_many(packets))     # a well-formed batch frame
+    error = client.next_event()
+    assert error.op == "Error" and error.data["code"] == "bad_batch", error
+    assert error.data["fatal"] is True and "agreed" in error.data["reason"]
+    assert client.next_event() is CLOSED
+    witness.check()
