@@ -134,7 +134,7 @@ class LoginAnswers(_Answers):
         return await self._logged_in("created", username, account_id, now)
 
     async def _logged_in(self, outcome, username, account_id, now):
-        self.monitor.throttle.succeeded(username)
+        self.monitor.throttle.succeeded(username, self.conn.address)
         await self.job(storage.record_login, username, now, True)
         return {"outcome": outcome,
                 "ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username)}

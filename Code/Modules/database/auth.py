@@ -7,10 +7,13 @@
   login is told the server is busy, so a login flood cannot exhaust memory. An unknown username is
   checked against a dummy hash, so it costs the same time as a wrong
   password. Hashes never leave this module's caller, the database process.
-* `LoginThrottle`: failed logins per username and per source address, with
-  a delay that doubles after a few free tries (3 per username, 10 per
-  address, so one noisy address does not lock out a whole office behind
-  one NAT at once). In memory, bounded in size.
+* `LoginThrottle`: failed logins per (username, source address) and per
+  source address, with a delay that doubles after a few free tries (3
+  per username from one address, 10 per address across all usernames).
+  The delay applies to that username *from that address* and to that
+  address: a guesser cannot keep the owner out, who logs in from
+  elsewhere, and one noisy address does not lock out a whole office
+  behind one NAT at once. In memory, bounded in size.
 * Tickets: after a verified login the database process hands out an
   HMAC-signed ticket naming the account id and username; a user process
   presents it to bind its database connection to that user. The secret
@@ -93,11 +96,11 @@ class PasswordHasher:
 
 
 class LoginThrottle:
-    """Growing delays after failed logins, per username and per source address."""
+    """Growing delays after failed logins, per (username, address) and per address."""
 
     def __init__(self, free_failures=3, free_address_failures=10, base_delay=1.0,
                  max_delay=60.0, forget_after=900.0, max_entries=100_000, clock=time.monotonic):
-        self.free = {"user": free_failures, "addr": free_address_failures}
+        self.free = {"pair": free_failures, "addr": free_address_failures}
         self.base_delay, self.max_delay = base_delay, max_delay
         self.forget_after, self.max_entries, self.clock = forget_after, max_entries, clock
         self._entries = OrderedDict()  # key -> (failures, blocked_until, last_failure)
@@ -105,16 +108,18 @@ class LoginThrottle:
     def wait_time(self, username, address):
         """Seconds until a login for this user from this address may be tried."""
         now = self.clock()
-        return max(self._wait_for(("user", username), now),
+        return max(self._wait_for(("pair", username, address), now),
                    self._wait_for(("addr", address), now))
 
     def failed(self, username, address):
         now = self.clock()
-        for key in (("user", username), ("addr", address)):
+        for key in (("pair", username, address), ("addr", address)):
             self._record_failure(key, now)
 
-    def succeeded(self, username):
-        self._entries.pop(("user", username), None)
+    def succeeded(self, username, address):
+        """The right password: that username's failures from that address are forgiven
+        (the address's count stays: one good login does not clear a guesser)."""
+        self._entries.pop(("pair", username, address), None)
 
     def _wait_for(self, key, now):
         entry = self._entries.get(key)

@@ -129,7 +129,7 @@ def test_a_busy_hasher_is_the_outcome_busy_for_verify_and_create(answers):
 
 def test_a_throttled_name_is_the_outcome_throttled_before_any_hashing(answers):
     login, run, throttle = answers
-    for _ in range(throttle.free["user"] + 1):
+    for _ in range(throttle.free["pair"] + 1):
         throttle.failed("alice", "127.0.0.1")
     reply = run(login.verify({"username": "alice", "password": PASSWORD}))
     assert reply["outcome"] == "throttled" and "seconds" in reply["reason"]

@@ -421,6 +421,25 @@ def test_a_login_flood_against_one_user_is_rate_limited_and_others_get_in(server
     witness.check()
 
 
+def test_a_guesser_from_one_address_does_not_lock_the_owner_out(server):
+    """The owner, logging in from elsewhere, is not made to wait for a guesser."""
+    logged_in(server, "owner").close()
+    attacker, kinds = None, []
+    while "throttled" not in kinds:                    # until the guesser is slowed
+        if attacker is None:
+            attacker = attacker_at_password_prompt(server, "127.0.0.2", "owner")
+        kinds.append(guess(attacker, f"guess number {len(kinds)}"))
+        if kinds[-1] == "closed":
+            attacker.close()
+            attacker = None
+        assert len(kinds) < GUESSES, kinds
+    owner = attacker_at_password_prompt(server, "127.0.0.1", "owner")
+    assert guess(owner, PASSWORD) == "in"              # at once, from another address
+    if attacker is not None:
+        assert guess(attacker, PASSWORD) == "throttled"   # the guesser still waits
+        attacker.close()
+
+
 def test_failed_logins_from_one_address_are_throttled_across_users(server):
     """SECURITY.md: failed logins are throttled per source address after 10."""
     witness = Witness(server)
