@@ -354,7 +354,7 @@ class DatabaseHarness:
                 await self.monitor.job(storage.create_account, "fuzzer", password_hash,
                                        time.time())
             account = await self.monitor.job(storage.account, "fuzzer")
-            return auth.issue_ticket(self.secret, account["id"], "fuzzer")
+            return auth.issue_ticket(self.secret, account["id"], "fuzzer", time.time())
         return self.loop.run_until_complete(make())
 
     def connection(self, phase):

@@ -40,6 +40,7 @@ log = logging.getLogger("parley.database")
 WRONG_PASSWORD = "Wrong username or password."
 BUSY = "The server is busy with other logins; try again in a moment."
 NAME_TAKEN = "That username is taken."
+STALE_SESSION = "That session is no longer valid; log in again."
 
 
 class Refusal(NamedTuple):
@@ -81,11 +82,15 @@ class NewAnswers(_Answers):
         return {}
 
     async def bind(self, args):
-        bound = auth.check_ticket(self.monitor.ticket_secret, args["ticket"])
-        account = bound and await self.job(storage.account, bound[1])
-        if not account or account["id"] != bound[0] or account["state"] != "active":
-            return Refusal("bad_ticket", "That session is no longer valid; log in again.")
-        self.conn.user = bound[1]
+        """A ticket binds once, soon after its login, to an account still there."""
+        ticket = auth.check_ticket(self.monitor.ticket_secret, args["ticket"])
+        if ticket is None or not self.monitor.tickets.bind(ticket, self.conn):
+            return Refusal("bad_ticket", STALE_SESSION)
+        self.conn.ticket = ticket                      # its session ends with the connection
+        account = await self.job(storage.account, ticket.username)
+        if not account or account["id"] != ticket.account_id or account["state"] != "active":
+            return Refusal("bad_ticket", STALE_SESSION)
+        self.conn.user = ticket.username
         return {"user": self.conn.user}
 
 
@@ -137,7 +142,8 @@ class LoginAnswers(_Answers):
         self.monitor.throttle.succeeded(username, self.conn.address)
         await self.job(storage.record_login, username, now, True)
         return {"outcome": outcome,
-                "ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username)}
+                "ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username,
+                                            _now())}
 
 
 class UserAnswers(_Answers):

@@ -15,19 +15,24 @@
   elsewhere, and one noisy address does not lock out a whole office
   behind one NAT at once. In memory, bounded in size.
 * Tickets: after a verified login the database process hands out an
-  HMAC-signed ticket naming the account id and username; a user process
-  presents it to bind its database connection to that user. The secret
-  lives only in the daemon and database processes, so a ticket survives a
-  restart of the database process but not of the daemon.
+  HMAC-signed ticket naming the account id, the username, when it was
+  issued and a nonce; a user process presents it to bind its database
+  connection to that user. `TicketBook` lets each ticket bind once, within
+  `TICKET_TTL` seconds of its issue, and never again once its session
+  ended; after a database restart the daemon hands the new monitor the
+  tickets of the sessions still running, which may each bind once more.
+  The secret lives only in the daemon and database processes.
 """
 
 import asyncio
 import hashlib
 import hmac
 import os
+import secrets
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from passlib.context import CryptContext
 
@@ -142,20 +147,83 @@ class LoginThrottle:
             self._entries.popitem(last=False)
 
 
-def issue_ticket(secret, account_id, username):
-    """A ticket binding a database connection to one account."""
-    body = f"{account_id}:{username}"
+TICKET_TTL = 30.0           # seconds a fresh ticket may wait for its Bind
+TICKETS_KEPT = 100_000      # used tickets remembered (logins within one TTL), at most
+
+
+class Ticket(NamedTuple):
+    """What a genuine ticket says."""
+
+    account_id: int
+    username: str
+    issued_at: float            # the monitor's clock when it was issued
+    nonce: str                  # unique per login
+
+
+def issue_ticket(secret, account_id, username, issued_at, nonce=None):
+    """A ticket that binds one database connection to one account, once."""
+    nonce = nonce or secrets.token_hex(12)
+    body = f"{account_id}:{username}:{int(issued_at * 1000)}:{nonce}"
     mac = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
     return f"{body}:{mac}"
 
 
 def check_ticket(secret, ticket):
-    """(account_id, username) from a genuine ticket, else None."""
-    if not isinstance(ticket, str) or ticket.count(":") != 2:
+    """The Ticket a genuine ticket string carries, else None (forged, malformed)."""
+    if not isinstance(ticket, str) or ticket.count(":") != 4:
         return None
-    account_id, username, mac = ticket.split(":")
-    expected = hmac.new(secret, f"{account_id}:{username}".encode(), hashlib.sha256).hexdigest()
+    account_id, username, issued_ms, nonce, mac = ticket.split(":")
+    body = f"{account_id}:{username}:{issued_ms}:{nonce}"
+    expected = hmac.new(secret, body.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(mac.encode("utf-8", "replace"), expected.encode()) \
-            or not (account_id.isascii() and account_id.isdigit()):
+            or not all(part.isascii() and part.isdigit() for part in (account_id, issued_ms)):
         return None
-    return int(account_id), username
+    return Ticket(int(account_id), username, int(issued_ms) / 1000, nonce)
+
+
+class TicketBook:
+    """Which tickets may still bind a connection: each one once, soon, while its
+    session lives.
+
+    A fresh ticket binds if it was issued less than `ttl` seconds ago and has
+    never bound; binding makes it *live* until its connection ends, and then
+    it is dead for good. A monitor started again after a crash is handed the
+    tickets of the sessions still running (`resumable`): each of those may
+    bind once more, whatever its age, so that their user processes carry on.
+    In memory, bounded: a used ticket is remembered until it is too old to
+    bind anyway.
+    """
+
+    def __init__(self, ttl=TICKET_TTL, resumable=(), clock=time.time, kept=TICKETS_KEPT):
+        self.ttl, self.clock, self.kept = ttl, clock, kept
+        self.resumable = set(resumable)     # nonces of sessions a crash cut off
+        self.live = {}                      # nonce -> whatever bound it
+        self._used = OrderedDict()          # nonce -> the time it stops mattering
+
+    def bind(self, ticket, holder):
+        """True if `ticket` (a checked Ticket) may bind `holder` now; it is then live."""
+        now = self.clock()
+        self._forget_old(now)
+        nonce = ticket.nonce
+        if nonce in self.live or nonce in self._used:
+            return False
+        if nonce in self.resumable:
+            self.resumable.discard(nonce)
+        elif not (ticket.issued_at - 1.0 <= now <= ticket.issued_at + self.ttl):
+            return False
+        self.live[nonce] = holder
+        self._used[nonce] = max(now, ticket.issued_at) + self.ttl
+        while len(self._used) > self.kept:
+            self._used.popitem(last=False)
+        return True
+
+    def ended(self, ticket):
+        """The session bound by `ticket` is over: the ticket is dead."""
+        self.live.pop(ticket.nonce, None)
+
+    def _forget_old(self, now):
+        while self._used:
+            nonce, until = next(iter(self._used.items()))
+            if until > now or nonce in self.live:
+                return
+            self._used.popitem(last=False)

@@ -99,6 +99,7 @@ class MonitorConnection(asyncio.Protocol):
         self.monitor = monitor
         self.phase = operations.NEW
         self.user = None                  # set by Bind, from the monitor's own record
+        self.ticket = None                # the Ticket that bound it: dead when it closes
         self.peer = self.address = "?"
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport = None
@@ -120,6 +121,8 @@ class MonitorConnection(asyncio.Protocol):
     def connection_lost(self, exc):
         self._closed = True
         self.monitor.connections.discard(self)
+        if self.ticket is not None:          # the session is over: its ticket is dead
+            self.monitor.tickets.ended(self.ticket)
         self.subscription_ended()
         self.phase = operations.CLOSED
 

@@ -43,9 +43,10 @@ LOCK_FILE = "parley.lock"
 class Monitor:
     """State shared by every connection: writer, hasher, throttle, hub, secret."""
 
-    def __init__(self, writer, hasher, throttle, ticket_secret):
+    def __init__(self, writer, hasher, throttle, ticket_secret, tickets=None):
         self.writer, self.hasher, self.throttle = writer, hasher, throttle
         self.ticket_secret = ticket_secret
+        self.tickets = tickets or auth.TicketBook()
         self.hub = Hub()
         self.connections = set()
 
@@ -120,7 +121,8 @@ async def serve(config, ready):
     writer.start()
     argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
     hasher = auth.PasswordHasher(**argon2, workers=config.get("hash_workers", 2))
-    monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"])
+    monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"],
+                      resumable_tickets(config))
     await recover(monitor)
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),
                                            config["socket_path"])
@@ -131,6 +133,17 @@ async def serve(config, ready):
     log.info("database ready (%s)", config["data_dir"])
     await stop.wait()
     await shutdown(server, monitor)
+
+
+def resumable_tickets(config):
+    """The TicketBook of a starting monitor: the daemon names the tickets of the
+    sessions still running (after a crash of this process), which may bind again."""
+    nonces = []
+    for ticket in config.get("live_tickets", ()):
+        checked = auth.check_ticket(config["ticket_secret"], ticket)
+        if checked is not None:
+            nonces.append(checked.nonce)
+    return auth.TicketBook(resumable=nonces)
 
 
 async def shutdown(server, monitor):

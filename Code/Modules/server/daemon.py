@@ -61,11 +61,12 @@ class DataUnusable(DaemonError):
 class ClientRecord:
     """One TCP connection and the process serving it now."""
 
-    __slots__ = ("sock", "peer", "proc", "pipe", "kind")
+    __slots__ = ("sock", "peer", "proc", "pipe", "kind", "ticket")
 
     def __init__(self, sock, peer):
         self.sock, self.peer = sock, peer
         self.proc = self.pipe = self.kind = None
+        self.ticket = None          # the user process's, for a restarted database
 
 
 def forkserver_context():
@@ -111,7 +112,9 @@ class Daemon:
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
-                "socket_path": self.db_socket, "ticket_secret": self.ticket_secret}
+                "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
+                "live_tickets": [record.ticket for record in self.clients.values()
+                                 if record.kind == "user" and record.ticket]}
 
     def _login_config(self):
         return {**self._base_config(), "server_private_key": self.key.private,
@@ -286,9 +289,10 @@ class Daemon:
 
     def _hand_over(self, record, message):
         if record.kind == "login":
-            record.peer = message["user"]
+            record.peer, record.ticket = message["user"], message["ticket"]
             self._spawn(record, "user", message, self._base_config())
         else:
+            record.ticket = None
             self._spawn(record, "login", record.peer, self._login_config(), (message["state"],))
 
     def _connection_ended(self, record):

@@ -23,7 +23,7 @@ from Modules.database.answers import LoginAnswers
 from Modules.database.link import DbError
 from Modules.database.monitor import Monitor
 from Modules.database.writer import SingleWriter
-from Tests.support import PASSWORD
+from Tests.support import PASSWORD, running_database, wait_until
 from Tests.support.monitor import link, login_link, user_link
 
 
@@ -54,6 +54,39 @@ def test_a_ticket_from_a_deleted_account_does_not_bind_its_successor(database):
     with pytest.raises(DbError) as info:
         link(config).call("Bind", ticket=old_ticket)
     assert info.value.code == "bad_ticket"
+
+
+def test_a_ticket_binds_once_and_is_dead_when_its_session_ends(database):
+    _, config = database
+    ticket = login_link(config).call("Create", username="alice", password=PASSWORD)["ticket"]
+    first = link(config)
+    assert first.call("Bind", ticket=ticket)["user"] == "alice"
+    with pytest.raises(DbError) as info:                  # while the session lives
+        link(config).call("Bind", ticket=ticket)
+    assert info.value.code == "bad_ticket"
+    first.close()                                         # the user logs out
+    wait_until(lambda: refused_bind(config, ticket), message="the ticket to die")
+
+
+def refused_bind(config, ticket):
+    try:
+        link(config).call("Bind", ticket=ticket)
+    except DbError as error:
+        return error.code == "bad_ticket"
+    raise AssertionError("a dead session's ticket bound a connection")
+
+
+def test_a_restarted_monitor_lets_the_running_sessions_bind_once_more(tmp_path):
+    with running_database(tmp_path) as (_proc, config):
+        ticket = login_link(config).call("Create", username="alice",
+                                         password=PASSWORD)["ticket"]
+        link(config).call("Bind", ticket=ticket)          # then the monitor "crashes"
+        secret = config["ticket_secret"]
+    with running_database(tmp_path, ticket_secret=secret,
+                          live_tickets=[ticket]) as (_proc, config):
+        assert link(config).call("Bind", ticket=ticket)["user"] == "alice"
+        with pytest.raises(DbError):
+            link(config).call("Bind", ticket=ticket)      # once, not twice
 
 
 def test_user_fields_in_requests_are_ignored(database):

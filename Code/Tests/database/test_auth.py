@@ -275,32 +275,93 @@ def test_max_entries_bound():
 # ------------------------------------------------------------------ tickets
 
 
+T0 = 1_700_000_000.0
+
+
 def test_ticket_round_trip():
-    ticket = issue_ticket(SECRET, 42, "alice")
+    ticket = issue_ticket(SECRET, 42, "alice", T0 + 0.25, nonce="n1")
     assert isinstance(ticket, str) and ticket.startswith("42:alice:")
-    assert check_ticket(SECRET, ticket) == (42, "alice")
+    assert check_ticket(SECRET, ticket) == (42, "alice", T0 + 0.25, "n1")
+    other = check_ticket(SECRET, issue_ticket(SECRET, 42, "alice", T0))
+    assert other.nonce != "n1" and len(other.nonce) >= 16      # a fresh random nonce
 
 
 def test_tampered_ticket_is_refused():
-    ticket = issue_ticket(SECRET, 42, "alice")
-    account_id, username, mac = ticket.split(":")
+    ticket = issue_ticket(SECRET, 42, "alice", T0, nonce="n1")
+    account_id, username, issued, nonce, mac = ticket.split(":")
     flipped = mac[:-1] + ("0" if mac[-1] != "0" else "1")
-    assert check_ticket(SECRET, f"{account_id}:{username}:{flipped}") is None
-    assert check_ticket(SECRET, f"43:{username}:{mac}") is None
-    assert check_ticket(SECRET, f"{account_id}:bob:{mac}") is None
+    assert check_ticket(SECRET, f"{account_id}:{username}:{issued}:{nonce}:{flipped}") is None
+    assert check_ticket(SECRET, f"43:{username}:{issued}:{nonce}:{mac}") is None
+    assert check_ticket(SECRET, f"{account_id}:bob:{issued}:{nonce}:{mac}") is None
+    assert check_ticket(SECRET, f"{account_id}:{username}:{int(issued) + 1}:{nonce}:{mac}") \
+        is None                                               # made younger
+    assert check_ticket(SECRET, f"{account_id}:{username}:{issued}:n2:{mac}") is None
     assert check_ticket(SECRET, ticket.upper()) is None
     assert check_ticket(b"another secret", ticket) is None
 
 
 @pytest.mark.parametrize("ticket", [None, "", "a:b", "x:y:z:w", "1:alice:", ":::",
-                                    "1:alice:\u00e9", "1:alice:" + "\u00e9" * 64,
-                                    b"1:alice:00", 42],
+                                    "1:alice:1:n:\u00e9", "1:alice:1:n:" + "\u00e9" * 64,
+                                    b"1:alice:1:n:00", 42],
                          ids=["None", "empty", "a:b", "x:y:z:w", "no-mac", "colons",
                               "non-ascii-mac", "long-non-ascii-mac", "bytes", "int"])
 def test_malformed_tickets_give_none(ticket):
     assert check_ticket(SECRET, ticket) is None
 
 
-def test_non_digit_account_id_gives_none_even_with_a_good_mac():
+def test_non_digit_account_id_or_time_gives_none_even_with_a_good_mac():
     for account_id in ("x", "-1", "1a", ""):
-        assert check_ticket(SECRET, issue_ticket(SECRET, account_id, "alice")) is None
+        assert check_ticket(SECRET, issue_ticket(SECRET, account_id, "alice", T0)) is None
+    assert check_ticket(SECRET, issue_ticket(SECRET, 1, "alice", -5.0)) is None
+
+
+class Holder:
+    """Stands for the connection a ticket binds."""
+
+
+def book(**options):
+    clock = FakeClock(T0)
+    return auth.TicketBook(clock=clock, **options), clock
+
+
+def ticket_at(issued_at, nonce="n1", account_id=7):
+    return check_ticket(SECRET, issue_ticket(SECRET, account_id, "alice", issued_at, nonce))
+
+
+def test_a_fresh_ticket_binds_once():
+    tickets, _ = book()
+    ticket = ticket_at(T0)
+    assert tickets.bind(ticket, Holder())
+    assert not tickets.bind(ticket, Holder())          # a second Bind, while live
+    tickets.ended(ticket)
+    assert not tickets.bind(ticket, Holder())          # and after the session ended
+
+
+def test_a_ticket_too_old_or_from_the_future_does_not_bind():
+    tickets, clock = book(ttl=30.0)
+    clock.advance(30.5)
+    assert not tickets.bind(ticket_at(T0, "late"), Holder())
+    assert tickets.bind(ticket_at(T0 + 1, "just-in-time"), Holder())
+    assert not tickets.bind(ticket_at(clock() + 5, "future"), Holder())
+
+
+def test_the_sessions_a_crash_cut_off_may_bind_once_more_whatever_their_age():
+    running = ticket_at(T0, "running")
+    tickets, clock = book(ttl=30.0, resumable=["running"])
+    clock.advance(3600)
+    assert tickets.bind(running, Holder())
+    assert not tickets.bind(running, Holder())
+    tickets.ended(running)
+    assert not tickets.bind(running, Holder())
+
+
+def test_used_tickets_are_forgotten_only_once_too_old_to_bind():
+    tickets, clock = book(ttl=30.0, kept=3)
+    for n in range(5):
+        ticket = ticket_at(clock(), f"t{n}")
+        assert tickets.bind(ticket, Holder())
+        tickets.ended(ticket)
+    assert len(tickets._used) <= 3
+    clock.advance(31)
+    assert not tickets.bind(ticket_at(T0, "t4"), Holder())     # too old now anyway
+    assert tickets._used == {} and tickets.live == {}

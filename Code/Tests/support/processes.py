@@ -200,10 +200,13 @@ def _database_main(config, ready, log_path):
 
 
 @contextlib.contextmanager
-def running_database(tmp_path, log_path=None):
-    """A real database process: (process, config). Always killed at the end."""
+def running_database(tmp_path, log_path=None, **config_items):
+    """A real database process: (process, config). Always killed at the end.
+
+    `config_items` replace items of the config (ticket_secret, live_tickets, ...).
+    """
     ctx = multiprocessing.get_context("forkserver")
-    config = database_config(tmp_path)
+    config = {**database_config(tmp_path), **config_items}
     ready = ctx.Event()
     proc = ctx.Process(target=_database_main, args=(config, ready,
                                                     None if log_path is None else str(log_path)))
