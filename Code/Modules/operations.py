@@ -187,11 +187,11 @@ OPERATIONS = (
               summary="outcome exists or missing"),
     Operation("Verify", LOGIN, "verify",
               fields=(USERNAME, Field("password", str, high=rules.PASSWORD_MAX)),
-              reply=("outcome", "ticket?", "reason?"),
+              reply=("outcome", "ticket?", "reason?", "retry_after?"),
               summary="outcome verified (with a ticket), wrong_password or throttled"),
     Operation("Create", LOGIN, "create",
               fields=(USERNAME, Field("password", str, check=rules.check_password)),
-              reply=("outcome", "ticket?", "reason?"),
+              reply=("outcome", "ticket?", "reason?", "retry_after?"),
               summary="outcome created (with a ticket), create_failed or throttled"),
     # -- role "user": a user process, bound to one account ------------------------
     Operation("Subscribe", USER, "subscribe", once=True, reply=("backlog",),

@@ -289,7 +289,8 @@ class Client(Handlers):
 
     def _first_answerer(self, password):
         if not self.interactive:
-            return ScriptedLogin(self.args.user, password, self.args.create)
+            return ScriptedLogin(self.args.user, password, self.args.create,
+                                 note=self.output.note)
         return InteractiveLogin(self.terminal, self.output.note, self.args.user,
                                 password, self.args.create)
 

@@ -27,6 +27,8 @@ Talks to: `Modules.identity` (known-hosts file, fingerprints), the
 handed to the session; they are never printed or logged.
 """
 
+import random
+import time
 from typing import NamedTuple
 
 from Modules import identity, rules
@@ -155,11 +157,27 @@ def run_login(session, answerer):
             raise LoginFailed(answer.stop, "login_failed")
 
 
-class _Answerer:
-    """Dispatches a Login prompt to `_on_<prompt>`, counting repeats."""
+RETRY_WAIT_MAX = 15      # seconds: a busy or throttled server asking for longer is refused
+RETRIES = 5              # busy answers waited out per prompt, at most
 
-    def __init__(self):
+
+class _Answerer:
+    """Dispatches a Login prompt to `_on_<prompt>`, counting repeats.
+
+    A prompt that repeats the last one with `retry_after` (the server was
+    busy, or the name is throttled from here) is not a refusal: the same
+    answer is sent again after waiting, with a backoff, saying so in one
+    sentence; it does not count as a wrong answer. A wait longer than
+    RETRY_WAIT_MAX seconds, or more than RETRIES of them, is handled as the
+    refusal it then is.
+    """
+
+    def __init__(self, note=None, sleep=time.sleep):
         self.asked = {}
+        self.note = note or (lambda _text: None)
+        self.sleep = sleep
+        self._last = None        # (prompt, Answer) last sent
+        self._waits = 0
 
     def answer(self, data):
         prompt = data["prompt"]
@@ -167,15 +185,33 @@ class _Answerer:
         if handler is None:
             raise LoginFailed(f"The server asked for '{neutralise(prompt)}', which this "
                               "client does not know; update the client.", "bad_prompt")
+        again = self._wait_and_repeat(prompt, data)
+        if again is not None:
+            return again
         self.asked[prompt] = self.asked.get(prompt, 0) + 1
-        return handler(data, self.asked[prompt])
+        self._last = (prompt, handler(data, self.asked[prompt]))
+        return self._last[1]
+
+    def _wait_and_repeat(self, prompt, data):
+        retry_after = data.get("retry_after")
+        if retry_after is None or self._last is None or self._last[0] != prompt \
+                or self._waits >= RETRIES or "cancel" in self._last[1].fields:
+            return None
+        wait = min(RETRY_WAIT_MAX, max(1, retry_after) * 2 ** self._waits)
+        if retry_after > RETRY_WAIT_MAX:
+            return None
+        self._waits += 1
+        seconds = round(wait * random.uniform(1.0, 1.2), 1)
+        self.note(f"{neutralise(data['message'])} Trying again in {seconds:g} seconds.")
+        self.sleep(seconds)
+        return self._last[1]
 
 
 class ScriptedLogin(_Answerer):
     """--user NAME --password-env VAR [--create]: no questions, clear stops."""
 
-    def __init__(self, user, password, create=False):
-        super().__init__()
+    def __init__(self, user, password, create=False, note=None, sleep=time.sleep):
+        super().__init__(note, sleep)
         self.user, self.password, self.create = user, password, create
 
     def _name(self, data):
@@ -220,9 +256,10 @@ def password_refusal(message):
 class InteractiveLogin(_Answerer):
     """Asks the person; --user/--password-env/--create, if given, answer first."""
 
-    def __init__(self, terminal, note, user=None, password=None, create=False):
-        super().__init__()
-        self.terminal, self.note = terminal, note
+    def __init__(self, terminal, note, user=None, password=None, create=False,
+                 sleep=time.sleep):
+        super().__init__(note, sleep)
+        self.terminal = terminal
         self.preset_user, self.preset_password, self.create = user, password, create
         self.confirmed_create = None
         self.last_password = None

@@ -28,6 +28,7 @@ turns that into an "internal" refusal and logs it.
 """
 
 import logging
+import math
 import time
 from typing import NamedTuple
 
@@ -39,6 +40,7 @@ log = logging.getLogger("parley.database")
 
 WRONG_PASSWORD = "Wrong username or password."
 BUSY = "The server is busy with other logins; try again in a moment."
+BUSY_RETRY = 1          # seconds a client waits before trying a busy answer again
 NAME_TAKEN = "That username is taken."
 STALE_SESSION = "That session is no longer valid; log in again."
 
@@ -61,6 +63,10 @@ def refusal_for(error):
 
 def _now():
     return time.time()
+
+
+def plural(seconds):
+    return f"{seconds} second" + ("" if seconds == 1 else "s")
 
 
 class _Answers:
@@ -105,13 +111,14 @@ class LoginAnswers(_Answers):
         username = args["username"]
         wait = self.monitor.throttle.wait_time(username, self.conn.address)
         if wait > 0:
-            return {"outcome": "throttled", "reason": f"Too many failed logins; try again "
-                                                      f"in {max(1, round(wait))} seconds."}
+            seconds = max(1, math.ceil(wait))
+            return {"outcome": "throttled", "retry_after": seconds,
+                    "reason": f"Too many failed logins; try again in {plural(seconds)}."}
         stored, account_id = await self.job(storage.credentials, username)
         try:
             ok, new_hash = await self.monitor.hasher.verify(args["password"], stored)
         except auth.Busy:
-            return {"outcome": "busy", "reason": BUSY}
+            return {"outcome": "busy", "reason": BUSY, "retry_after": BUSY_RETRY}
         now = _now()
         if not ok:
             self.monitor.throttle.failed(username, self.conn.address)
@@ -129,7 +136,7 @@ class LoginAnswers(_Answers):
         try:
             password_hash = await self.monitor.hasher.hash(args["password"])
         except auth.Busy:
-            return {"outcome": "busy", "reason": BUSY}
+            return {"outcome": "busy", "reason": BUSY, "retry_after": BUSY_RETRY}
         now = _now()
         try:
             account_id = await self.job(storage.create_account, username, password_hash, now)

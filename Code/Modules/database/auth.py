@@ -1,10 +1,12 @@
 """Password hashing, login throttling and session tickets (database process only).
 
-* `PasswordHasher`: argon2id through passlib, run on a small thread pool so
+* `PasswordHasher`: argon2id through passlib, run on small thread pools so
   that hashing (tens of MiB and tens of ms per hash) never blocks the
-  database process's request loop. At most `workers` hashes run at once and
-  at most `max_waiting` are in progress (running or queued); beyond that a
-  login is told the server is busy, so a login flood cannot exhaust memory. An unknown username is
+  database process's request loop. Logins of existing accounts and the
+  creation of new ones have a lane each (their own threads, their own cap
+  on work in progress: 64 and 8 by default); beyond its cap a request is
+  told the server is busy, so a login flood cannot exhaust memory and an
+  account-creation flood cannot delay anyone's login. An unknown username is
   checked against a dummy hash, so it costs the same time as a wrong
   password. Hashes never leave this module's caller, the database process.
 * `LoginThrottle`: failed logins per (username, source address) and per
@@ -56,29 +58,46 @@ def argon2_params_from_env(environ=os.environ):
 
 
 class PasswordHasher:
-    """argon2id hashing and verification on a capped thread pool."""
+    """argon2id hashing and verification on capped thread pools, one per lane.
+
+    Checking the password of an existing account ("verify") and hashing the
+    password of a new one ("create") never wait for each other: each lane
+    has its own threads and its own cap on work in progress, so a flood of
+    account creations fills only its own lane (and is answered Busy beyond
+    it) while logins go on being checked.
+    """
 
     def __init__(self, memory_kib=19456, time_cost=2, parallelism=1, workers=2,
-                 max_waiting=64):
+                 max_waiting=64, create_workers=1, max_creating=8):
         self.context = CryptContext(
             schemes=["argon2"], argon2__type="ID", argon2__memory_cost=memory_kib,
             argon2__rounds=time_cost, argon2__parallelism=parallelism)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parley-hash",
-                                        initializer=lower_priority, initargs=(
-                                            BACKGROUND_NICE, True))
-        self.max_waiting = max_waiting
-        self._in_flight = 0
+        self._pools = {lane: ThreadPoolExecutor(
+            max_workers=count, thread_name_prefix=f"parley-hash-{lane}",
+            initializer=lower_priority, initargs=(BACKGROUND_NICE, True))
+            for lane, count in (("verify", workers), ("create", create_workers))}
+        self.limits = {"verify": max_waiting, "create": max_creating}
+        self._in_flight = {"verify": 0, "create": 0}
         self._dummy_hash = self.context.hash(os.urandom(16).hex())
 
+    @property
+    def max_waiting(self):
+        return self.limits["verify"]
+
+    @max_waiting.setter
+    def max_waiting(self, value):
+        self.limits["verify"] = value
+
     async def hash(self, password):
-        return await self._run(self.context.hash, password)
+        """The hash of a new account's password (the "create" lane)."""
+        return await self._run("create", self.context.hash, password)
 
     async def verify(self, password, stored_hash):
         """(ok, new_hash_or_None): new_hash when the parameters changed."""
         if stored_hash is None:
-            await self._run(self.context.verify, password, self._dummy_hash)
+            await self._run("verify", self.context.verify, password, self._dummy_hash)
             return False, None
-        return await self._run(self._verify_and_update, password, stored_hash)
+        return await self._run("verify", self._verify_and_update, password, stored_hash)
 
     def _verify_and_update(self, password, stored_hash):
         try:
@@ -86,18 +105,19 @@ class PasswordHasher:
         except (ValueError, TypeError):  # a malformed stored hash never verifies
             return False, None
 
-    async def _run(self, fn, *args):
-        if self._in_flight >= self.max_waiting:
+    async def _run(self, lane, fn, *args):
+        if self._in_flight[lane] >= self.limits[lane]:
             raise Busy("too many logins at once; try again in a moment")
-        self._in_flight += 1
+        self._in_flight[lane] += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, fn, *args)
+            return await loop.run_in_executor(self._pools[lane], fn, *args)
         finally:
-            self._in_flight -= 1
+            self._in_flight[lane] -= 1
 
     def close(self):
-        self._pool.shutdown(wait=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
 
 
 class LoginThrottle:

@@ -15,7 +15,8 @@ move not in `TABLE` raises RemoteProtocolError (a client answer we did not
 ask for) or LocalProtocolError (an outcome we did not request), naming
 role, state and event; the error state sticks (`Modules/wire/machine.py`).
 A busy or throttled hasher is an ordinary outcome: the same question is
-asked again with the reason, and no attempt is used up.
+asked again with the reason and `retry_after` (seconds to wait before
+answering again), and no attempt is used up.
 """
 
 from typing import NamedTuple
@@ -111,6 +112,7 @@ class LoginDialogue:
         self.attempts_left = max_attempts
         self.username = None
         self._steps = 0
+        self._retry_after = None
 
     @property
     def state(self):
@@ -134,9 +136,11 @@ class LoginDialogue:
             event = "too_many_steps"
         return self._dispatch(self._sharpen(event, value), value, RemoteProtocolError)
 
-    def outcome(self, event, detail=None):
-        """Outputs for the database's answer to the last action."""
+    def outcome(self, event, detail=None, retry_after=None):
+        """Outputs for the database's answer to the last action; `retry_after`
+        (seconds) goes with a busy or throttled answer to the client."""
         self.machine.check()
+        self._retry_after = retry_after
         return self._dispatch(self._sharpen(event, detail), detail, LocalProtocolError)
 
     def _sharpen(self, event, value):
@@ -192,8 +196,17 @@ class LoginDialogue:
                                              "the connection is closed.")]
 
     def _password_again(self, detail):
-        return self._ask_password(message=detail or "Too many failed logins; "
-                                  "wait a little and try again.")
+        prompt = self._ask_password(message=detail or "Too many failed logins; "
+                                    "wait a little and try again.")
+        return self._with_retry_after(prompt)
+
+    def _with_retry_after(self, outputs):
+        """A busy or throttled answer tells the client how long to wait first."""
+        if self._retry_after is not None:
+            (prompt,) = outputs
+            outputs = [Packet(prompt.op, {**prompt.data,
+                                          "retry_after": int(self._retry_after)})]
+        return outputs
 
     def _create(self, password):
         return [CreateAccount(self.username, password)]
@@ -203,8 +216,8 @@ class LoginDialogue:
                         username=self.username)]
 
     def _new_password_again(self, detail):
-        return [_prompt("new_password", detail or "The server is busy; try again.",
-                        username=self.username)]
+        return self._with_retry_after([_prompt("new_password", detail or "The server is "
+                                               "busy; try again.", username=self.username)])
 
     def _created(self, _detail):
         return [LoggedIn(self.username, created=True)]

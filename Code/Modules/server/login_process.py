@@ -186,7 +186,8 @@ class LoginSession:
         """
         reply = self._db_call(_ACTIONS[type(action)], **action._asdict())
         self.ticket = reply.get("ticket")
-        return self.dialogue.outcome(reply["outcome"], reply.get("reason"))
+        return self.dialogue.outcome(reply["outcome"], reply.get("reason"),
+                                     reply.get("retry_after"))
 
     def _say_hello(self):
         """Connect to the database as a login connection. A database that goes

@@ -26,6 +26,36 @@ def test_scripted_login_answers_then_stops_on_a_wrong_password():
     assert caught.value.message == "Wrong password for bob."
 
 
+def test_a_busy_answer_is_waited_out_and_the_same_password_sent_again():
+    notes, waits = [], []
+    login = client_login.ScriptedLogin("bob", "password1", note=notes.append,
+                                       sleep=waits.append)
+    login.answer({"prompt": "username", "message": "?"})
+    prompt = {"prompt": "password", "message": "Password for bob:", "username": "bob"}
+    assert login.answer(prompt).fields == {"password": "password1"}
+    busy = {**prompt, "message": "The server is busy.", "retry_after": 1}
+    for _ in range(client_login.RETRIES):
+        assert login.answer(busy).fields == {"password": "password1"}   # not "wrong"
+    for n, wait in enumerate(waits[:4]):                                # backing off
+        assert 2 ** n <= wait <= 2 ** n * 1.2 + 0.05
+    assert all(w <= client_login.RETRY_WAIT_MAX * 1.2 + 0.05 for w in waits)
+    assert len(notes) == client_login.RETRIES and "Trying again in" in notes[0]
+    with pytest.raises(client_login.LoginFailed) as caught:           # then it gives up
+        login.answer(busy)
+    assert caught.value.message == "The server is busy."
+
+
+def test_a_throttled_answer_too_long_to_wait_is_a_refusal_at_once():
+    waits = []
+    login = client_login.ScriptedLogin("bob", "password1", sleep=waits.append)
+    prompt = {"prompt": "password", "message": "Password for bob:", "username": "bob"}
+    login.answer(prompt)
+    with pytest.raises(client_login.LoginFailed) as caught:
+        login.answer({**prompt, "message": "Too many failed logins; try again in 60 "
+                                           "seconds.", "retry_after": 60})
+    assert "60 seconds" in caught.value.message and waits == []
+
+
 def test_scripted_login_without_create_cancels_and_explains():
     login = client_login.ScriptedLogin("zed", "password1")
     answer = login.answer({"prompt": "new_password", "message": "...", "username": "zed"})

@@ -140,7 +140,7 @@ def answers(tmp_path):
                           storage.close_databases)
     writer.start()
     hasher = auth.PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1, workers=1,
-                                 max_waiting=0)          # every hash: Busy
+                                 max_waiting=0, max_creating=0)   # every hash: Busy
     clock = SimpleNamespace(now=0.0)
     throttle = auth.LoginThrottle(clock=lambda: clock.now)
     monitor = Monitor(writer, hasher, throttle, os.urandom(32))
@@ -158,6 +158,7 @@ def test_a_busy_hasher_is_the_outcome_busy_for_verify_and_create(answers):
     for answer in (login.create, login.verify):
         reply = run(answer({"username": "alice", "password": PASSWORD}))
         assert reply["outcome"] == "busy" and "try again" in reply["reason"]
+        assert reply["retry_after"] >= 1
 
 
 def test_a_throttled_name_is_the_outcome_throttled_before_any_hashing(answers):
@@ -165,4 +166,5 @@ def test_a_throttled_name_is_the_outcome_throttled_before_any_hashing(answers):
     for _ in range(throttle.free["pair"] + 1):
         throttle.failed("alice", "127.0.0.1")
     reply = run(login.verify({"username": "alice", "password": PASSWORD}))
-    assert reply["outcome"] == "throttled" and "seconds" in reply["reason"]
+    assert reply["outcome"] == "throttled" and "try again in 1 second." in reply["reason"]
+    assert reply["retry_after"] == 1

@@ -10,6 +10,7 @@ or malformed string.
 """
 
 import asyncio
+import threading
 
 import pytest
 
@@ -21,6 +22,7 @@ from Modules.database.auth import (
     check_ticket,
     issue_ticket,
 )
+from Tests.support import WAIT
 
 SMALL = {"memory_kib": 1024, "time_cost": 1}
 SECRET = b"s" * 32
@@ -155,6 +157,34 @@ def test_two_concurrent_verifies_with_max_waiting_1(hasher):
         assert isinstance(second, Busy)
 
     run(main())
+
+
+def test_logins_are_checked_while_account_creations_fill_their_own_lane():
+    hasher = PasswordHasher(**SMALL, workers=1, create_workers=1, max_creating=1)
+    stored = hasher.context.hash("correct horse")
+    release = threading.Event()
+    slow_hash = hasher.context.hash
+
+    def stuck_hash(password):              # a creation that takes as long as we like
+        if not release.wait(WAIT):
+            raise RuntimeError("a login waited behind this account creation")
+        return slow_hash(password)
+
+    hasher.context.hash = stuck_hash
+    try:
+        async def main():
+            creating = asyncio.ensure_future(hasher.hash("new account"))
+            await asyncio.sleep(0)
+            with pytest.raises(Busy):      # the creation lane is full: one more is busy
+                await hasher.hash("another one")
+            assert await hasher.verify("correct horse", stored) == (True, None)
+            release.set()                  # the login did not wait for the creation
+            assert (await creating).startswith("$argon2id$")
+
+        run(main())
+    finally:
+        release.set()
+        hasher.close()
 
 
 def test_argon2_params_from_env():

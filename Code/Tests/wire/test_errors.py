@@ -3,7 +3,11 @@
 import pytest
 
 from Modules.wire.errors import (
-    LocalProtocolError, ProtocolError, RemoteProtocolError, illegal_move, sticky,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    illegal_move,
+    sticky,
 )
 
 
