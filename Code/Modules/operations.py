@@ -183,8 +183,8 @@ OPERATIONS = (
               fields=(Field("ticket", str, high=256),), reply=("user",),
               summary="a user process binds the connection to its ticket's account"),
     # -- role "login": a login process, before anyone is authenticated ------------
-    Operation("Exists", LOGIN, "exists", fields=(USERNAME,), reply=("outcome",),
-              summary="outcome exists or missing"),
+    Operation("Exists", LOGIN, "exists", fields=(USERNAME,), reply=("outcome", "reason?"),
+              summary="outcome exists, missing or registration_closed"),
     Operation("Verify", LOGIN, "verify",
               fields=(USERNAME, Field("password", str, high=rules.PASSWORD_MAX)),
               reply=("outcome", "ticket?", "reason?", "retry_after?"),

@@ -43,6 +43,8 @@ BUSY = "The server is busy with other logins; try again in a moment."
 BUSY_RETRY = 1          # seconds a client waits before trying a busy answer again
 NAME_TAKEN = "That username is taken."
 STALE_SESSION = "That session is no longer valid; log in again."
+REGISTRATION_CLOSED = ("There is no account '{name}', and this server does not take new "
+                       "accounts; ask its administrator for one.")
 
 
 class Refusal(NamedTuple):
@@ -105,7 +107,12 @@ class LoginAnswers(_Answers):
 
     async def exists(self, args):
         found = await self.job(storage.user_exists, args["username"])
-        return {"outcome": "exists" if found else "missing"}
+        if found:
+            return {"outcome": "exists"}
+        if not self.monitor.registration_open:
+            return {"outcome": "registration_closed", "reason": REGISTRATION_CLOSED.format(
+                name=args["username"])}
+        return {"outcome": "missing"}
 
     async def verify(self, args):
         username = args["username"]
@@ -133,6 +140,15 @@ class LoginAnswers(_Answers):
 
     async def create(self, args):
         username = args["username"]
+        if not self.monitor.registration_open:
+            return {"outcome": "create_failed",
+                    "reason": REGISTRATION_CLOSED.format(name=username)}
+        wait = self.monitor.registrations.wait_time(self.conn.address)
+        if wait > 0:
+            minutes = max(1, math.ceil(wait / 60))
+            return {"outcome": "create_failed", "reason": "Too many new accounts were "
+                    f"created from here or on this server lately; try again in {minutes} "
+                    "minute" + ("" if minutes == 1 else "s") + "."}
         try:
             password_hash = await self.monitor.hasher.hash(args["password"])
         except auth.Busy:
@@ -142,6 +158,7 @@ class LoginAnswers(_Answers):
             account_id = await self.job(storage.create_account, username, password_hash, now)
         except storage.AccountExists:
             return {"outcome": "create_failed", "reason": NAME_TAKEN}
+        self.monitor.registrations.record(self.conn.address)
         log.info("account %s created from %s", username, self.conn.peer)
         return await self._logged_in("created", username, account_id, now)
 

@@ -16,6 +16,9 @@
   address: a guesser cannot keep the owner out, who logs in from
   elsewhere, and one noisy address does not lock out a whole office
   behind one NAT at once. In memory, bounded in size.
+* `RegistrationLimit`: new accounts per source address and in all, per
+  hour (a sliding window), so that a flood of account creations is refused
+  with one clear sentence instead of filling the hasher.
 * Tickets: after a verified login the database process hands out an
   HMAC-signed ticket naming the account id, the username, when it was
   issued and a nonce; a user process presents it to bind its database
@@ -32,7 +35,7 @@ import hmac
 import os
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -165,6 +168,41 @@ class LoginThrottle:
         self._entries[key] = (failures, now + delay, now)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+
+class RegistrationLimit:
+    """At most `per_address` new accounts per address and `total` in all, per
+    `window` seconds (a sliding window). In memory, bounded in size."""
+
+    def __init__(self, per_address=20, total=200, window=3600.0, clock=time.monotonic,
+                 max_addresses=10_000):
+        self.per_address, self.total, self.window = per_address, total, window
+        self.clock, self.max_addresses = clock, max_addresses
+        self._by_address = OrderedDict()    # address -> deque of creation times
+        self._all = deque()
+
+    def wait_time(self, address):
+        """Seconds until `address` may create an account (0: now)."""
+        now = self.clock()
+        mine = self._by_address.get(address, ())
+        return max(self._wait(mine, self.per_address, now), self._wait(self._all, self.total, now))
+
+    def record(self, address):
+        now = self.clock()
+        mine = self._by_address.pop(address, None) or deque()
+        for times in (mine, self._all):
+            times.append(now)
+            while times and times[0] <= now - self.window:
+                times.popleft()
+        self._by_address[address] = mine
+        while len(self._by_address) > self.max_addresses:
+            self._by_address.popitem(last=False)
+
+    def _wait(self, times, limit, now):
+        recent = [t for t in times if t > now - self.window]
+        if len(recent) < limit:
+            return 0.0
+        return recent[len(recent) - limit] + self.window - now
 
 
 TICKET_TTL = 30.0           # seconds a fresh ticket may wait for its Bind

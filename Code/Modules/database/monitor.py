@@ -43,10 +43,16 @@ LOCK_FILE = "parley.lock"
 class Monitor:
     """State shared by every connection: writer, hasher, throttle, hub, secret."""
 
-    def __init__(self, writer, hasher, throttle, ticket_secret, tickets=None):
+    def __init__(self, writer, hasher, throttle, ticket_secret, tickets=None,
+                 registration=None):
         self.writer, self.hasher, self.throttle = writer, hasher, throttle
         self.ticket_secret = ticket_secret
         self.tickets = tickets or auth.TicketBook()
+        registration = registration or {}
+        self.registration_open = registration.get("open", True)
+        self.registrations = auth.RegistrationLimit(
+            per_address=registration.get("per_address", 20),
+            total=registration.get("per_hour", 200))
         self.hub = Hub()
         self.connections = set()
 
@@ -122,7 +128,7 @@ async def serve(config, ready):
     argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
     hasher = auth.PasswordHasher(**argon2, workers=config.get("hash_workers", 2))
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"],
-                      resumable_tickets(config))
+                      resumable_tickets(config), config.get("registration"))
     await recover(monitor)
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),
                                            config["socket_path"])

@@ -114,7 +114,10 @@ class Daemon:
         return {**self._base_config(), "data_dir": self.options.data_dir,
                 "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
                 "live_tickets": [record.ticket for record in self.clients.values()
-                                 if record.kind == "user" and record.ticket]}
+                                 if record.kind == "user" and record.ticket],
+                "registration": {"open": self.options.registration == "open",
+                                 "per_address": self.options.registrations_per_address,
+                                 "per_hour": self.options.registrations_per_hour}}
 
     def _login_config(self):
         return {**self._base_config(), "server_private_key": self.key.private,

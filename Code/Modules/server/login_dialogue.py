@@ -70,7 +70,8 @@ class Refused(NamedTuple):
 # "wrong_password", a new password that breaks the rules is
 # "bad_new_password", any answer after MAX_STEPS is "too_many_steps".
 # Outcomes from the database, as the monitor names them: exists / missing /
-# verified / wrong_password / throttled / busy / created / create_failed.
+# registration_closed / verified / wrong_password / throttled / busy /
+# created / create_failed.
 # A wrong password that uses up the last attempt is "last_wrong_password".
 # (state, event) -> (next state, handler).  Every legal move is here.
 TABLE = {
@@ -78,6 +79,7 @@ TABLE = {
     (ASK_USERNAME, "bad_username"): (ASK_USERNAME, "_username_rule"),
     (CHECKING, "exists"): (ASK_PASSWORD, "_ask_password"),
     (CHECKING, "missing"): (ASK_NEW_PASSWORD, "_offer_create"),
+    (CHECKING, "registration_closed"): (ASK_USERNAME, "_username_again"),
     (ASK_PASSWORD, "password"): (VERIFYING, "_verify"),
     (ASK_PASSWORD, "wrong_password"): (ASK_PASSWORD, "_wrong_password"),
     (ASK_PASSWORD, "last_wrong_password"): (FAILED, "_last_wrong_password"),
@@ -91,7 +93,7 @@ TABLE = {
     (ASK_NEW_PASSWORD, "bad_new_password"): (ASK_NEW_PASSWORD, "_password_rule"),
     (ASK_NEW_PASSWORD, "cancel"): (ASK_USERNAME, "_restart"),
     (CREATING, "created"): (DONE, "_created"),
-    (CREATING, "create_failed"): (ASK_USERNAME, "_name_taken"),
+    (CREATING, "create_failed"): (ASK_USERNAME, "_username_again"),
     (CREATING, "busy"): (ASK_NEW_PASSWORD, "_new_password_again"),
     **{(state, "too_many_steps"): (FAILED, "_too_many_steps")
        for state in (ASK_USERNAME, ASK_PASSWORD, ASK_NEW_PASSWORD)},
@@ -222,7 +224,7 @@ class LoginDialogue:
     def _created(self, _detail):
         return [LoggedIn(self.username, created=True)]
 
-    def _name_taken(self, reason):
+    def _username_again(self, reason):
         return [_prompt("username", reason or "That account could not be created; "
                         "choose another username.")]
 

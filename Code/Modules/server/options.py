@@ -49,6 +49,13 @@ def _spares(text):
     return value
 
 
+def _registration(text):
+    value = text.strip().lower()
+    if value not in ("open", "closed"):
+        raise ValueError("use open or closed")
+    return value
+
+
 def _flag(text):
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -67,6 +74,10 @@ SERVER_OPTIONS = [
     ("max_clients", _positive, 1000, "most connections served at once"),
     ("login_timeout", _seconds, 60.0, "seconds a connection has to log in"),
     ("spare_processes", _spares, 4, "processes started ahead of logins (0 to 64)"),
+    ("registration", _registration, "open", "open: anyone may create an account; closed: "
+     "nobody"),
+    ("registrations_per_address", _positive, 20, "new accounts per source address per hour"),
+    ("registrations_per_hour", _positive, 200, "new accounts per hour on the whole server"),
 ]
 
 

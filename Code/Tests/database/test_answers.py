@@ -129,6 +129,34 @@ def test_a_taken_name_is_an_outcome_with_a_sentence(database):
     assert "ticket" not in again
 
 
+def test_closed_registration_says_so_at_the_name_and_creates_nothing(tmp_path):
+    with running_database(tmp_path, registration={"open": False}) as (_proc, config):
+        login = login_link(config)
+        missing = login.call("Exists", username="newcomer")
+        assert missing["outcome"] == "registration_closed"
+        assert "does not take new accounts" in missing["reason"]
+        created = login.call("Create", username="newcomer", password=PASSWORD)
+        assert created["outcome"] == "create_failed" and "ticket" not in created
+        assert login.call("Exists", username="newcomer")["outcome"] == "registration_closed"
+
+
+def test_new_accounts_are_limited_per_address_and_in_all(tmp_path):
+    limits = {"open": True, "per_address": 2, "per_hour": 3}
+    with running_database(tmp_path, registration=limits) as (_proc, config):
+        here = login_link(config, peer="10.0.0.1:5")
+        there = login_link(config, peer="10.0.0.2:5")
+        outcomes = [here.call("Create", username=f"here{n}", password=PASSWORD)
+                    for n in range(3)]
+        assert [o["outcome"] for o in outcomes] == ["created", "created", "create_failed"]
+        assert "try again in" in outcomes[2]["reason"]
+        assert there.call("Create", username="there0", password=PASSWORD)["outcome"] == \
+            "created"                                        # another address may
+        full = there.call("Create", username="there1", password=PASSWORD)
+        assert full["outcome"] == "create_failed"           # but the server's 3 are made
+        assert here.call("Verify", username="here0", password=PASSWORD)["outcome"] == \
+            "verified"                                       # logins go on
+
+
 # -- outcomes of a busy or throttled hasher, in process ---------------------------
 
 @pytest.fixture

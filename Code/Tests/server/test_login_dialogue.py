@@ -211,6 +211,11 @@ def test_the_walks_take_every_row_of_the_table():
     answer(dialogue, password=PASSWORD)
     assert dialogue.outcome("verified") == [LoggedIn("alice", False)]
 
+    closed = Recording(rows=rows)
+    answer(closed, username="dave")
+    prompt, data = prompt_of(closed.outcome("registration_closed", "no new accounts"))
+    assert prompt == "username" and data["message"] == "no new accounts"
+
     creator = Recording(rows=rows)
     answer(creator, username="carol")
     creator.outcome("missing")

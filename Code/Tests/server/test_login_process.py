@@ -12,7 +12,7 @@ import socket
 from Modules.wire import channel
 from Modules.wire.framing import CLOSED
 from Modules.wire.serializers import Packet
-from Tests.support import PASSWORD, RawClient, read_to_end, wait_until
+from Tests.support import PASSWORD, RawClient, read_to_end, run_client, wait_until
 
 
 def create(server, name, password=PASSWORD):
@@ -185,3 +185,14 @@ def test_connection_survives_the_hand_off(server):
     result = client.next_event()
     assert result.op == "Result" and result.data["messages"] == []
     assert client.sock.getsockname() == before   # the reply proves the relay works
+
+
+def test_with_registration_closed_a_new_name_is_told_and_members_still_log_in(make_server):
+    first = make_server()
+    assert run_client(first, "member", ["logout"], create=True)[0] == 0
+    first.stop()
+    server = make_server("--registration", "closed")        # the same data dir
+    code, _objects, stderr = run_client(server, "newbie", ["logout"], create=True)
+    assert code == 1 and "does not take new accounts" in stderr
+    code, objects, _ = run_client(server, "member", ["inbox"])
+    assert code == 0 and objects[0]["type"] == "login"

@@ -18,7 +18,7 @@ def link(config):
 
 def login_link(config, peer="127.0.0.1:1"):
     db = link(config)
-    db.call("Hello", role="login", peer=peer)
+    db.call("Hello", role="login", peer=peer, address=peer.rsplit(":", 1)[0])
     return db
 
 
