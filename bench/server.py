@@ -97,6 +97,12 @@ class BenchServer:
     def start(self, timeout=60.0):
         command = [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir,
                    "--log-level", "WARNING", "--max-clients", str(self.max_clients)]
+        # Every load-generator connection comes from 127.0.0.1: it stands for many
+        # people, so the per-address limits on logins and new accounts must not apply.
+        many = str(10 * self.max_clients)
+        command += ["--max-startups", many, "--max-startups-per-address", many,
+                    "--connection-rate-per-address", many,
+                    "--registrations-per-address", many, "--registrations-per-hour", many]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log,
                                      env=self.env(), start_new_session=True, cwd=self.cwd,

@@ -10,6 +10,11 @@ lies on a login's path. Each child has a pipe back to the daemon that
 carries its hand-off (login → user, and user → login after an account is
 deleted).
 
+Who may connect at all is `Modules/server/admission.py`'s: connections
+in all, connections still logging in per address and in all (with early
+drop), and new connections per second per address; a refused one is told
+why in a plaintext notice and closed.
+
 The daemon keeps its own copy of every client socket, so that whatever
 way a child ends (even SIGKILL) the daemon notices the pipe closing and
 closes the connection; it never reads from client sockets.
@@ -38,6 +43,7 @@ from Modules import identity
 from Modules.database import monitor as database_process
 from Modules.runtime import process_alive, start_process
 from Modules.server import spares
+from Modules.server.admission import Admission
 from Modules.wire import protocol
 
 log = logging.getLogger("parley.daemon")
@@ -61,10 +67,10 @@ class DataUnusable(DaemonError):
 class ClientRecord:
     """One TCP connection and the process serving it now."""
 
-    __slots__ = ("sock", "peer", "proc", "pipe", "kind", "ticket")
+    __slots__ = ("sock", "peer", "address", "proc", "pipe", "kind", "ticket")
 
-    def __init__(self, sock, peer):
-        self.sock, self.peer = sock, peer
+    def __init__(self, sock, peer, address):
+        self.sock, self.peer, self.address = sock, peer, address
         self.proc = self.pipe = self.kind = None
         self.ticket = None          # the user process's, for a restarted database
 
@@ -102,6 +108,11 @@ class Daemon:
         self.wake_r, self.wake_w = socket.socketpair()
         # Children watch `lifeline` for end of file: only we hold the write end.
         self.lifeline, self._lifeline_writer = self.ctx.Pipe(duplex=False)
+        self.admission = Admission(
+            max_clients=options.max_clients, per_address=options.max_startups_per_address,
+            rate=options.connection_rate_per_address,
+            burst=2 * options.connection_rate_per_address,
+            start=max(1, options.max_startups // 2), full=options.max_startups)
         self.spares = spares.SparePool(self._start_process, lambda: self.ctx.Pipe(duplex=True),
                                        self._base_config, options.spare_processes)
 
@@ -221,19 +232,22 @@ class Daemon:
             except OSError as error:  # e.g. out of file descriptors: keep serving
                 log.error("accept failed: %s", error)
                 return
-            self._admit(sock, f"{address[0]}:{address[1]}")
+            self._admit(sock, f"{address[0]}:{address[1]}", address[0])
 
-    def _admit(self, sock, peer):
+    def _admit(self, sock, peer, address):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # no Nagle stalls
-        if len(self.clients) >= self.options.max_clients:
-            log.warning("server full (%d clients); refusing %s", len(self.clients), peer)
-            self._refuse(sock, "server full: too many connections; try again later")
+        refused = self.admission.admit(address)
+        if refused is not None:
+            log.warning("refusing %s (%s; %d connections, %d logging in)", peer,
+                        refused.reason, self.admission.connections, self.admission.pre_login)
+            self._refuse(sock, refused.text)
             return
-        record = ClientRecord(sock, peer)
+        record = ClientRecord(sock, peer, address)
         try:
             self._spawn(record, "login", peer, self._login_config())
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
             log.error("cannot start a login process for %s: %s", peer, error)
+            self.admission.ended(address, was_logging_in=True)
             sock.close()
 
     def _refuse(self, sock, text):
@@ -294,11 +308,14 @@ class Daemon:
         if record.kind == "login":
             record.peer, record.ticket = message["user"], message["ticket"]
             self._spawn(record, "user", message, self._base_config())
+            self.admission.logged_in(record.address)
         else:
             record.ticket = None
             self._spawn(record, "login", record.peer, self._login_config(), (message["state"],))
+            self.admission.logged_out(record.address)
 
     def _connection_ended(self, record):
+        self.admission.ended(record.address, was_logging_in=record.kind == "login")
         self.selector.unregister(record.pipe)
         self.clients.pop(record.pipe, None)
         record.pipe.close()

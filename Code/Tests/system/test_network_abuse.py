@@ -61,11 +61,13 @@ def logged_in(server, name, create=True, **options):
 
 
 class Witness:
-    """A well-behaved user: one long session plus fresh logins on demand."""
+    """A well-behaved user: one long session plus fresh logins on demand, from an
+    address of its own (127.0.0.9), so that an attack from 127.0.0.1 that the
+    server answers by limiting that address does not limit the witness too."""
 
-    def __init__(self, server, name="witness"):
-        self.server, self.name = server, name
-        self.session = logged_in(server, name)
+    def __init__(self, server, name="witness", source="127.0.0.9"):
+        self.server, self.name, self.source = server, name, source
+        self.session = logged_in(server, name, source=source)
         self.logins = 0
 
     def check(self):
@@ -75,7 +77,7 @@ class Witness:
 
     def login_again(self):
         self.logins += 1
-        fresh = logged_in(self.server, self.name, create=False)
+        fresh = logged_in(self.server, self.name, create=False, source=self.source)
         assert fresh.request("Inbox").op == "Result"
         fresh.close()
 
@@ -494,3 +496,20 @@ def test_a_batch_frame_before_the_feature_was_agreed_is_refused(server):
     assert error.data["fatal"] is True and "agreed" in error.data["reason"]
     assert client.next_event() is CLOSED
     witness.check()
+
+
+def test_one_address_holding_its_login_cap_does_not_keep_others_out(make_server):
+    """Idle handshakes from one address fill only that address's share."""
+    server = make_server("--max-clients", "12", "--max-startups-per-address", "5")
+    idle = []
+    for _ in range(5):                                   # handshake, then say nothing
+        client = Client(server.port, source="127.0.0.2")
+        client.handshake()
+        idle.append(client)
+    sixth = Client(server.port, source="127.0.0.2")
+    notice = sixth.next_event()
+    assert isinstance(notice, channel.Notice) and "your address" in notice.text
+    newcomer = logged_in(server, "newcomer")            # from 127.0.0.1, at once
+    assert newcomer.request("Inbox").op == "Result"
+    for client in idle:
+        client.close()
