@@ -19,6 +19,10 @@ RESERVED_NAMES = frozenset({"parley", "system", "admin", "root", "postmaster"})
 SYSTEM_SENDER = "parley"
 
 _USERNAME_RE = re.compile(r"[a-z][a-z0-9_.-]*")
+_USERNAME_CHARACTERS = ("A username starts with a letter and has only the letters a-z, "
+                        "digits, '_', '.' and '-'.")
+# Every character Python's str.splitlines() breaks a line at: a subject is one line.
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
@@ -34,10 +38,18 @@ class RuleError(ValueError):
 
 
 def normalize_username(name):
-    """Usernames are case-insensitive: 'Alice' and 'alice' are one account."""
+    """Usernames are case-insensitive: 'Alice' and 'alice' are one account.
+
+    Surrounding white space is dropped. Only ASCII is lower-cased: a name
+    with anything else in it is refused before lower-casing, so that no
+    character folds into a letter (U+212A KELVIN SIGN would become 'k').
+    """
     if not isinstance(name, str):
         raise RuleError("A username must be text.", "bad_username")
-    return name.strip().lower()
+    name = name.strip()
+    if not name.isascii():
+        raise RuleError(_USERNAME_CHARACTERS, "bad_username")
+    return name.lower()
 
 
 def check_username(name, allow_reserved=False):
@@ -47,8 +59,7 @@ def check_username(name, allow_reserved=False):
         raise RuleError(f"A username has {USERNAME_MIN} to {USERNAME_MAX} characters.",
                         "bad_username")
     if not _USERNAME_RE.fullmatch(name):
-        raise RuleError("A username starts with a letter and has only letters, "
-                        "digits, '_', '.' and '-'.", "bad_username")
+        raise RuleError(_USERNAME_CHARACTERS, "bad_username")
     if name in RESERVED_NAMES and not allow_reserved:
         raise RuleError(f"The name '{name}' is reserved; choose another.", "bad_username")
     return name
@@ -73,7 +84,7 @@ def check_subject(subject):
         raise RuleError("A subject must be text.", "bad_subject")
     if len(subject) > SUBJECT_MAX:
         raise RuleError(f"A subject has at most {SUBJECT_MAX} characters.", "too_large")
-    if "\n" in subject or "\r" in subject:
+    if any(char in _LINE_BREAKS for char in subject):
         raise RuleError("A subject is one line.", "bad_subject")
     return subject
 

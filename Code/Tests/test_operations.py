@@ -128,8 +128,10 @@ def test_design_md_quotes_the_monitors_tables_as_the_code_builds_them():
 
 
 def test_protocol_md_lists_every_code_a_refusal_can_carry():
-    codes = set(re.findall(r"`([a-z_]+)`", read_doc("PROTOCOL.md").split("Error codes:")[1]
+    codes = set(re.findall(r"`([a-z_]+)`", read_doc("PROTOCOL.md").split("Error codes.")[1]
                            .split("### Limits")[0]))
+    assert {"bad_frame", "bad_chunk", "bad_batch", "bad_login", "truncated",
+            "frame_too_large", "decrypt_failed", "bad_encoding", "illegal_move"} <= codes
     assert {"bad_request", "bad_username", "bad_subject", "too_large", "bad_client_id", "not_found",
             "account_deleted", "unavailable", "internal"} <= codes
 

@@ -86,6 +86,12 @@ def test_system_sender_is_reserved():
     assert rules.SYSTEM_SENDER in RESERVED_NAMES
 
 
+def test_a_username_is_ascii_before_it_is_lower_cased():
+    for folding in ("\u212aelvin", "\u0130stanbul", "\uff41lice", "alice\u00e9"):
+        refused(check_username, folding, "bad_username")    # KELVIN SIGN would be 'k'
+    assert check_username("  Alice\t") == "alice"           # white space around is dropped
+
+
 @pytest.mark.parametrize("value", [None, 42, b"alice", ["alice"]])
 def test_username_must_be_text(value):
     refused(check_username, value, "bad_username")
@@ -139,7 +145,8 @@ def test_subject_rules():
     assert check_subject("") == ""
     assert check_subject("é" * SUBJECT_MAX) == "é" * SUBJECT_MAX
     refused(check_subject, "x" * (SUBJECT_MAX + 1), "too_large")
-    for bad in ("two\nlines", "carriage\rreturn", "end\n"):
+    for bad in ("two\nlines", "carriage\rreturn", "end\n", "line\u2028separator",
+                "next\x85line", "para\u2029graph", "form\x0cfeed", "vertical\x0btab"):
         refused(check_subject, bad, "bad_subject")
     refused(check_subject, None, "bad_subject")
 
