@@ -3,9 +3,9 @@
 Modelled on Datasette's write queue. Every database operation of the
 database process is a *job* `fn(connection, *args)` submitted from the
 asyncio loop. The writer thread takes the first waiting job, then every
-other job already waiting (up to `max_batch`), runs them in one
-transaction and COMMITs once (one fsync per file touched with
-synchronous=FULL). Jobs run back to back first; if one raises, the
+other job already waiting (up to `max_batch`, one from each owner in
+turn: fair between users), runs them in one transaction and COMMITs once
+(one fsync per file touched with synchronous=FULL). Jobs run back to back first; if one raises, the
 transaction is rolled back and the batch runs again with each job inside
 its own SAVEPOINT, so the job that raised is rolled back alone and the
 others commit. (Jobs touch nothing but the database, so running one twice
@@ -26,6 +26,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict, deque
 
 log = logging.getLogger("parley.writer")
 _STOP = object()
@@ -37,11 +38,11 @@ class CommitFailed(Exception):
 
 
 class _Job:
-    __slots__ = ("fn", "args", "future", "after", "lazy", "result", "error")
+    __slots__ = ("fn", "args", "future", "after", "lazy", "owner", "result", "error")
 
-    def __init__(self, fn, args, future, after, lazy=False):
+    def __init__(self, fn, args, future, after, lazy=False, owner=None):
         self.fn, self.args, self.future, self.after = fn, args, future, after
-        self.lazy = lazy
+        self.lazy, self.owner = lazy, owner
         self.result = self.error = None
 
 
@@ -55,6 +56,8 @@ class SingleWriter:
         self._needs_repair = False
         self.max_batch = max_batch
         self._queue = queue.SimpleQueue()
+        self._waiting = OrderedDict()   # owner -> deque of jobs (writer thread only)
+        self._stop_seen = False
         self._ready = threading.Event()
         self._open_error = None
         self._thread = threading.Thread(target=self._run, name="parley-writer", daemon=True)
@@ -67,15 +70,18 @@ class SingleWriter:
         if self._open_error is not None:
             raise self._open_error
 
-    def submit(self, fn, *args, after=None, lazy=False):
+    def submit(self, fn, *args, after=None, lazy=False, owner=None):
         """Queue `fn(conn, *args)`; returns an asyncio future of its result.
 
         A `lazy` job (nobody waits for it: a delivery acknowledgement) may
         wait up to LAZY_WINDOW for other jobs so that it shares their
-        commit instead of costing one of its own. Jobs never change order.
+        commit instead of costing one of its own. Jobs of one `owner` (a
+        user, or a login's address) never change order; between owners a
+        batch takes one job from each in turn, so that one owner's flood
+        cannot push everyone else's work into later batches.
         """
         future = self.loop.create_future()
-        self._queue.put(_Job(fn, args, future, after, lazy))
+        self._queue.put(_Job(fn, args, future, after, lazy, owner))
         return future
 
     def stop(self):
@@ -109,32 +115,64 @@ class SingleWriter:
                 return
 
     def _take_batch(self):
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        lazy_until = time.monotonic() + LAZY_WINDOW if first.lazy else None
-        while len(batch) < self.max_batch:
-            try:
-                job = self._next_job(lazy_until)
-            except queue.Empty:
-                break
+        """The next batch: one job from each owner in turn (fair between users),
+        each owner's jobs in the order they came; (batch, stopping)."""
+        if not self._waiting:
+            if self._stop_seen:
+                return [], True
+            job = self._queue.get()            # nothing held over: wait for work
             if job is _STOP:
-                self._queue.put(_STOP)  # finish this batch, then stop
-                break
-            batch.append(job)
-            if not job.lazy:
-                lazy_until = None   # someone waits: commit what is there now
-        return batch, False
+                return [], True
+            self._hold(job)
+        self._drain_queue()
+        batch = self._round_robin(self.max_batch)
+        if all(job.lazy for job in batch):
+            self._wait_for_company(batch)
+        return batch, self._stop_seen and not self._waiting
 
-    def _next_job(self, lazy_until):
-        """The next queued job; while only lazy jobs are held, wait for one."""
-        if lazy_until is None:
-            return self._queue.get_nowait()
-        remaining = lazy_until - time.monotonic()
-        if remaining <= 0:
-            return self._queue.get_nowait()
-        return self._queue.get(timeout=remaining)
+    def _hold(self, job):
+        self._waiting.setdefault(job.owner, deque()).append(job)
+
+    def _drain_queue(self):
+        """Everything queued now, into the owners' lines (never blocks)."""
+        while not self._stop_seen:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is _STOP:
+                self._stop_seen = True     # finish what is queued, then stop
+            else:
+                self._hold(job)
+
+    def _round_robin(self, limit):
+        batch = []
+        while self._waiting and len(batch) < limit:
+            owner, jobs = self._waiting.popitem(last=False)
+            batch.append(jobs.popleft())
+            if jobs:
+                self._waiting[owner] = jobs    # back of the line
+        return batch
+
+    def _wait_for_company(self, batch):
+        """Only lazy jobs (Acks): wait up to LAZY_WINDOW for a job to share the commit."""
+        deadline = time.monotonic() + LAZY_WINDOW
+        while len(batch) < self.max_batch and not self._stop_seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                job = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return
+            if job is _STOP:
+                self._stop_seen = True
+                return
+            self._hold(job)
+            self._drain_queue()
+            batch += self._round_robin(self.max_batch - len(batch))
+            if not all(each.lazy for each in batch):
+                return                         # someone waits: commit what is there now
 
     def _run_batch(self, conn, batch):
         try:

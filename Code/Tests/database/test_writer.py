@@ -141,6 +141,27 @@ def test_max_batch_splits_batches(db_path):
     run(main())
 
 
+def test_one_owners_flood_does_not_push_another_owner_into_a_later_batch(db_path):
+    async def main():
+        writer = await started_writer(db_path, max_batch=10)
+        try:
+            release, gate = hold(writer)
+            flood = [writer.submit(insert, f"a{n}", owner="alice") for n in range(30)]
+            bobs = writer.submit(insert, "bob's", owner="bob")      # queued last
+            release.set()
+            await gate
+            bob_id = await bobs
+            assert writer.batches == 2          # in the first batch after the gate
+            flood_ids = await asyncio.gather(*flood)
+            assert flood_ids == sorted(flood_ids)                   # alice's order kept
+            assert bob_id < flood_ids[9]        # ahead of most of alice's flood
+            assert writer.batches == 1 + 4      # the gate, then 10 + 10 + 10 + 1 jobs
+        finally:
+            writer.stop()
+
+    run(main())
+
+
 def test_failing_job_is_rolled_back_alone(db_path):
     async def main():
         writer = await started_writer(db_path)
