@@ -59,6 +59,7 @@ with atheris.instrument_imports():
     from Modules.server import login_dialogue as ld  # noqa: E402
     from Modules.server import user_process  # noqa: E402
     from Modules.database.link import DbProtocol  # noqa: E402
+    from Modules.database.readers import ReaderPool  # noqa: E402
     from Modules.database.writer import SingleWriter  # noqa: E402
     from Modules.wire.errors import LocalProtocolError, RemoteProtocolError  # noqa: E402
     from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame  # noqa: E402
@@ -288,8 +289,8 @@ class CountingMonitor(database_process.Monitor):
 
     outstanding = 0
 
-    def job(self, fn, *args, after=None, lazy=False):
-        future = super().job(fn, *args, after=after, lazy=lazy)
+    def job(self, fn, *args, after=None, lazy=False, owner=None):
+        future = super().job(fn, *args, after=after, lazy=lazy, owner=owner)
         self.outstanding += 1
         future.add_done_callback(self._done)
         return future
@@ -334,6 +335,9 @@ class DatabaseHarness:
         hasher = auth.PasswordHasher(memory_kib=1024, time_cost=1, parallelism=1, workers=1)
         self.secret = os.urandom(32)
         self.monitor = CountingMonitor(writer, hasher, auth.LoginThrottle(), self.secret)
+        self.monitor.readers = ReaderPool(self.loop, lambda: storage.open_reader(data_dir),
+                                          storage.close_databases, workers=1)
+        self.monitor.readers.start()
 
     def run(self, call):
         """`call()` on the loop, then run it until every job and task has finished."""

@@ -6,8 +6,9 @@ configures colour logging to standard error with colorlog. Log records
 never carry passwords, hashes, keys or message bodies: callers log names,
 ids, sizes and error codes only. Also here: `restore_default_signals`
 (and the lifeline that ends a child whose daemon died),
-`lower_priority` for work that can wait, `process_alive` by /proc, and
-`close_connection`. Nothing here raises for a platform that lacks a
+`lower_priority` for work that can wait, `process_alive` by /proc,
+`close_connection`, and `keep_memory_returnable` / `return_free_memory` so
+that a process's memory comes back down after a flood. Nothing here raises for a platform that lacks a
 feature; it does without it.
 """
 
@@ -128,3 +129,34 @@ def lower_priority(nice=BACKGROUND_NICE, thread=False):
             os.setpriority(os.PRIO_PROCESS, who, nice)
     except (AttributeError, OSError):
         pass
+
+
+# -- memory that comes back ---------------------------------------------------------
+
+M_MMAP_THRESHOLD = -3              # glibc's mallopt() parameter
+MMAP_THRESHOLD = 1024 * 1024       # allocations this large always get pages of their own
+
+
+def _libc():
+    try:
+        import ctypes
+        import ctypes.util
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_memory_returnable():
+    """Large allocations (an argon2 hash's 19 MiB) get their own pages, given back
+    when freed: glibc otherwise raises its mmap threshold after the first free
+    and keeps the next ones in its heap for good. Does nothing off glibc."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def return_free_memory():
+    """Give the heap's free pages back to the system (glibc's malloc_trim)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

@@ -369,6 +369,9 @@ class Client(Handlers):
     def on_error(self, code, reason):
         self.output.error(reason, code)
 
+    def on_wait(self, seconds, reason):
+        self.output.note(f"{neutralise(reason)} Trying again in {seconds} s.")
+
     def on_closed(self, reason):
         if self.terminal is not None:
             self.terminal.interrupt()

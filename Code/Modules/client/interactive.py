@@ -246,6 +246,9 @@ class InteractiveClient(Handlers):
     def on_error(self, code, reason):
         self.output.error(reason, code)
 
+    def on_wait(self, seconds, reason):
+        self.output.note(f"{neutralise(reason)} Trying again in {seconds} s.")
+
     # -- what the link reports (network and retry threads) ----------------------------------------
     def on_link_down(self, reason, was_up):
         if not was_up:

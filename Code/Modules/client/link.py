@@ -96,6 +96,9 @@ class _Forwarder(Handlers):
     def on_error(self, code, reason):
         self.client.on_error(code, reason)
 
+    def on_wait(self, seconds, reason):
+        self.client.on_wait(seconds, reason)
+
     def on_closed(self, reason):
         self.link.lost(self, reason)
 

@@ -56,6 +56,8 @@ CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 60.0
 READY_TIMEOUT = 30.0
 SEND_RETRY_DELAYS = (0.5, 1.0, 2.0)   # three retries of an "unavailable" Send
+RATE_LIMIT_TRIES = 4                  # a rate_limited request is sent this often in all
+RATE_LIMIT_WAIT_MAX = 10              # seconds; a longer wait is the user's to decide
 # TCP keepalive: a server that vanished without closing (a dead network, a
 # machine switched off) is noticed after about KEEPIDLE + KEEPCNT * KEEPINTVL
 # seconds of silence, even while nobody types anything.
@@ -90,6 +92,10 @@ class ConnectionLost(ClientFailure):
 class RequestFailed(ClientFailure):
     """The server answered one request with an Error; the session goes on."""
 
+    def __init__(self, message, code="failed", retry_after=None):
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
 
 class Handlers:
     """What the session calls from its reader thread; the CLI overrides these."""
@@ -108,6 +114,9 @@ class Handlers:
 
     def on_error(self, code, reason):
         """An Error the server sent that belongs to no request."""
+
+    def on_wait(self, seconds, reason):
+        """The server asked to slow down; the request is sent again in `seconds`."""
 
     def on_closed(self, reason):
         pass
@@ -135,6 +144,7 @@ class ClientSession:
         self._held_acks = None     # a list while an account deletion is in flight
         self._in_session = False
         self._fatal_reason = self._server_reason = None
+        self._pause = self._closed.wait     # waits out a rate_limited answer
         self._closing_by_us = False
         self._reader = None
 
@@ -416,9 +426,25 @@ class ClientSession:
     def request(self, op, timeout=REQUEST_TIMEOUT, **fields):
         """Send one request and wait for its Result; the Result's data.
 
-        Fields given as None are left out (the registry's defaults apply).
+        Fields given as None are left out (the registry's defaults apply). A
+        request the server answers `rate_limited` (it was not carried out) is
+        sent again after the wait the server names, a few times, and
+        `handlers.on_wait(seconds, reason)` says so.
         """
         fields = {name: value for name, value in fields.items() if value is not None}
+        for attempt in range(1, RATE_LIMIT_TRIES + 1):
+            try:
+                return self._request_once(op, timeout, fields)
+            except RequestFailed as failure:
+                wait = failure.retry_after
+                if failure.code != "rate_limited" or attempt == RATE_LIMIT_TRIES \
+                        or not wait or wait > RATE_LIMIT_WAIT_MAX:
+                    raise
+                self.handlers.on_wait(wait, failure.message)
+                if self._pause(wait):                   # True: the connection ended
+                    raise self.connection_lost() from None
+
+    def _request_once(self, op, timeout, fields):
         with self._replies_cond:
             self._rid += 1
             rid = self._rid
@@ -528,7 +554,8 @@ def _result_data(reply):
     if isinstance(reply, protocol.BadPacket):
         raise RequestFailed("The server's answer was malformed; try again.", "bad_reply")
     if reply.op == "Error":
-        raise RequestFailed(reply.data["reason"], reply.data["code"])
+        raise RequestFailed(reply.data["reason"], reply.data["code"],
+                            reply.data.get("retry_after"))
     return reply.data
 
 

@@ -27,6 +27,7 @@ How it fails: an answer raises only for the unexpected; the connection
 turns that into an "internal" refusal and logs it.
 """
 
+import asyncio
 import logging
 import math
 import time
@@ -48,10 +49,12 @@ REGISTRATION_CLOSED = ("There is no account '{name}', and this server does not t
 
 
 class Refusal(NamedTuple):
-    """An answer that is a failure for the caller: `ok: false`, a code, a sentence."""
+    """An answer that is a failure for the caller: `ok: false`, a code, a sentence
+    (and, for rate_limited, the seconds to wait before asking again)."""
 
     code: str
     reason: str
+    retry_after: int | None = None
 
 
 def refusal_for(error):
@@ -78,7 +81,18 @@ class _Answers:
         self.conn, self.monitor = conn, conn.monitor
 
     def job(self, fn, *args, after=None, lazy=False):
-        return self.monitor.job(fn, *args, after=after, lazy=lazy)
+        """A write on the single writer, in this connection's owner's line."""
+        future = self.monitor.job(fn, *args, after=after, lazy=lazy, owner=self.conn.owner)
+        if not lazy:
+            self.conn.last_write = future
+        return future
+
+    async def query(self, fn, *args):
+        """A read on a reader thread, after this connection's earlier writes (so
+        that a pipelined Delete then Inbox does not list what was deleted)."""
+        if self.conn.last_write is not None and not self.conn.last_write.done():
+            await asyncio.wait([self.conn.last_write])
+        return await self.monitor.read(self.conn.owner, fn, *args)
 
 
 class NewAnswers(_Answers):
@@ -95,7 +109,7 @@ class NewAnswers(_Answers):
         if ticket is None or not self.monitor.tickets.bind(ticket, self.conn):
             return Refusal("bad_ticket", STALE_SESSION)
         self.conn.ticket = ticket                      # its session ends with the connection
-        account = await self.job(storage.account, ticket.username)
+        account = await self.query(storage.account, ticket.username)
         if not account or account["id"] != ticket.account_id or account["state"] != "active":
             return Refusal("bad_ticket", STALE_SESSION)
         self.conn.user = ticket.username
@@ -106,13 +120,25 @@ class LoginAnswers(_Answers):
     """Phase "login": a login process asks about accounts, never about messages."""
 
     async def exists(self, args):
-        found = await self.job(storage.user_exists, args["username"])
+        found = await self.query(storage.user_exists, args["username"])
         if found:
             return {"outcome": "exists"}
-        if not self.monitor.registration_open:
-            return {"outcome": "registration_closed", "reason": REGISTRATION_CLOSED.format(
-                name=args["username"])}
+        refusal = self._registration_refusal(args["username"])
+        if refusal is not None:             # say so now, before any password is asked
+            return {"outcome": "registration_closed", "reason": refusal}
         return {"outcome": "missing"}
+
+    def _registration_refusal(self, username):
+        """Why no account may be created from this connection now, or None."""
+        if not self.monitor.registration_open:
+            return REGISTRATION_CLOSED.format(name=username)
+        wait = self.monitor.registrations.wait_time(self.conn.address)
+        if wait > 0:
+            minutes = max(1, math.ceil(wait / 60))
+            return (f"There is no account '{username}', and too many new accounts were "
+                    f"created from here or on this server lately; try again in {minutes} "
+                    "minute" + ("" if minutes == 1 else "s") + ".")
+        return None
 
     async def verify(self, args):
         username = args["username"]
@@ -121,7 +147,7 @@ class LoginAnswers(_Answers):
             seconds = max(1, math.ceil(wait))
             return {"outcome": "throttled", "retry_after": seconds,
                     "reason": f"Too many failed logins; try again in {plural(seconds)}."}
-        stored, account_id = await self.job(storage.credentials, username)
+        stored, account_id = await self.query(storage.credentials, username)
         try:
             ok, new_hash = await self.monitor.hasher.verify(args["password"], stored)
         except auth.Busy:
@@ -140,25 +166,22 @@ class LoginAnswers(_Answers):
 
     async def create(self, args):
         username = args["username"]
-        if not self.monitor.registration_open:
-            return {"outcome": "create_failed",
-                    "reason": REGISTRATION_CLOSED.format(name=username)}
-        wait = self.monitor.registrations.wait_time(self.conn.address)
-        if wait > 0:
-            minutes = max(1, math.ceil(wait / 60))
-            return {"outcome": "create_failed", "reason": "Too many new accounts were "
-                    f"created from here or on this server lately; try again in {minutes} "
-                    "minute" + ("" if minutes == 1 else "s") + "."}
+        refusal = self._registration_refusal(username)
+        if refusal is not None:
+            return {"outcome": "create_failed", "reason": refusal}
+        registrations = self.monitor.registrations
+        registrations.record(self.conn.address)   # now: creations in progress count too
         try:
             password_hash = await self.monitor.hasher.hash(args["password"])
         except auth.Busy:
+            registrations.forget(self.conn.address)
             return {"outcome": "busy", "reason": BUSY, "retry_after": BUSY_RETRY}
         now = _now()
         try:
             account_id = await self.job(storage.create_account, username, password_hash, now)
         except storage.AccountExists:
+            registrations.forget(self.conn.address)
             return {"outcome": "create_failed", "reason": NAME_TAKEN}
-        self.monitor.registrations.record(self.conn.address)
         log.info("account %s created from %s", username, self.conn.peer)
         return await self._logged_in("created", username, account_id, now)
 
@@ -195,8 +218,13 @@ class UserAnswers(_Answers):
         await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(), lazy=True)
 
     async def inbox(self, args):
-        messages, more = await self.job(storage.inbox, self.conn.user, args["before"],
-                                        args["limit"])
+        wait = self.monitor.read_budget.take(self.conn.owner, args["limit"])
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            return Refusal("rate_limited", f"Too many requests at once; try again in "
+                           f"{plural(seconds)}.", seconds)
+        messages, more = await self.query(storage.inbox, self.conn.user, args["before"],
+                                         args["limit"])
         return {"messages": messages, "more": more}
 
     async def read(self, args):

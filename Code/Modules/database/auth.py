@@ -80,7 +80,7 @@ class PasswordHasher:
             initializer=lower_priority, initargs=(BACKGROUND_NICE, True))
             for lane, count in (("verify", workers), ("create", create_workers))}
         self.limits = {"verify": max_waiting, "create": max_creating}
-        self._in_flight = {"verify": 0, "create": 0}
+        self.in_flight = {"verify": 0, "create": 0}
         self._dummy_hash = self.context.hash(os.urandom(16).hex())
 
     @property
@@ -109,14 +109,14 @@ class PasswordHasher:
             return False, None
 
     async def _run(self, lane, fn, *args):
-        if self._in_flight[lane] >= self.limits[lane]:
+        if self.in_flight[lane] >= self.limits[lane]:
             raise Busy("too many logins at once; try again in a moment")
-        self._in_flight[lane] += 1
+        self.in_flight[lane] += 1
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pools[lane], fn, *args)
         finally:
-            self._in_flight[lane] -= 1
+            self.in_flight[lane] -= 1
 
     def close(self):
         for pool in self._pools.values():
@@ -197,6 +197,14 @@ class RegistrationLimit:
         self._by_address[address] = mine
         while len(self._by_address) > self.max_addresses:
             self._by_address.popitem(last=False)
+
+    def forget(self, address):
+        """Take back the latest record of `address` (a creation that failed)."""
+        mine = self._by_address.get(address)
+        if mine:
+            mine.pop()
+            if self._all:
+                self._all.pop()
 
     def _wait(self, times, limit, now):
         recent = [t for t in times if t > now - self.window]

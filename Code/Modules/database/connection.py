@@ -100,6 +100,7 @@ class MonitorConnection(asyncio.Protocol):
         self.phase = operations.NEW
         self.user = None                  # set by Bind, from the monitor's own record
         self.ticket = None                # the Ticket that bound it: dead when it closes
+        self.last_write = None            # the future of its latest (non-lazy) write
         self.peer = self.address = "?"
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport = None
@@ -138,6 +139,13 @@ class MonitorConnection(asyncio.Protocol):
 
     def describe(self):
         return f"user {self.user}" if self.user else f"peer {self.peer}"
+
+    @property
+    def owner(self):
+        """Whose line its jobs wait in: the user, or a login's source address."""
+        if self.user is not None:
+            return "user " + self.user
+        return "address " + self.address
 
     def closed(self):
         return self._closed
@@ -182,6 +190,7 @@ class MonitorConnection(asyncio.Protocol):
         except Exception as error:         # a bug in the registry must not end the loop
             self._answered(rid, entry, self._internal(entry, error))
             return
+        self.monitor.requests += 1
         if entry.once:
             self._accepted_once.add(packet.op)
         if entry.phase is not None:
@@ -238,7 +247,7 @@ class MonitorConnection(asyncio.Protocol):
                 log.info("%s from %s not done: %s", entry.operation.name, self.describe(),
                          answer.reason)
         elif refused:
-            self.reply_error(rid, answer.code, answer.reason)
+            self.reply_error(rid, answer.code, answer.reason, answer.retry_after)
         else:
             self.reply(rid, answer or {})
         if self._changing_phase and entry.phase is not None:
@@ -280,8 +289,11 @@ class MonitorConnection(asyncio.Protocol):
     def reply(self, rid, fields):
         self.send(Packet("Reply", {"rid": rid, "ok": True, **fields}))
 
-    def reply_error(self, rid, code, reason):
-        self.send(Packet("Reply", {"rid": rid, "ok": False, "code": code, "reason": reason}))
+    def reply_error(self, rid, code, reason, retry_after=None):
+        fields = {"rid": rid, "ok": False, "code": code, "reason": reason}
+        if retry_after is not None:
+            fields["retry_after"] = retry_after
+        self.send(Packet("Reply", fields))
 
     def send_notice(self, event):
         self.send(Packet("Notice", {"event": event}))

@@ -8,7 +8,8 @@ lifeline and signals. Nothing else opens `passwords.db`, `users.db` or
 
 This module is the process around the connections: it takes the data
 dir's lock, opens the files on the single writer
-(`Modules/database/writer.py`: group commit, replies only after COMMIT),
+(`Modules/database/writer.py`: group commit, replies only after COMMIT)
+and on reader threads beside it (`Modules/database/readers.py`),
 starts the password hasher (`Modules/database/auth.py`), repairs what a
 crash left (torn commits, interrupted account deletions), serves the Unix
 socket and, on SIGTERM, lets queued work finish and checkpoints the WAL.
@@ -31,8 +32,12 @@ import time
 from Modules.database import auth, storage
 from Modules.database.answers import delete_account
 from Modules.database.connection import Hub, MonitorConnection
+from Modules.database.readers import ReadBudget, ReaderPool
 from Modules.database.writer import SingleWriter
-from Modules.runtime import DAEMON_GONE, restore_default_signals, start_process
+from Modules.runtime import (
+    DAEMON_GONE, keep_memory_returnable, restore_default_signals, return_free_memory,
+    start_process,
+)
 
 log = logging.getLogger("parley.database")
 
@@ -48,6 +53,9 @@ class Monitor:
         self.writer, self.hasher, self.throttle = writer, hasher, throttle
         self.ticket_secret = ticket_secret
         self.tickets = tickets or auth.TicketBook()
+        self.readers = None                       # a ReaderPool, set by serve()
+        self.requests = 0                         # accepted so far (for give_memory_back)
+        self.read_budget = ReadBudget()
         registration = registration or {}
         self.registration_open = registration.get("open", True)
         self.registrations = auth.RegistrationLimit(
@@ -56,8 +64,16 @@ class Monitor:
         self.hub = Hub()
         self.connections = set()
 
-    def job(self, fn, *args, after=None, lazy=False):
-        return self.writer.submit(fn, *args, after=after, lazy=lazy)
+    def job(self, fn, *args, after=None, lazy=False, owner=None):
+        """A write (or a read that must see the writer's order) on the single writer."""
+        return self.writer.submit(fn, *args, after=after, lazy=lazy, owner=owner)
+
+    def hasher_idle(self):
+        return not any(self.hasher.in_flight.values())
+
+    def read(self, owner, fn, *args):
+        """A read-only query on a reader thread (see `Modules/database/readers.py`)."""
+        return self.readers.submit(owner, fn, *args)
 
 
 def _now():
@@ -125,20 +141,43 @@ async def serve(config, ready):
                           on_repaired=lambda result: repaired_after_failed_commit(monitor,
                                                                                   result))
     writer.start()
+    readers = ReaderPool(loop, lambda: storage.open_reader(config["data_dir"]),
+                         storage.close_databases, workers=config.get("readers", 2))
+    readers.start()
     argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
     hasher = auth.PasswordHasher(**argon2, workers=config.get("hash_workers", 2))
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"],
                       resumable_tickets(config), config.get("registration"))
+    monitor.readers = readers
+    monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
     await recover(monitor)
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),
                                            config["socket_path"])
     os.chmod(config["socket_path"], 0o600)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    trimming = loop.create_task(give_memory_back(monitor))
     ready.set()
     log.info("database ready (%s)", config["data_dir"])
     await stop.wait()
+    trimming.cancel()
     await shutdown(server, monitor)
+
+
+TRIM_EVERY = 5.0      # seconds between looks at whether memory can be given back
+
+
+async def give_memory_back(monitor):
+    """After a burst of work (a flood of reads or logins), give the memory it took
+    back to the system once things are quiet again."""
+    previous, worked = monitor.requests, False
+    while True:
+        await asyncio.sleep(TRIM_EVERY)
+        recent, previous = monitor.requests - previous, monitor.requests
+        worked = worked or recent > 0
+        if worked and recent < 100 * TRIM_EVERY and monitor.hasher_idle():
+            return_free_memory()                # quiet now: under 100 requests a second
+            worked = False
 
 
 def resumable_tickets(config):
@@ -157,6 +196,7 @@ async def shutdown(server, monitor):
     server.close()
     await asyncio.sleep(0.05)
     await asyncio.get_running_loop().run_in_executor(None, monitor.writer.stop)
+    monitor.readers.stop()
     for conn in list(monitor.connections):
         conn.close()
     monitor.hasher.close()
@@ -167,6 +207,7 @@ def main(config, ready):
     """Entry point of the database process (a forkserver child)."""
     restore_default_signals(config.get("lifeline"))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a file-size limit is an error, not death
+    keep_memory_returnable()
     start_process("database", config)
     try:
         asyncio.run(serve(config, ready))

@@ -3,6 +3,7 @@
 Talks to: the local file system (the data directory) and SQLite, nothing
 else. Only the database process imports it, through `Modules.database.storage`.
 
+`open_reader(data_dir)` returns a read-only connection for a reader thread.
 `open_databases(data_dir)` returns one `sqlite3.Connection` (autocommit
 mode, usable from the one writer thread) whose main schema is `users.db`,
 with `passwords.db` attached as `pw` and `messages.db` as `msg`, all three
@@ -130,6 +131,28 @@ def open_databases(data_dir):
     finally:
         os.umask(old_umask)
     _tighten_file_modes(paths)
+    return db
+
+
+def open_reader(data_dir):
+    """A read-only connection to the three files, for a reader thread.
+
+    The writer must have opened (checked, created, migrated) them first.
+    `PRAGMA query_only` makes SQLite refuse any write on it; in WAL mode it
+    sees every transaction committed before each of its statements starts.
+    """
+    data_dir = os.path.abspath(os.fspath(data_dir))
+    paths = {name: os.path.join(data_dir, f"{name}.db") for name in SCHEMAS}
+    db = sqlite3.connect(paths["users"], isolation_level=None, check_same_thread=False)
+    try:
+        for name, schema in SCHEMAS.items():
+            if schema != "main":
+                db.execute(f"ATTACH DATABASE ? AS {schema}", (paths[name],))
+        db.execute("PRAGMA query_only = ON")
+    except sqlite3.DatabaseError as error:
+        db.close()
+        raise StorageError(f"cannot open the databases in {data_dir} to read: {error}") \
+            from error
     return db
 
 

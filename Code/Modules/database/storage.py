@@ -41,6 +41,7 @@ from Modules.database.schema import (  # noqa: F401  (re-exported API)
     check_writable,
     close_databases,
     open_databases,
+    open_reader,
     schema_version,
 )
 

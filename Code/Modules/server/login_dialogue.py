@@ -68,7 +68,9 @@ class Refused(NamedTuple):
 # the dialogue sharpens before it looks them up: an invalid username is
 # "bad_username", an unusable password (not text, too long) counts as a
 # "wrong_password", a new password that breaks the rules is
-# "bad_new_password", any answer after MAX_STEPS is "too_many_steps".
+# "bad_new_password", any answer after MAX_STEPS is "too_many_steps". A
+# second "registration_closed" on one connection is "registration_closed_again":
+# the first may be a typo, the second ends the connection.
 # Outcomes from the database, as the monitor names them: exists / missing /
 # registration_closed / verified / wrong_password / throttled / busy /
 # created / create_failed.
@@ -80,6 +82,7 @@ TABLE = {
     (CHECKING, "exists"): (ASK_PASSWORD, "_ask_password"),
     (CHECKING, "missing"): (ASK_NEW_PASSWORD, "_offer_create"),
     (CHECKING, "registration_closed"): (ASK_USERNAME, "_username_again"),
+    (CHECKING, "registration_closed_again"): (FAILED, "_no_more_new_names"),
     (ASK_PASSWORD, "password"): (VERIFYING, "_verify"),
     (ASK_PASSWORD, "wrong_password"): (ASK_PASSWORD, "_wrong_password"),
     (ASK_PASSWORD, "last_wrong_password"): (FAILED, "_last_wrong_password"),
@@ -115,6 +118,7 @@ class LoginDialogue:
         self.username = None
         self._steps = 0
         self._retry_after = None
+        self._new_names_refused = 0
 
     @property
     def state(self):
@@ -156,6 +160,10 @@ class LoginDialogue:
             event = "wrong_password"            # nothing to verify: it cannot be right
         if event == "wrong_password" and self.attempts_left <= 1:
             return "last_wrong_password"
+        if event == "registration_closed":
+            self._new_names_refused += 1
+            if self._new_names_refused > 1:     # a second try: this is no typo
+                return "registration_closed_again"
         return event
 
     def _dispatch(self, event, value, error_class):
@@ -231,6 +239,10 @@ class LoginDialogue:
     def _restart(self, _value):
         self.username = None
         return self.start()
+
+    def _no_more_new_names(self, reason):
+        return [Refused("registration_closed", reason or "No new accounts can be created "
+                        "from here now; the connection is closed.")]
 
     def _too_many_steps(self, _value):
         return [Refused("too_many_steps", "Too many login steps; connect again to retry.")]

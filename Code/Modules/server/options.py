@@ -74,9 +74,9 @@ SERVER_OPTIONS = [
     ("max_clients", _positive, 1000, "most connections served at once"),
     ("login_timeout", _seconds, 60.0, "seconds a connection has to log in"),
     ("spare_processes", _spares, 4, "processes started ahead of logins (0 to 64)"),
-    ("max_startups", _positive, 256, "connections logging in at once; from half of it on, "
+    ("max_startups", _positive, 128, "connections logging in at once; from half of it on, "
      "new ones are dropped at random"),
-    ("max_startups_per_address", _positive, 64, "connections still logging in from one "
+    ("max_startups_per_address", _positive, 16, "connections still logging in from one "
      "address"),
     ("connection_rate_per_address", _positive, 20, "new connections per second from one "
      "address (bursts of twice that)"),

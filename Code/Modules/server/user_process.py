@@ -71,10 +71,12 @@ _REQUEST_FIELDS = {op.name: tuple(f.name for f in op.fields)
 _REPLY_FIELDS = {op.name: op.reply_fields() for op in operations.CLIENT_OPERATIONS}
 
 
-def _error(code, reason, rid=None, fatal=False):
+def _error(code, reason, rid=None, fatal=False, retry_after=None):
     fields = {"code": code, "reason": reason, "fatal": fatal}
     if type(rid) is int:   # noqa: E721 -- never echo a rid the schema does not allow
         fields["rid"] = rid
+    if type(retry_after) is int:   # noqa: E721
+        fields["retry_after"] = retry_after
     return Packet("Error", fields)
 
 
@@ -350,7 +352,8 @@ class UserSession:
         if operation is None:
             return
         if not reply.ok:
-            self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid))
+            self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid,
+                              retry_after=reply.data.get("retry_after")))
             return
         fields = {name: reply.data[name] for name in _REPLY_FIELDS[operation.name]
                   if name in reply.data}

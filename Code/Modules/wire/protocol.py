@@ -102,7 +102,8 @@ SCHEMAS = {
                             "read": (_BOOL, _OPT)},
     ("server", "System"): {"event": (_STR, _REQ), "message": (_STR, _REQ)},
     ("server", "Error"): {"code": (_STR, _REQ), "reason": (_STR, _REQ),
-                          "rid": (_INT, _OPT), "fatal": (_BOOL, _OPT)},
+                          "rid": (_INT, _OPT), "fatal": (_BOOL, _OPT),
+                          "retry_after": (_INT, _OPT)},
 }
 
 

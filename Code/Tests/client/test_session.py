@@ -142,6 +142,30 @@ def test_send_gives_up_after_three_retries(monkeypatch):
     assert len(sent) == 4
 
 
+def test_a_rate_limited_request_is_sent_again_after_the_wait_the_server_names():
+    session, handlers, sent = _session()
+    waits, notes = [], []
+    session._pause = lambda seconds: waits.append(seconds) or False
+    handlers.on_wait = lambda seconds, reason: notes.append((seconds, reason))
+
+    def answer(packet, only_in_session=False):
+        sent.append(packet)
+        rid = packet.data["rid"]
+        if len(sent) < 3:
+            reply = Packet("Error", {"rid": rid, "code": "rate_limited", "retry_after": 2,
+                                     "reason": "Too many requests at once."})
+            session._on_error(reply, [])
+        else:
+            session._on_result(Packet("Result", {"rid": rid, "messages": [], "more": False}),
+                               [])
+        return True
+
+    session._send = answer
+    assert session.request("Inbox", limit=200) == {"rid": 3, "messages": [], "more": False}
+    assert waits == [2, 2] and notes[0] == (2, "Too many requests at once.")
+    assert [packet.data["limit"] for packet in sent] == [200, 200, 200]
+
+
 def test_a_closed_connection_ends_waiting_with_the_servers_reason():
     session, _handlers, _sent = _session()
     session._dispatch([Packet("Welcome", {"user": "bob", "created": False}),

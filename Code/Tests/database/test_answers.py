@@ -22,6 +22,7 @@ from Modules.database import auth, storage
 from Modules.database.answers import LoginAnswers
 from Modules.database.link import DbError
 from Modules.database.monitor import Monitor
+from Modules.database.readers import ReaderPool
 from Modules.database.writer import SingleWriter
 from Tests.support import PASSWORD, running_database, wait_until
 from Tests.support.monitor import link, login_link, user_link
@@ -172,10 +173,14 @@ def answers(tmp_path):
     clock = SimpleNamespace(now=0.0)
     throttle = auth.LoginThrottle(clock=lambda: clock.now)
     monitor = Monitor(writer, hasher, throttle, os.urandom(32))
+    monitor.readers = ReaderPool(loop, lambda: storage.open_reader(data_dir),
+                                 storage.close_databases, workers=1)
+    monitor.readers.start()
     conn = SimpleNamespace(monitor=monitor, peer="127.0.0.1:9", address="127.0.0.1",
-                           user=None)
+                           user=None, owner="address 127.0.0.1", last_write=None)
     yield LoginAnswers(conn), loop.run_until_complete, throttle
     loop.run_until_complete(asyncio.sleep(0))
+    monitor.readers.stop()
     writer.stop()
     hasher.close()
     loop.close()

@@ -20,7 +20,7 @@ from Modules import operations
 from Modules.database import answers
 from Modules.database.connection import MAX_HELD
 from Modules.database.link import DbError, DbUnavailable, Push, Reply
-from Tests.support import WAIT
+from Tests.support import WAIT, running_database
 from Tests.support.monitor import link, login_link, ticket_for, user_link
 
 LOGIN_ONLY = [op.name for op in operations.for_role("login")]
@@ -185,6 +185,29 @@ def test_requests_held_behind_a_phase_change_are_capped(database):
     requests += [("Inbox", {})] * (MAX_HELD + 1)
     replies, was_closed = pipelined(db, requests)
     assert was_closed and len(replies) <= 1 + MAX_HELD
+
+
+# -- reads beside the writer ----------------------------------------------------------
+
+def test_a_read_pipelined_after_a_write_sees_that_write(database):
+    _, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    sent = alice.call("Send", to="bob", subject="s", body="b", client_id="c1")["id"]
+    replies, _ = pipelined(bob, [("Delete", {"ids": [sent]}), ("Inbox", {})])
+    assert replies[0].data["deleted"] == [sent]
+    assert replies[1].data["messages"] == []            # the read waited for the delete
+
+
+def test_reads_beyond_the_budget_are_rate_limited_with_a_wait(tmp_path):
+    with running_database(tmp_path, read_budget={"rate": 1.0, "burst": 400}) as (_, config):
+        bob = user_link(config, "bob")
+        assert bob.call("Inbox", limit=200)["messages"] == []
+        assert bob.call("Inbox", limit=200)["messages"] == []
+        with pytest.raises(DbError) as info:
+            bob.call("Inbox", limit=200)
+        assert info.value.code == "rate_limited" and "try again in" in info.value.reason
+        alice = user_link(config, "alice")                # another user is not limited
+        assert alice.call("Inbox", limit=200)["messages"] == []
 
 
 # -- subscriptions --------------------------------------------------------------

@@ -215,6 +215,9 @@ def test_the_walks_take_every_row_of_the_table():
     answer(closed, username="dave")
     prompt, data = prompt_of(closed.outcome("registration_closed", "no new accounts"))
     assert prompt == "username" and data["message"] == "no new accounts"
+    answer(closed, username="erin")                   # a second new name: no typo
+    (refused,) = closed.outcome("registration_closed", "still none")
+    assert refused.code == "registration_closed" and closed.state == ld.FAILED
 
     creator = Recording(rows=rows)
     answer(creator, username="carol")

@@ -1,0 +1,86 @@
+"""Tests for Modules/database/readers.py: reader threads beside the writer, and budgets.
+
+On real SQLite files: readers see what the writer committed and cannot
+write; owners take turns (one owner's queued reads do not go ahead of
+another's); a query's exception comes back to its caller and the reader
+goes on; the read budget spends rows, refills with time and says how long
+to wait.
+"""
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from Modules.database import storage
+from Modules.database.readers import ReadBudget, ReaderPool
+from Tests.support import WAIT
+from Tests.support.storage import make_users, send_stored
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, WAIT))
+
+
+async def started_readers(data_dir, workers=1):
+    pool = ReaderPool(asyncio.get_running_loop(), lambda: storage.open_reader(data_dir),
+                      storage.close_databases, workers=workers)
+    pool.start()
+    return pool
+
+
+def test_readers_see_what_was_committed_and_cannot_write(data_dir, db):
+    make_users(db, "alice", "bob")
+    send_stored(db, "alice", "bob")
+
+    async def main():
+        pool = await started_readers(data_dir)
+        try:
+            page, more = await pool.submit("bob", storage.inbox, "bob")
+            assert [entry["from"] for entry in page] == ["alice"] and more is False
+            with pytest.raises(sqlite3.OperationalError):
+                await pool.submit("bob", storage.mark_deleting, "bob")
+            assert await pool.submit("bob", storage.user_exists, "bob") is True  # goes on
+        finally:
+            pool.stop()
+
+    run(main())
+
+
+def test_owners_take_turns(data_dir, db):
+    make_users(db, "alice")
+    order, started, release = [], threading.Event(), threading.Event()
+
+    def gate(_conn):
+        started.set()
+        release.wait(WAIT)
+
+    def note(_conn, name):
+        order.append(name)
+
+    async def main():
+        pool = await started_readers(data_dir, workers=1)
+        try:
+            held = pool.submit("first", gate)
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, WAIT)
+            flood = [pool.submit("flooder", note, f"flood{n}") for n in range(5)]
+            other = pool.submit("other", note, "other")          # queued last
+            release.set()
+            await asyncio.gather(held, other, *flood)
+        finally:
+            pool.stop()
+
+    run(main())
+    assert order.index("other") == 1                # after one of the flood, not all
+
+
+def test_the_budget_spends_rows_refills_and_says_how_long_to_wait():
+    now = [0.0]
+    budget = ReadBudget(rate=100.0, burst=400, clock=lambda: now[0])
+    assert budget.take("bob", 200) == 0 and budget.take("bob", 200) == 0
+    assert budget.take("bob", 200) == pytest.approx(2.0)        # 200 rows at 100/s
+    assert budget.take("alice", 200) == 0                       # each owner its own
+    now[0] += 2.0
+    assert budget.take("bob", 200) == 0
+    assert budget.take("bob", 1) > 0
