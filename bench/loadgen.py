@@ -97,6 +97,7 @@ class FastSession:
         self._chunks = [] if ch["partial"] is None else [ch["partial"]]
         self.batching = state.get("batching") is True
         self.ready = [BINARY.loads(item) for item in _split_items(ch["ready"])]
+        self.loads = BINARY.loads        # payload -> Packet (bench/abuse.py may peek instead)
 
     def send(self, packet):
         return self._frame(b"\x00" + BINARY.dumps(packet))
@@ -143,13 +144,13 @@ class FastSession:
             self.recv_n += 1
             pos = end
             if pt[0] == 2 and not self._chunks:
-                out.extend(BINARY.loads(item) for item in _split_items(memoryview(pt)[1:]))
+                out.extend(self.loads(item) for item in _split_items(memoryview(pt)[1:]))
             elif pt[0] == 0 and not self._chunks:
-                out.append(BINARY.loads(pt[1:]))
+                out.append(self.loads(pt[1:]))
             else:
                 self._chunks.append(pt[1:])
                 if pt[0] == 0:
-                    out.append(BINARY.loads(b"".join(self._chunks)))
+                    out.append(self.loads(b"".join(self._chunks)))
                     self._chunks = []
         if pos:
             del buf[:pos]
@@ -181,7 +182,8 @@ class Client:
 
     __slots__ = ("engine", "name", "password", "sock", "conn", "fast", "state", "out",
                  "t", "handler", "create", "logout_sent", "error", "codec", "on_login",
-                 "backlog", "want_ready", "closed_at", "queued", "__weakref__")
+                 "backlog", "want_ready", "closed_at", "queued", "retries", "last_answer",
+                 "__weakref__")
 
     def __init__(self, engine, name, password=PASSWORD, codec="fast", handler=None,
                  on_login=None):
@@ -197,12 +199,17 @@ class Client:
         self.backlog = 0                 # Message packets before "ready"
         self.closed_at = None
         self.queued = []                 # session packets of this loop turn
+        self.retries = 0                 # answers sent again after a retry_after prompt
+        self.last_answer = None          # the last Login answer (sent again on retry_after)
 
     # -- connecting ------------------------------------------------------------
-    def connect(self, port):
+    def connect(self, port, source=None):
+        """`source`: the local address to connect from (any of 127/8 reaches the server)."""
         self.t["connect"] = now_ns()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if source is not None:
+            sock.bind((source, 0))
         sock.setblocking(False)
         code = sock.connect_ex((HOST, port))
         if code not in (0, errno.EINPROGRESS):
@@ -338,20 +345,36 @@ class Client:
 
     def _answer_prompt(self, data):
         prompt = data.get("prompt")
-        if prompt == "username":
+        if data.get("retry_after") is not None and self.last_answer is not None:
+            self.retry_later(data["retry_after"])      # busy or throttled: not a refusal
+        elif prompt == "username":
             if "username" in self.t:
                 self.fail(f"username refused: {data.get('message')}")
                 return
             self.t["username"] = now_ns()
-            self.write(self.conn.send(Packet("Login", {"username": self.name})))
+            self.answer(username=self.name)
         elif prompt in ("password", "new_password"):
             if "password" in self.t:
                 self.fail(f"password refused: {data.get('message')}")
                 return
             self.t["password"] = now_ns()
-            self.write(self.conn.send(Packet("Login", {prompt: self.password})))
+            self.answer(**{prompt: self.password})
         else:
             self.fail(f"unknown prompt {prompt!r}")
+
+    def answer(self, **fields):
+        self.last_answer = Packet("Login", fields)
+        self.write(self.conn.send(self.last_answer))
+
+    def retry_later(self, seconds):
+        """Send the last answer again in `seconds` (a prompt with retry_after)."""
+        self.retries += 1
+        packet = self.last_answer
+
+        def again():
+            if self.state == LOGIN:
+                self.write(self.conn.send(packet))
+        self.engine.at(now_ns() + int(float(seconds) * 1e9), again)
 
     # -- ending --------------------------------------------------------------------
     def logout(self):
@@ -527,7 +550,8 @@ def login_phases(client):
             "version": ms("handshake", "version"),
             "username": ms("username", "password"),      # Exists lookup + prompt
             "password": ms("password", "welcome"),      # hash + hand-off start
-            "welcome_to_ready": ms("welcome", "ready")}  # user process start, Bind, Subscribe
+            "welcome_to_ready": ms("welcome", "ready"),  # user process start, Bind, Subscribe
+            "retries": client.retries}                   # answers repeated after retry_after
 
 
 class RelayStats:
@@ -717,6 +741,8 @@ def run_paced_logins(engine, names, go_ns, rate, duration_s, max_in_flight=64,
     ok = [c for c in clients if "ready" in c.t]
     return {"started": len(clients), "ok": len(ok), "skipped": skipped[0],
             "latencies_ms": [(c.t["ready"] - c.t["connect"]) / 1e6 for c in ok],
+            "phases": [login_phases(c) for c in ok],
+            "retries": sum(c.retries for c in clients),
             "errors": list(engine.errors)[:5], "cpu": time.process_time() - cpu0}
 
 
@@ -733,13 +759,19 @@ def _close_all(engine, clients, timeout_s=10.0):
         client.close()
 
 
+# More commands: name -> fn(engine, clients, codec, *arguments) -> reply fields.
+# bench/abuse.py adds its traffic patterns here (before the workers are forked).
+COMMANDS = {}
+
+
 def worker_main(pipe, port, codec="fast"):
     """A load-generator process: obeys commands from bench/run.py on `pipe`.
 
     Commands (tuples): ("login", names, concurrency, timeout_s, keep),
     ("relay", pair_names, go_ns, duration_s, window, rate_per_sender, limit),
     ("paced_logins", names, go_ns, rate, duration_s),
-    ("logout_all",), ("count",), ("stop",). Each gets one reply dict.
+    ("logout_all",), ("count",), ("stop",), and those of COMMANDS. Each gets one
+    reply dict.
     """
     engine = Engine(port)
     clients = {}
@@ -792,6 +824,9 @@ def worker_main(pipe, port, codec="fast"):
                 _close_all(engine, list(clients.values()))
                 pipe.send(reply)
                 break
+            elif kind in COMMANDS:
+                engine.errors.clear()
+                reply.update(COMMANDS[kind](engine, clients, codec, *command[1:]))
             else:
                 raise BenchError(f"unknown command {kind!r}")
         except BenchError as error:

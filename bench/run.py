@@ -15,11 +15,16 @@ Scenarios (names for the command line):
   memory     PSS of the server tree idle, with 100 and 1,000 idle sessions
   burst      live paced traffic while 50 logins/s come in
   afterlogin saturation relay (P=50) fresh, then right after 6,000 logins
+  readflood  paced relay latency while 10 accounts flood Inbox reads (bench/abuse.py)
+  prelogin   honest logins while one address holds its pre-login cap (bench/abuse.py)
+  createflood honest logins (argon2 defaults) during an account-creation flood
 
 Every scenario except `login` runs the server with tiny argon2 parameters
 (PARLEY_ARGON2_MEMORY_KIB=8, _TIME_COST=1) so that creating the accounts
 costs no time; `login` runs it with the defaults (m=19 MiB, t=2, p=1) and a
-second server with the tiny ones to measure the overhead without the hash.
+second server with the tiny ones to measure the overhead without the hash;
+`createflood` runs it with the defaults too. `prelogin` and `createflood` keep
+the server's default per-address limits, which every other scenario lifts.
 """
 
 import argparse
@@ -34,6 +39,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.modules.setdefault("run", sys.modules[__name__])   # bench/abuse.py imports us as `run`
 
 import loadgen  # noqa: E402
 from server import BenchServer, cpu_diff, idle_fraction, load_average, machine_cpu  # noqa: E402,E501
@@ -43,8 +49,7 @@ TINY_ARGON2_PARAMS = {"memory_kib": 8, "time_cost": 1, "parallelism": 1}
 
 SCENARIOS = ["relay", "paced", "offline", "login", "memory", "burst", "afterlogin"]
 
-# name -> (unit, target text, direction) ; direction: ">=" or "<=" or None
-UNITS = {}
+UNITS = {}   # figure name -> unit, where its suffix does not say (see unit_of)
 TARGETS = {
     "relay_p50_msgs_per_s": ">= 22000",
     "paced_1000_server_cpu_s_per_10k": "<= 1.9",
@@ -171,9 +176,10 @@ def split(items, n):
 class Run:
     """One scenario run: a fresh server, its load generators, the figures."""
 
-    def __init__(self, opts, tiny_argon2=True, procs=1):
+    def __init__(self, opts, tiny_argon2=True, procs=1, default_limits=False):
         self.opts = opts
-        self.server = BenchServer(tiny_argon2=tiny_argon2, cwd=opts.server_cwd).start()
+        self.server = BenchServer(tiny_argon2=tiny_argon2, cwd=opts.server_cwd,
+                                  default_limits=default_limits).start()
         self.workers = Workers(self.server.port, procs, opts.codec)
         self.figures, self.details = {}, {}
         self.load = [load_average()]
@@ -241,14 +247,17 @@ def relay_once(run, pair_names, seconds, window, label):
                           "loadgen_procs": len(replies)}
 
 
-def run_relay_workers(run, pair_names, seconds, window, per_sender, label):
-    """Start the relay on every worker at one instant and collect their replies.
+def run_relay_workers(run, pair_names, seconds, window, per_sender, label, go=None,
+                      nworkers=None):
+    """Start the relay on every worker (or the first `nworkers`) at one instant
+    (`go`, default in 0.3 s) and collect their replies.
 
     `window` > 0: pipelined saturation; `per_sender` > 0: paced sending.
     Returns (replies, start time in ns, server CPU used meanwhile).
     """
-    per_worker = split(pair_names, len(run.workers))
-    go = loadgen.now_ns() + int(0.3e9)
+    per_worker = split(pair_names, nworkers or len(run.workers))
+    per_worker += [[]] * (len(run.workers) - len(per_worker))
+    go = go or loadgen.now_ns() + int(0.3e9)
     commands = [("relay", pairs, go, seconds, window, per_sender, 10**9) if pairs else None
                 for pairs in per_worker]
     for i, c in enumerate(commands):
@@ -335,9 +344,9 @@ def scenario_afterlogin(opts):
 # Scenario (2): paced relay
 
 
-def paced_once(run, pair_names, rate, seconds, label):
+def paced_once(run, pair_names, rate, seconds, label, go=None, nworkers=None):
     replies, go, server = run_relay_workers(run, pair_names, seconds, 0,
-                                            rate / len(pair_names), label)
+                                            rate / len(pair_names), label, go, nworkers)
     received = sum(r["received"] for r in replies)
     end = max(r["last_receive"] for r in replies)
     lat = [x / 1e6 for r in replies for x in r["latencies"]]
@@ -591,12 +600,21 @@ RUNNERS = {"relay": scenario_relay, "paced": scenario_paced, "offline": scenario
            "login": scenario_login, "memory": scenario_memory, "burst": scenario_burst,
            "afterlogin": scenario_afterlogin}
 
+import abuse  # noqa: E402  (the "fair under abuse" scenarios; they use the helpers above)
+
+SCENARIOS += abuse.SCENARIOS
+TARGETS.update(abuse.TARGETS)
+UNITS.update(abuse.UNITS)
+RUNNERS.update(abuse.RUNNERS)
+
 
 # --------------------------------------------------------------------------
 # Aggregation and output
 
 
 def unit_of(name):
+    if name in UNITS:
+        return UNITS[name]
     for suffix, unit in (("_msgs_per_s", "msg/s"), ("_per_s", "/s"), ("_cpu_s_per_10k", "CPU-s/10k"),
                          ("_ms_per_login", "CPU-ms/login"), ("_ms", "ms"), ("_kib", "KiB"),
                          ("_util", "cores"), ("_ratio", "ratio"), ("_fraction", "fraction"),

@@ -74,8 +74,9 @@ class BenchServer:
     """One server process tree in a temporary data dir."""
 
     def __init__(self, tiny_argon2=True, extra_env=None, max_clients=20000, keep_dir=False,
-                 cwd=None):
+                 cwd=None, default_limits=False):
         self.tiny_argon2 = tiny_argon2
+        self.default_limits = default_limits   # keep the per-address limits (abuse scenarios)
         self.cwd = cwd                   # the daemon's working directory (None: ours)
         self.extra_env = dict(extra_env or {})
         self.max_clients = max_clients
@@ -98,11 +99,13 @@ class BenchServer:
         command = [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir,
                    "--log-level", "WARNING", "--max-clients", str(self.max_clients)]
         # Every load-generator connection comes from 127.0.0.1: it stands for many
-        # people, so the per-address limits on logins and new accounts must not apply.
-        many = str(10 * self.max_clients)
-        command += ["--max-startups", many, "--max-startups-per-address", many,
-                    "--connection-rate-per-address", many,
-                    "--registrations-per-address", many, "--registrations-per-hour", many]
+        # people, so the per-address limits on logins and new accounts must not apply
+        # (unless a scenario measures them: default_limits).
+        if not self.default_limits:
+            many = str(10 * self.max_clients)
+            command += ["--max-startups", many, "--max-startups-per-address", many,
+                        "--connection-rate-per-address", many,
+                        "--registrations-per-address", many, "--registrations-per-hour", many]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log,
                                      env=self.env(), start_new_session=True, cwd=self.cwd,
@@ -238,6 +241,41 @@ class BenchServer:
         self._log.close()
         if not self.keep_dir:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class PssSampler:
+    """The tree's PSS every `interval` s in a thread, while a `with` block runs.
+
+    `peak` is the largest total seen (KiB), `samples` how many were taken (one
+    at the start and one at the end at least).
+    """
+
+    def __init__(self, server, interval=1.0):
+        self.server, self.interval = server, interval
+        self.peak, self.samples, self.peak_detail = 0, 0, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self):
+        pss = self.server.pss_kib()
+        self.samples += 1
+        if pss["total"] > self.peak:
+            self.peak, self.peak_detail = pss["total"], pss
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return False
 
 
 def _threads_cpu(pid):

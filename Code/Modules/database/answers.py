@@ -70,6 +70,10 @@ def _now():
     return time.time()
 
 
+def _nothing(_db):
+    """A job that only makes the writer commit what waits before it."""
+
+
 def plural(seconds):
     return f"{seconds} second" + ("" if seconds == 1 else "s")
 
@@ -83,15 +87,20 @@ class _Answers:
     def job(self, fn, *args, after=None, lazy=False):
         """A write on the single writer, in this connection's owner's line."""
         future = self.monitor.job(fn, *args, after=after, lazy=lazy, owner=self.conn.owner)
-        if not lazy:
-            self.conn.last_write = future
+        self.conn.last_write, self.conn.last_write_lazy = future, lazy
         return future
 
     async def query(self, fn, *args):
-        """A read on a reader thread, after this connection's earlier writes (so
-        that a pipelined Delete then Inbox does not list what was deleted)."""
-        if self.conn.last_write is not None and not self.conn.last_write.done():
-            await asyncio.wait([self.conn.last_write])
+        """A read on a reader thread, answered only after this connection's earlier
+        writes are on disk: a pipelined Delete then Inbox agrees, and as on the
+        writer, a request sent after an Ack is answered once the Ack is stored
+        (RELIABILITY C14). A lazy Ack is not waited out: a no-op job behind it
+        ends its wait for company, and it commits now."""
+        pending = self.conn.last_write
+        if pending is not None and not pending.done():
+            if self.conn.last_write_lazy:
+                pending = self.job(_nothing)
+            await asyncio.wait([pending])
         return await self.monitor.read(self.conn.owner, fn, *args)
 
 
@@ -218,13 +227,15 @@ class UserAnswers(_Answers):
         await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(), lazy=True)
 
     async def inbox(self, args):
-        wait = self.monitor.read_budget.take(self.conn.owner, args["limit"])
+        budget = self.monitor.read_budget
+        wait = budget.wait(self.conn.owner)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             return Refusal("rate_limited", f"Too many requests at once; try again in "
                            f"{plural(seconds)}.", seconds)
         messages, more = await self.query(storage.inbox, self.conn.user, args["before"],
-                                         args["limit"])
+                                          args["limit"])
+        budget.spend(self.conn.owner, len(messages))
         return {"messages": messages, "more": more}
 
     async def read(self, args):

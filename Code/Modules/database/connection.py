@@ -100,7 +100,8 @@ class MonitorConnection(asyncio.Protocol):
         self.phase = operations.NEW
         self.user = None                  # set by Bind, from the monitor's own record
         self.ticket = None                # the Ticket that bound it: dead when it closes
-        self.last_write = None            # the future of its latest (non-lazy) write
+        self.last_write = None            # the future of its latest write
+        self.last_write_lazy = False      # whether that one was a lazy job (an Ack)
         self.peer = self.address = "?"
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport = None

@@ -35,7 +35,10 @@ from Modules.database.connection import Hub, MonitorConnection
 from Modules.database.readers import ReadBudget, ReaderPool
 from Modules.database.writer import SingleWriter
 from Modules.runtime import (
-    DAEMON_GONE, keep_memory_returnable, restore_default_signals, return_free_memory,
+    DAEMON_GONE,
+    keep_memory_returnable,
+    restore_default_signals,
+    return_free_memory,
     start_process,
 )
 

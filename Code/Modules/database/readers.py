@@ -108,26 +108,35 @@ def _resolve(future, result, error):
 
 
 class ReadBudget:
-    """Rows read per owner: `rate` a second, bursts of `burst`; bounded memory.
+    """Rows read per owner: `rate` a second, up to `burst` saved; bounded memory.
 
-    A read costs the rows it may return (an Inbox page of 200 costs 200), so
-    the default lets one person page through 5 full pages a second, 20 at
-    once, and a flood of reads gets `rate_limited` instead of the server's
-    time.
+    A read is let through while the owner has anything left, and then costs
+    the rows it returned (an Inbox page of 200 costs 200; the balance may go
+    below zero), so the default lets one person read 200 rows a second (four
+    of the interactive client's pages of 50) and 1,000 at once (it counts
+    the unread in up to 5 pages of 200 at login), and a flood of reads gets
+    `rate_limited` instead of the server's time.
     """
 
-    def __init__(self, rate=1000.0, burst=4000, clock=time.monotonic, max_owners=100_000):
+    def __init__(self, rate=200.0, burst=400, clock=time.monotonic, max_owners=100_000):
         self.rate, self.burst, self.clock, self.max_owners = rate, burst, clock, max_owners
         self._buckets = OrderedDict()       # owner -> (tokens, when)
 
-    def take(self, owner, cost=1):
-        """0 if `owner` may read `cost` rows now (they are spent), else the seconds
-        to wait for them."""
+    def wait(self, owner):
+        """0 if `owner` may read now, else the seconds until it may."""
+        tokens = self._refilled(owner)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def spend(self, owner, rows):
+        """The read cost `rows` (at least one)."""
+        tokens = self._refilled(owner)
+        self._buckets[owner] = (tokens - max(1, rows), self.clock())
+
+    def _refilled(self, owner):
         now = self.clock()
         tokens, last = self._buckets.pop(owner, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        wait = 0.0 if tokens >= cost else (cost - tokens) / self.rate
-        self._buckets[owner] = (tokens - cost if wait == 0.0 else tokens, now)
+        self._buckets[owner] = (tokens, now)
         while len(self._buckets) > self.max_owners:
             self._buckets.popitem(last=False)
-        return wait
+        return tokens

@@ -9,6 +9,10 @@ connection and tells it when a connection logs in (`logged_in`) or ends
   in yet (so one address cannot fill the server with idle handshakes);
 * at most `rate` new connections per second from one address, with bursts
   of `burst` (a token bucket);
+* an address whose logins end badly (login_process.PENALISED: a second
+  refused new account, endless answers, a broken protocol) more than
+  twice is refused for 1 s, doubling up to 60 s with each further one
+  (`penalise`), as OpenSSH's PerSourcePenalties;
 * pre-login connections in all: from `start` on, each new one is refused
   with a probability growing from 30 % to 100 % at `full` (early drop), so
   that under a flood from many addresses room stays for the sessions
@@ -28,6 +32,10 @@ import time
 from collections import OrderedDict
 from typing import NamedTuple
 
+PENALTY_FREE = 2          # bad logins from an address before they cost it anything
+PENALTY_MAX = 60.0        # seconds an address is refused after many bad logins, at most
+PENALTY_FORGET = 600.0    # quiet seconds after which its penalties are forgotten
+
 
 class Refused(NamedTuple):
     reason: str      # a short code for the log
@@ -41,6 +49,8 @@ RATE = Refused("rate", "too many new connections from your address; slow down an
                        "again in a few seconds")
 STARTUPS = Refused("startups", "the server is busy with other logins; try again in a few "
                                "seconds")
+PENALTY = Refused("penalty", "logins from your address are refused for a while after "
+                             "broken or refused ones; try again later")
 
 
 class Admission:
@@ -57,6 +67,7 @@ class Admission:
         self.pre_login = 0                   # of which not logged in yet
         self._pre_login_by_address = {}      # address -> count
         self._buckets = OrderedDict()        # address -> (tokens, last refill)
+        self._penalties = OrderedDict()      # address -> (count, refused until)
 
     def admit(self, address):
         """None if a connection from `address` may start now (it is then counted),
@@ -71,6 +82,9 @@ class Admission:
     def _refusal(self, address):
         if self.connections >= self.max_clients:
             return FULL
+        penalty = self._penalties.get(address)
+        if penalty is not None and penalty[1] > self.clock():
+            return PENALTY
         if self._pre_login_by_address.get(address, 0) >= self.per_address:
             return PER_ADDRESS
         if not self._take_token(address):
@@ -93,6 +107,23 @@ class Admission:
         while len(self._buckets) > self.max_addresses:
             self._buckets.popitem(last=False)
         return allowed
+
+    def penalise(self, address):
+        """A login from `address` ended badly. The first PENALTY_FREE of them cost
+        nothing (a broken client, a typo); after that its new connections are
+        refused for 1 s, doubling with each further one up to 60 s. Forgotten
+        after 10 quiet minutes. The seconds of this penalty (0: none yet)."""
+        now = self.clock()
+        count, until = self._penalties.pop(address, (0, now))
+        if now - until > PENALTY_FORGET:
+            count = 0
+        count += 1
+        seconds = 0.0 if count <= PENALTY_FREE else min(PENALTY_MAX,
+                                                          2.0 ** (count - PENALTY_FREE - 1))
+        self._penalties[address] = (count, now + seconds)
+        while len(self._penalties) > self.max_addresses:
+            self._penalties.popitem(last=False)
+        return seconds
 
     def logged_in(self, address):
         """A connection from `address` has logged in: it no longer counts as starting."""

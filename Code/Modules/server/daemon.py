@@ -298,8 +298,21 @@ class Daemon:
             return self._connection_ended(record)
         if self.signals:
             return self._connection_ended(record)
+        if not isinstance(message, dict):              # a child's bug: end only this one
+            log.error("%s: a malformed hand-off; closing the connection", record.peer)
+            return self._connection_ended(record)
+        if "penalty" in message:                       # a login that ended badly
+            seconds = self.admission.penalise(record.address)
+            if seconds:
+                log.warning("%s: login ended (%s); refusing that address for %.0f s",
+                            record.peer, str(message["penalty"])[:32], seconds)
+            return self._connection_ended(record)
         try:
             self._hand_over(record, message)
+        except (KeyError, TypeError) as error:         # a hand-off without its fields
+            log.error("%s: a malformed hand-off (%s); closing the connection", record.peer,
+                      type(error).__name__)
+            self._connection_ended(record)
         except (OSError, EOFError) as error:
             log.error("cannot hand %s over to a new process: %s", record.peer, error)
             self._connection_ended(record)

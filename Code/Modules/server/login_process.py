@@ -45,11 +45,20 @@ SHUTDOWN_POLL = 0.25   # seconds between checks for a shutdown request
 
 
 class Stop(Exception):
-    """End this login: `notice` says what the client is told, if anything."""
+    """End this login: `packet` says what the client is told, if anything."""
 
     def __init__(self, packet=None):
         super().__init__()
         self.packet = packet
+
+
+# Ways a login can end that earn its address a penalty from the daemon (as
+# OpenSSH's PerSourcePenalties): trying one new account after another,
+# answering forever, breaking the protocol. Wrong passwords are the monitor's
+# throttle's business, not these.
+PENALISED = frozenset({"registration_closed", "too_many_steps", "bad_login", "bad_request",
+                       "illegal_move", "bad_frame", "bad_chunk", "bad_batch",
+                       "bad_encoding", "decrypt_failed", "bad_handshake", "bad_public_key"})
 
 
 def host_of(peer):
@@ -78,6 +87,7 @@ class LoginSession:
         self.dialogue = dialogue_mod.LoginDialogue(config.get("max_attempts", 3))
         self.db = DbLink(config["db_socket"], cancelled=lambda: self.shutdown_requested)
         self.ticket = None
+        self.penalty = None               # why the address earned one, if it did
         self.shutdown_requested = False   # set by SIGTERM, acted on in _recv
         if resume_state is None:
             key = identity.KeyPair(config["server_private_key"])
@@ -95,6 +105,7 @@ class LoginSession:
             return self._loop()
         except Stop as stop:
             if stop.packet is not None:
+                self._note_penalty(stop.packet.data.get("code"))
                 self._send_quietly(stop.packet)
             return None
         except (DbUnavailable, DbError):
@@ -103,10 +114,15 @@ class LoginSession:
             return None
         except ProtocolError as error:
             log.info("login from %s ended: %s", self.peer, error.reason)
+            self._note_penalty(error.code)
             self._send_quietly(error_packet(error.code, error.reason))
             return None
         finally:
             self.db.close()
+
+    def _note_penalty(self, code):
+        if code in PENALISED:
+            self.penalty = code
 
     def _loop(self):
         while True:
@@ -271,5 +287,7 @@ def main(sock, peer, handoff, config, resume_state=None):
         handoff.send(result)
     else:
         close_connection(sock)
+        if session.penalty is not None:
+            handoff.send({"penalty": session.penalty})   # the daemon slows that address
     handoff.close()
 

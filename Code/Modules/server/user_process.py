@@ -47,6 +47,7 @@ MAX_CLIENT_BUFFER = 8 * 1024 * 1024
 MAX_PENDING = 1000
 MAX_DB_BACKLOG = 4 * 1024 * 1024   # bytes queued for the database before we stop reading
 SHUTDOWN_GRACE = 3.0
+MAX_PAUSE = 10.0                   # seconds a rate_limited client is not read, at most
 
 # The session's life: RUNNING until something ends it; DRAINING after SIGTERM
 # (the client was told; requests in flight get their answers, new ones are not
@@ -99,6 +100,10 @@ class UserSession:
         self.ready_sent = False
         self._registered = {}      # "client"/"db" -> events registered with the selector
         self.life = Machine(f"user session {self.user}", SESSION_MOVES, RUNNING)
+        # After a rate_limited answer, what the client sends waits in its socket
+        # (costing nobody anything) until then: a flood that ignores retry_after
+        # slows only itself.
+        self.paused_until = None
         # Set by the SIGTERM handler, acted on by the loop: a handler must never
         # encrypt (it could interrupt conn.send() and reuse its nonce).
         self.shutdown_requested = False
@@ -168,11 +173,19 @@ class UserSession:
         return self.state in FINISHED
 
     def _timeout(self):
-        return None if self.state == RUNNING else 0.2
+        if self.state != RUNNING:
+            return 0.2
+        if self.paused_until is not None:
+            return max(0.0, self.paused_until - time.monotonic())
+        return None
 
     def _update_interest(self):
-        """Read from the client only while the database keeps up; write when due."""
-        keeping_up = len(self.pending) < MAX_PENDING and len(self.db.out) < MAX_DB_BACKLOG
+        """Read from the client only while the database keeps up, and not while the
+        client was told to wait (rate_limited); write when due."""
+        if self.paused_until is not None and time.monotonic() >= self.paused_until:
+            self.paused_until = None
+        keeping_up = len(self.pending) < MAX_PENDING and len(self.db.out) < MAX_DB_BACKLOG \
+            and self.paused_until is None
         self._interest(self.sock, "client", (selectors.EVENT_READ if keeping_up else 0)
                        | (selectors.EVENT_WRITE if self.out else 0))
         self._interest(self.db.sock, "db", selectors.EVENT_READ
@@ -352,8 +365,11 @@ class UserSession:
         if operation is None:
             return
         if not reply.ok:
+            retry_after = reply.data.get("retry_after")
             self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid,
-                              retry_after=reply.data.get("retry_after")))
+                              retry_after=retry_after))
+            if reply.data.get("code") == "rate_limited" and type(retry_after) is int:  # noqa
+                self.paused_until = time.monotonic() + min(retry_after, MAX_PAUSE)
             return
         fields = {name: reply.data[name] for name in _REPLY_FIELDS[operation.name]
                   if name in reply.data}

@@ -177,7 +177,8 @@ def answers(tmp_path):
                                  storage.close_databases, workers=1)
     monitor.readers.start()
     conn = SimpleNamespace(monitor=monitor, peer="127.0.0.1:9", address="127.0.0.1",
-                           user=None, owner="address 127.0.0.1", last_write=None)
+                           user=None, owner="address 127.0.0.1", last_write=None,
+                           last_write_lazy=False)
     yield LoginAnswers(conn), loop.run_until_complete, throttle
     loop.run_until_complete(asyncio.sleep(0))
     monitor.readers.stop()

@@ -6,7 +6,14 @@ and all of max_startups, and the counts moving as connections log in,
 go back to the login dialogue and end.
 """
 
-from Modules.server.admission import FULL, PER_ADDRESS, RATE, STARTUPS, Admission
+from Modules.server.admission import (
+    FULL,
+    PENALTY,
+    PER_ADDRESS,
+    RATE,
+    STARTUPS,
+    Admission,
+)
 
 
 class Clock:
@@ -83,3 +90,16 @@ def test_addresses_are_forgotten_beyond_the_bound():
         gate.admit(f"10.0.0.{n}")
         gate.ended(f"10.0.0.{n}", was_logging_in=True)
     assert len(gate._buckets) <= 5 and gate._pre_login_by_address == {}
+
+
+def test_bad_logins_beyond_the_free_ones_cost_the_address_growing_refusals():
+    gate, clock = admission(per_address=100)
+    assert gate.penalise("a") == 0 and gate.penalise("a") == 0     # two are free
+    assert gate.admit("a") is None
+    assert gate.penalise("a") == 1.0
+    assert gate.admit("a") is PENALTY and gate.admit("b") is None    # that address only
+    clock.now += 1.01
+    assert gate.admit("a") is None
+    assert [gate.penalise("a") for _ in range(8)] == [2, 4, 8, 16, 32, 60, 60, 60]
+    clock.now += 60 + 601                                             # quiet for a while
+    assert gate.admit("a") is None and gate.penalise("a") == 0

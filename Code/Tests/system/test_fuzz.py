@@ -27,6 +27,7 @@ promise. Inputs that found real bugs are pinned with `@example` so they
 are tried first, every run.
 """
 
+import itertools
 from typing import NamedTuple
 
 import pytest
@@ -413,16 +414,23 @@ def assert_unharmed(server, witness, database_pids):
     assert "Traceback" not in server.log()
 
 
+def fresh_addresses():
+    """127.0.1.1, 127.0.1.2, ...: each a source address of its own (loopback)."""
+    for n in itertools.count():
+        yield f"127.0.{1 + n // 250}.{1 + n % 250}"
+
+
 def test_random_login_dialogues_harm_no_other_connection(server):
     witness = logged_in(server, "witness")
+    sources = fresh_addresses()
     database_pids = server.pids_titled("parley: database")
 
     @REAL_PROCESS
     @given(answers=st.lists(st.builds(Packet, st.just("Login"), LOGIN_ANSWERS)
                             | packets(["Login"]), min_size=1, max_size=6))
     def dialogue(answers):
-        client = RawClient(server.port)
-        client.handshake()
+        client = RawClient(server.port, source=next(sources))   # every one ends badly:
+        client.handshake()                                      # the daemon penalises
         for answer in answers + [Packet("Probe", {})]:   # an illegal move ends it all
             if not client.send_raw(answer):
                 break
