@@ -22,7 +22,9 @@ packed into `Push` packets of bounded size. Subscriptions are a state
 machine (`SUBSCRIPTION_MOVES`): until the stored backlog has been read
 and sent, new messages for the user are buffered, so the recipient sees
 everything in commit order, the backlog first. A process that stops
-reading is cut off once `MAX_WRITE_BUFFER` bytes wait for it.
+reading is cut off once `MAX_WRITE_BUFFER` bytes wait for it, and one that
+has `MAX_OUTSTANDING` requests unanswered gets `rate_limited` for more
+(a user process never has that many: it stops reading its client first).
 
 How it fails: undecodable frames, a request without an integer rid, or a
 request outside the table close this connection only. An answer that
@@ -47,6 +49,7 @@ log = logging.getLogger("parley.database")
 MAX_FRAME = 2 * 1024 * 1024           # as the link: above a session's 1 MiB packets
 MAX_WRITE_BUFFER = 16 * 1024 * 1024   # a user process that stops reading is cut off
 MAX_HELD = 64                         # requests waiting behind a phase change
+MAX_OUTSTANDING = 2048                # accepted, not yet answered, per connection
 PUSH_BYTES = 256 * 1024               # worst-case UTF-8 size of one Push packet
 INTERNAL = Refusal("internal", "The server hit an internal error with this request.")
 SHUTTING_DOWN = Refusal("unavailable", "The database is shutting down.")
@@ -109,6 +112,7 @@ class MonitorConnection(asyncio.Protocol):
         self.subscription = Machine("subscription", SUBSCRIPTION_MOVES, UNSUBSCRIBED)
         self._buffered = []               # pushes held while the backlog is sent
         self._accepted_once = set()       # once-only operations already accepted
+        self._outstanding = 0             # accepted requests not answered yet
         self._changing_phase = False      # an accepted phase change is being answered
         self._held = deque()              # requests received meanwhile
         self._answer_sets = {}
@@ -183,6 +187,10 @@ class MonitorConnection(asyncio.Protocol):
         if entry is None or packet.op in self._accepted_once:
             self._refuse_and_close(rid, packet.op, entry is not None)
             return
+        if self._outstanding >= MAX_OUTSTANDING:  # a user process gone wild: not queued
+            self._answered(rid, entry, Refusal("rate_limited", "Too many requests at "
+                                               "once; try again in 1 second.", 1))
+            return
         try:
             args = entry.operation.validate(packet.data)
         except rules.RuleError as error:   # not accepted: refused, nothing changes
@@ -197,6 +205,7 @@ class MonitorConnection(asyncio.Protocol):
         if entry.phase is not None:
             self.phase, self._changing_phase = entry.phase, True
         answers = self._answer_sets.get(entry.answers) or self._answer_set(entry.answers)
+        self._outstanding += 1
         self._run_answer(entry.answer(answers, args), rid, entry)
 
     def _refuse_and_close(self, rid, op, again):
@@ -222,19 +231,23 @@ class MonitorConnection(asyncio.Protocol):
         try:
             waited = coroutine.send(None)
         except StopIteration as done:
-            self._answered(rid, entry, done.value)
+            self._finished(rid, entry, done.value)
             return
         except asyncio.CancelledError:
-            self._answered(rid, entry, SHUTTING_DOWN)
+            self._finished(rid, entry, SHUTTING_DOWN)
             return
         except Exception as error:
-            self._answered(rid, entry, refusal_for(error) or self._internal(entry, error))
+            self._finished(rid, entry, refusal_for(error) or self._internal(entry, error))
             return
         step = functools.partial(self._run_answer, coroutine, rid, entry)
         if waited is None:                       # a bare yield (asyncio.sleep(0))
             asyncio.get_running_loop().call_soon(step)
         else:
             waited.add_done_callback(step)
+
+    def _finished(self, rid, entry, answer):
+        self._outstanding -= 1
+        self._answered(rid, entry, answer)
 
     def _internal(self, entry, error):
         log.error("%s from %s failed: %s: %s", entry.operation.name, self.describe(),

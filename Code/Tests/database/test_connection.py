@@ -12,6 +12,8 @@ are checked here. Subscriptions push the stored backlog, then new
 messages, in commit order.
 """
 
+import os
+import signal
 import socket
 
 import pytest
@@ -41,10 +43,12 @@ def assert_refused_and_closed(db, op, **fields):
 def pipelined(db, requests):
     """Send every (op, fields) in one write; the replies in order, and whether
     the monitor closed the connection before answering them all."""
-    rids = [db.send_request(op, now=False, **fields) for op, fields in requests]
+    for op, fields in requests:
+        db.send_request(op, now=False, **fields)
     db.flush()
+    answered = sum(1 for op, _ in requests if operations.get(op).replies)   # not an Ack
     replies = []
-    while len(replies) < len(rids):
+    while len(replies) < answered:
         try:
             event = db.read_event()
         except DbUnavailable:
@@ -196,6 +200,21 @@ def test_a_read_pipelined_after_a_write_sees_that_write(database):
     replies, _ = pipelined(bob, [("Delete", {"ids": [sent]}), ("Inbox", {})])
     assert replies[0].data["deleted"] == [sent]
     assert replies[1].data["messages"] == []            # the read waited for the delete
+
+
+def test_a_read_after_an_ack_is_answered_only_once_the_ack_is_on_disk(tmp_path):
+    """RELIABILITY C14 through the readers: kill the database the moment the Inbox
+    is answered, and the Ack sent before it must have been stored."""
+    with running_database(tmp_path) as (proc, config):
+        alice, bob = user_link(config, "alice"), user_link(config, "bob")
+        sent = alice.call("Send", to="bob", subject="s", body="b", client_id="c1")["id"]
+        replies, _ = pipelined(bob, [("Ack", {"ids": [sent]}), ("Inbox", {})])
+        assert replies[0].data["messages"][0]["id"] == sent     # the Inbox's answer
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(WAIT)
+        secret = config["ticket_secret"]
+    with running_database(tmp_path, ticket_secret=secret) as (_proc, config):
+        assert user_link(config, "bob").call("Subscribe")["backlog"] == 0
 
 
 def test_reads_beyond_the_budget_are_rate_limited_with_a_wait(tmp_path):

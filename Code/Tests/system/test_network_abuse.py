@@ -513,3 +513,45 @@ def test_one_address_holding_its_login_cap_does_not_keep_others_out(make_server)
     assert newcomer.request("Inbox").op == "Result"
     for client in idle:
         client.close()
+
+
+def end_a_login_badly(server, source):
+    """A login that breaks the dialogue; the Notice instead if refused at the door."""
+    broken = Client(server.port, source=source)
+    broken.write(broken.conn.start())
+    event = broken.next_event()
+    if isinstance(event, channel.Notice):
+        return event
+    assert isinstance(event, channel.HandshakeDone), event
+    broken.send("Version", **protocol.version_offer().data)
+    assert broken.next_event().op == "Version"
+    assert broken.next_event().data["prompt"] == "username"
+    broken.send("Login", username="x", password="y")    # two fields at once: bad_login
+    assert broken.next_event().data["code"] == "bad_login"
+    broken.close()
+    return None
+
+
+def served(server, source):
+    probe = Client(server.port, source=source)
+    probe.write(probe.conn.start())
+    event = probe.next_event()
+    probe.close()
+    return isinstance(event, channel.HandshakeDone)
+
+
+def test_an_address_whose_logins_keep_breaking_is_refused_for_a_while(make_server):
+    """Two bad endings are free, later ones refuse the address for 1 s, 2 s, 4 s..."""
+    server = make_server()
+    witness = Witness(server)
+    for _ in range(2):
+        assert end_a_login_badly(server, "127.0.0.5") is None    # free
+    refused = None
+    for _ in range(8):          # the daemon hears of an ending just after its close
+        refused = end_a_login_badly(server, "127.0.0.5")
+        if refused is not None:
+            break
+    assert refused is not None and "for a while" in refused.text, refused
+    witness.check()                             # other addresses are not refused
+    wait_until(lambda: served(server, "127.0.0.5"), timeout=WAIT * 3,
+               message="the penalty to end")
