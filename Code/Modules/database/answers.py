@@ -228,14 +228,18 @@ class UserAnswers(_Answers):
 
     async def inbox(self, args):
         budget = self.monitor.read_budget
-        wait = budget.wait(self.conn.owner)
+        wait = budget.take(self.conn.owner, args["limit"])
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             return Refusal("rate_limited", f"Too many requests at once; try again in "
                            f"{plural(seconds)}.", seconds)
-        messages, more = await self.query(storage.inbox, self.conn.user, args["before"],
-                                          args["limit"])
-        budget.spend(self.conn.owner, len(messages))
+        try:
+            messages, more = await self.query(storage.inbox, self.conn.user, args["before"],
+                                              args["limit"])
+        except BaseException:
+            budget.settle(self.conn.owner, args["limit"], 0)
+            raise
+        budget.settle(self.conn.owner, args["limit"], len(messages))
         return {"messages": messages, "more": more}
 
     async def read(self, args):

@@ -110,27 +110,35 @@ def _resolve(future, result, error):
 class ReadBudget:
     """Rows read per owner: `rate` a second, up to `burst` saved; bounded memory.
 
-    A read is let through while the owner has anything left, and then costs
-    the rows it returned (an Inbox page of 200 costs 200; the balance may go
-    below zero), so the default lets one person read 200 rows a second (four
-    of the interactive client's pages of 50) and 1,000 at once (it counts
-    the unread in up to 5 pages of 200 at login), and a flood of reads gets
-    `rate_limited` instead of the server's time.
+    A read is let through while the owner has anything left. It reserves the
+    most rows it may return when it is let through (`take`), before it runs,
+    so that requests pipelined together cannot all pass on the same balance;
+    once answered, what it did not use is given back (`settle`; a read
+    costs at least one row, and the balance may go below zero). The default
+    lets one person read 200 rows a second (four of the interactive
+    client's pages of 50), two pages of 200 at once, and a flood of reads
+    gets `rate_limited` instead of the server's time.
     """
 
     def __init__(self, rate=200.0, burst=400, clock=time.monotonic, max_owners=100_000):
         self.rate, self.burst, self.clock, self.max_owners = rate, burst, clock, max_owners
         self._buckets = OrderedDict()       # owner -> (tokens, when)
 
-    def wait(self, owner):
-        """0 if `owner` may read now, else the seconds until it may."""
+    def take(self, owner, most):
+        """0 and `most` rows reserved if `owner` may read now, else the seconds
+        until it may (nothing reserved)."""
         tokens = self._refilled(owner)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        if tokens < 1.0:
+            return (1.0 - tokens) / self.rate
+        self._buckets[owner] = (tokens - max(1, most), self.clock())
+        return 0.0
 
-    def spend(self, owner, rows):
-        """The read cost `rows` (at least one)."""
-        tokens = self._refilled(owner)
-        self._buckets[owner] = (tokens - max(1, rows), self.clock())
+    def settle(self, owner, reserved, rows):
+        """A read that reserved `reserved` rows returned `rows`: give back the rest."""
+        unused = max(1, reserved) - max(1, rows)
+        if unused > 0:
+            tokens = self._refilled(owner)
+            self._buckets[owner] = (min(float(self.burst), tokens + unused), self.clock())
 
     def _refilled(self, owner):
         now = self.clock()

@@ -229,6 +229,19 @@ def test_reads_beyond_the_budget_are_rate_limited_with_a_wait(tmp_path):
         assert alice.call("Inbox", limit=200)["messages"] == []
 
 
+
+def test_reads_pipelined_together_cannot_all_pass_on_one_balance(tmp_path):
+    """Each read reserves its page when it is let through, not when answered."""
+    with running_database(tmp_path, read_budget={"rate": 0.01, "burst": 300}) as (_, config):
+        alice, bob = user_link(config, "alice"), user_link(config, "bob")
+        sends = [("Send", {"to": "bob", "subject": "s", "body": "b", "client_id": f"c{n}"})
+                 for n in range(400)]                # full pages: nothing is given back
+        assert all(r.ok for r in pipelined(alice, sends)[0])
+        replies, closed_early = pipelined(bob, [("Inbox", {"limit": 200})] * 6)
+        assert not closed_early
+        refused = [r.data["code"] for r in replies if not r.ok]
+        assert refused == ["rate_limited"] * 4, replies      # 300 -> 100 -> -100: refused
+
 # -- subscriptions --------------------------------------------------------------
 
 def test_subscribe_pushes_backlog_then_live_in_order(database):

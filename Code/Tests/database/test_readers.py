@@ -75,19 +75,17 @@ def test_owners_take_turns(data_dir, db):
     assert order.index("other") == 1                # after one of the flood, not all
 
 
-def test_the_budget_spends_rows_refills_and_says_how_long_to_wait():
+def test_the_budget_reserves_rows_gives_back_the_unused_and_says_how_long_to_wait():
     now = [0.0]
     budget = ReadBudget(rate=100.0, burst=400, clock=lambda: now[0])
-    assert budget.wait("bob") == 0
-    budget.spend("bob", 200)
-    assert budget.wait("bob") == 0
-    budget.spend("bob", 300)                                    # 100 rows in debt
-    assert budget.wait("bob") == pytest.approx(1.01)            # back to 1 row at 100/s
-    assert budget.wait("alice") == 0                            # each owner its own
-    now[0] += 1.01
-    assert budget.wait("bob") == 0
-    budget.spend("bob", 0)                                      # an empty page costs 1
-    assert budget.wait("bob") > 0
+    assert budget.take("bob", 200) == 0                         # 200 reserved
+    assert budget.take("bob", 300) == 0                         # 100 rows in debt
+    assert budget.take("bob", 200) == pytest.approx(1.01)       # back to 1 row at 100/s
+    assert budget.take("alice", 200) == 0                       # each owner its own
+    budget.settle("bob", 300, 50)                               # 250 unused come back
+    assert budget.take("bob", 100) == 0
     now[0] += 100
-    budget.spend("bob", 0)
-    assert budget._buckets["bob"][0] == 399                     # saved up to the burst
+    budget.settle("bob", 100, 0)                                # an empty page costs 1
+    assert budget._buckets["bob"][0] == 400                     # never above the burst
+    assert budget.take("bob", 0) == 0
+    assert budget._buckets["bob"][0] == 399
