@@ -42,12 +42,14 @@ TARGETS = {
     "readflood_max_ms": "<= 500",
     "readflood_pss_after_over_before": "<= 1.2",
     "prelogin_login_p99_ms": "<= 1000",
+    "prelogin_pss_after_over_before": "<= 1.2",
     "createflood_login_p99_ms": "<= 1000",
     "createflood_pss_after_over_before": "<= 1.2",
 }
 UNITS = {
     "readflood_pss_after_over_before": "ratio",
     "createflood_pss_after_over_before": "ratio",
+    "prelogin_pss_after_over_before": "ratio",
     "readflood_flood_rate_limited": "requests",
     "readflood_flood_errors": "requests",
     "prelogin_attacker_held": "connections",
@@ -189,7 +191,9 @@ def scenario_prelogin(opts):
         with PssSampler(run.server, interval=0.5) as during:
             r = run.login([["honest"] * s.prelogin_logins], concurrency=1, keep=False)[0]
         held = run.workers.call([("siege_release",)])[0]
+        after = _settled_pss(run, 0, 0.5)
         _prelogin_figures(run, r["phases"], fill, held, before, during, roles)
+        _pss_figures(run, "prelogin", before, during, after)
     finally:
         run.close()
     return [run]
@@ -204,8 +208,6 @@ def _prelogin_figures(run, phases, fill, held, before, during, roles):
     f["prelogin_login_retries"] = sum(p["retries"] for p in phases)
     f["prelogin_attacker_held"] = fill["open"]
     f["prelogin_attacker_accepted_before_refusal"] = fill["before_refusal"]
-    f["prelogin_pss_before_kib"] = before["total"]
-    f["prelogin_pss_during_kib"] = during.peak
     run.details["prelogin"] = {
         "attacker_fill": fill, "attacker_at_release": held,
         "server_processes_at_cap": roles, "pss_during": during.peak_detail,
