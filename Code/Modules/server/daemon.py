@@ -42,7 +42,7 @@ import time
 from Modules import identity
 from Modules.database import monitor as database_process
 from Modules.runtime import process_alive, start_process
-from Modules.server import spares
+from Modules.server import instance, spares
 from Modules.server.admission import Admission
 from Modules.wire import protocol
 
@@ -103,6 +103,7 @@ class Daemon:
         self.ticket_secret = os.urandom(32)
         self.key = None
         self.listener = self.db_proc = None
+        self.instance = None         # our claim on the data dir (server/instance.py)
         self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
         self.wake_r, self.wake_w = socket.socketpair()
@@ -137,12 +138,13 @@ class Daemon:
     # -- start-up --------------------------------------------------------------
     def start(self):
         raise_fd_limit()
-        os.makedirs(self.options.data_dir, mode=0o700, exist_ok=True)
+        self.instance = instance.claim(self.options.data_dir)   # a second server: refused now
         self.key = identity.load_or_create_server_key(self.options.data_dir)
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
         log.debug("runtime directory %s", self.runtime_dir)
         self._start_database()
         self._listen()
+        self.instance.publish(self.runtime_dir, self.listener.getsockname()[1])
         self._install_signals()
         self.spares.refill()
 
@@ -382,6 +384,7 @@ class Daemon:
             record.sock.close()
         self._stop_database()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        self.instance.release()
         log.info("stopped")
 
     @staticmethod
@@ -451,7 +454,7 @@ def run(options):
     try:
         daemon.start()
         daemon.serve()
-    except (DaemonError, identity.IdentityError, OSError) as error:
+    except (DaemonError, instance.InstanceError, identity.IdentityError, OSError) as error:
         print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
         daemon.signals = 2
         for proc in multiprocessing.active_children():

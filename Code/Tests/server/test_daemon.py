@@ -201,3 +201,13 @@ def test_logins_and_hashing_yield_the_cpu_to_live_sessions(server):
     finally:
         waiting.close()
         alice.close()
+
+
+def test_a_second_server_on_a_data_dir_in_use_is_refused_at_once(server, tmp_path):
+    done = subprocess.run([sys.executable, SERVER, "--port", "0", "--data-dir",
+                           server.data_dir], capture_output=True, text=True, timeout=60,
+                          env=child_env())
+    assert done.returncode == 1
+    assert f"another Parley server (pid {server.proc.pid}) is using" in done.stderr
+    assert "listening on" not in done.stdout
+    assert request(session(server, "still")[0], "Inbox").op == "Result"   # the first serves on
