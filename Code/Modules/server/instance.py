@@ -18,6 +18,7 @@ sentence (another server runs; the data dir cannot be used); a reader that
 finds no server says so by returning None, never by raising.
 """
 
+import errno
 import fcntl
 import json
 import os
@@ -66,6 +67,10 @@ def claim(data_dir):
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         fd = os.open(lock_path(data_dir), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as error:
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise InstanceError(f"the data directory {data_dir} is read-only or not "
+                                "writable by this user; Parley must be able to write "
+                                "there") from None
         raise InstanceError(f"cannot use the data directory {data_dir}: "
                             f"{error.strerror or error}") from None
     try:
