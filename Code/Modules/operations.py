@@ -37,13 +37,16 @@ from typing import Callable, NamedTuple
 
 from Modules import rules
 
-NEW, LOGIN, USER, CLOSED = "new", "login", "user", "closed"
-ROLES = (NEW, LOGIN, USER)
+NEW, LOGIN, USER, ADMIN, CLOSED = "new", "login", "user", "admin", "closed"
+ROLES = (NEW, LOGIN, USER, ADMIN)
 ID_MAX = 2 ** 63 - 1              # message ids are positive 64-bit integers
 INBOX_PAGE_MAX = 200              # the most messages one Inbox answer lists
 INBOX_PAGE_DEFAULT = 50
 IDS_MAX = 10_000                  # the most ids one Delete or Ack may name
 PEER_MAX = 64                     # characters of a peer description kept
+SETTINGS = ("greeting", "motd")   # what the operator may set live
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TEXT_MAX = 2000                   # characters of a greeting, motd, broadcast or announcement
 _MISSING = object()
 
 
@@ -124,6 +127,28 @@ def _short(value):
     return value[:PEER_MAX]
 
 
+def _one_of(choices, what):
+    def check(value):
+        cleaned = value.strip().lower()
+        cleaned = cleaned.upper() if cleaned.upper() in choices else cleaned
+        if cleaned not in choices:
+            raise rules.RuleError(f"Unknown {what} '{value[:32]}': use "
+                                  f"{', '.join(choices)}.", "bad_request")
+        return cleaned
+    return check
+
+
+def _operator_text(value):
+    """An operator's text for people's screens: no control characters but newlines."""
+    if any(ord(ch) < 32 and ch not in "\n\t" or 0x7F <= ord(ch) < 0xA0 for ch in value):
+        raise rules.RuleError("The text may not hold control characters.", "bad_request")
+    return value
+
+
+ACCOUNT = Field("username", str, check=rules.check_recipient)   # an existing account's name
+TEXT = Field("text", str, low=1, high=TEXT_MAX, check=_operator_text)
+
+
 class Operation(NamedTuple):
     """One operation: who may send it, its fields, its answer, its flags."""
 
@@ -178,7 +203,8 @@ OPERATIONS = (
               fields=(Field("role", str, check=_login_role),
                       Field("peer", str, required=False, default="?", check=_short),
                       Field("address", str, required=False, check=_short)),
-              summary="a login process introduces itself (peer, address)"),
+              reply=("greeting?",),
+              summary="a login process introduces itself (peer, address); the greeting"),
     Operation("Bind", NEW, "bind", once=True, phase=USER,
               fields=(Field("ticket", str, high=256),), reply=("user",),
               summary="a user process binds the connection to its ticket's account"),
@@ -187,12 +213,18 @@ OPERATIONS = (
               summary="outcome exists, missing or registration_closed"),
     Operation("Verify", LOGIN, "verify",
               fields=(USERNAME, Field("password", str, high=rules.PASSWORD_MAX)),
-              reply=("outcome", "ticket?", "reason?", "retry_after?"),
-              summary="outcome verified (with a ticket), wrong_password or throttled"),
+              reply=("outcome", "ticket?", "reason?", "retry_after?", "motd?"),
+              summary="outcome verified (with a ticket), wrong_password, throttled, busy, "
+                      "suspended or must_change"),
     Operation("Create", LOGIN, "create",
               fields=(USERNAME, Field("password", str, check=rules.check_password)),
-              reply=("outcome", "ticket?", "reason?", "retry_after?"),
+              reply=("outcome", "ticket?", "reason?", "retry_after?", "motd?"),
               summary="outcome created (with a ticket), create_failed or throttled"),
+    Operation("SetPassword", LOGIN, "set_password",
+              fields=(Field("password", str, check=rules.check_password),),
+              reply=("outcome", "ticket?", "reason?", "retry_after?", "motd?"),
+              summary="after must_change on this connection: the new password; outcome "
+                      "verified (with a ticket) or busy"),
     # -- role "user": a user process, bound to one account ------------------------
     Operation("Subscribe", USER, "subscribe", once=True, reply=("backlog",),
               summary="push the stored backlog, then every new message"),
@@ -225,6 +257,48 @@ OPERATIONS = (
               summary="the client has shown these messages (no reply)"),
     Operation("Logout", USER, None, client=True, rid="optional", command="logout",
               summary="end the session (answered by the user process itself)"),
+    # -- role "admin": the daemon, for the operator's console and command line -----
+    Operation("Admin", NEW, "admin", once=True, phase=ADMIN,
+              fields=(Field("operator", str, low=1, high=64, check=_short),),
+              summary="the daemon opens an admin connection for `operator` (a Unix user)"),
+    Operation("Who", ADMIN, "who", reply=("sessions",),
+              summary="who is online: user, address, since, idle seconds"),
+    Operation("Users", ADMIN, "users", reply=("users", "more"),
+              fields=(Field("pattern", str, required=False, high=64),),
+              summary="accounts (matching a shell pattern) with their statistics"),
+    Operation("UserStats", ADMIN, "user_stats", fields=(ACCOUNT,), reply=("user",),
+              summary="one account's statistics"),
+    Operation("ServerStats", ADMIN, "server_stats", reply=("totals", "sessions",
+                                                          "peak_sessions", "database_bytes"),
+              summary="the server's totals and figures"),
+    Operation("Ledger", ADMIN, "ledger", fields=(ACCOUNT,), reply=("addresses", "active"),
+              summary="the IP ledger of one account"),
+    Operation("Broadcast", ADMIN, "broadcast", fields=(TEXT,), reply=("stored", "live"),
+              summary="a message to every account, stored, from the reserved sender"),
+    Operation("Announce", ADMIN, "announce", fields=(TEXT,), reply=("told",),
+              summary="a notice to everyone online, not stored"),
+    Operation("Kick", ADMIN, "kick", fields=(ACCOUNT,), reply=("ended",),
+              summary="end an account's sessions"),
+    Operation("Suspend", ADMIN, "suspend", fields=(ACCOUNT,), reply=("changed", "ended"),
+              summary="an account may not log in; its sessions end"),
+    Operation("Unsuspend", ADMIN, "unsuspend", fields=(ACCOUNT,), reply=("changed",),
+              summary="an account may log in again"),
+    Operation("ResetPassword", ADMIN, "reset_password", fields=(ACCOUNT,),
+              reply=("password",),
+              summary="a one-time password the user must change at the next login"),
+    Operation("DeleteUser", ADMIN, "delete_user", fields=(ACCOUNT,), reply=("bounced",),
+              summary="delete an account as its own delete-account does"),
+    Operation("Setting", ADMIN, "setting",
+              fields=(Field("name", str, high=32, check=_one_of(SETTINGS, "setting")),
+                      Field("value", str, required=False, high=TEXT_MAX,
+                            check=_operator_text)),
+              reply=("name", "value"),
+              summary="read or set the greeting or the message of the day"),
+    Operation("Audit", ADMIN, "audit", reply=("path", "accounts"),
+              summary="append a report of every account to audit.log"),
+    Operation("LogLevel", ADMIN, "log_level",
+              fields=(Field("level", str, high=16, check=_one_of(LOG_LEVELS, "level")),),
+              reply=("level",), summary="the database process's log level"),
 )
 
 BY_NAME = {operation.name: operation for operation in OPERATIONS}

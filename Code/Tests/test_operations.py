@@ -20,7 +20,7 @@ import pytest
 
 from Modules import operations, rules
 from Modules.client.commands import UsageError, parse_line
-from Modules.database.answers import describe_tables
+from Modules.database.dispatch import describe_tables
 from Modules.wire import protocol
 from Tests.support import CODE_DIR
 

@@ -1,18 +1,13 @@
-"""What the monitor answers: one small answer set per role, and the dispatch tables.
+"""What the monitor answers a new, a login and a user connection.
 
 Like OpenSSH's monitor, every monitor connection is in a *phase* and may
-send only the requests of its phase's table (`TABLES`). The tables are
-built from the registry (`Modules/operations.py`): each entry carries the
-operation, the method that answers it and its flags:
-
-* `once`: at most once per connection (Hello, Bind, Subscribe);
-* `no_reply`: nothing is sent back (Ack);
-* `phase`: the phase the connection enters when the request is *accepted*
-  (Hello: login, Bind: user, DeleteAccount: closed); until it has been
-  answered nothing else is accepted (`Modules/database/connection.py`).
+send only the requests of its phase's table (`Modules/database/dispatch.py`
+builds the tables from the registry and these answer sets; the admin
+role's answers are in `admin_answers.py`).
 
 An answer set is built for one connection and one role: `NewAnswers`
-(Hello, Bind), `LoginAnswers` (Exists, Verify, Create) and `UserAnswers`
+(Hello, Bind, Admin), `LoginAnswers` (Exists, Verify, Create, SetPassword)
+and `UserAnswers`
 (Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount). Every answer is
 a coroutine `answer(args)` that gets the request's fields already
 validated by the registry and returns the reply's fields, or a `Refusal`
@@ -30,11 +25,11 @@ turns that into an "internal" refusal and logs it.
 import asyncio
 import logging
 import math
+import secrets
 import time
 from typing import NamedTuple
 
-from Modules import operations
-from Modules.database import auth, storage
+from Modules.database import auth, statistics, storage
 from Modules.database.writer import CommitFailed
 
 log = logging.getLogger("parley.database")
@@ -44,6 +39,9 @@ BUSY = "The server is busy with other logins; try again in a moment."
 BUSY_RETRY = 1          # seconds a client waits before trying a busy answer again
 NAME_TAKEN = "That username is taken."
 STALE_SESSION = "That session is no longer valid; log in again."
+SUSPENDED = "This account is suspended; ask the server's administrator."
+MUST_CHANGE = ("Your password was reset by the administrator: choose a new one to "
+               "finish logging in.")
 REGISTRATION_CLOSED = ("There is no account '{name}', and this server does not take new "
                        "accounts; ask its administrator for one.")
 
@@ -110,6 +108,18 @@ class NewAnswers(_Answers):
     async def hello(self, args):
         self.conn.peer = args["peer"]
         self.conn.address = args["address"] or args["peer"]   # the throttle's key
+        greeting = self.monitor.settings.get("greeting")
+        return {"greeting": greeting} if greeting else {}
+
+    async def admin(self, args):
+        """Only the daemon itself may open an admin connection: its pid is checked
+        on the socket (SO_PEERCRED), not taken from the request."""
+        if self.conn.peer_pid() != self.monitor.daemon_pid or self.monitor.daemon_pid is None:
+            log.warning("an admin connection from pid %s, not the daemon's; refused",
+                        self.conn.peer_pid())
+            return Refusal("refused", "Only the Parley daemon may administer the server.")
+        self.conn.operator = args["operator"]
+        self.conn.address = "admin"
         return {}
 
     async def bind(self, args):
@@ -119,9 +129,12 @@ class NewAnswers(_Answers):
             return Refusal("bad_ticket", STALE_SESSION)
         self.conn.ticket = ticket                      # its session ends with the connection
         account = await self.query(storage.account, ticket.username)
-        if not account or account["id"] != ticket.account_id or account["state"] != "active":
+        if not account or account["id"] != ticket.account_id or account["state"] != "active" \
+                or account["suspended"]:
             return Refusal("bad_ticket", STALE_SESSION)
         self.conn.user = ticket.username
+        self.conn.address = self.monitor.session_addresses.pop(ticket.nonce, "?")
+        self.monitor.session_started(self.conn)
         return {"user": self.conn.user}
 
 
@@ -156,22 +169,51 @@ class LoginAnswers(_Answers):
             seconds = max(1, math.ceil(wait))
             return {"outcome": "throttled", "retry_after": seconds,
                     "reason": f"Too many failed logins; try again in {plural(seconds)}."}
-        stored, account_id = await self.query(storage.credentials, username)
+        found = await self.query(storage.credentials, username)
         try:
-            ok, new_hash = await self.monitor.hasher.verify(args["password"], stored)
+            ok, new_hash = await self.monitor.hasher.verify(args["password"], found.hash)
         except auth.Busy:
             return {"outcome": "busy", "reason": BUSY, "retry_after": BUSY_RETRY}
         now = _now()
         if not ok:
             self.monitor.throttle.failed(username, self.conn.address)
-            if stored is not None:
-                await self.job(storage.record_login, username, now, False)
+            if found.hash is not None:
+                await self._record_login(username, now, False)
             log.info("failed login for %s from %s", username, self.conn.peer)
             return {"outcome": "wrong_password", "reason": WRONG_PASSWORD}
         if new_hash:
             await self.job(storage.set_password_hash, username, new_hash, now)
+        if found.suspended:
+            await self._record_login(username, now, False)
+            log.info("login of suspended account %s from %s refused", username,
+                     self.conn.peer)
+            return {"outcome": "suspended", "reason": SUSPENDED}
+        if found.must_change:
+            self.conn.changing_password = (username, found.account_id)
+            return {"outcome": "must_change", "reason": MUST_CHANGE}
         log.info("login of %s from %s", username, self.conn.peer)
+        return await self._logged_in("verified", username, found.account_id, now)
+
+    async def set_password(self, args):
+        """The new password of an account whose one-time password was just verified
+        on this connection (and only then)."""
+        pending, self.conn.changing_password = self.conn.changing_password, None
+        if pending is None:
+            return Refusal("refused", "No password change is due on this connection.")
+        username, account_id = pending
+        try:
+            password_hash = await self.monitor.hasher.hash(args["password"])
+        except auth.Busy:
+            self.conn.changing_password = pending
+            return {"outcome": "busy", "reason": BUSY, "retry_after": BUSY_RETRY}
+        now = _now()
+        await self.job(storage.set_password_hash, username, password_hash, now, False)
+        log.info("%s chose a new password after a reset, from %s", username, self.conn.peer)
         return await self._logged_in("verified", username, account_id, now)
+
+    def _record_login(self, username, now, success):
+        return self.job(statistics.record_login, username, self.conn.address, now, success,
+                        self.monitor.ledger_limits)
 
     async def create(self, args):
         username = args["username"]
@@ -196,10 +238,16 @@ class LoginAnswers(_Answers):
 
     async def _logged_in(self, outcome, username, account_id, now):
         self.monitor.throttle.succeeded(username, self.conn.address)
-        await self.job(storage.record_login, username, now, True)
-        return {"outcome": outcome,
-                "ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username,
-                                            _now())}
+        await self._record_login(username, now, True)
+        nonce = secrets.token_hex(12)
+        self.monitor.remember_address(nonce, self.conn.address)
+        reply = {"outcome": outcome,
+                 "ticket": auth.issue_ticket(self.monitor.ticket_secret, account_id, username,
+                                             _now(), nonce)}
+        motd = self.monitor.settings.get("motd")
+        if motd:
+            reply["motd"] = motd
+        return reply
 
 
 class UserAnswers(_Answers):
@@ -269,45 +317,3 @@ async def delete_account(monitor, username):
     await monitor.job(storage.remove_password, username)
     await monitor.job(storage.remove_account, username)
     return len(bounces)
-
-
-# -- the dispatch tables ------------------------------------------------------------
-
-class Entry(NamedTuple):
-    """One row of a role's table: the operation, its answer and its flags."""
-
-    operation: operations.Operation
-    answer: object              # the unbound coroutine method of the role's answer set
-    answers: type               # the answer set it belongs to
-    once: bool
-    no_reply: bool
-    phase: str | None
-
-
-ANSWER_SETS = {operations.NEW: NewAnswers, operations.LOGIN: LoginAnswers,
-               operations.USER: UserAnswers}
-
-
-def _table(role):
-    answers = ANSWER_SETS[role]
-    return {op.name: Entry(op, getattr(answers, op.handler), answers, op.once,
-                           not op.replies, op.phase)
-            for op in operations.for_role(role)}
-
-
-# phase -> {operation name: Entry}.  Every request a monitor connection may make.
-TABLES = {role: _table(role) for role in ANSWER_SETS}
-TABLES[operations.CLOSED] = {}
-
-
-def describe_tables():
-    """The tables as docs/DESIGN.md quotes them: one line per entry."""
-    lines = []
-    for phase, table in TABLES.items():
-        lines.append(f"{phase}:" + ("" if table else " (nothing)"))
-        for name, entry in table.items():
-            flags = [flag for flag, on in (("once", entry.once), ("no reply", entry.no_reply))
-                     if on] + ([f"phase -> {entry.phase}"] if entry.phase else [])
-            lines.append(f"  {name:<14} {entry.answers.__name__}.{entry.operation.handler}"
-                         + (f"  [{', '.join(flags)}]" if flags else ""))
-    return "\n".join(lines)

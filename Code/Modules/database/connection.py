@@ -6,7 +6,7 @@ is the other end), and to the `Monitor` the whole process shares (the
 writer, the hasher, the throttle, the hub of subscribers).
 
 A request is *accepted* when its operation is in the table of the
-connection's phase (`answers.TABLES`), it was not a once-only request
+connection's phase (`dispatch.TABLES`), it was not a once-only request
 already accepted, and its fields pass the registry's validation; anything
 else outside the table is refused, logged, and the connection closed, as
 OpenSSH's monitor does. A request that fails validation is answered with a
@@ -35,10 +35,14 @@ goes on.
 import asyncio
 import functools
 import logging
+import socket
+import struct
+import time
 from collections import deque
 
 from Modules import operations, rules
-from Modules.database.answers import TABLES, Refusal, refusal_for
+from Modules.database.answers import Refusal, refusal_for
+from Modules.database.dispatch import TABLES
 from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
 from Modules.wire.framing import NEED_DATA, FrameDecoder, encode_frame
 from Modules.wire.machine import Machine
@@ -106,6 +110,9 @@ class MonitorConnection(asyncio.Protocol):
         self.last_write = None            # the future of its latest write
         self.last_write_lazy = False      # whether that one was a lazy job (an Ack)
         self.peer = self.address = "?"
+        self.operator = None              # an admin connection's Unix user (Admin)
+        self.changing_password = None     # (user, account id) after must_change (Verify)
+        self.bound_at = self.last_request = None   # a user connection's, for `who`
         self.decoder = FrameDecoder(MAX_FRAME)
         self.transport = None
         self._closed = False              # closed by us, or the transport was lost
@@ -129,8 +136,20 @@ class MonitorConnection(asyncio.Protocol):
         self.monitor.connections.discard(self)
         if self.ticket is not None:          # the session is over: its ticket is dead
             self.monitor.tickets.ended(self.ticket)
+        if self.bound_at is not None:
+            self.monitor.session_ended(self)
         self.subscription_ended()
         self.phase = operations.CLOSED
+
+    def peer_pid(self):
+        """The pid of the process at the other end (SO_PEERCRED), or None."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        try:
+            pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        except (AttributeError, OSError):
+            return None
+        return pid
 
     def data_received(self, data):
         try:
@@ -200,6 +219,8 @@ class MonitorConnection(asyncio.Protocol):
             self._answered(rid, entry, self._internal(entry, error))
             return
         self.monitor.requests += 1
+        if self.bound_at is not None and not entry.no_reply:   # an Ack is not the person
+            self.last_request = time.time()
         if entry.once:
             self._accepted_once.add(packet.op)
         if entry.phase is not None:
@@ -309,8 +330,9 @@ class MonitorConnection(asyncio.Protocol):
             fields["retry_after"] = retry_after
         self.send(Packet("Reply", fields))
 
-    def send_notice(self, event):
-        self.send(Packet("Notice", {"event": event}))
+    def send_notice(self, event, message=None):
+        fields = {"event": event} if message is None else {"event": event, "message": message}
+        self.send(Packet("Notice", fields))
 
     # -- the subscription ------------------------------------------------------
     def subscription_started(self):

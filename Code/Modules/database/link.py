@@ -56,6 +56,7 @@ class Push(NamedTuple):
 
 class Notice(NamedTuple):
     event: str
+    message: str = ""
 
 
 class DbProtocol:
@@ -90,7 +91,8 @@ class DbProtocol:
         if packet.op == "Push" and isinstance(data.get("messages"), list):
             return Push(data["messages"])
         if packet.op == "Notice":
-            return Notice(str(data.get("event")))
+            message = data.get("message")
+            return Notice(str(data.get("event")), message if isinstance(message, str) else "")
         raise RemoteProtocolError(f"unexpected {packet.op} from the database process")
 
 

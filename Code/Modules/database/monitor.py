@@ -28,9 +28,11 @@ import logging
 import os
 import signal
 import time
+from collections import OrderedDict
 
-from Modules.database import auth, storage
+from Modules.database import administration, auth, statistics, storage
 from Modules.database.answers import delete_account
+from Modules.database.audit import AuditLog
 from Modules.database.connection import Hub, MonitorConnection
 from Modules.database.readers import ReadBudget, ReaderPool
 from Modules.database.writer import SingleWriter
@@ -66,6 +68,14 @@ class Monitor:
             total=registration.get("per_hour", 200))
         self.hub = Hub()
         self.connections = set()
+        # The operator's side (issue 12): set by serve() from the config.
+        self.daemon_pid = None                    # the only pid an admin connection may have
+        self.data_dir = None
+        self.ledger_limits = statistics.LedgerLimits()
+        self.settings = {}                        # greeting, motd: a copy of the table
+        self.audit = None                         # the AuditLog
+        self.peak_sessions = 0
+        self.session_addresses = OrderedDict()    # ticket nonce -> the login's address
 
     def job(self, fn, *args, after=None, lazy=False, owner=None):
         """A write (or a read that must see the writer's order) on the single writer."""
@@ -78,16 +88,89 @@ class Monitor:
         """A read-only query on a reader thread (see `Modules/database/readers.py`)."""
         return self.readers.submit(owner, fn, *args)
 
+    # -- sessions, as the operator sees them ---------------------------------------
+    def remember_address(self, nonce, address):
+        """The address a ticket was issued to, for the session it will bind."""
+        self.session_addresses[nonce] = address
+        while len(self.session_addresses) > SESSION_ADDRESSES_KEPT:
+            self.session_addresses.popitem(last=False)
+
+    def user_sessions(self):
+        return [conn for conn in self.connections
+                if conn.bound_at is not None and not conn.closed()]
+
+    def sessions_by_user(self):
+        found = {}
+        for conn in self.user_sessions():
+            found.setdefault(conn.user, []).append(conn)
+        return found
+
+    def session_started(self, conn):
+        conn.bound_at = conn.last_request = time.time()
+        self.peak_sessions = max(self.peak_sessions, len(self.user_sessions()))
+
+    def session_ended(self, conn):
+        """Count the logoff (every end: logout, disconnect, kick, shutdown)."""
+        try:
+            future = self.job(statistics.record_logoff, conn.user)
+        except Exception as error:        # the writer has stopped: nothing more is counted
+            log.warning("logoff of %s not counted: %s", conn.user, error)
+            return
+        future.add_done_callback(_consume)
+
+    def end_sessions(self, username, event):
+        """Tell `username`'s sessions why they end, and end them; how many."""
+        ended = 0
+        for conn in self.sessions_by_user().get(username, ()):
+            conn.send_notice(event, ENDED_BY_ADMIN[event])
+            conn.close()
+            ended += 1
+        return ended
+
+
+SESSION_ADDRESSES_KEPT = 10_000
+ENDED_BY_ADMIN = {
+    "kicked": "The server's administrator ended this session.",
+    "suspended": "This account has been suspended by the server's administrator.",
+    "password_reset": "The server's administrator reset this account's password; log in "
+                      "with the one-time password you were given.",
+    "account_deleted": "The server's administrator deleted this account.",
+}
+
+
+def _consume(future):
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a logoff was not counted: %s", future.exception())
+
 
 def _now():
     return time.time()
 
 
 async def recover(monitor):
-    """Repair torn commits, finish interrupted deletions, prune old send ids."""
+    """Repair torn commits, finish interrupted deletions, prune old send ids and
+    the ledger's old entries."""
     report_repair(await monitor.job(storage.repair_torn_writes))
     await finish_deletions(monitor)
     await monitor.job(storage.prune_sent_ids, _now() - 30 * 86400)
+    await prune_ledger(monitor)
+
+
+async def prune_ledger(monitor):
+    older_than = _now() - monitor.ledger_limits.days * 86400
+    forgotten = await monitor.job(statistics.prune_ledger, older_than)
+    if forgotten:
+        log.info("forgot %d IP ledger entries older than %g days", forgotten,
+                 monitor.ledger_limits.days)
+
+
+async def load_settings(monitor, config):
+    """The stored greeting and motd; --greeting/--motd given at start replace them."""
+    for name in ("greeting", "motd"):
+        if config.get(name) is not None:
+            await monitor.job(administration.set_setting, name, config[name], _now(),
+                              "server start")
+    monitor.settings = await monitor.job(administration.settings)
 
 
 def report_repair(result):
@@ -153,18 +236,29 @@ async def serve(config, ready):
                       resumable_tickets(config), config.get("registration"))
     monitor.readers = readers
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
+    configure_operator_side(monitor, config)
     await recover(monitor)
+    await load_settings(monitor, config)
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),
                                            config["socket_path"])
     os.chmod(config["socket_path"], 0o600)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     trimming = loop.create_task(give_memory_back(monitor))
+    pruning = loop.create_task(prune_hourly(monitor))
     ready.set()
     log.info("database ready (%s)", config["data_dir"])
     await stop.wait()
     trimming.cancel()
+    pruning.cancel()
     await shutdown(server, monitor)
+
+
+def configure_operator_side(monitor, config):
+    monitor.daemon_pid = config.get("daemon_pid")
+    monitor.data_dir = config["data_dir"]
+    monitor.ledger_limits = statistics.LedgerLimits(**config.get("ledger", {}))
+    monitor.audit = AuditLog(config["data_dir"])
 
 
 TRIM_EVERY = 5.0      # seconds between looks at whether memory can be given back
@@ -181,6 +275,15 @@ async def give_memory_back(monitor):
         if worked and recent < 100 * TRIM_EVERY and monitor.hasher_idle():
             return_free_memory()                # quiet now: under 100 requests a second
             worked = False
+
+
+async def prune_hourly(monitor):
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await prune_ledger(monitor)
+        except Exception as error:          # a failed commit: try again in an hour
+            log.warning("pruning the IP ledger failed: %s", error)
 
 
 def resumable_tickets(config):

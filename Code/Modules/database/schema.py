@@ -106,10 +106,76 @@ CREATE TABLE msg.sent_ids (
 CREATE INDEX msg.sent_ids_by_age ON sent_ids(created_at);
 """
 
+# Version 2: the operator's statistics, the IP ledger, settings, suspension,
+# one-time passwords (issue 12).
+USERS_V2 = """
+ALTER TABLE main.users ADD COLUMN logoffs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE main.users ADD COLUMN messages_bounced INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE main.users ADD COLUMN broadcasts_received INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE main.users ADD COLUMN last_login_address TEXT;
+ALTER TABLE main.users ADD COLUMN last_failed_address TEXT;
+ALTER TABLE main.users ADD COLUMN suspended_at REAL;
+ALTER TABLE main.users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE main.ledger (
+    username TEXT NOT NULL,
+    address TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    last_success REAL,
+    PRIMARY KEY (username, address)
+);
+CREATE INDEX main.ledger_by_age ON ledger(last_seen);
+CREATE TABLE main.settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    changed_at REAL,
+    changed_by TEXT
+);
+CREATE TABLE main.totals (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+# Version 2: a third kind of message, the operator's broadcast. SQLite cannot
+# change a CHECK constraint in place: the table is rebuilt, ids and the
+# AUTOINCREMENT sequence kept (an id is never used twice).
+MESSAGES_V2 = """
+CREATE TABLE msg.messages_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('message', 'bounce', 'broadcast')),
+    note TEXT,
+    original_to TEXT,
+    delivered_at REAL,
+    read_at REAL
+);
+INSERT INTO msg.messages_v2 SELECT id, sender, recipient, sent_at, subject, body, kind,
+    note, original_to, delivered_at, read_at FROM msg.messages;
+INSERT INTO msg.sqlite_sequence (name, seq)
+    SELECT 'messages_v2', seq FROM msg.sqlite_sequence WHERE name = 'messages'
+    AND NOT EXISTS (SELECT 1 FROM msg.sqlite_sequence WHERE name = 'messages_v2');
+UPDATE msg.sqlite_sequence SET seq = max(seq,
+    (SELECT seq FROM msg.sqlite_sequence WHERE name = 'messages')) WHERE name = 'messages_v2';
+DROP TABLE msg.messages;
+ALTER TABLE msg.messages_v2 RENAME TO messages;
+CREATE INDEX msg.messages_by_recipient ON messages(recipient, id);
+CREATE INDEX msg.messages_undelivered ON messages(recipient, id)
+    WHERE delivered_at IS NULL;
+CREATE INDEX msg.messages_unread ON messages(recipient)
+    WHERE read_at IS NULL;
+"""
+
 MIGRATIONS = {
-    "users": [USERS_V1],
+    "users": [USERS_V1, USERS_V2],
     "passwords": [PASSWORDS_V1],
-    "messages": [MESSAGES_V1],
+    "messages": [MESSAGES_V1, MESSAGES_V2],
 }
 
 

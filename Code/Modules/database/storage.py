@@ -32,6 +32,7 @@ message body.
 
 import json
 import sqlite3
+from typing import NamedTuple
 
 from Modules.database.schema import (  # noqa: F401  (re-exported API)
     APPLICATION_ID,
@@ -44,6 +45,7 @@ from Modules.database.schema import (  # noqa: F401  (re-exported API)
     open_reader,
     schema_version,
 )
+from Modules.database.statistics import add_total, forget_user
 
 SYSTEM_SENDER = "parley"
 UNKNOWN_RECIPIENT_NOTE = "No user named '{name}' exists on this server."
@@ -133,6 +135,8 @@ def account(db, username):
         return None
     return {"id": row["id"], "username": row["username"], "state": row["state"],
             "created_at": row["created_at"], "undelivered": row["undelivered"],
+            "suspended": row["suspended_at"] is not None,
+            "must_change_password": bool(row["must_change_password"]),
             "statistics": {name: row[name] for name in _STATISTICS}}
 
 
@@ -143,21 +147,36 @@ def user_exists(db, username):
 
 def password_hash(db, username):
     """The stored hash string of an active account, or None."""
-    return credentials(db, username)[0]
+    return credentials(db, username).hash
+
+
+class Credentials(NamedTuple):
+    """What a login needs to know of an account (all None/False: no account)."""
+
+    hash: str | None = None
+    account_id: int | None = None
+    suspended: bool = False
+    must_change: bool = False
 
 
 def credentials(db, username):
-    """(hash, account id) of an active account, or (None, None)."""
-    row = db.execute("SELECT p.hash, u.id FROM pw.passwords AS p JOIN users AS u "
+    """The Credentials of an active account (empty ones if there is none)."""
+    row = db.execute("SELECT p.hash, u.id, u.suspended_at IS NOT NULL, "
+                     "u.must_change_password FROM pw.passwords AS p JOIN users AS u "
                      "ON u.username = p.username "
                      "WHERE p.username = ? AND u.state = 'active'", (username,)).fetchone()
-    return (None, None) if row is None else (row[0], row[1])
+    return Credentials() if row is None else Credentials(row[0], row[1], bool(row[2]),
+                                                         bool(row[3]))
 
 
-def set_password_hash(db, username, new_hash, now):
-    """Store a new hash for an active account (NoSuchAccount otherwise)."""
+def set_password_hash(db, username, new_hash, now, must_change=None):
+    """Store a new hash for an active account (NoSuchAccount otherwise); with
+    `must_change` True or False, also whether it must be changed at the next login."""
     _require_active(db, username)
     _upsert_password(db, username, new_hash, now)
+    if must_change is not None:
+        db.execute("UPDATE users SET must_change_password = ? WHERE username = ?",
+                   (int(must_change), username))
 
 
 def _upsert_password(db, username, hash_string, now):
@@ -180,17 +199,8 @@ def create_account(db, username, password_hash, now):
     cursor = db.execute("INSERT INTO users (username, created_at) VALUES (?, ?)",
                         (username, now))
     _upsert_password(db, username, password_hash, now)
+    add_total(db, "accounts_created")
     return cursor.lastrowid
-
-
-def record_login(db, username, now, success):
-    """Count a login attempt; False if there is no such account."""
-    if success:
-        sql = "UPDATE users SET logins = logins + 1, last_login = ? WHERE username = ?"
-    else:
-        sql = ("UPDATE users SET failed_logins = failed_logins + 1, "
-               "last_failed_login = ? WHERE username = ?")
-    return db.execute(sql, (now, username)).rowcount > 0
 
 
 # -- sending -----------------------------------------------------------------
@@ -244,7 +254,7 @@ def _previous_send(db, sender, client_id):
     return result
 
 
-def _insert_message(db, sender, recipient, subject, body, now, kind="message",
+def insert_message(db, sender, recipient, subject, body, now, kind="message",
                     note=None, original_to=None):
     """Insert a row; returns its message dict."""
     values = {"sender": sender, "recipient": recipient, "sent_at": now,
@@ -258,11 +268,12 @@ def _insert_message(db, sender, recipient, subject, body, now, kind="message",
 
 
 def _deliver(db, sender, recipient, subject, body, now):
-    message = _insert_message(db, sender, recipient, subject, body, now)
+    message = insert_message(db, sender, recipient, subject, body, now)
     db.execute("UPDATE users SET undelivered = undelivered + (username = :to), "
                "messages_received = messages_received + (username = :to), "
                "messages_sent = messages_sent + (username = :from) "
                "WHERE username IN (:to, :from)", {"to": recipient, "from": sender})
+    add_total(db, "messages_accepted")
     return {"id": message["id"], "duplicate": False, "bounced": False,
             "deliveries": [(recipient, message)]}
 
@@ -270,12 +281,21 @@ def _deliver(db, sender, recipient, subject, body, now):
 def _bounce_unknown(db, sender, recipient, subject, body, now):
     note = UNKNOWN_RECIPIENT_NOTE.format(name=recipient)
     bounce = _insert_bounce(db, sender, subject, body, now, note, recipient)
+    _count_bounced(db, [sender])
     return {"id": bounce["id"], "duplicate": False, "bounced": True,
             "note": note, "deliveries": [(sender, bounce)]}
 
 
+def _count_bounced(db, senders):
+    """The senders' messages came back: their statistics and the server's."""
+    for sender in senders:
+        db.execute("UPDATE users SET messages_bounced = messages_bounced + 1 "
+                   "WHERE username = ?", (sender,))
+    add_total(db, "messages_bounced", len(senders))
+
+
 def _insert_bounce(db, to, subject, body, now, note, original_to):
-    bounce = _insert_message(db, SYSTEM_SENDER, to, subject, body, now,
+    bounce = insert_message(db, SYSTEM_SENDER, to, subject, body, now,
                              kind="bounce", note=note, original_to=original_to)
     _add_undelivered(db, to, 1)
     return bounce
@@ -299,6 +319,7 @@ def mark_delivered(db, username, ids, now):
         "AND delivered_at IS NULL AND id IN (SELECT value FROM json_each(?))",
         (now, username, _json_ids(_id_list(ids)))).rowcount
     _add_undelivered(db, username, -changed)
+    add_total(db, "messages_delivered", changed)
     return changed
 
 
@@ -321,6 +342,7 @@ def read_message(db, username, message_id, now):
         db.execute("UPDATE msg.messages SET delivered_at = ? WHERE id = ?",
                    (now, message_id))
         _add_undelivered(db, username, -1)
+        add_total(db, "messages_delivered")
     if row["read_at"] is None:
         db.execute("UPDATE msg.messages SET read_at = ? WHERE id = ?",
                    (now, message_id))
@@ -373,6 +395,7 @@ def bounce_and_clear_inbox(db, username, now):
     deliveries = [(row["sender"], _insert_bounce(db, row["sender"], row["subject"],
                                                  row["body"], now, note, username))
                   for row in _unread_from_active_senders(db, username)]
+    _count_bounced(db, [sender for sender, _ in deliveries])
     db.execute("DELETE FROM msg.messages WHERE recipient = ?", (username,))
     db.execute("DELETE FROM msg.sent_ids WHERE sender = ?", (username,))
     db.execute("UPDATE users SET undelivered = 0 WHERE username = ?", (username,))
@@ -396,9 +419,13 @@ def remove_password(db, username):
 
 
 def remove_account(db, username):
-    """Step 4: delete the account row if it is being deleted."""
-    return db.execute("DELETE FROM users WHERE username = ? AND state = 'deleting'",
-                      (username,)).rowcount > 0
+    """Step 4: delete the account row (and its ledger) if it is being deleted."""
+    removed = db.execute("DELETE FROM users WHERE username = ? AND state = 'deleting'",
+                         (username,)).rowcount > 0
+    if removed:
+        forget_user(db, username)
+        add_total(db, "accounts_deleted")
+    return removed
 
 
 def accounts_being_deleted(db):

@@ -55,7 +55,11 @@ MAX_PAUSE = 10.0                   # seconds a rate_limited client is not read, 
 # the connection goes back to a login process).
 RUNNING, DRAINING, CLOSING, HANDING_BACK = "RUNNING", "DRAINING", "CLOSING", "HANDING_BACK"
 _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
-            "cannot_send", "database_gone", "drained")
+            "ended_by_admin", "cannot_send", "database_gone", "drained")
+# Notices from the monitor that end the session (the operator's kick, suspend,
+# reset-password), and those only passed on to the client.
+_ENDING_NOTICES = ("kicked", "suspended", "password_reset")
+_TOLD_NOTICES = ("announce",)
 SESSION_MOVES = {
     (RUNNING, "shutdown"): DRAINING,
     (RUNNING, "account_deleted"): HANDING_BACK,
@@ -348,12 +352,21 @@ class UserSession:
             for message in event.messages:
                 self._send(Packet("Message", message))
         elif isinstance(event, Notice):
-            if event.event == "account_deleted":
-                self._send(_system("account_deleted", "This account was deleted in "
-                                                      "another session."))
-                self.life.move("deleted_elsewhere")
+            self._on_notice(event)
         elif isinstance(event, Reply):
             self._on_reply(event)
+
+    def _on_notice(self, notice):
+        if notice.event == "account_deleted":
+            self._send(_system("account_deleted", "This account was deleted in "
+                                                  "another session."))
+            self.life.move("deleted_elsewhere")
+        elif notice.event in _ENDING_NOTICES:
+            log.info("%s: session ended by the administrator (%s)", self.user, notice.event)
+            self._send(_system(notice.event, notice.message))
+            self.life.move("ended_by_admin")
+        elif notice.event in _TOLD_NOTICES:
+            self._send(_system(notice.event, notice.message))
 
     def _on_reply(self, reply):
         if reply.rid == self.subscribe_rid:

@@ -19,7 +19,6 @@ import socket
 import pytest
 
 from Modules import operations
-from Modules.database import answers
 from Modules.database.connection import MAX_HELD
 from Modules.database.link import DbError, DbUnavailable, Push, Reply
 from Tests.support import WAIT, running_database
@@ -116,18 +115,6 @@ def test_a_request_that_fails_validation_is_refused_and_changes_nothing(database
     with pytest.raises(DbError):
         fresh.call("Hello", role="user")               # not accepted: still "new"
     assert fresh.call("Hello", role="login") == {"rid": 2, "ok": True}
-
-
-def test_every_table_entry_names_an_answer_with_the_registry_flags():
-    for phase, table in answers.TABLES.items():
-        for name, entry in table.items():
-            op = operations.get(name)
-            assert op.role == phase and op.reaches_monitor
-            assert entry.answer is getattr(entry.answers, op.handler)
-            assert (entry.once, entry.no_reply, entry.phase) == (op.once, not op.replies,
-                                                                 op.phase)
-    listed = {name for table in answers.TABLES.values() for name in table}
-    assert listed == {op.name for op in operations.OPERATIONS if op.reaches_monitor}
 
 
 # -- the phase is decided on acceptance -----------------------------------------------

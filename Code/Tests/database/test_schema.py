@@ -140,7 +140,8 @@ def test_empty_files_are_initialised_from_version_0(data_dir):
     try:
         make_users(db, "alice")
         assert storage.user_exists(db, "alice")
-        assert storage_schema.schema_version(db, "msg") == 1
+        assert storage_schema.schema_version(db, "msg") == len(storage_schema.MIGRATIONS[
+            "messages"])
     finally:
         close_databases(db)
 
@@ -167,17 +168,45 @@ def test_later_migration_steps_run_once_in_their_own_transaction(data_dir, db, m
     steps = storage_schema.MIGRATIONS["users"]
     broken = "ALTER TABLE main.users ADD COLUMN colour TEXT; SELECT * FROM nowhere;"
     monkeypatch.setitem(storage_schema.MIGRATIONS, "users", steps + [broken])
-    with pytest.raises(StorageError, match="schema version 2 failed"):
+    with pytest.raises(StorageError, match=f"schema version {len(steps) + 1} failed"):
         open_databases(data_dir)
     good = "ALTER TABLE main.users ADD COLUMN colour TEXT DEFAULT 'blue';"
     monkeypatch.setitem(storage_schema.MIGRATIONS, "users", steps + [good])
     db = open_databases(data_dir)
     try:
-        assert storage_schema.schema_version(db, "main") == 2
+        assert storage_schema.schema_version(db, "main") == len(steps) + 1
         assert db.execute("SELECT colour FROM users").fetchall() == [("blue",)]
     finally:
         close_databases(db)
-    db = open_databases(data_dir)  # already at 2: the step does not run again
+    db = open_databases(data_dir)  # already there: the step does not run again
     close_databases(db)
+
+
+def test_version_1_files_migrate_keeping_messages_ids_and_the_id_sequence(data_dir,
+                                                                         monkeypatch):
+    """The messages table is rebuilt for broadcasts: ids stay, none is used twice."""
+    for name in ("users", "messages"):
+        monkeypatch.setitem(storage_schema.MIGRATIONS, name,
+                            storage_schema.MIGRATIONS[name][:1])
+    db = open_databases(data_dir)            # version 1 files, written as version 1 code did
+    db.executemany("INSERT INTO users (username, created_at) VALUES (?, 0)",
+                   [("alice",), ("bob",)])
+    ids = [db.execute("INSERT INTO msg.messages (sender, recipient, sent_at, subject, body, "
+                      "kind) VALUES ('alice', 'bob', 0, ?, 'b', 'message')", (f"s{n}",)
+                      ).lastrowid for n in range(3)]
+    db.execute("DELETE FROM msg.messages WHERE id = ?", (ids[-1],))   # the highest id
+    close_databases(db)
+    monkeypatch.undo()
+    db = open_databases(data_dir)
+    try:
+        assert storage_schema.schema_version(db, "msg") == 2
+        assert storage_schema.schema_version(db, "main") == 2
+        kept = db.execute("SELECT id, subject FROM msg.messages ORDER BY id").fetchall()
+        assert kept == [(ids[0], "s0"), (ids[1], "s1")]
+        assert send(db, "alice", "bob")["id"] > ids[-1]          # the sequence carried over
+        assert db.execute("SELECT logoffs, suspended_at FROM users WHERE username = 'bob'"
+                          ).fetchone() == (0, None)
+    finally:
+        close_databases(db)
 
 

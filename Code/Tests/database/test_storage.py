@@ -55,19 +55,12 @@ def test_ids_never_reused_and_deleting_name_is_taken(db):
     assert run(db, storage.create_account, "alice", "h", T0) > first
 
 
-def test_set_password_hash_and_login_statistics(db):
+def test_set_password_hash(db):
     make_users(db, "alice")
     run(db, storage.set_password_hash, "alice", "$argon2id$new", T0 + 5)
     assert storage.password_hash(db, "alice") == "$argon2id$new"
     with pytest.raises(NoSuchAccount):
         run(db, storage.set_password_hash, "bob", "h", T0)
-    run(db, storage.record_login, "alice", T0 + 10, True)
-    run(db, storage.record_login, "alice", T0 + 11, False)
-    run(db, storage.record_login, "alice", T0 + 12, False)
-    stats = storage.account(db, "alice")["statistics"]
-    assert stats["logins"] == 1 and stats["last_login"] == T0 + 10
-    assert stats["failed_logins"] == 2 and stats["last_failed_login"] == T0 + 12
-    assert run(db, storage.record_login, "nobody", T0, True) is False
 
 
 # -- messages ----------------------------------------------------------------

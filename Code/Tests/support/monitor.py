@@ -1,18 +1,27 @@
 """Links to a real monitor (database process) in each of its phases, for tests.
 
 `link(config)` is a fresh connection (phase "new"); `login_link` has said
-Hello; `user_link(config, name)` is bound to `name`, whose account is
+Hello; `admin_link` is in the admin phase; `user_link(config, name)` is bound to `name`, whose account is
 created if needed. They use `DbLink`, the same client the login and user
 processes use. Start the monitor with `Tests.support.running_database`.
 """
 
 from Modules.database.link import DbLink
-from Tests.support.processes import PASSWORD
+from Tests.support.processes import PASSWORD, WAIT
 
 
 def link(config):
     db = DbLink(config["socket_path"])
     db.connect()
+    db.sock.settimeout(WAIT)          # a test waiting for what never comes fails, not hangs
+    return db
+
+
+def admin_link(config, operator="root"):
+    """An admin connection, as the daemon opens one (the test process is the
+    "daemon": `database_config` names its pid)."""
+    db = link(config)
+    db.call("Admin", operator=operator)
     return db
 
 

@@ -186,7 +186,7 @@ def database_config(tmp_path):
     return {"data_dir": str(tmp_path / "data"), "socket_path": str(tmp_path / "db.sock"),
             "db_socket": str(tmp_path / "db.sock"), "ticket_secret": os.urandom(32),
             "argon2": {"memory_kib": 1024, "time_cost": 1, "parallelism": 1},
-            "log_level": "DEBUG"}
+            "log_level": "DEBUG", "daemon_pid": os.getpid()}   # the test plays the daemon
 
 
 def _database_main(config, ready, log_path):
