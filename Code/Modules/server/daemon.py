@@ -19,6 +19,10 @@ The daemon keeps its own copy of every client socket, so that whatever
 way a child ends (even SIGKILL) the daemon notices the pipe closing and
 closes the connection; it never reads from client sockets.
 
+The forkserver and all its children run in a process group of their own
+(`Modules/server/preload.py`): a SIGTERM to the daemon's group reaches the
+daemon alone and gives the same clean stop as one to its pid.
+
 Shutdown: the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
 login and user process (each tells its client and finishes what is in
 flight), waits for them, then stops the database process (which finishes

@@ -4,7 +4,9 @@ Real daemons on port 0 in temporary data dirs; clients are `RawClient`s.
 Covers the readiness line, process titles, `--max-clients`, the SIGTERM
 sequence (clients told, exit 0, WAL checkpointed), a restart with nothing
 lost, a killed database process being restarted under live sessions, a
-corrupt or foreign data file refused at start, and `--fingerprint`.
+corrupt or foreign data file refused at start, and `--fingerprint`. The
+server's lifetime: SIGTERM to the daemon or to its whole process group
+gives the same clean stop.
 """
 
 import os
@@ -19,6 +21,7 @@ from Modules.wire import channel
 from Modules.wire.framing import CLOSED
 from Tests.support import (
     SERVER,
+    WAIT,
     RawClient,
     child_env,
     next_message,
@@ -211,3 +214,51 @@ def test_a_second_server_on_a_data_dir_in_use_is_refused_at_once(server, tmp_pat
     assert f"another Parley server (pid {server.proc.pid}) is using" in done.stderr
     assert "listening on" not in done.stdout
     assert request(session(server, "still")[0], "Inbox").op == "Result"   # the first serves on
+
+
+SENDS_IN_FLIGHT = 50
+
+
+def _events_to_the_end(client):
+    """Every event until the server closes the connection (CLOSED not included)."""
+    events = client.events_until(lambda event: False)
+    assert events[-1] is CLOSED
+    return events[:-1]
+
+
+@pytest.mark.parametrize("target", ["daemon", "group"])
+def test_sigterm_to_the_daemon_or_its_whole_group_stops_cleanly(make_server, target):
+    server = make_server(subdir="stop")
+    session(server, "bob")[0].close()
+    alice, _ = session(server, "alice")
+    accepted = [send(alice, "bob", "just before the stop").data["id"]]
+    for i in range(SENDS_IN_FLIGHT):                # and more in flight as the signal comes
+        alice.send("Send", rid=1000 + i, to="bob", subject=f"in flight {i}", body="x",
+                   client_id=f"flight-{i}")
+    if target == "group":                     # what systemd, timeout and kill -TERM -PGID do
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    else:
+        server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(WAIT) == 0
+    # The daemon waited for its database: it is gone, and said so before "stopped".
+    assert not server.pids_titled("parley: database"), server.processes()
+    log = server.log()
+    assert "database closed cleanly" in log.split("[parley: daemon] stopped")[0]
+    assert "restarting it" not in log and "died" not in log
+    events = _events_to_the_end(alice)
+    said = [(e.op, e.data.get("event") or e.data.get("code")) for e in events
+            if e.op != "Result"]
+    assert said == [("System", "shutdown")], said          # the goodbye, no "unavailable"
+    accepted += [event.data["id"] for event in events if event.op == "Result"]
+    wait_until(lambda: not server.processes(), message="nothing of the server left running")
+    server.kill_group()
+    again = make_server(subdir="stop")      # same data dir
+    _, backlog = session(again, "bob", create=False)
+    assert [m["id"] for m in backlog] == accepted
+
+
+def test_the_forkserver_and_its_children_have_a_process_group_of_their_own(server):
+    (database,) = server.pids_titled("parley: database")
+    fields = proc_stat(database)
+    assert int(fields[2]) != server.proc.pid          # not the daemon's group...
+    assert int(fields[3]) == server.proc.pid          # ...but still the daemon's session
