@@ -36,6 +36,20 @@ def _seconds(text):
     return value
 
 
+def _keepalive(text):
+    value = int(text)
+    if not 1 <= value <= 7200:
+        raise ValueError("use a whole number of seconds from 1 to 7200")
+    return value
+
+
+def _port_fallback(text):
+    value = int(text)
+    if not 0 <= value <= 1000:
+        raise ValueError("use a whole number from 0 to 1000")
+    return value
+
+
 def _log_level(text):
     if not isinstance(logging.getLevelName(text.upper()), int):
         raise ValueError("use DEBUG, INFO, WARNING or ERROR")
@@ -69,6 +83,7 @@ def _flag(text):
 SERVER_OPTIONS = [
     ("host", str, "127.0.0.1", "address to listen on"),
     ("port", _port, DEFAULT_PORT, "TCP port (0 picks a free port)"),
+    ("port_fallback", _port_fallback, 0, "if the port is taken, try the next N ports"),
     ("data_dir", str, DEFAULT_DATA_DIR, "directory for the databases and the server key"),
     ("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("max_clients", _positive, 1000, "most connections served at once"),
@@ -84,6 +99,8 @@ SERVER_OPTIONS = [
      "nobody"),
     ("registrations_per_address", _positive, 20, "new accounts per source address per hour"),
     ("registrations_per_hour", _positive, 200, "new accounts per hour on the whole server"),
+    ("keepalive", _keepalive, 60, "seconds a connection may be silent before TCP keepalive "
+     "probes ask whether its client is still there (4 unanswered probes end it)"),
 ]
 
 

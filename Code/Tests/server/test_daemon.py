@@ -6,7 +6,9 @@ sequence (clients told, exit 0, WAL checkpointed), a restart with nothing
 lost, a killed database process being restarted under live sessions, a
 corrupt or foreign data file refused at start, and `--fingerprint`. The
 server's lifetime: SIGTERM to the daemon or to its whole process group
-gives the same clean stop.
+gives the same clean stop; TCP keepalive ending a
+client that vanished without closing (in a private network namespace whose
+loopback then drops every packet, `Tests/support/netns.py`).
 """
 
 import os
@@ -24,6 +26,7 @@ from Tests.support import (
     WAIT,
     RawClient,
     child_env,
+    netns,
     next_message,
     proc_stat,
     request,
@@ -51,8 +54,8 @@ def test_one_over_max_clients_is_told_the_server_is_full(make_server):
     wait_until(lambda: _can_log_in(server), message="a free place after the first left")
 
 
-def _can_log_in(server):
-    client = RawClient(server.port)
+def _can_log_in(server, sock=None):
+    client = RawClient(server.port, sock=sock)
     client.write(client.conn.start())
     event = client.next_event()
     client.close()
@@ -262,3 +265,23 @@ def test_the_forkserver_and_its_children_have_a_process_group_of_their_own(serve
     fields = proc_stat(database)
     assert int(fields[2]) != server.proc.pid          # not the daemon's group...
     assert int(fields[3]) == server.proc.pid          # ...but still the daemon's session
+
+
+def test_keepalive_ends_a_client_that_vanished_and_frees_its_place(make_server):
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    network = netns.PrivateNetwork()
+    try:
+        server = make_server("--max-clients", "1", "--keepalive", "1",
+                             prefix=network.prefix())
+        alice, _ = session(server, "alice", sock=network.socket())
+        (user,) = server.pids_titled("parley: user alice")
+        network.lose_every_packet()          # alice vanishes: no FIN, no RST, nothing
+        wait_until(lambda: user not in server.processes(), message="alice's process ended")
+        network.restore()
+        wait_until(lambda: _can_log_in(server, network.socket()),
+                   message="her place free for someone else")
+        alice.close()
+    finally:
+        network.close()
