@@ -28,7 +28,8 @@ frees its place. The forkserver and all its children run in a process group
 of their own (`Modules/server/preload.py`): a SIGTERM to the daemon's group
 reaches the daemon alone and gives the same clean stop as one to its pid.
 
-Shutdown: the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
+Shutdown (also after `--exit-when-idle` seconds without any connection):
+the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
 login and user process (each tells its client and finishes what is in
 flight), waits for them, then stops the database process (which finishes
 its queue and checkpoints the WAL) and exits 0. A second signal kills
@@ -115,6 +116,7 @@ class Daemon:
         self.instance = None         # our claim on the data dir (server/instance.py)
         self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
+        self.idle_since = None       # since when no connection at all (--exit-when-idle)
         self.wake_r, self.wake_w = socket.socketpair()
         # Children watch `lifeline` for end of file: only we hold the write end.
         self.lifeline, self._lifeline_writer = self.ctx.Pipe(duplex=False)
@@ -129,7 +131,8 @@ class Daemon:
     # -- configuration handed to children ------------------------------------
     def _base_config(self):
         return {"log_level": self.options.log_level, "debug": self.options.debug,
-                "db_socket": self.db_socket, "lifeline": self.lifeline}
+                "db_socket": self.db_socket, "lifeline": self.lifeline,
+                "idle_timeout": self.options.idle_timeout}
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
@@ -221,7 +224,7 @@ class Daemon:
 
     # -- the loop --------------------------------------------------------------
     def serve(self):
-        while not self.signals:
+        while not self.signals and not self._idle_long_enough():
             events = self.selector.select(timeout=self._select_timeout())
             for key, _mask in events:
                 self._dispatch(key)
@@ -231,6 +234,21 @@ class Daemon:
             if not events:   # between connections: a process start delays no one
                 self.spares.refill()
         self.shutdown()
+
+    def _idle_long_enough(self):
+        """--exit-when-idle: whether there has been no connection for that long."""
+        limit = self.options.exit_when_idle
+        if not limit:
+            return False
+        now = time.monotonic()
+        if self.clients:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        elif now - self.idle_since >= limit:
+            log.info("no connection for %g s; stopping (--exit-when-idle)", limit)
+            return True
+        return False
 
     def _select_timeout(self):
         if self.spares.wanted():

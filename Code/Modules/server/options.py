@@ -13,6 +13,7 @@ import os
 
 DEFAULT_PORT = 7117
 DEFAULT_DATA_DIR = "./parley-data"
+MAX_OFF_OR_SECONDS = 30 * 24 * 3600
 
 
 def _port(text):
@@ -33,6 +34,14 @@ def _seconds(text):
     value = float(text)
     if not 0 < value <= 3600:
         raise ValueError("must be between 0 and 3600 seconds")
+    return value
+
+
+def _off_or_seconds(text):
+    """0 turns the feature off; otherwise seconds, at most 30 days."""
+    value = float(text)
+    if not 0 <= value <= MAX_OFF_OR_SECONDS:
+        raise ValueError("use 0 (off) or a number of seconds up to 30 days")
     return value
 
 
@@ -101,6 +110,10 @@ SERVER_OPTIONS = [
     ("registrations_per_hour", _positive, 200, "new accounts per hour on the whole server"),
     ("keepalive", _keepalive, 60, "seconds a connection may be silent before TCP keepalive "
      "probes ask whether its client is still there (4 unanswered probes end it)"),
+    ("idle_timeout", _off_or_seconds, 0.0, "end a logged-in session after this many "
+     "seconds with nothing from its client, telling it why (0: never)"),
+    ("exit_when_idle", _off_or_seconds, 0.0, "stop cleanly after this many seconds with "
+     "no connection at all (0: never)"),
 ]
 
 

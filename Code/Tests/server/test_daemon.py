@@ -6,7 +6,7 @@ sequence (clients told, exit 0, WAL checkpointed), a restart with nothing
 lost, a killed database process being restarted under live sessions, a
 corrupt or foreign data file refused at start, and `--fingerprint`. The
 server's lifetime: SIGTERM to the daemon or to its whole process group
-gives the same clean stop; TCP keepalive ending a
+gives the same clean stop; `--exit-when-idle`; TCP keepalive ending a
 client that vanished without closing (in a private network namespace whose
 loopback then drops every packet, `Tests/support/netns.py`).
 """
@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -265,6 +266,21 @@ def test_the_forkserver_and_its_children_have_a_process_group_of_their_own(serve
     fields = proc_stat(database)
     assert int(fields[2]) != server.proc.pid          # not the daemon's group...
     assert int(fields[3]) == server.proc.pid          # ...but still the daemon's session
+
+
+def test_exit_when_idle_stops_cleanly_once_no_connection_is_left(make_server):
+    server = make_server("--exit-when-idle", "1")
+    alice, _ = session(server, "alice")
+    held_until = time.monotonic() + 3                  # three times the limit, connected
+    while time.monotonic() < held_until:               # answered (or told to slow down)
+        answer = request(alice, "Inbox")
+        assert answer.op == "Result" or answer.data["code"] == "rate_limited", answer
+    assert server.proc.poll() is None
+    alice.send("Logout")
+    assert _events_to_the_end(alice)[-1].data["event"] == "goodbye"
+    assert server.proc.wait(WAIT) == 0                 # by itself: no signal was sent
+    log = server.log()
+    assert "stopping (--exit-when-idle)" in log and "database closed cleanly" in log
 
 
 def test_keepalive_ends_a_client_that_vanished_and_frees_its_place(make_server):
