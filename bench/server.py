@@ -1,19 +1,20 @@
 """A freshly started Parley server for one benchmark run, and what it costs.
 
 `BenchServer` starts the real `Code/server_daemon.py --port 0` in a new
-temporary data dir, as the leader of its own process group, and reads the
+temporary data dir, as the leader of its own session, and reads the
 port from its "listening on HOST:PORT" line. Everything it measures comes
-from /proc, for the whole process group (daemon, forkserver, database,
-login and user processes):
+from /proc, for the whole session (daemon, forkserver, database, login and
+user processes; the forkserver and its children have a process group of
+their own, but stay in the daemon's session):
 
-* CPU: utime + stime + cutime + cstime of every live process of the group.
+* CPU: utime + stime + cutime + cstime of every live process of the session.
   A child that exited and was reaped has its time in its parent's cutime
   (the forkserver reaps login and user processes), so a difference of two
   snapshots counts every CPU-second the server used in between, whether
   the process that used it is still alive or not. Clock ticks (10 ms).
   Also by role (daemon, forkserver, database main thread / other threads, user, login, exited) for the profile of each figure.
 * Memory: proportional set size (Pss in /proc/PID/smaps_rollup) summed
-  over the group: shared pages are split between the processes sharing
+  over the session: shared pages are split between the processes sharing
   them, so the sum is the real footprint of the tree.
 """
 
@@ -141,9 +142,9 @@ class BenchServer:
 
     # -- the process tree ------------------------------------------------------
     def pids(self):
-        """{pid: title} of every process in the server's process group."""
+        """{pid: title} of every process in the server's session."""
         found = {}
-        pgid = self.proc.pid
+        sid = self.proc.pid
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -151,7 +152,7 @@ class BenchServer:
                 fields = _stat_fields(entry)
             except (OSError, ValueError):
                 continue
-            if int(fields[2]) == pgid:
+            if int(fields[3]) == sid:
                 found[int(entry)] = _cmdline(entry) or "(zombie)"
         return found
 
@@ -230,10 +231,16 @@ class BenchServer:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for _ in range(100):                   # everything in the session, until none is left
+            alive = [pid for pid, title in self.pids().items() if title != "(zombie)"]
+            if not alive:
+                break
+            for pid in alive:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.01)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:

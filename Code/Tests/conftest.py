@@ -7,13 +7,13 @@ from Tests.support import ServerProcess
 
 @pytest.fixture
 def make_server(tmp_path):
-    """Factory: make_server(*args, env=...) -> a started ServerProcess."""
+    """Factory: make_server(*args, env=..., prefix=...) -> a started ServerProcess."""
     started = []
 
-    def make(*args, env=None, subdir="srv"):
+    def make(*args, env=None, subdir="srv", prefix=()):
         directory = tmp_path / subdir
         directory.mkdir(exist_ok=True)
-        server = ServerProcess(directory, *args, env=env)
+        server = ServerProcess(directory, *args, env=env, prefix=prefix)
         started.append(server)
         return server.start()
 

@@ -19,7 +19,17 @@ The daemon keeps its own copy of every client socket, so that whatever
 way a child ends (even SIGKILL) the daemon notices the pipe closing and
 closes the connection; it never reads from client sockets.
 
-Shutdown: the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
+Start-up binds the port first (`Modules/server/listener.py`, with
+`--port-fallback`), so that a taken port is refused before anything exists
+in the data dir; then it claims the data dir, loads the key and starts the
+database, and only then prints the ready line. Every accepted connection
+gets TCP keepalive (`--keepalive`), so one whose client vanished ends and
+frees its place. The forkserver and all its children run in a process group
+of their own (`Modules/server/preload.py`): a SIGTERM to the daemon's group
+reaches the daemon alone and gives the same clean stop as one to its pid.
+
+Shutdown (also after `--exit-when-idle` seconds without any connection):
+the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
 login and user process (each tells its client and finishes what is in
 flight), waits for them, then stops the database process (which finishes
 its queue and checkpoints the WAL) and exits 0. A second signal kills
@@ -42,7 +52,7 @@ import time
 from Modules import identity
 from Modules.database import monitor as database_process
 from Modules.runtime import process_alive, start_process
-from Modules.server import instance, spares
+from Modules.server import instance, listener, spares
 from Modules.server.admission import Admission
 from Modules.wire import protocol
 
@@ -106,6 +116,7 @@ class Daemon:
         self.instance = None         # our claim on the data dir (server/instance.py)
         self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
+        self.idle_since = None       # since when no connection at all (--exit-when-idle)
         self.wake_r, self.wake_w = socket.socketpair()
         # Children watch `lifeline` for end of file: only we hold the write end.
         self.lifeline, self._lifeline_writer = self.ctx.Pipe(duplex=False)
@@ -120,7 +131,8 @@ class Daemon:
     # -- configuration handed to children ------------------------------------
     def _base_config(self):
         return {"log_level": self.options.log_level, "debug": self.options.debug,
-                "db_socket": self.db_socket, "lifeline": self.lifeline}
+                "db_socket": self.db_socket, "lifeline": self.lifeline,
+                "idle_timeout": self.options.idle_timeout}
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
@@ -137,15 +149,18 @@ class Daemon:
 
     # -- start-up --------------------------------------------------------------
     def start(self):
+        """The port first (nothing is created while it may still fail), then the
+        data dir's claim (a second server: refused now), the key, the database."""
         raise_fd_limit()
-        self.instance = instance.claim(self.options.data_dir)   # a second server: refused now
+        self._listen()
+        self.instance = instance.claim(self.options.data_dir)
         self.key = identity.load_or_create_server_key(self.options.data_dir)
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
         log.debug("runtime directory %s", self.runtime_dir)
         self._start_database()
-        self._listen()
         self.instance.publish(self.runtime_dir, self.listener.getsockname()[1])
         self._install_signals()
+        self._announce()
         self.spares.refill()
 
     def _start_database(self):
@@ -174,12 +189,24 @@ class Daemon:
         return DaemonError(f"the database process exited during start-up (status {code})")
 
     def _listen(self):
-        sock = socket.create_server((self.options.host, self.options.port), backlog=1024,
-                                    reuse_port=False)
-        sock.setblocking(False)
-        self.listener = sock
-        self.selector.register(sock, selectors.EVENT_READ, "listen")
-        host, port = sock.getsockname()[:2]
+        """Bind the port (or a fallback); clients queue in the backlog until we serve."""
+        try:
+            self.listener = listener.listen(self.options.host, self.options.port,
+                                            self.options.port_fallback)
+        except listener.ListenError as error:
+            running = instance.find_running(self.options.data_dir)   # creates nothing
+            if running and isinstance(running.get("pid"), int):     # the likelier cause
+                raise DaemonError(f"another Parley server (pid {running['pid']}) is using "
+                                  f"{self.options.data_dir}; stop it first") from None
+            raise DaemonError(str(error)) from None
+        self.selector.register(self.listener, selectors.EVENT_READ, "listen")
+
+    def _announce(self):
+        """The ready line, once everything is up: it names the port really used."""
+        host, port = self.listener.getsockname()[:2]
+        if self.options.port and port != self.options.port:
+            log.warning("port %d was taken; using port %d (--port-fallback)",
+                        self.options.port, port)
         print(f"parley: listening on {host}:{port}", flush=True)
         log.info("listening on %s:%s (max %d clients)", host, port, self.options.max_clients)
 
@@ -197,7 +224,7 @@ class Daemon:
 
     # -- the loop --------------------------------------------------------------
     def serve(self):
-        while not self.signals:
+        while not self.signals and not self._idle_long_enough():
             events = self.selector.select(timeout=self._select_timeout())
             for key, _mask in events:
                 self._dispatch(key)
@@ -207,6 +234,21 @@ class Daemon:
             if not events:   # between connections: a process start delays no one
                 self.spares.refill()
         self.shutdown()
+
+    def _idle_long_enough(self):
+        """--exit-when-idle: whether there has been no connection for that long."""
+        limit = self.options.exit_when_idle
+        if not limit:
+            return False
+        now = time.monotonic()
+        if self.clients:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        elif now - self.idle_since >= limit:
+            log.info("no connection for %g s; stopping (--exit-when-idle)", limit)
+            return True
+        return False
 
     def _select_timeout(self):
         if self.spares.wanted():
@@ -237,7 +279,7 @@ class Daemon:
             self._admit(sock, f"{address[0]}:{address[1]}", address[0])
 
     def _admit(self, sock, peer, address):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # no Nagle stalls
+        listener.tune(sock, self.options.keepalive)   # no Nagle stalls; keepalive
         refused = self.admission.admit(address)
         if refused is not None:
             log.warning("refusing %s (%s; %d connections, %d logging in)", peer,

@@ -13,6 +13,7 @@ import os
 
 DEFAULT_PORT = 7117
 DEFAULT_DATA_DIR = "./parley-data"
+MAX_OFF_OR_SECONDS = 30 * 24 * 3600
 
 
 def _port(text):
@@ -33,6 +34,28 @@ def _seconds(text):
     value = float(text)
     if not 0 < value <= 3600:
         raise ValueError("must be between 0 and 3600 seconds")
+    return value
+
+
+def _off_or_seconds(text):
+    """0 turns the feature off; otherwise seconds, at most 30 days."""
+    value = float(text)
+    if not 0 <= value <= MAX_OFF_OR_SECONDS:
+        raise ValueError("use 0 (off) or a number of seconds up to 30 days")
+    return value
+
+
+def _keepalive(text):
+    value = int(text)
+    if not 1 <= value <= 7200:
+        raise ValueError("use a whole number of seconds from 1 to 7200")
+    return value
+
+
+def _port_fallback(text):
+    value = int(text)
+    if not 0 <= value <= 1000:
+        raise ValueError("use a whole number from 0 to 1000")
     return value
 
 
@@ -69,6 +92,7 @@ def _flag(text):
 SERVER_OPTIONS = [
     ("host", str, "127.0.0.1", "address to listen on"),
     ("port", _port, DEFAULT_PORT, "TCP port (0 picks a free port)"),
+    ("port_fallback", _port_fallback, 0, "if the port is taken, try the next N ports"),
     ("data_dir", str, DEFAULT_DATA_DIR, "directory for the databases and the server key"),
     ("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("max_clients", _positive, 1000, "most connections served at once"),
@@ -84,6 +108,12 @@ SERVER_OPTIONS = [
      "nobody"),
     ("registrations_per_address", _positive, 20, "new accounts per source address per hour"),
     ("registrations_per_hour", _positive, 200, "new accounts per hour on the whole server"),
+    ("keepalive", _keepalive, 60, "seconds a connection may be silent before TCP keepalive "
+     "probes ask whether its client is still there (4 unanswered probes end it)"),
+    ("idle_timeout", _off_or_seconds, 0.0, "end a logged-in session after this many "
+     "seconds with nothing from its client, telling it why (0: never)"),
+    ("exit_when_idle", _off_or_seconds, 0.0, "stop cleanly after this many seconds with "
+     "no connection at all (0: never)"),
 ]
 
 

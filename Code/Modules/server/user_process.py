@@ -15,7 +15,10 @@ the client as Message packets. After subscribing it sends System "ready"
 once the stored backlog has been pushed, so the client prints the backlog
 before it runs its first command. The session's life is one table
 (`SESSION_MOVES`): RUNNING, DRAINING after SIGTERM, then CLOSING, or
-HANDING_BACK to a login process after the account was deleted.
+HANDING_BACK to a login process after the account was deleted. With
+`--idle-timeout`, a session that heard nothing from its client for that
+long (while no answer of ours was pending) tells it so in a System
+`idle_timeout` notice and closes.
 
 Failures: a request with bad fields gets an Error and the session goes on;
 a protocol violation or undecodable bytes close this connection only. If
@@ -55,7 +58,7 @@ MAX_PAUSE = 10.0                   # seconds a rate_limited client is not read, 
 # the connection goes back to a login process).
 RUNNING, DRAINING, CLOSING, HANDING_BACK = "RUNNING", "DRAINING", "CLOSING", "HANDING_BACK"
 _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
-            "ended_by_admin", "cannot_send", "database_gone", "drained")
+            "ended_by_admin", "cannot_send", "database_gone", "idle", "drained")
 # Notices from the monitor that end the session (the operator's kick, suspend,
 # reset-password), and those only passed on to the client.
 _ENDING_NOTICES = ("kicked", "suspended", "password_reset")
@@ -113,6 +116,9 @@ class UserSession:
         self.shutdown_requested = False
         self.handback_state = None
         self.stop_at = None
+        # --idle-timeout: a session with nothing from its client for that long ends.
+        self.idle_timeout = config.get("idle_timeout") or None
+        self.heard_at = time.monotonic()
 
     @property
     def state(self):
@@ -154,6 +160,7 @@ class UserSession:
         while not self._finished():
             if self.shutdown_requested and self.state == RUNNING:
                 self.shutdown()
+            self._end_if_idle()
             self._update_interest()
             for key, mask in self.selector.select(self._timeout()):
                 if mask & selectors.EVENT_WRITE:
@@ -181,7 +188,25 @@ class UserSession:
             return 0.2
         if self.paused_until is not None:
             return max(0.0, self.paused_until - time.monotonic())
+        if self.idle_timeout:
+            return max(0.0, self.heard_at + self.idle_timeout - time.monotonic())
         return None
+
+    def _end_if_idle(self):
+        """--idle-timeout: nothing from the client for that long (and nothing of its
+        waiting on us: no answer pending, no rate_limited pause) ends the session."""
+        if not self.idle_timeout or self.state != RUNNING:
+            return
+        now = time.monotonic()
+        if self.pending or self.paused_until is not None:
+            self.heard_at = now
+        elif now - self.heard_at >= self.idle_timeout:
+            log.info("%s: idle for %g s; ending the session (--idle-timeout)", self.user,
+                     self.idle_timeout)
+            self._send(_system("idle_timeout", f"Nothing was received from you for "
+                               f"{self.idle_timeout:g} seconds, the server's limit; this "
+                               "session is closed. Log in again to go on."))
+            self.life.move("idle")
 
     def _update_interest(self):
         """Read from the client only while the database keeps up, and not while the
@@ -236,6 +261,7 @@ class UserSession:
         """Feed bytes from the client (b"" = it closed) and handle every event."""
         if data is None:
             return
+        self.heard_at = time.monotonic()
         try:
             self.conn.receive_data(data)
             self._drain_client_events()

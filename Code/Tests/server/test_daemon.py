@@ -4,13 +4,18 @@ Real daemons on port 0 in temporary data dirs; clients are `RawClient`s.
 Covers the readiness line, process titles, `--max-clients`, the SIGTERM
 sequence (clients told, exit 0, WAL checkpointed), a restart with nothing
 lost, a killed database process being restarted under live sessions, a
-corrupt or foreign data file refused at start, and `--fingerprint`.
+corrupt or foreign data file refused at start, and `--fingerprint`. The
+server's lifetime: SIGTERM to the daemon or to its whole process group
+gives the same clean stop; `--exit-when-idle`; TCP keepalive ending a
+client that vanished without closing (in a private network namespace whose
+loopback then drops every packet, `Tests/support/netns.py`).
 """
 
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -19,8 +24,10 @@ from Modules.wire import channel
 from Modules.wire.framing import CLOSED
 from Tests.support import (
     SERVER,
+    WAIT,
     RawClient,
     child_env,
+    netns,
     next_message,
     proc_stat,
     request,
@@ -48,8 +55,8 @@ def test_one_over_max_clients_is_told_the_server_is_full(make_server):
     wait_until(lambda: _can_log_in(server), message="a free place after the first left")
 
 
-def _can_log_in(server):
-    client = RawClient(server.port)
+def _can_log_in(server, sock=None):
+    client = RawClient(server.port, sock=sock)
     client.write(client.conn.start())
     event = client.next_event()
     client.close()
@@ -211,3 +218,86 @@ def test_a_second_server_on_a_data_dir_in_use_is_refused_at_once(server, tmp_pat
     assert f"another Parley server (pid {server.proc.pid}) is using" in done.stderr
     assert "listening on" not in done.stdout
     assert request(session(server, "still")[0], "Inbox").op == "Result"   # the first serves on
+
+
+SENDS_IN_FLIGHT = 50
+
+
+def _events_to_the_end(client):
+    """Every event until the server closes the connection (CLOSED not included)."""
+    events = client.events_until(lambda event: False)
+    assert events[-1] is CLOSED
+    return events[:-1]
+
+
+@pytest.mark.parametrize("target", ["daemon", "group"])
+def test_sigterm_to_the_daemon_or_its_whole_group_stops_cleanly(make_server, target):
+    server = make_server(subdir="stop")
+    session(server, "bob")[0].close()
+    alice, _ = session(server, "alice")
+    accepted = [send(alice, "bob", "just before the stop").data["id"]]
+    for i in range(SENDS_IN_FLIGHT):                # and more in flight as the signal comes
+        alice.send("Send", rid=1000 + i, to="bob", subject=f"in flight {i}", body="x",
+                   client_id=f"flight-{i}")
+    if target == "group":                     # what systemd, timeout and kill -TERM -PGID do
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    else:
+        server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(WAIT) == 0
+    # The daemon waited for its database: it is gone, and said so before "stopped".
+    assert not server.pids_titled("parley: database"), server.processes()
+    log = server.log()
+    assert "database closed cleanly" in log.split("[parley: daemon] stopped")[0]
+    assert "restarting it" not in log and "died" not in log
+    events = _events_to_the_end(alice)
+    said = [(e.op, e.data.get("event") or e.data.get("code")) for e in events
+            if e.op != "Result"]
+    assert said == [("System", "shutdown")], said          # the goodbye, no "unavailable"
+    accepted += [event.data["id"] for event in events if event.op == "Result"]
+    wait_until(lambda: not server.processes(), message="nothing of the server left running")
+    server.kill_group()
+    again = make_server(subdir="stop")      # same data dir
+    _, backlog = session(again, "bob", create=False)
+    assert [m["id"] for m in backlog] == accepted
+
+
+def test_the_forkserver_and_its_children_have_a_process_group_of_their_own(server):
+    (database,) = server.pids_titled("parley: database")
+    fields = proc_stat(database)
+    assert int(fields[2]) != server.proc.pid          # not the daemon's group...
+    assert int(fields[3]) == server.proc.pid          # ...but still the daemon's session
+
+
+def test_exit_when_idle_stops_cleanly_once_no_connection_is_left(make_server):
+    server = make_server("--exit-when-idle", "1")
+    alice, _ = session(server, "alice")
+    held_until = time.monotonic() + 3                  # three times the limit, connected
+    while time.monotonic() < held_until:               # answered (or told to slow down)
+        answer = request(alice, "Inbox")
+        assert answer.op == "Result" or answer.data["code"] == "rate_limited", answer
+    assert server.proc.poll() is None
+    alice.send("Logout")
+    assert _events_to_the_end(alice)[-1].data["event"] == "goodbye"
+    assert server.proc.wait(WAIT) == 0                 # by itself: no signal was sent
+    log = server.log()
+    assert "stopping (--exit-when-idle)" in log and "database closed cleanly" in log
+
+
+def test_keepalive_ends_a_client_that_vanished_and_frees_its_place(make_server):
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    network = netns.PrivateNetwork()
+    try:
+        server = make_server("--max-clients", "1", "--keepalive", "1",
+                             prefix=network.prefix())
+        alice, _ = session(server, "alice", sock=network.socket())
+        (user,) = server.pids_titled("parley: user alice")
+        network.lose_every_packet()          # alice vanishes: no FIN, no RST, nothing
+        wait_until(lambda: user not in server.processes(), message="alice's process ended")
+        network.restore()
+        wait_until(lambda: _can_log_in(server, network.socket()),
+                   message="her place free for someone else")
+        alice.close()
+    finally:
+        network.close()

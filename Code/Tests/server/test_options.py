@@ -18,9 +18,14 @@ EVERY_OPTION = [
     ("log_level", "debug", "warning"),
     ("max_clients", "5", "7"),
     ("login_timeout", "2.5", "30"),
+    ("port_fallback", "3", "10"),
+    ("keepalive", "2", "300"),
+    ("idle_timeout", "1.5", "600"),
+    ("exit_when_idle", "90", "0"),
 ]
 CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
-           "log_level": str.upper}
+           "log_level": str.upper, "port_fallback": int, "keepalive": int,
+           "idle_timeout": float, "exit_when_idle": float}
 
 
 def parse(argv=(), environ=None):
@@ -54,6 +59,8 @@ def test_defaults():
     assert options.log_level == "INFO"
     assert options.max_clients == 1000
     assert options.login_timeout == 60.0
+    assert options.port_fallback == 0 and options.keepalive == 60
+    assert options.idle_timeout == 0 and options.exit_when_idle == 0   # 0: off
     assert options.debug is False and not options.fingerprint
 
 
@@ -115,6 +122,9 @@ def test_log_level_is_upper_cased_everywhere():
     ("port", "abc"), ("port", "70000"), ("port", "-1"), ("max_clients", "0"),
     ("max_clients", "-3"), ("max_clients", "many"), ("log_level", "LOUD"),
     ("login_timeout", "0"), ("login_timeout", "5000"), ("login_timeout", "soon"),
+    ("port_fallback", "-1"), ("port_fallback", "1001"), ("keepalive", "0"),
+    ("keepalive", "1.5"), ("keepalive", "99999"), ("idle_timeout", "-5"),
+    ("idle_timeout", "forever"), ("exit_when_idle", "99999999"),
 ])
 def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
     err = exits(capsys, [f"{flag(name)}={text}"])
@@ -124,7 +134,8 @@ def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
 
 @pytest.mark.parametrize("name, text", [
     ("port", "abc"), ("port", "70000"), ("max_clients", "0"), ("log_level", "LOUD"),
-    ("login_timeout", "-1"), ("port", ""),
+    ("login_timeout", "-1"), ("port", ""), ("port_fallback", "many"), ("keepalive", "-1"),
+    ("idle_timeout", "soon"), ("exit_when_idle", "-1"),
 ])
 def test_bad_environment_value_exits_naming_the_variable(capsys, name, text):
     err = exits(capsys, environ={f"PARLEY_{name.upper()}": text})
@@ -147,5 +158,7 @@ def test_help_names_the_environment_variables(capsys):
         parse(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for name in ("PARLEY_PORT", "PARLEY_DATA_DIR", "PARLEY_MAX_CLIENTS", "PARLEY_DEBUG"):
+    for name in ("PARLEY_PORT", "PARLEY_DATA_DIR", "PARLEY_MAX_CLIENTS", "PARLEY_DEBUG",
+                 "PARLEY_PORT_FALLBACK", "PARLEY_KEEPALIVE", "PARLEY_IDLE_TIMEOUT",
+                 "PARLEY_EXIT_WHEN_IDLE"):
         assert name in out

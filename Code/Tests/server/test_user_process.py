@@ -2,17 +2,20 @@
 
 Delivery at login and live, acknowledgement, order, bounces, the inbox,
 read/unread, deletion of messages and of an account, idempotent sends and
-bad requests. Clients are `RawClient`s so the tests see every packet.
+bad requests; `--idle-timeout` ending an idle session with a notice while
+an active one goes on. Clients are `RawClient`s so the tests see every
+packet.
 """
 
 import os
 import signal
+import time
 
 from Modules.server import login_process, user_process
 from Modules.wire import channel
 from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder
 from Modules.wire.serializers import Packet
-from Tests.support import next_message, request, send, session
+from Tests.support import WAIT, next_message, request, send, session, wait_until
 from Tests.support.pairs import user_session
 
 
@@ -225,3 +228,23 @@ def test_a_session_that_can_send_no_more_closes_instead_of_hanging():
         assert session.state == user_process.CLOSING
     finally:
         session.selector.close()
+
+
+def test_an_idle_session_is_told_why_and_closed_while_an_active_one_goes_on(make_server):
+    server = make_server("--idle-timeout", "2")
+    idle, _ = session(server, "idle")
+    busy, _ = session(server, "busy")
+    (idle_pid,) = server.pids_titled("parley: user idle")
+    deadline = time.monotonic() + WAIT
+    while idle_pid in server.processes():            # busy keeps talking meanwhile
+        assert time.monotonic() < deadline, "the idle session was never ended"
+        answer = request(busy, "Inbox")
+        assert answer.op == "Result" or answer.data["code"] == "rate_limited", answer
+    events = idle.events_until(lambda event: False)
+    assert events[-1] is CLOSED
+    (notice,) = events[:-1]
+    assert (notice.op, notice.data["event"]) == ("System", "idle_timeout")
+    assert "2 seconds" in notice.data["message"]
+    assert request(busy, "Inbox").op == "Result"      # the active session was not ended
+    wait_until(lambda: "idle for 2 s; ending the session" in server.log(),
+               message="the reason in the log")

@@ -119,11 +119,13 @@ class RawClient:
 
     `source` binds the connection to a local address (127.0.0.2 is another
     host to the server's throttle); `rcvbuf` shrinks the socket's receive
-    buffer (a client that stops reading fills it quickly).
+    buffer (a client that stops reading fills it quickly); `sock` is a socket
+    to connect instead of a new one (one made in a private network).
     """
 
-    def __init__(self, port, host="127.0.0.1", timeout=WAIT, source=None, rcvbuf=None):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(self, port, host="127.0.0.1", timeout=WAIT, source=None, rcvbuf=None,
+                 sock=None):
+        sock = sock or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)

@@ -1,9 +1,10 @@
 """Real processes for tests: the daemon, a lone database process, and waiting.
 
 `ServerProcess` starts `Code/server_daemon.py --port 0` in a temporary data
-dir as its own process group and always kills that whole group when the
-test ends (the `server` fixture in conftest.py guarantees it, even on
-failure). `running_database()` starts a real database process (a
+dir as its own session (the daemon is its leader: the forkserver and its
+children move to a process group of their own, but never leave the
+session) and always kills everything in that session when the test ends
+(the `server` fixture in conftest.py guarantees it, even on failure). `running_database()` starts a real database process (a
 forkserver child on real SQLite files) for tests that talk to the monitor
 directly. `wait_until` waits on a condition, never a fixed time.
 """
@@ -56,18 +57,19 @@ def child_env(extra=None):
 class ServerProcess:
     """A real Parley daemon (and its children) for one test."""
 
-    def __init__(self, tmp_path, *args, env=None):
+    def __init__(self, tmp_path, *args, env=None, prefix=()):
         self.tmp_path = tmp_path
         self.data_dir = str(tmp_path / "data")
         self.args, self.env = list(args), env or {}
+        self.prefix = list(prefix)   # a command that execs the rest (e.g. nsenter ... --)
         self.proc = None
         self.port = None
         self.log_path = tmp_path / "server.log"
         self.stdout_lines = []
 
     def start(self):
-        command = [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir,
-                   "--log-level", "DEBUG", *self.args]
+        command = [*self.prefix, sys.executable, SERVER, "--port", "0",
+                   "--data-dir", self.data_dir, "--log-level", "DEBUG", *self.args]
         self.log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log_file,
                                      env=child_env(self.env), start_new_session=True)
@@ -111,10 +113,8 @@ class ServerProcess:
             self.kill_group()
 
     def kill_group(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """SIGKILL to everything the server started (its whole session), at once."""
+        kill_session(self.proc.pid)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -130,29 +130,53 @@ class ServerProcess:
                 shutil.rmtree(path, ignore_errors=True)
 
     def processes(self):
-        """{pid: title} of every live process in the server's process group."""
+        """{pid: title} of every live process the server started (in its session)."""
         found = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                title = _title_if_in_group(int(entry), self.proc.pid)
-                if title is not None:
-                    found[int(entry)] = title
+        for pid in session_members(self.proc.pid):
+            title = _title(pid)
+            if title is not None:
+                found[pid] = title
         return found
 
     def pids_titled(self, prefix):
         return [pid for pid, title in self.processes().items() if title.startswith(prefix)]
 
 
-def _title_if_in_group(pid, pgid):
+def session_members(sid):
+    """The pids of the live (not zombie) processes of session `sid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = proc_stat(entry)
+                if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+                    members.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return members
+
+
+def kill_session(sid, timeout=10.0):
+    """SIGKILL to every process of session `sid`, all in one go, again until none
+    is left (a forkserver could fork once more in between). Never raises."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        members = session_members(sid)
+        if not members:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, signal.SIGKILL)        # the daemon's own group first
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def _title(pid):
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) != pgid or fields[0] == "Z":
-            return None
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (OSError, ValueError, IndexError):
+    except OSError:
         return None
 
 
