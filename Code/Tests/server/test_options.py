@@ -18,6 +18,7 @@ EVERY_OPTION = [
     ("log_level", "debug", "warning"),
     ("max_clients", "5", "7"),
     ("login_timeout", "2.5", "30"),
+    ("log_file", "/var/log/parley.log", "/tmp/parley-env.log"),
 ]
 CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
            "log_level": str.upper}
@@ -54,6 +55,7 @@ def test_defaults():
     assert options.log_level == "INFO"
     assert options.max_clients == 1000
     assert options.login_timeout == 60.0
+    assert options.log_file is None
     assert options.debug is False and not options.fingerprint
 
 
@@ -108,6 +110,12 @@ def test_log_level_is_upper_cased_everywhere():
     assert parse(environ={"PARLEY_LOG_LEVEL": "Debug"}).log_level == "DEBUG"
 
 
+def test_log_file_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse(["--log-file", "logs/p.log"]).log_file == str(tmp_path / "logs" / "p.log")
+    assert parse(environ={"PARLEY_LOG_FILE": "p.log"}).log_file == str(tmp_path / "p.log")
+
+
 # -------------------------------------------------------------- bad values
 
 
@@ -115,6 +123,7 @@ def test_log_level_is_upper_cased_everywhere():
     ("port", "abc"), ("port", "70000"), ("port", "-1"), ("max_clients", "0"),
     ("max_clients", "-3"), ("max_clients", "many"), ("log_level", "LOUD"),
     ("login_timeout", "0"), ("login_timeout", "5000"), ("login_timeout", "soon"),
+    ("log_file", " "),
 ])
 def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
     err = exits(capsys, [f"{flag(name)}={text}"])
@@ -124,7 +133,7 @@ def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
 
 @pytest.mark.parametrize("name, text", [
     ("port", "abc"), ("port", "70000"), ("max_clients", "0"), ("log_level", "LOUD"),
-    ("login_timeout", "-1"), ("port", ""),
+    ("login_timeout", "-1"), ("port", ""), ("log_file", ""),
 ])
 def test_bad_environment_value_exits_naming_the_variable(capsys, name, text):
     err = exits(capsys, environ={f"PARLEY_{name.upper()}": text})
