@@ -164,5 +164,11 @@ def test_a_log_file_that_cannot_be_written_is_one_sentence(tmp_path, where, why)
     assert str(info.value) == f"cannot write the log file {path}: " + why.format(tmp=tmp_path)
 
 
+def test_a_log_file_this_user_may_not_write_names_the_user():
+    problem = runtime.log_file_problem("/srv/parley.log", PermissionError(13, "denied"))
+    assert problem == (f"cannot write the log file /srv/parley.log: the Unix user "
+                       f"{runtime.unix_user()} may not write there")
+
+
 def test_unix_user_names_the_uid():
     assert runtime.unix_user().endswith(f"(uid {os.getuid()})")
