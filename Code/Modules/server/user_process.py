@@ -169,6 +169,8 @@ class SessionLog:
 
     def acknowledged(self, ids):
         for message_id in ids:
+            if type(message_id) is not int:  # noqa: E721 -- the database refuses it anyway
+                continue
             known = self.unacked.pop(message_id, None)
             if known is not None:            # only what we pushed: never ids a client made up
                 sender, size, kind = known
