@@ -192,12 +192,13 @@ def reopen_log_file():
     return True
 
 
-def log_always(logger, message, *args):
-    """An INFO line that reaches the log file whatever the level (the header of
-    each start); standard error gets it only if the level lets it through."""
-    record = logger.makeRecord(logger.name, logging.INFO, "(header)", 0, message, args, None)
+def log_always(logger, message, *args, level=logging.INFO, stderr=True):
+    """A line that reaches the log file whatever the level (the header of each
+    start, why a start failed); standard error gets it only if `stderr` and the
+    level let it through."""
+    record = logger.makeRecord(logger.name, level, "(always)", 0, message, args, None)
     for handler in logging.getLogger().handlers:
-        if handler is _file_handler[0] or logger.isEnabledFor(logging.INFO):
+        if handler is _file_handler[0] or (stderr and logger.isEnabledFor(level)):
             handler.handle(record)
 
 

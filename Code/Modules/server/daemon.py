@@ -516,6 +516,8 @@ def run(options):
         daemon.serve()
     except (DaemonError, instance.InstanceError, identity.IdentityError, OSError) as error:
         print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
+        log_always(log, "cannot run the server: %s", error, level=logging.ERROR,
+                   stderr=False)                   # said above; the log file learns it too
         daemon.signals = 2
         for proc in multiprocessing.active_children():
             proc.kill()

@@ -8,7 +8,7 @@ daemon's close), no
 colour codes, refusals and failed logins carrying their connection's id,
 no secret at any level (the password, a wrong password, the subject, the
 body, the password hash, the server's private key), appending across two
-runs, logrotate's rename then SIGHUP (new lines in a new file at the old
+runs, a failed start's reason, logrotate's rename then SIGHUP (new lines in a new file at the old
 path, the daemon still serving), and a path that cannot be written being
 one sentence at start with nothing made.
 """
@@ -185,6 +185,21 @@ def test_the_log_file_grows_across_runs(make_server, log_path):
     assert [f"pid {first.proc.pid}," in headers[0], f"pid {second.proc.pid}," in headers[1]] \
         == [True, True] and len(headers) == 2
     assert "alice logged in" in text[len(after_first):]
+
+
+def test_a_start_that_fails_says_why_in_the_log_file_too(make_server, log_path):
+    running = make_server("--log-file", str(log_path), subdir="run")
+    done = subprocess.run([sys.executable, SERVER, "--port", "0", "--data-dir",
+                           running.data_dir, "--log-file", str(log_path)],
+                          capture_output=True, text=True, timeout=60, env=child_env())
+    assert done.returncode == 1
+    why = f"another Parley server (pid {running.proc.pid}) is using {running.data_dir}"
+    assert done.stderr.count(why) == 1                  # said once on standard error
+    (failed,) = [r for r in records(log_path) if r[0] == "ERROR"]
+    assert failed[1:3] == ("parley: daemon", "-")
+    assert failed[3].startswith(f"cannot run the server: {why}")
+    headers = [m for *_rest, m in records(log_path) if " starting: pid " in m]
+    assert len(headers) == 2 and f"pid {running.proc.pid}," not in headers[1]
 
 
 def test_sighup_after_logrotate_moved_the_file_writes_a_new_one(make_server, log_path):
