@@ -2,18 +2,30 @@
 
 `start_process(title, options)` sets the process title seen by `ps` and
 `top` (`parley: database`, `parley: user alice`, ...) with setproctitle and
-configures colour logging to standard error with colorlog. Log records
-never carry passwords, hashes, keys or message bodies: callers log names,
-ids, sizes and error codes only. Also here: `restore_default_signals`
-(and the lifeline that ends a child whose daemon died),
-`lower_priority` for work that can wait, `process_alive` by /proc,
-`close_connection`, and `keep_memory_returnable` / `return_free_memory` so
-that a process's memory comes back down after a flood. Nothing here raises for a platform that lacks a
-feature; it does without it.
+configures logging: colour logs to standard error with colorlog when it is
+a terminal (plain ones otherwise), and with `--log-file` plain lines
+appended to that file too. Every process opens the file itself
+(`PrivateLogFile`: created 0600, O_APPEND, one write() per record, opened
+again when logrotate moved it; `reopen_log_file` forces that, for SIGHUP).
+Every line carries the connection id of the process that wrote it (`c17`;
+`-` in a process that serves no connection), so one session can be
+followed from accept to logout. Log records never carry passwords, hashes,
+keys, tickets or message bodies and subjects: callers log names, ids,
+sizes and error codes only. Also here: `restore_default_signals` (and the
+lifeline that ends a child whose daemon died), `lower_priority` for work
+that can wait, `process_alive` by /proc, `close_connection`, and
+`keep_memory_returnable` / `return_free_memory` so that a process's memory
+comes back down after a flood.
+
+How it fails: a log file that cannot be opened at start is a
+`LogFileError` with one sentence; nothing else here raises for a platform
+that lacks a feature, it does without it.
 """
 
 import logging
+import logging.handlers
 import os
+import pwd
 import signal
 import socket
 import sys
@@ -22,8 +34,14 @@ import threading
 import colorlog
 import setproctitle
 
-LOG_FORMAT = "%(log_color)s%(asctime)s %(levelname)-7s%(reset)s [%(processName)s] %(message)s"
-PLAIN_FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s] %(message)s"
+LOG_FORMAT = ("%(log_color)s%(asctime)s %(levelname)-7s%(reset)s [%(processName)s] "
+              "%(conn_id)s %(message)s")
+PLAIN_FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s] %(conn_id)s %(message)s"
+NO_CONNECTION = "-"
+
+
+class LogFileError(Exception):
+    """The log file cannot be written; the message says why in one sentence."""
 
 
 def log_level_from(options):
@@ -38,31 +56,165 @@ def log_level_from(options):
     return level
 
 
-def setup_logging(level):
-    """Colour logs on a terminal, plain ones otherwise, to standard error."""
+def setup_logging(level, log_file=None):
+    """Colour logs on a terminal, plain ones otherwise, to standard error; and
+    plain ones appended to `log_file` (an absolute path) if given."""
     handler = logging.StreamHandler(sys.stderr)
     if sys.stderr.isatty():
         handler.setFormatter(colorlog.ColoredFormatter(LOG_FORMAT))
     else:
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    handlers = [handler]
+    if log_file:
+        handlers.append(_log_file_handler(log_file))
+    for each in handlers:
+        each.addFilter(_CONNECTION_ID)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
 
 
 def start_process(title, options):
-    """Name the process `parley: <title>` and configure its logging."""
+    """Name the process `parley: <title>` and configure its logging: its level,
+    its log file and the connection id its lines carry (`conn_id` in options)."""
     import multiprocessing
 
     full_title = f"parley: {title}"
     setproctitle.setproctitle(full_title)
     multiprocessing.current_process().name = full_title
-    setup_logging(log_level_from(options))
+    set_connection_id(options.get("conn_id"))
+    setup_logging(log_level_from(options), options.get("log_file"))
+
+
+# -- the connection id on every line ------------------------------------------------
+
+_connection = [NO_CONNECTION]
+
+
+def set_connection_id(conn_id):
+    """The id every later line of this process carries (one process per connection)."""
+    _connection[0] = conn_id or NO_CONNECTION
+
+
+class _ConnectionId(logging.Filter):
+    """Gives each record this process's connection id, unless the caller named the
+    connection the line is about (the daemon: `extra={"conn_id": "c17"}`)."""
+
+    def filter(self, record):
+        if not hasattr(record, "conn_id"):
+            record.conn_id = _connection[0]
+        return True
+
+
+_CONNECTION_ID = _ConnectionId()
+
+
+# -- the log file -----------------------------------------------------------------
+
+# Control characters other than the newline are shown as \xNN in the file (no
+# colour codes, no carriage returns), and the lines of one record after its
+# first are indented: a line that starts with a date is always a record's own.
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(32), 127] if code != 10}
+
+
+class PrivateLogFile(logging.handlers.WatchedFileHandler):
+    """A WatchedFileHandler whose file is created 0600 and opened with O_APPEND.
+
+    Each record is one write() at the end of the file, so the lines of every
+    process stay whole; before each record the path is checked, and a file
+    that was moved or removed (logrotate) is opened again, created anew.
+    """
+
+    def _open(self):
+        fd = os.open(self.baseFilename,
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return open(fd, "a", encoding="utf-8")
+
+    def emit(self, record):
+        try:
+            self.reopenIfNeeded()
+            text = self.format(record).translate(_ESCAPES).replace("\n", "\n    ")
+            os.write(self.stream.fileno(), (text + "\n").encode("utf-8", "replace"))
+        except Exception:
+            self.handleError(record)
+
+    def reopen(self):
+        """Close the file and open the path again, moved or not (SIGHUP)."""
+        self.acquire()
+        try:
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+            self._statstream()
+        finally:
+            self.release()
+
+
+_file_handler = [None]
+
+
+def _log_file_handler(path):
+    """This process's handler of `path`: the one it has (a spare that becomes a
+    login process keeps it), else a new one; LogFileError if it cannot be opened."""
+    current = _file_handler[0]
+    if current is not None and current.baseFilename == os.path.abspath(path):
+        return current
+    try:
+        handler = PrivateLogFile(path, encoding="utf-8")
+    except OSError as error:
+        raise LogFileError(log_file_problem(path, error)) from None
+    handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
+    if current is not None:
+        current.close()
+    _file_handler[0] = handler
+    return handler
+
+
+def log_file_problem(path, error):
+    """One sentence: why the log file at `path` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if isinstance(error, FileNotFoundError) and not os.path.isdir(folder):
+        why = f"the directory {folder} does not exist"
+    elif isinstance(error, IsADirectoryError):
+        why = "that is a directory"
+    elif isinstance(error, PermissionError):
+        why = f"the Unix user {unix_user()} may not write there"
+    else:
+        why = (error.strerror or str(error)).lower()
+    return f"cannot write the log file {path}: {why}"
+
+
+def reopen_log_file():
+    """Open this process's log file again (after SIGHUP); whether it has one."""
+    if _file_handler[0] is None:
+        return False
+    _file_handler[0].reopen()
+    return True
+
+
+def log_always(logger, message, *args, level=logging.INFO, stderr=True):
+    """A line that reaches the log file whatever the level (the header of each
+    start, why a start failed); standard error gets it only if `stderr` and the
+    level let it through."""
+    record = logger.makeRecord(logger.name, level, "(always)", 0, message, args, None)
+    for handler in logging.getLogger().handlers:
+        if handler is _file_handler[0] or (stderr and logger.isEnabledFor(level)):
+            handler.handle(record)
+
+
+def unix_user():
+    """'alice (uid 1000)': who runs this process (the uid alone if it has no name)."""
+    uid = os.getuid()
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def restore_default_signals(lifeline=None):
-    """What every child does first: ignore Ctrl-C (the daemon handles it), and
-    stop when the daemon is gone.
+    """What every child does first: ignore Ctrl-C (the daemon handles it) and
+    SIGHUP (a moved log file is noticed before the next line), and stop when
+    the daemon is gone.
 
     `lifeline` is the read end of a pipe whose only write end the daemon
     holds and never writes to: end of file on it means the daemon has died
@@ -72,6 +224,7 @@ def restore_default_signals(lifeline=None):
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # the log file reopens by itself
     if lifeline is not None:
         threading.Thread(target=_watch_lifeline, args=(lifeline,), daemon=True,
                          name="parley-lifeline").start()

@@ -1,15 +1,21 @@
 """Tests for Modules/runtime.py: what every server process does first.
 
-The log level from options, the lifeline (a child whose daemon's end of the
+The log level from options, the log file (created 0600, appended, plain,
+every line with the connection id, reopened when moved and on demand, a
+bad path one sentence), the lifeline (a child whose daemon's end of the
 pipe closes ends itself with SIGTERM), lower priority per thread, process
-liveness by /proc, and the process title seen by `ps`.
+liveness by /proc, and the process title seen by `ps`. What configures
+logging runs in a child interpreter, never in pytest's own.
 """
 
 import multiprocessing
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
+import textwrap
 import threading
 
 import pytest
@@ -84,3 +90,85 @@ def test_start_process_sets_the_title_ps_shows():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env=child_env({"PYTHONPATH": CODE_DIR}))
     assert done.stdout.strip() == "parley: tester"
+
+
+def _run_child(code):
+    """Run `code` in a fresh interpreter that can import Modules; its stdout."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=60, env=child_env({"PYTHONPATH": CODE_DIR}))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_log_file_is_private_plain_appended_and_names_the_connection(tmp_path):
+    path = tmp_path / "parley.log"
+    path.write_text("an earlier run\n")
+    os.chmod(path, 0o600)
+    fresh = tmp_path / "fresh.log"
+    _run_child(f"""
+        import logging
+        from Modules import runtime
+        runtime.start_process("tester", {{"log_file": {str(path)!r}, "conn_id": "c5",
+                                          "log_level": "WARNING"}})
+        log = logging.getLogger("parley.test")
+        log.warning("one \\x1b[31mred\\x1b[0m line\\nforged 2020-01-01 line")
+        log.warning("about another", extra={{"conn_id": "c9"}})
+        log.info("below the level")
+        runtime.log_always(log, "a header at any level")
+        runtime.setup_logging(logging.INFO, {str(fresh)!r})
+        runtime.set_connection_id(None)
+        logging.getLogger("x").info("no connection")
+    """)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "an earlier run"
+    assert re.fullmatch(r"\S+ \S+ WARNING \[parley: tester\] c5 one \\x1b\[31mred"
+                        r"\\x1b\[0m line", lines[1])
+    assert lines[2] == "    forged 2020-01-01 line"            # indented: not a record
+    assert lines[3].endswith("WARNING [parley: tester] c9 about another")
+    assert lines[4].endswith("INFO    [parley: tester] c5 a header at any level")
+    assert len(lines) == 5 and "\x1b" not in path.read_text()
+    assert fresh.read_text().strip().endswith("[parley: tester] - no connection")
+    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o600
+
+
+def test_a_moved_log_file_is_made_again_and_reopen_forces_it(tmp_path):
+    path = tmp_path / "parley.log"
+    out = _run_child(f"""
+        import logging, os
+        from Modules import runtime
+        print(runtime.reopen_log_file())         # none yet
+        runtime.start_process("tester", {{"log_file": {str(path)!r}}})
+        log = logging.getLogger("parley.test")
+        log.info("first")
+        os.rename({str(path)!r}, {str(path) + ".1"!r})
+        log.info("second")                       # the watched file: made again
+        os.rename({str(path)!r}, {str(path) + ".2"!r})
+        print(runtime.reopen_log_file(), os.path.exists({str(path)!r}))   # made at once
+        log.info("third")
+    """)
+    assert out.split() == ["False", "True", "True"]
+    assert (tmp_path / "parley.log.1").read_text().strip().endswith("first")
+    assert (tmp_path / "parley.log.2").read_text().strip().endswith("second")
+    assert path.read_text().strip().endswith("third")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("where, why", [
+    ("missing/parley.log", "the directory {tmp}/missing does not exist"),
+    (".", "that is a directory"),
+])
+def test_a_log_file_that_cannot_be_written_is_one_sentence(tmp_path, where, why):
+    path = os.path.normpath(str(tmp_path / where))
+    with pytest.raises(runtime.LogFileError) as info:
+        runtime._log_file_handler(path)
+    assert str(info.value) == f"cannot write the log file {path}: " + why.format(tmp=tmp_path)
+
+
+def test_a_log_file_this_user_may_not_write_names_the_user():
+    problem = runtime.log_file_problem("/srv/parley.log", PermissionError(13, "denied"))
+    assert problem == (f"cannot write the log file /srv/parley.log: the Unix user "
+                       f"{runtime.unix_user()} may not write there")
+
+
+def test_unix_user_names_the_uid():
+    assert runtime.unix_user().endswith(f"(uid {os.getuid()})")

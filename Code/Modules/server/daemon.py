@@ -15,6 +15,13 @@ in all, connections still logging in per address and in all (with early
 drop), and new connections per second per address; a refused one is told
 why in a plaintext notice and closed.
 
+It numbers the connections it accepts (`c1`, `c2`, ...) and gives the
+id to each process that serves one, so that every log line about a
+connection carries it, from accept to logout. It writes the header line of
+each start to the log; SIGHUP makes it open its `--log-file` again (the
+other processes notice a moved file before their next line), and never
+stops the server.
+
 The daemon keeps its own copy of every client socket, so that whatever
 way a child ends (even SIGKILL) the daemon notices the pipe closing and
 closes the connection; it never reads from client sockets.
@@ -51,7 +58,14 @@ import time
 
 from Modules import identity
 from Modules.database import monitor as database_process
-from Modules.runtime import process_alive, start_process
+from Modules.runtime import (
+    LogFileError,
+    log_always,
+    process_alive,
+    reopen_log_file,
+    start_process,
+    unix_user,
+)
 from Modules.server import instance, listener, spares
 from Modules.server.admission import Admission
 from Modules.wire import protocol
@@ -77,12 +91,19 @@ class DataUnusable(DaemonError):
 class ClientRecord:
     """One TCP connection and the process serving it now."""
 
-    __slots__ = ("sock", "peer", "address", "proc", "pipe", "kind", "ticket")
+    __slots__ = ("sock", "peer", "address", "conn_id", "proc", "pipe", "kind", "user",
+                 "ticket")
 
-    def __init__(self, sock, peer, address):
+    def __init__(self, sock, peer, address, conn_id):
         self.sock, self.peer, self.address = sock, peer, address
-        self.proc = self.pipe = self.kind = None
+        self.conn_id = conn_id      # "c17": on every log line about this connection
+        self.proc = self.pipe = self.kind = self.user = None
         self.ticket = None          # the user process's, for a restarted database
+
+    @property
+    def about(self):
+        """`extra` for a log line about this connection (it carries its id)."""
+        return {"conn_id": self.conn_id}
 
 
 def forkserver_context():
@@ -117,6 +138,8 @@ class Daemon:
         self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
         self.idle_since = None       # since when no connection at all (--exit-when-idle)
+        self.hangups = 0             # SIGHUPs not acted on yet: reopen the log file
+        self.accepted = 0            # connections accepted so far; the next id is c<n+1>
         self.wake_r, self.wake_w = socket.socketpair()
         # Children watch `lifeline` for end of file: only we hold the write end.
         self.lifeline, self._lifeline_writer = self.ctx.Pipe(duplex=False)
@@ -131,8 +154,8 @@ class Daemon:
     # -- configuration handed to children ------------------------------------
     def _base_config(self):
         return {"log_level": self.options.log_level, "debug": self.options.debug,
-                "db_socket": self.db_socket, "lifeline": self.lifeline,
-                "idle_timeout": self.options.idle_timeout}
+                "log_file": self.options.log_file, "db_socket": self.db_socket,
+                "lifeline": self.lifeline, "idle_timeout": self.options.idle_timeout}
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
@@ -216,11 +239,24 @@ class Daemon:
         signal.set_wakeup_fd(self.wake_w.fileno())
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
 
     def _on_signal(self, _signum, _frame):
         self.signals += 1
         if self.signals >= 2:
             self._force_exit()
+
+    def _on_hangup(self, _signum, _frame):
+        self.hangups += 1            # acted on by the loop, never inside the handler
+
+    def _reopen_log(self):
+        """SIGHUP: open the log file again (logrotate moved it). The children
+        notice a moved file themselves, before their next line."""
+        self.hangups = 0
+        if reopen_log_file():
+            log.info("SIGHUP: log file reopened")
+        else:
+            log.info("SIGHUP: no --log-file to reopen")
 
     # -- the loop --------------------------------------------------------------
     def serve(self):
@@ -229,6 +265,8 @@ class Daemon:
             for key, _mask in events:
                 self._dispatch(key)
             self._reap()
+            if self.hangups:
+                self._reopen_log()
             if self.db_restart_at is not None and time.monotonic() >= self.db_restart_at:
                 self._restart_database()
             if not events:   # between connections: a process start delays no one
@@ -276,21 +314,27 @@ class Daemon:
             except OSError as error:  # e.g. out of file descriptors: keep serving
                 log.error("accept failed: %s", error)
                 return
-            self._admit(sock, f"{address[0]}:{address[1]}", address[0])
+            self.accepted += 1
+            record = ClientRecord(sock, f"{address[0]}:{address[1]}", address[0],
+                                  f"c{self.accepted}")
+            self._admit(record)
 
-    def _admit(self, sock, peer, address):
+    def _admit(self, record):
+        sock, peer, address = record.sock, record.peer, record.address
         listener.tune(sock, self.options.keepalive)   # no Nagle stalls; keepalive
         refused = self.admission.admit(address)
         if refused is not None:
             log.warning("refusing %s (%s; %d connections, %d logging in)", peer,
-                        refused.reason, self.admission.connections, self.admission.pre_login)
+                        refused.reason, self.admission.connections, self.admission.pre_login,
+                        extra=record.about)
             self._refuse(sock, refused.text)
             return
-        record = ClientRecord(sock, peer, address)
+        log.info("connection from %s", peer, extra=record.about)
         try:
             self._spawn(record, "login", peer, self._login_config())
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
-            log.error("cannot start a login process for %s: %s", peer, error)
+            log.error("cannot start a login process for %s: %s", peer, error,
+                      extra=record.about)
             self.admission.ended(address, was_logging_in=True)
             sock.close()
 
@@ -304,7 +348,9 @@ class Daemon:
 
     def _spawn(self, record, kind, first, config, extra=()):
         """A login or user process for this connection: a spare if one is idle,
-        else a new one. It runs `main(sock, first, pipe, config, *extra)`."""
+        else a new one. It runs `main(sock, first, pipe, config, *extra)`, its
+        log lines carrying the connection's id."""
+        config = {**config, "conn_id": record.conn_id}
         given = self.spares.give(kind, record.sock, first, config, extra)
         if given is not None:
             proc, receive_end = given
@@ -343,35 +389,41 @@ class Daemon:
         if self.signals:
             return self._connection_ended(record)
         if not isinstance(message, dict):              # a child's bug: end only this one
-            log.error("%s: a malformed hand-off; closing the connection", record.peer)
+            log.error("%s: a malformed hand-off; closing the connection", record.peer,
+                      extra=record.about)
             return self._connection_ended(record)
         if "penalty" in message:                       # a login that ended badly
             seconds = self.admission.penalise(record.address)
             if seconds:
                 log.warning("%s: login ended (%s); refusing that address for %.0f s",
-                            record.peer, str(message["penalty"])[:32], seconds)
+                            record.peer, str(message["penalty"])[:32], seconds,
+                            extra=record.about)
             return self._connection_ended(record)
         try:
             self._hand_over(record, message)
         except (KeyError, TypeError) as error:         # a hand-off without its fields
             log.error("%s: a malformed hand-off (%s); closing the connection", record.peer,
-                      type(error).__name__)
+                      type(error).__name__, extra=record.about)
             self._connection_ended(record)
         except (OSError, EOFError) as error:
-            log.error("cannot hand %s over to a new process: %s", record.peer, error)
+            log.error("cannot hand %s over to a new process: %s", record.peer, error,
+                      extra=record.about)
             self._connection_ended(record)
 
     def _hand_over(self, record, message):
         if record.kind == "login":
-            record.peer, record.ticket = message["user"], message["ticket"]
+            record.user, record.ticket = message["user"], message["ticket"]
             self._spawn(record, "user", message, self._base_config())
             self.admission.logged_in(record.address)
-        else:
-            record.ticket = None
+        else:   # the account was deleted: the same connection logs in again
+            record.user = record.ticket = None
             self._spawn(record, "login", record.peer, self._login_config(), (message["state"],))
             self.admission.logged_out(record.address)
 
     def _connection_ended(self, record):
+        log.info("connection from %s closed (%s)", record.peer,
+                 f"user {record.user}" if record.kind == "user" else "not logged in",
+                 extra=record.about)
         self.admission.ended(record.address, was_logging_in=record.kind == "login")
         self.selector.unregister(record.pipe)
         self.clients.pop(record.pipe, None)
@@ -486,18 +538,27 @@ def _signal(pid, signum):
 
 def run(options):
     """Run the daemon until it is stopped; the process exit status."""
-    start_process("daemon", vars(options))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # until serving (the forkserver inherits it)
+    try:
+        start_process("daemon", vars(options))
+    except LogFileError as error:                  # before anything else is made
+        print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
+        return 1
     if options.fingerprint:
         os.makedirs(options.data_dir, mode=0o700, exist_ok=True)
         key = identity.load_or_create_server_key(options.data_dir)
         print(identity.fingerprint(key.public))
         return 0
+    log_always(log, "parley %s starting: pid %d, data dir %s, run by Unix user %s",
+               instance.VERSION, os.getpid(), os.path.abspath(options.data_dir), unix_user())
     daemon = Daemon(options)
     try:
         daemon.start()
         daemon.serve()
     except (DaemonError, instance.InstanceError, identity.IdentityError, OSError) as error:
         print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
+        log_always(log, "cannot run the server: %s", error, level=logging.ERROR,
+                   stderr=False)                   # said above; the log file learns it too
         daemon.signals = 2
         for proc in multiprocessing.active_children():
             proc.kill()

@@ -13,6 +13,11 @@ the user process with it. A user process that deleted its account hands
 the connection back the same way, and a login process started with that
 state resumes at the username prompt.
 
+Its log lines carry the connection's id (`c17`, given by the daemon), and
+so does the `peer` it introduces itself with to the database ("c17
+127.0.0.1:53422"), so that the database's lines about this login carry it
+too.
+
 Failures: the whole login, handshake included, must finish before the
 deadline (60 s by default), else the client is told and the connection
 closed. A protocol violation, the last wrong password, or an unreachable
@@ -83,6 +88,8 @@ class LoginSession:
 
     def __init__(self, sock, peer, config, resume_state=None):
         self.sock, self.peer, self.config = sock, peer, config
+        conn_id = config.get("conn_id")
+        self.described = f"{conn_id} {peer}" if conn_id else peer   # for the database's log
         self.deadline = config["deadline"]
         self.dialogue = dialogue_mod.LoginDialogue(config.get("max_attempts", 3))
         self.db = DbLink(config["db_socket"], cancelled=lambda: self.shutdown_requested)
@@ -105,10 +112,13 @@ class LoginSession:
             return self._loop()
         except Stop as stop:
             if stop.packet is not None:
+                log.info("login from %s ended: %s", self.peer, stop.packet.data.get("code")
+                         or stop.packet.data.get("event"))
                 self._note_penalty(stop.packet.data.get("code"))
                 self._send_quietly(stop.packet)
             return None
         except (DbUnavailable, DbError):
+            log.warning("login from %s ended: the database is not available", self.peer)
             self._send_quietly(error_packet("unavailable", "The server's database is not "
                                             "available; try again in a moment."))
             return None
@@ -213,7 +223,8 @@ class LoginSession:
         while True:
             self.db.connect()
             try:
-                self.db.call("Hello", role="login", peer=self.peer, address=host_of(self.peer))
+                self.db.call("Hello", role="login", peer=self.described,
+                             address=host_of(self.peer))
                 return
             except DbUnavailable:
                 if time.monotonic() > give_up_at or self.shutdown_requested:

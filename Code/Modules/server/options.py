@@ -3,7 +3,7 @@
 `parse_server_options(argv, environ)` returns an argparse Namespace. A
 command-line flag beats the environment, which beats the default. A bad
 value (a port that is not a number, an unknown log level, a negative
-client limit) stops the program with a one-line message naming the option
+client limit, an empty log file name) stops the program with a one-line message naming the option
 and where it came from, before anything is started.
 """
 
@@ -65,6 +65,13 @@ def _log_level(text):
     return text.upper()
 
 
+def _log_file(text):
+    """An absolute path (every process opens it, whatever its working directory)."""
+    if not text.strip():
+        raise ValueError("give a file name")
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def _spares(text):
     value = int(text)
     if not 0 <= value <= 64:
@@ -95,6 +102,8 @@ SERVER_OPTIONS = [
     ("port_fallback", _port_fallback, 0, "if the port is taken, try the next N ports"),
     ("data_dir", str, DEFAULT_DATA_DIR, "directory for the databases and the server key"),
     ("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    ("log_file", _log_file, None, "also append the log to this file (plain text, 0600; "
+     "reopened on SIGHUP and when logrotate moves it)"),
     ("max_clients", _positive, 1000, "most connections served at once"),
     ("login_timeout", _seconds, 60.0, "seconds a connection has to log in"),
     ("spare_processes", _spares, 4, "processes started ahead of logins (0 to 64)"),
@@ -132,8 +141,9 @@ def build_parser():
         "also be set in the environment as PARLEY_<NAME>, e.g. PARLEY_PORT=7117.")
     for name, kind, default, text in SERVER_OPTIONS:
         flag = "--" + name.replace("_", "-")
+        shown = "off" if default is None else default
         parser.add_argument(flag, dest=name, type=_typed(kind, flag[2:]), default=default,
-                            help=f"{text} (default {default}; env PARLEY_{name.upper()})")
+                            help=f"{text} (default {shown}; env PARLEY_{name.upper()})")
     parser.add_argument("--debug", action="store_true", default=False,
                         help="debug logging (env PARLEY_DEBUG=1); never logs secrets")
     parser.add_argument("--fingerprint", action="store_true",

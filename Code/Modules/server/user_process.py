@@ -20,6 +20,13 @@ HANDING_BACK to a login process after the account was deleted. With
 long (while no answer of ours was pending) tells it so in a System
 `idle_timeout` notice and closes.
 
+What it logs (INFO, every line with the connection's id): each message
+sent (its id, recipient and size in bytes), each delivery (a pushed message
+the client acknowledged: id, sender, size), the first rate_limited answer
+of a pause, and how the session ended (logout, the client closing, a
+protocol error, the server's shutdown, ...). Never a subject, a body or a
+ticket (`SessionLog`).
+
 Failures: a request with bad fields gets an Error and the session goes on;
 a protocol violation or undecodable bytes close this connection only. If
 the database process goes away, every request still waiting gets an Error
@@ -73,6 +80,17 @@ SESSION_MOVES = {
     **{(HANDING_BACK, event): HANDING_BACK for event in _ENDINGS + ("shutdown",)},
 }
 FINISHED = (CLOSING, HANDING_BACK)
+# How a session ended, by the event that finished it, as its last log line says.
+HOW_IT_ENDED = {
+    "logout": "logged out",
+    "client_closed": "disconnected: the client closed the connection",
+    "protocol_error": "disconnected: a protocol error",
+    "deleted_elsewhere": "disconnected: the account was deleted in another session",
+    "cannot_send": "disconnected: the client did not read, or the connection broke",
+    "database_gone": "disconnected: the database was not available",
+    "drained": "disconnected: the server shut down",
+    "account_deleted": "deleted the account; back to the login dialogue",
+}
 # What the relay passes on, from the registry, looked up once.
 _REQUEST_FIELDS = {op.name: tuple(f.name for f in op.fields)
                    for op in operations.CLIENT_OPERATIONS if op.relayed}
@@ -92,6 +110,88 @@ def _system(event, message, **extra):
     return Packet("System", {"event": event, "message": message, **extra})
 
 
+class SessionLife(Machine):
+    """The session's Machine, remembering the event that finished it (for the log)."""
+
+    __slots__ = ("ended_by",)
+
+    def __init__(self, name):
+        super().__init__(name, SESSION_MOVES, RUNNING)
+        self.ended_by = None
+
+    def move(self, event, *args, **kwargs):
+        state = super().move(event, *args, **kwargs)
+        if state in FINISHED and self.ended_by is None:
+            self.ended_by = event
+        return state
+
+
+def _size(subject, body):
+    """A message's size in the log: its subject and body, in UTF-8 bytes."""
+    return len(str(subject).encode("utf-8", "replace")) + \
+        len(str(body).encode("utf-8", "replace"))
+
+
+class SessionLog:
+    """The log lines of one session: sends, deliveries, throttling, its end.
+
+    Names, message ids, sizes and peers only; never a subject, a body or a
+    ticket. Deliveries are logged when the client acknowledges a pushed
+    message (that is when it is marked delivered), so pushed messages are
+    remembered, at most MAX_UNACKED of them, until then.
+    """
+
+    MAX_UNACKED = 10_000
+
+    def __init__(self, user):
+        self.user = user
+        self.started = time.monotonic()
+        self.sent = self.delivered = 0
+        self.unacked = {}       # pushed message id -> (sender, size, kind)
+
+    def send_result(self, note, data):
+        to, size = note
+        if data.get("duplicate"):
+            log.info("%s: a repeated send of #%s to %s, stored once", self.user,
+                     data.get("id"), to)
+        elif data.get("bounced"):
+            log.info("%s: #%s to %s bounced (no such user; %d bytes)", self.user,
+                     data.get("id"), to, size)
+        else:
+            self.sent += 1
+            log.info("%s sent #%s to %s (%d bytes)", self.user, data.get("id"), to, size)
+
+    def send_refused(self, note, code):
+        log.info("%s: a send to %s was refused: %s", self.user, note[0], code)
+
+    def throttled(self, seconds):
+        log.info("%s: too many requests (rate_limited); not read for %d s", self.user,
+                 seconds)
+
+    def pushed(self, message):
+        if log.isEnabledFor(logging.INFO) and len(self.unacked) < self.MAX_UNACKED:
+            self.unacked[message.get("id")] = (
+                message.get("from"), _size(message.get("subject", ""), message.get("body", "")),
+                message.get("kind"))
+
+    def acknowledged(self, ids):
+        for message_id in ids:
+            if type(message_id) is not int:  # noqa: E721 -- the database refuses it anyway
+                continue
+            known = self.unacked.pop(message_id, None)
+            if known is not None:            # only what we pushed: never ids a client made up
+                sender, size, kind = known
+                self.delivered += 1
+                log.info("delivered %s#%s from %s to %s (%d bytes)",
+                         "bounce " if kind == "bounce" else "", message_id, sender,
+                         self.user, size)
+
+    def ended(self, event):
+        log.info("%s %s (after %.0f s: %d sent, %d delivered)", self.user,
+                 HOW_IT_ENDED.get(event, event), time.monotonic() - self.started,
+                 self.sent, self.delivered)
+
+
 class UserSession:
     """The relay between one client and the database process."""
 
@@ -102,11 +202,13 @@ class UserSession:
         self.db = DbLink(config["db_socket"], cancelled=self._stopping)
         self.selector = selectors.DefaultSelector()
         self.pending = {}          # db rid -> (client op, client rid)
+        self.send_notes = {}       # db rid of a Send -> (recipient, size), for the log
+        self.trace = SessionLog(self.user)
         self.out = bytearray()     # bytes waiting to go to the client
         self.subscribe_rid = None
         self.ready_sent = False
         self._registered = {}      # "client"/"db" -> events registered with the selector
-        self.life = Machine(f"user session {self.user}", SESSION_MOVES, RUNNING)
+        self.life = SessionLife(f"user session {self.user}")
         # After a rate_limited answer, what the client sends waits in its socket
         # (costing nobody anything) until then: a flood that ignores retry_after
         # slows only itself.
@@ -317,6 +419,11 @@ class UserSession:
             return
         if operation.replies:
             self.pending[db_rid] = (operation, rid)
+        if operation.name == "Send":
+            self.send_notes[db_rid] = (fields.get("to"),
+                                       _size(fields.get("subject", ""), fields.get("body", "")))
+        elif operation.name == "Ack" and isinstance(fields.get("ids"), list):
+            self.trace.acknowledged(fields["ids"])
 
     def _send(self, packet, force=False):
         """Queue a packet for the client; the loop encodes the turn's packets together."""
@@ -377,6 +484,7 @@ class UserSession:
         if isinstance(event, Push):
             for message in event.messages:
                 self._send(Packet("Message", message))
+                self.trace.pushed(message)
         elif isinstance(event, Notice):
             self._on_notice(event)
         elif isinstance(event, Reply):
@@ -401,21 +509,30 @@ class UserSession:
                 self.ready_sent = True
             return
         operation, rid = self.pending.pop(reply.rid, (None, None))
+        note = self.send_notes.pop(reply.rid, None)
         if operation is None:
             return
         if not reply.ok:
-            retry_after = reply.data.get("retry_after")
-            self._send(_error(reply.data.get("code", "error"), reply.data.get("reason", ""), rid,
-                              retry_after=retry_after))
-            if reply.data.get("code") == "rate_limited" and type(retry_after) is int:  # noqa
-                self.paused_until = time.monotonic() + min(retry_after, MAX_PAUSE)
+            self._refused(reply, rid, note)
             return
         fields = {name: reply.data[name] for name in _REPLY_FIELDS[operation.name]
                   if name in reply.data}
         self._send(Packet("Result", {"rid": rid, **fields}))
+        if note is not None:
+            self.trace.send_result(note, fields)
         if operation.phase == operations.CLOSED:   # DeleteAccount: the account is gone
-            log.info("%s deleted the account; back to the login dialogue", self.user)
             self.life.move("account_deleted")
+
+    def _refused(self, reply, rid, note):
+        code, retry_after = reply.data.get("code", "error"), reply.data.get("retry_after")
+        self._send(_error(code, reply.data.get("reason", ""), rid, retry_after=retry_after))
+        if note is not None:
+            self.trace.send_refused(note, code)
+        if code == "rate_limited" and type(retry_after) is int:  # noqa: E721
+            seconds = min(retry_after, MAX_PAUSE)
+            if self.paused_until is None:        # once per pause in the log
+                self.trace.throttled(seconds)
+            self.paused_until = time.monotonic() + seconds
 
     def _db_lost(self):
         log.warning("%s: database connection lost; reconnecting", self.user)
@@ -426,6 +543,7 @@ class UserSession:
             self._send(_error("unavailable", "The server's database restarted during "
                                              "this request; try again.", rid))
         self.pending.clear()
+        self.send_notes.clear()
         try:
             self._connect_db()
         except (DbUnavailable, DbError) as error:
@@ -469,6 +587,7 @@ def main(sock, handoff, back_channel, config):
         session._send(_error("unavailable", "The server's database is not available; "
                                             "try again later.", fatal=True), force=True)
         session._flush_blocking()
+    session.trace.ended(session.life.ended_by or "database_gone")
     if session.state == HANDING_BACK:
         back_channel.send(session.handback_payload())
     else:

@@ -22,6 +22,7 @@ EVERY_OPTION = [
     ("keepalive", "2", "300"),
     ("idle_timeout", "1.5", "600"),
     ("exit_when_idle", "90", "0"),
+    ("log_file", "/var/log/parley.log", "/tmp/parley-env.log"),
 ]
 CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
            "log_level": str.upper, "port_fallback": int, "keepalive": int,
@@ -61,6 +62,7 @@ def test_defaults():
     assert options.login_timeout == 60.0
     assert options.port_fallback == 0 and options.keepalive == 60
     assert options.idle_timeout == 0 and options.exit_when_idle == 0   # 0: off
+    assert options.log_file is None
     assert options.debug is False and not options.fingerprint
 
 
@@ -115,6 +117,12 @@ def test_log_level_is_upper_cased_everywhere():
     assert parse(environ={"PARLEY_LOG_LEVEL": "Debug"}).log_level == "DEBUG"
 
 
+def test_log_file_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse(["--log-file", "logs/p.log"]).log_file == str(tmp_path / "logs" / "p.log")
+    assert parse(environ={"PARLEY_LOG_FILE": "p.log"}).log_file == str(tmp_path / "p.log")
+
+
 # -------------------------------------------------------------- bad values
 
 
@@ -125,6 +133,7 @@ def test_log_level_is_upper_cased_everywhere():
     ("port_fallback", "-1"), ("port_fallback", "1001"), ("keepalive", "0"),
     ("keepalive", "1.5"), ("keepalive", "99999"), ("idle_timeout", "-5"),
     ("idle_timeout", "forever"), ("exit_when_idle", "99999999"),
+    ("log_file", " "),
 ])
 def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
     err = exits(capsys, [f"{flag(name)}={text}"])
@@ -136,6 +145,7 @@ def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
     ("port", "abc"), ("port", "70000"), ("max_clients", "0"), ("log_level", "LOUD"),
     ("login_timeout", "-1"), ("port", ""), ("port_fallback", "many"), ("keepalive", "-1"),
     ("idle_timeout", "soon"), ("exit_when_idle", "-1"),
+    ("login_timeout", "-1"), ("port", ""), ("log_file", ""),
 ])
 def test_bad_environment_value_exits_naming_the_variable(capsys, name, text):
     err = exits(capsys, environ={f"PARLEY_{name.upper()}": text})
