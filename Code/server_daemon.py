@@ -1,7 +1,8 @@
 """Parley server: `python Code/server_daemon.py [--port 7117] [--data-dir DIR] ...`.
 
 Starts the daemon, which starts the database process and serves clients
-until SIGINT/SIGTERM. `--help` lists every option; each can also be set as
+until SIGINT/SIGTERM. `server_daemon.py admin COMMAND` runs an operator's
+command on the server running on the data dir (`admin help` lists them). `--help` lists every option; each can also be set as
 an environment variable PARLEY_<NAME>. See README.md and docs/DESIGN.md.
 """
 
@@ -12,10 +13,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["admin"]:          # the operator's command line: admin COMMAND [ARGS]
+        from Modules.server.admin_cli import main as admin_main
+
+        return admin_main(argv[1:])
     from Modules.server.daemon import run
     from Modules.server.options import parse_server_options
 
-    return run(parse_server_options(sys.argv[1:] if argv is None else argv))
+    return run(parse_server_options(argv))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ anything is done.
 Reads (Who, Users, UserStats, ServerStats, Ledger) change nothing and are
 not recorded; every change (Broadcast, Announce, Kick, Suspend,
 Unsuspend, ResetPassword, DeleteUser, Setting with a value, Audit,
-LogLevel) is appended to the audit trail (`audit.py`) with the operator's
+LogLevel, and what the daemon does itself and names in a Note: shutdown) is appended to the audit trail (`audit.py`) with the operator's
 name once it is done. Secrets stay here: a one-time password is returned
 once, to the operator who asked, and only its hash is stored.
 
@@ -183,6 +183,10 @@ class AdminAnswers(_Answers):
                                           f"{error.strerror or error}.")
         log.info("admin audit by %s: %d accounts", self.conn.operator, len(users))
         return {"path": path, "accounts": len(users)}
+
+    async def note(self, args):
+        self._done(args["action"], args["detail"] or "")
+        return {}
 
     async def log_level(self, args):
         logging.getLogger().setLevel(args["level"])

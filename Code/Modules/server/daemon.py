@@ -54,6 +54,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 from Modules import identity
@@ -67,6 +68,7 @@ from Modules.runtime import (
     unix_user,
 )
 from Modules.server import instance, listener, spares
+from Modules.server.admin_socket import AdminServer
 from Modules.server.admission import Admission
 from Modules.wire import protocol
 
@@ -135,6 +137,8 @@ class Daemon:
         self.key = None
         self.listener = self.db_proc = None
         self.instance = None         # our claim on the data dir (server/instance.py)
+        self.admin = None            # the admin socket (server/admin_socket.py)
+        self.started_at, self.peak_connections = time.time(), 0
         self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
         self.idle_since = None       # since when no connection at all (--exit-when-idle)
@@ -164,7 +168,12 @@ class Daemon:
                                  if record.kind == "user" and record.ticket],
                 "registration": {"open": self.options.registration == "open",
                                  "per_address": self.options.registrations_per_address,
-                                 "per_hour": self.options.registrations_per_hour}}
+                                 "per_hour": self.options.registrations_per_hour},
+                "daemon_pid": os.getpid(),     # the only pid that may open an admin link
+                "ledger": {"addresses": self.options.ledger_addresses,
+                           "days": self.options.ledger_days},
+                "greeting": getattr(self.options, "greeting", None),
+                "motd": getattr(self.options, "motd", None)}
 
     def _login_config(self):
         return {**self._base_config(), "server_private_key": self.key.private,
@@ -181,6 +190,8 @@ class Daemon:
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
         log.debug("runtime directory %s", self.runtime_dir)
         self._start_database()
+        self.admin = AdminServer(self.runtime_dir, self.db_socket, self)
+        self.admin.start()
         self.instance.publish(self.runtime_dir, self.listener.getsockname()[1])
         self._install_signals()
         self._announce()
@@ -330,6 +341,7 @@ class Daemon:
             self._refuse(sock, refused.text)
             return
         log.info("connection from %s", peer, extra=record.about)
+        self.peak_connections = max(self.peak_connections, self.admission.connections)
         try:
             self._spawn(record, "login", peer, self._login_config())
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
@@ -468,8 +480,27 @@ class Daemon:
         log.info("the database process is back")
 
     # -- shutdown --------------------------------------------------------------
+    # -- what the admin commands ask of the daemon (from the admin threads) ------------
+    def server_figures(self):
+        return {"uptime": time.time() - self.started_at,
+                "connections": self.admission.connections,
+                "logging_in": self.admission.pre_login,
+                "peak_connections": self.peak_connections}
+
+    def set_log_level(self, level):
+        logging.getLogger().setLevel(level)
+        self.options.log_level = level              # processes started from now on
+
+    def shutdown_in(self, seconds):
+        """The normal clean stop, `seconds` from now (the reply gets out first)."""
+        timer = threading.Timer(max(0.2, seconds), os.kill, (os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+
     def shutdown(self):
         log.info("shutting down: telling %d connections", len(self.clients))
+        if self.admin is not None:
+            self.admin.close()
         self.selector.unregister(self.listener)
         self.listener.close()
         self._stop_children([r.proc for r in self.clients.values()] + self.exiting

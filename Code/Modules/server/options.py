@@ -95,6 +95,20 @@ def _flag(text):
     raise ValueError("use 1/0, true/false, yes/no")
 
 
+def _ledger_addresses(text):
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise ValueError("use a whole number from 1 to 10000")
+    return value
+
+
+def _ledger_days(text):
+    value = float(text)
+    if not 0 < value <= 36_500:
+        raise ValueError("use a number of days above 0, at most 36500")
+    return value
+
+
 # (name, type, default, help); --name on the command line, PARLEY_NAME in the environment.
 SERVER_OPTIONS = [
     ("host", str, "127.0.0.1", "address to listen on"),
@@ -123,6 +137,10 @@ SERVER_OPTIONS = [
      "seconds with nothing from its client, telling it why (0: never)"),
     ("exit_when_idle", _off_or_seconds, 0.0, "stop cleanly after this many seconds with "
      "no connection at all (0: never)"),
+    ("ledger_addresses", _ledger_addresses, 50, "addresses kept in each account's IP "
+     "ledger (the least recently seen are forgotten first)"),
+    ("ledger_days", _ledger_days, 90.0, "days an address stays in the IP ledger after it "
+     "was last seen"),
 ]
 
 
