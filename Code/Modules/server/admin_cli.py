@@ -54,6 +54,16 @@ def split_json_flag(words):
 
 def ask(data_dir, words):
     """The server's answer ({"status", "data", "text"}) to one command line."""
+    try:
+        os.stat(instance.lock_path(data_dir))
+        readable = os.access(instance.lock_path(data_dir), os.R_OK)
+    except PermissionError:                        # a directory on the way is closed to us
+        readable = False
+    except OSError:
+        readable = True                            # not there: no server, said below
+    if not readable:
+        raise AdminError(f"cannot read {os.path.abspath(data_dir)}: only the server's Unix "
+                         "user and root may administer it")
     info = instance.find_running(data_dir)
     if info is None:
         raise AdminError(f"no Parley server is running on {os.path.abspath(data_dir)}")

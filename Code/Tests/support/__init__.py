@@ -35,6 +35,7 @@ from Tests.support.processes import (  # noqa: F401
     database_config,
     parent_of,
     proc_stat,
+    run_admin,
     running_database,
     wait_until,
 )

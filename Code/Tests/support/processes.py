@@ -11,6 +11,7 @@ directly. `wait_until` waits on a condition, never a fixed time.
 
 import atexit
 import contextlib
+import json
 import multiprocessing
 import os
 import queue
@@ -193,6 +194,17 @@ def parent_of(pid):
         return int(proc_stat(pid)[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def run_admin(server, *words, as_json=False, preexec_fn=None, data_dir=None):
+    """`server_daemon.py admin` on the server's data dir: (status, stdout, stderr), and
+    with `as_json` the parsed object instead of stdout."""
+    command = [sys.executable, SERVER, "admin", "--data-dir", data_dir or server.data_dir,
+               *(["--json"] if as_json else []), *words]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=WAIT * 2,
+                          env=child_env(), preexec_fn=preexec_fn)
+    out = json.loads(done.stdout) if as_json and done.stdout.strip() else done.stdout
+    return done.returncode, out, done.stderr
 
 
 def wait_until(predicate, timeout=WAIT, interval=0.05, message="condition"):
