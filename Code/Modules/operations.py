@@ -206,7 +206,9 @@ OPERATIONS = (
               reply=("greeting?",),
               summary="a login process introduces itself (peer, address); the greeting"),
     Operation("Bind", NEW, "bind", once=True, phase=USER,
-              fields=(Field("ticket", str, high=256),), reply=("user",),
+              fields=(Field("ticket", str, high=256),
+                      Field("peer", str, required=False, default="?", check=_short)),
+              reply=("user",),
               summary="a user process binds the connection to its ticket's account"),
     # -- role "login": a login process, before anyone is authenticated ------------
     Operation("Exists", LOGIN, "exists", fields=(USERNAME,), reply=("outcome", "reason?"),

@@ -133,6 +133,7 @@ class NewAnswers(_Answers):
                 or account["suspended"]:
             return Refusal("bad_ticket", STALE_SESSION)
         self.conn.user = ticket.username
+        self.conn.peer = args["peer"]                 # for the log only: "c17 10.0.0.1:5544"
         self.conn.address = self.monitor.session_addresses.pop(ticket.nonce, "?")
         self.monitor.session_started(self.conn)
         return {"user": self.conn.user}

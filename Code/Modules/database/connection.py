@@ -162,7 +162,9 @@ class MonitorConnection(asyncio.Protocol):
             self.close()
 
     def describe(self):
-        return f"user {self.user}" if self.user else f"peer {self.peer}"
+        if self.user:
+            return f"user {self.user}" + (f" ({self.peer})" if self.peer != "?" else "")
+        return f"peer {self.peer}"
 
     @property
     def owner(self):

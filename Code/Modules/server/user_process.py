@@ -198,6 +198,8 @@ class UserSession:
     def __init__(self, sock, handoff, config):
         self.sock, self.config = sock, config
         self.user, self.ticket = handoff["user"], handoff["ticket"]
+        peer, conn_id = handoff.get("peer") or "?", config.get("conn_id")
+        self.described = f"{conn_id} {peer}" if conn_id else peer   # for the database's log
         self.conn = protocol.Connection.from_state(handoff["state"])
         self.db = DbLink(config["db_socket"], cancelled=self._stopping)
         self.selector = selectors.DefaultSelector()
@@ -247,7 +249,7 @@ class UserSession:
         while True:
             try:
                 self.db.connect()
-                self.db.call("Bind", ticket=self.ticket)
+                self.db.call("Bind", ticket=self.ticket, peer=self.described)
                 break
             except DbUnavailable:
                 if time.monotonic() > deadline or self._stopping():
