@@ -12,8 +12,9 @@ Most commands are requests to the monitor in its admin role, made through
 `context.call(op, **fields)` (a `DbLink` opened by the daemon, so the
 monitor's table and its checks apply and every change lands in the audit
 trail with the operator's name). A few are the daemon's own: the server's
-connection figures in `stats`, `log-level` (the daemon's and the
-database's; sessions already running keep theirs), and `shutdown`.
+connection figures in `stats` and `metrics` (`server/metrics.py`), `log-level`
+(the daemon's and the database's; sessions already running keep theirs),
+and `shutdown`.
 
 How it fails: never raises for bad input. An unknown command, a missing or
 extra argument is status 2 with a one-line usage; a refusal from the
@@ -25,6 +26,7 @@ import time
 from typing import Callable, NamedTuple
 
 from Modules.database.link import DbError, DbUnavailable
+from Modules.server import metrics
 
 LINE_MAX = 4096                  # characters of one command line, at most
 
@@ -209,6 +211,11 @@ def _audit(context, _words):
                f"Appended a report of {reply['accounts']} accounts to {reply['path']}.")
 
 
+def _metrics(context, _words):
+    values = metrics.read_figures(context)
+    return _ok({"metrics": values}, metrics.render(values).rstrip("\n"))
+
+
 def _log_level(context, words):
     level = context.call("LogLevel", level=words[0])["level"]
     context.set_log_level(level)
@@ -262,6 +269,8 @@ COMMANDS = {command.name: command for command in (
     Command("motd", "motd [TEXT]", "show or set the message of the day ('' clears)", 0, None,
             _setting("motd")),
     Command("audit", "audit", "append a report of every account to audit.log", 0, 0, _audit),
+    Command("metrics", "metrics", "the server's figures in the Prometheus text format", 0, 0,
+            _metrics),
     Command("log-level", "log-level LEVEL", "DEBUG, INFO, WARNING or ERROR", 1, 1,
             _log_level),
     Command("shutdown", "shutdown [--in SECONDS] [MESSAGE]", "tell everyone, then stop "

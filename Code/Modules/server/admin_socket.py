@@ -59,6 +59,8 @@ def peer_credentials(sock):
 class AdminContext:
     """What a command runs against: the monitor's admin role, and the daemon."""
 
+    reply_timeout = None         # seconds each reply may take (None: as long as it takes)
+
     def __init__(self, db_socket, operator, hooks):
         self.db_socket, self.operator, self.hooks = db_socket, operator, hooks
         self._link = None
@@ -68,6 +70,7 @@ class AdminContext:
         if self._link is None:
             link = DbLink(self.db_socket, connect_timeout=DB_CONNECT_TIMEOUT)
             link.connect()
+            link.sock.settimeout(self.reply_timeout)     # a late reply: DbUnavailable
             link.call("Admin", operator=self.operator)
             self._link = link
         return self._link.call(op, **{k: v for k, v in fields.items() if v is not None})

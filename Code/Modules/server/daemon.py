@@ -67,8 +67,8 @@ from Modules.runtime import (
     start_process,
     unix_user,
 )
-from Modules.server import instance, listener, spares
-from Modules.server.admin_socket import AdminServer
+from Modules.server import instance, listener, metrics, spares
+from Modules.server.admin_socket import AdminContext, AdminServer
 from Modules.server.admission import Admission
 from Modules.wire import protocol
 
@@ -137,7 +137,7 @@ class Daemon:
         self.key = None
         self.listener = self.db_proc = None
         self.instance = None         # our claim on the data dir (server/instance.py)
-        self.admin = None            # the admin socket (server/admin_socket.py)
+        self.admin = self.metrics = None   # the admin socket, --metrics-port (server/)
         self.started_at, self.peak_connections = time.time(), 0
         self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
@@ -223,10 +223,12 @@ class Daemon:
         return DaemonError(f"the database process exited during start-up (status {code})")
 
     def _listen(self):
-        """Bind the port (or a fallback); clients queue in the backlog until we serve."""
+        """Bind the port (or a fallback) and --metrics-port; clients queue until we serve."""
         try:
             self.listener = listener.listen(self.options.host, self.options.port,
                                             self.options.port_fallback)
+            self.metrics = metrics.serve(self.options.metrics_port,   # off with 0
+                                         lambda: AdminContext(self.db_socket, "metrics", self))
         except listener.ListenError as error:
             running = instance.find_running(self.options.data_dir)   # creates nothing
             if running and isinstance(running.get("pid"), int):     # the likelier cause
@@ -499,8 +501,8 @@ class Daemon:
 
     def shutdown(self):
         log.info("shutting down: telling %d connections", len(self.clients))
-        if self.admin is not None:
-            self.admin.close()
+        for server in (self.admin, self.metrics):   # the admin socket, --metrics-port
+            server.close()
         self.selector.unregister(self.listener)
         self.listener.close()
         self._stop_children([r.proc for r in self.clients.values()] + self.exiting

@@ -141,6 +141,8 @@ SERVER_OPTIONS = [
      "ledger (the least recently seen are forgotten first)"),
     ("ledger_days", _ledger_days, 90.0, "days an address stays in the IP ledger after it "
      "was last seen"),
+    ("metrics_port", _port, 0, "serve Prometheus metrics at http://127.0.0.1:PORT/metrics "
+     "(loopback only; 0: off)"),
 ]
 
 

@@ -23,10 +23,11 @@ EVERY_OPTION = [
     ("idle_timeout", "1.5", "600"),
     ("exit_when_idle", "90", "0"),
     ("log_file", "/var/log/parley.log", "/tmp/parley-env.log"),
+    ("metrics_port", "9464", "9100"),
 ]
 CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
            "log_level": str.upper, "port_fallback": int, "keepalive": int,
-           "idle_timeout": float, "exit_when_idle": float}
+           "idle_timeout": float, "exit_when_idle": float, "metrics_port": int}
 
 
 def parse(argv=(), environ=None):
@@ -63,6 +64,7 @@ def test_defaults():
     assert options.port_fallback == 0 and options.keepalive == 60
     assert options.idle_timeout == 0 and options.exit_when_idle == 0   # 0: off
     assert options.log_file is None
+    assert options.metrics_port == 0                                   # 0: off
     assert options.debug is False and not options.fingerprint
 
 
@@ -133,7 +135,7 @@ def test_log_file_is_made_absolute(tmp_path, monkeypatch):
     ("port_fallback", "-1"), ("port_fallback", "1001"), ("keepalive", "0"),
     ("keepalive", "1.5"), ("keepalive", "99999"), ("idle_timeout", "-5"),
     ("idle_timeout", "forever"), ("exit_when_idle", "99999999"),
-    ("log_file", " "),
+    ("log_file", " "), ("metrics_port", "70000"), ("metrics_port", "http"),
 ])
 def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
     err = exits(capsys, [f"{flag(name)}={text}"])
@@ -145,7 +147,7 @@ def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
     ("port", "abc"), ("port", "70000"), ("max_clients", "0"), ("log_level", "LOUD"),
     ("login_timeout", "-1"), ("port", ""), ("port_fallback", "many"), ("keepalive", "-1"),
     ("idle_timeout", "soon"), ("exit_when_idle", "-1"),
-    ("login_timeout", "-1"), ("port", ""), ("log_file", ""),
+    ("login_timeout", "-1"), ("port", ""), ("log_file", ""), ("metrics_port", "-1"),
 ])
 def test_bad_environment_value_exits_naming_the_variable(capsys, name, text):
     err = exits(capsys, environ={f"PARLEY_{name.upper()}": text})
