@@ -4,10 +4,15 @@
 function in its own transaction and SAVEPOINT (rolled back alone if it
 raises), then COMMITs, as the single writer does for every job;
 `make_users` and `send_stored` build a little state with it, at the fixed
-time `T0`.
+time `T0`. `change_account_offline` writes what the operator's suspend and
+reset-password leave behind straight into a stopped server's files.
 """
 
-from Modules.database import storage
+import os
+import sqlite3
+import time
+
+from Modules.database import auth, storage
 
 T0 = 1_700_000_000.0
 
@@ -36,3 +41,26 @@ def make_users(db, *names):
 def send_stored(db, sender, recipient, client_id=None, subject="hi", body="secret body"):
     return run_committed(db, storage.store_message, sender, recipient, subject, body,
                          client_id, T0 + 1)
+
+
+def change_account_offline(data_dir, username, suspended=None, one_time_password=None):
+    """Suspend an account, or give it a one-time password it must change at its next
+    login, in the files of a server that is not running."""
+    users = sqlite3.connect(os.path.join(data_dir, "users.db"))
+    with users:
+        if suspended is not None:
+            users.execute("UPDATE users SET suspended_at = ? WHERE username = ?",
+                          (time.time() if suspended else None, username))
+        if one_time_password is not None:
+            users.execute("UPDATE users SET must_change_password = 1 WHERE username = ?",
+                          (username,))
+    users.close()
+    if one_time_password is not None:
+        hasher = auth.PasswordHasher(memory_kib=1024, time_cost=1)
+        hashed = hasher.context.hash(one_time_password)
+        hasher.close()
+        passwords = sqlite3.connect(os.path.join(data_dir, "passwords.db"))
+        with passwords:
+            passwords.execute("UPDATE passwords SET hash = ? WHERE username = ?",
+                              (hashed, username))
+        passwords.close()
