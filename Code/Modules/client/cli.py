@@ -37,18 +37,25 @@ other programs:
 --json (with or without --batch) prints exactly one JSON object per line
 on stdout for every result, error and message (times are ISO 8601 UTC
 with milliseconds, "2026-11-21T02:10:00.123Z"; "?" marks optional keys):
+    {"type":"greeting","message"}      the operator's greeting, before the login
     {"type":"login","user","created"}
+    {"type":"motd","message"}          the message of the day, right after login
     {"type":"message","via":"login"|"push"|"read","id","from","to","subject",
-     "body","sent_at","kind":"message"|"bounce","note"?,"original_to"?,"read"?}
+     "body","sent_at","kind":"message"|"bounce"|"broadcast","note"?,
+     "original_to"?,"read"?}           (a broadcast is from "parley", the operator)
     {"type":"ready","user"}            after the messages waiting at login
     {"type":"sent","id","to","bounced","duplicate","note"?}
     {"type":"inbox","messages":[{"id","from","subject","sent_at","kind",
-     "unread","note"?}],"more"}
+     "unread","note"?}],"more"}        (kind as in "message")
     {"type":"deleted","deleted":[ids],"missing":[ids]}
     {"type":"account_deleted","bounced":N}
-    {"type":"system","event","message"}   events: goodbye, shutdown, account_deleted
+    {"type":"system","event","message"}   events: goodbye, shutdown, account_deleted,
+                                          announce, and (the session then ends)
+                                          kicked, suspended, password_reset, idle_timeout
     {"type":"help","commands":[{"usage","summary"}]}
     {"type":"error","error":reason,"code":code,"command":line or null}
+A login the server refuses (a suspended account: code "suspended", too many
+wrong passwords, ...) is an error record and exit status 1.
 Errors are also written to stderr as plain text. Without --json, the same
 results are printed as human text.
 
@@ -87,8 +94,10 @@ from Modules.client.login import (
 from Modules.client.output import (
     Output,
     colour_allowed,
+    greeting_record,
     login_record,
     message_record,
+    motd_record,
     neutralise,
     ready_record,
     system_record,
@@ -353,8 +362,14 @@ class Client(Handlers):
         return 0 if all_ok else 1
 
     # -- what the session reports (called from its reader thread) ------------------------
+    def on_greeting(self, text):
+        self.output.emit(greeting_record(text))
+
     def on_welcome(self, user, created):
         self.output.emit(login_record(user, created))
+
+    def on_motd(self, text):
+        self.output.emit(motd_record(text))
 
     def on_message(self, message, via):
         self.output.emit(message_record(message, via))

@@ -5,8 +5,11 @@ Used by `client_cli.main()` when standard input is a terminal and neither
 
 1. connect; a server seen for the first time shows its key fingerprint
    and asks "Trust this server?"; a changed key is refused loudly;
-2. log in (or offer to create the account); the messages that arrived
-   while away are listed one line each, then "You have N unread messages";
+2. the operator's greeting, if any; log in (or offer to create the
+   account; after a password the administrator reset, choose a new one);
+   the message of the day, if any; the messages that arrived while away
+   are listed one line each (broadcasts marked as such), then "You have
+   N unread messages";
 3. the prompt: commands complete with Tab, history is kept per server and
    user (`client_store`), messages that arrive are printed above the line
    being typed (prompt_toolkit's patch_stdout) and their senders
@@ -17,7 +20,9 @@ Used by `client_cli.main()` when standard input is a terminal and neither
    logging in again with the name and password of this run (memory only).
    A command typed while disconnected tries to reconnect first and is
    kept on the prompt line if that fails; a message cut off by the lost
-   connection is sent again once it is back;
+   connection is sent again once it is back. A session the server ended
+   on purpose (kicked, suspended, password reset, idle timeout) is not
+   reconnected by itself: the person is told why and decides;
 5. Ctrl-D, `quit` or `logout` log out and leave with status 0.
 
 Talks to: `client_link` (connection), `client_actions` (commands),
@@ -43,8 +48,10 @@ from Modules.client.commands import (
 from Modules.client.link import Link
 from Modules.client.login import InteractiveLogin, LoginFailed
 from Modules.client.output import (
+    greeting_record,
     login_record,
     message_record,
+    motd_record,
     neutralise,
     system_record,
 )
@@ -58,6 +65,14 @@ from Modules.client.store import UserStore, account_dir
 from Modules.client.terminal import Terminal
 
 KEEP = "keep"        # a command that could not run: its line goes back to the prompt
+# What a person can do after the server ended the session on purpose.
+ENDED_ADVICE = {
+    "kicked": "Type 'reconnect' to log in again, or 'quit' to leave.",
+    "idle_timeout": "Type 'reconnect' to log in again, or 'quit' to leave.",
+    "suspended": "Type 'quit' to leave.",
+    "password_reset": "Type 'quit' to leave, then start the client again and log in "
+                      "with the one-time password you were given.",
+}
 STARTUP_NEXT_STEPS = {
     "too_many_attempts": "Start the client again to try once more; if you forgot the "
                          "password, ask the server's administrator.",
@@ -167,6 +182,10 @@ class InteractiveClient(Handlers):
     def _ensure_connected(self):
         if self.link.connected:
             return True
+        if self.link.ended_by is not None:
+            self.output.warn(f"Not connected: the server ended the session. "
+                             f"{ENDED_ADVICE[self.link.ended_by]}")
+            return False
         self.output.note("Not connected; trying to reconnect now…")
         if self.link.reconnect_now():
             return True
@@ -222,12 +241,20 @@ class InteractiveClient(Handlers):
         if self.store is not None:
             self.store.remember(*names)
 
+    def on_greeting(self, text):
+        if not self.link.reconnecting:
+            self.output.emit(greeting_record(text))
+
     def on_welcome(self, user, created):
         if self.store is None or self.link.user != user:
             directory = account_dir(self.args.host, self.args.port, user)
             self.store = UserStore(directory, note=self.output.note)
         if not self.link.reconnecting:
             self.output.emit(login_record(user, created))
+
+    def on_motd(self, text):
+        if not self.link.reconnecting:
+            self.output.emit(motd_record(text))
 
     def on_message(self, message, via):
         if message.get("id") in self.shown:
@@ -236,7 +263,8 @@ class InteractiveClient(Handlers):
         if message.get("kind") == "bounce" and message.get("original_to") in \
                 self.runner.sending:
             return       # the answer to that Send says it, in one sentence
-        self.remember(message.get("from"))
+        if message.get("kind") != "broadcast":      # nobody to write back to
+            self.remember(message.get("from"))
         self.output.emit(message_record(message, via))
 
     def on_system(self, event, message):
@@ -256,6 +284,11 @@ class InteractiveClient(Handlers):
             return
         said = "Connection lost." if reason in self._system_said else \
             f"Connection lost: {neutralise(reason)}"
+        if self.link.ended_by is not None:
+            self.output.warn(f"{said} The server ended the session, so the client does "
+                             f"not reconnect by itself. {ENDED_ADVICE[self.link.ended_by]}")
+            self.terminal.set_status(" Not connected: the server ended the session. ")
+            return
         self.output.warn(f"{said} " + (
             "Reconnecting automatically; type 'reconnect' to try now, or 'quit' to leave."
             if self.link.retry else "Type 'reconnect' to connect again, or 'quit' to leave."))

@@ -12,8 +12,11 @@ can log in again without asking. After the connection drops:
   in the same instant);
 * `reconnect_now()` (the `reconnect` command) tries at once;
 * a server whose key changed, or that no longer accepts the name and
-  password, stops the retrying: trying again could not help, and the
-  person is told why (`fatal`).
+  password (or the account is suspended), stops the retrying: trying
+  again could not help, and the person is told why (`fatal`);
+* a session the server ended on purpose (the operator's kick, suspension
+  or password reset, or the idle timeout: `ENDING_EVENTS`) is not retried
+  at all (`ended_by`); the person decides, with `reconnect`.
 
 The server key is checked on every connection against the known-hosts
 pin; a reconnection never asks to trust a new key and never accepts a
@@ -49,7 +52,10 @@ JITTER = 0.2
 FATAL_CODES = frozenset({
     "host_key_changed", "host_key_unknown", "host_key_refused", "known_hosts",
     "no_server_key", "wrong_password", "login_refused", "login_failed",
-    "too_many_attempts", "bad_username", "bad_prompt"})
+    "too_many_attempts", "bad_username", "bad_prompt", "suspended"})
+# System events after which the server closes the session on purpose: coming
+# back by itself would undo the operator's decision (or the idle limit's).
+ENDING_EVENTS = frozenset({"kicked", "suspended", "password_reset", "idle_timeout"})
 
 
 def backoff_delays(rand=random.random):
@@ -74,6 +80,11 @@ class ReLogin(ScriptedLogin):
         return Answer({"cancel": True}, f"The account {self._name(data)} no longer exists "
                                         "on this server.")
 
+    def _on_changed_password(self, data, _times):
+        return Answer({"cancel": True}, f"The password of {self._name(data)} was reset by "
+                                        "the server's administrator; start the client "
+                                        "again to choose a new one.")
+
 
 class _Forwarder(Handlers):
     """One session's handlers: pushes go to the client, the end to the link."""
@@ -81,8 +92,14 @@ class _Forwarder(Handlers):
     def __init__(self, link):
         self.link, self.client = link, link.client
 
+    def on_greeting(self, text):
+        self.client.on_greeting(text)
+
     def on_welcome(self, user, created):
         self.client.on_welcome(user, created)
+
+    def on_motd(self, text):
+        self.client.on_motd(text)
 
     def on_message(self, message, via):
         self.client.on_message(message, via)
@@ -91,6 +108,8 @@ class _Forwarder(Handlers):
         self.client.on_ready(user)
 
     def on_system(self, event, message):
+        if event in ENDING_EVENTS and self is self.link._forwarder:
+            self.link.ended_by = event
         self.client.on_system(event, message)
 
     def on_error(self, code, reason):
@@ -115,6 +134,7 @@ class Link:
         self.user = self.password = None
         self.logged_in = self.reconnecting = False
         self.down_reason = self.fatal = None
+        self.ended_by = None                   # the ENDING_EVENTS event that ended it
         self._lock = threading.Lock()          # one connection attempt at a time
         self._wake, self._stop = threading.Event(), threading.Event()
         self._retrier = None
@@ -157,7 +177,7 @@ class Link:
         was_up, self.logged_in = self.logged_in, False
         self.down_reason = reason
         self.client.on_link_down(reason, was_up)
-        if was_up and self.retry:
+        if was_up and self.retry and self.ended_by is None:
             self.start_retrying()
 
     def start_retrying(self):
@@ -181,7 +201,7 @@ class Link:
     # -- coming back ------------------------------------------------------------------------
     def reconnect_now(self):
         """Try at once (the `reconnect` command); True when the session is back."""
-        self.fatal = None
+        self.fatal = self.ended_by = None
         if self.attempt():
             return True
         if self.fatal is None and self.retry:

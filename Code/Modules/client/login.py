@@ -14,7 +14,11 @@ Login: the server drives the dialogue with Login prompts ("username",
 answerer until Welcome. `ScriptedLogin` (--user, --password-env, --create)
 never asks anyone: a second password prompt means a wrong password, a
 re-asked username means the server refused the name, and a new_password
-prompt without --create cancels and stops. `InteractiveLogin` asks the
+prompt without --create cancels and stops. A new_password prompt right
+after a password prompt is no account creation: the password was a
+one-time password the server's administrator set, and a new one must be
+chosen (`_on_changed_password`; a script cannot, and stops saying so).
+`InteractiveLogin` asks the
 person through the terminal, checks usernames and new passwords against
 `Modules.rules` early, asks twice for a new password, lets Ctrl-C at
 the password prompt go back to the username, and keeps the password that
@@ -178,19 +182,31 @@ class _Answerer:
         self.sleep = sleep
         self._last = None        # (prompt, Answer) last sent
         self._waits = 0
+        self._previous = None    # the prompt before this one
+        self.changing = False    # new_password prompts follow a one-time password
 
     def answer(self, data):
-        prompt = data["prompt"]
+        prompt = self._kind_of(data["prompt"])
         handler = getattr(self, "_on_" + prompt, None) if prompt.isidentifier() else None
         if handler is None:
             raise LoginFailed(f"The server asked for '{neutralise(prompt)}', which this "
                               "client does not know; update the client.", "bad_prompt")
-        again = self._wait_and_repeat(prompt, data)
+        again = self._wait_and_repeat(data["prompt"], data)
         if again is not None:
             return again
         self.asked[prompt] = self.asked.get(prompt, 0) + 1
-        self._last = (prompt, handler(data, self.asked[prompt]))
+        self._last = (data["prompt"], handler(data, self.asked[prompt]))
         return self._last[1]
+
+    def _kind_of(self, prompt):
+        """The handler's name: 'changed_password' for the new_password prompts
+        that follow a password prompt (until the username is asked again)."""
+        if prompt == "new_password" and self._previous == "password":
+            self.changing = True
+        elif prompt != "new_password":
+            self.changing = False
+        self._previous = prompt
+        return "changed_password" if self.changing else prompt
 
     def _wait_and_repeat(self, prompt, data):
         retry_after = data.get("retry_after")
@@ -243,6 +259,13 @@ class ScriptedLogin(_Answerer):
             return Answer({"cancel": True}, f"Cannot create the account {name}: "
                                             f"{error.reason}")
         return Answer({"new_password": self.password})
+
+
+    def _on_changed_password(self, data, _times):
+        return Answer({"cancel": True}, f"The password of {self._name(data)} was reset by "
+                                        "the server's administrator and must be changed: "
+                                        "log in once at a terminal (without --batch) to "
+                                        "choose a new one.")
 
 
 def password_refusal(message):
@@ -302,6 +325,15 @@ class InteractiveLogin(_Answerer):
                     f"No account {name}. Create it? [y/N] "):
                 return Answer({"cancel": True})
             self.confirmed_create = name
+            return self._password("new_password", self._new_password_twice())
+        except Cancelled:
+            return Answer({"cancel": True})
+
+    def _on_changed_password(self, data, _times):
+        """The password was a one-time one: choose a new one (the server's message
+        says why, or which rule the last one broke)."""
+        self.note(neutralise(data["message"]))
+        try:
             return self._password("new_password", self._new_password_twice())
         except Cancelled:
             return Answer({"cancel": True})

@@ -43,6 +43,7 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
                           "\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
+BROADCAST = "[broadcast] from the administrator"   # how a broadcast is marked
 PUSH_BODY_LINES = 20      # longer pushed bodies are cut; `read ID` shows all
 SUBJECT_COLUMN = 40       # inbox table: subjects are cut to this width
 
@@ -108,6 +109,14 @@ def shorten(text, width):
 
 def login_record(user, created):
     return {"type": "login", "user": user, "created": bool(created)}
+
+
+def greeting_record(text):
+    return {"type": "greeting", "message": text}
+
+
+def motd_record(text):
+    return {"type": "motd", "message": text}
 
 
 def ready_record(user):
@@ -247,6 +256,13 @@ class Output:
     def _render_ready(self, _r):
         return ""
 
+    def _render_greeting(self, r):
+        return self.paint(neutralise(r["message"], multiline=True), "magenta")
+
+    def _render_motd(self, r):
+        return self.paint("Message of the day: ", "magenta", bold=True) + self.paint(
+            neutralise(r["message"], multiline=True), "magenta")
+
     def _render_message(self, r):
         if r["via"] == "read":
             return self._full_message(r)
@@ -255,6 +271,9 @@ class Output:
             head = (f"Returned message #{r['id']} (to {neutralise(r.get('original_to'))}): "
                     f"{neutralise(r['subject'])} — {neutralise(r.get('note'))}")
             head = self.paint(head, "yellow", bold=True)
+        elif r["kind"] == "broadcast":
+            head = self.paint(f"{BROADCAST} (#{r['id']}): ", "magenta", bold=True) + \
+                self.paint(neutralise(r["subject"]), bold=True)
         else:
             head = self.paint(f"New message #{r['id']} from {neutralise(r['from'])}: ", "cyan",
                               bold=True) + self.paint(neutralise(r["subject"]), bold=True)
@@ -275,6 +294,8 @@ class Output:
         if r["kind"] == "bounce":
             rows += [("Returned", r.get("note")), ("Sent to", r.get("original_to"))]
         title = self.paint(f"Message #{r['id']}", bold=True)
+        if r["kind"] == "broadcast":
+            title += " " + self.paint(BROADCAST, "magenta", bold=True)
         header = "\n".join(self.paint((name + ":").ljust(9), dim=True) + neutralise(value)
                            for name, value in rows)
         return f"{title}\n{header}\n\n{neutralise(r['body'], multiline=True)}"
@@ -303,6 +324,8 @@ class Output:
         subject = neutralise(e["subject"])
         if e["kind"] == "bounce":
             subject = f"Returned: {subject} — {neutralise(e.get('note'))}"
+        elif e["kind"] == "broadcast":
+            subject = f"[broadcast] {subject}"
         sender = shorten(neutralise(e["from"]), 16)
         line = (f"{mark} {e['id']:>6}  {sender:<16} {local_time(e['sent_at']):<16}  "
                 f"{shorten(subject, SUBJECT_COLUMN)}")

@@ -9,7 +9,8 @@ or --json mode, whose text is a stable interface and stays as
   messages, shown a screenful at a time by `Pager`;
 * messages that arrive: the backlog at login as one line each, later
   pushes with their body; `read ID` in full, a returned message (bounce)
-  marked as such with its note;
+  marked as such with its note, a broadcast from the server's
+  administrator marked "[broadcast] from the administrator";
 * `help` (every command) and `help COMMAND` (what it does and examples);
 * every error as one plain sentence followed, where a person can act, by
   what to do next (`next_step()`).
@@ -32,7 +33,7 @@ from datetime import datetime
 from prompt_toolkit.utils import get_cwidth
 
 from Modules.client import commands as client_commands
-from Modules.client.output import Output, neutralise
+from Modules.client.output import BROADCAST, Output, neutralise
 
 INTERACTIVE_COMMANDS = (
     ("reconnect", "reconnect", "connect again now (also done by itself)"),
@@ -129,6 +130,8 @@ def inbox_subject(entry):
     subject = neutralise(entry.get("subject"))
     if entry.get("kind") == "bounce":
         return f"Returned: {subject} — {neutralise(entry.get('note'))}"
+    if entry.get("kind") == "broadcast":
+        return f"[broadcast] {subject}"
     return subject
 
 
@@ -209,6 +212,9 @@ class ScreenOutput(Output):
             text = (f"Returned message #{r['id']} (to {neutralise(r.get('original_to'))}): "
                     f"{neutralise(r['subject'])} — {neutralise(r.get('note'))}")
             return f"{self.paint(text, 'yellow')} {when}"
+        if r["kind"] == "broadcast":
+            head = self.paint(f"{BROADCAST} (#{r['id']}): ", "magenta", bold=True)
+            return f"{head}{self.paint(neutralise(r['subject']), bold=True)} {when}"
         head = self.paint(f"New message #{r['id']} from {neutralise(r['from'])}: ", "cyan",
                           bold=True)
         return f"{head}{self.paint(neutralise(r['subject']), bold=True)} {when}"

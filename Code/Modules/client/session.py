@@ -16,8 +16,10 @@ drives it in steps:
     session.logout(); session.close()
 
 Threads: after `negotiate()` one reader thread owns all receiving. Pushed
-messages, System events and the Welcome go to the `Handlers` object from
-that thread, in arrival order; Login prompts go to a queue read by
+messages, System events, the Welcome (and its message of the day) and the
+operator's greeting (which comes with the first Login prompt, and is
+handed over before that prompt is) go to the `Handlers` object from that
+thread, in arrival order; Login prompts go to a queue read by
 `next_login_step()`; replies are matched to the waiting request by rid
 under a Condition. The Connection object is not thread-safe, so every use
 of it (send and receive) happens under one lock; a second lock keeps the
@@ -100,8 +102,14 @@ class RequestFailed(ClientFailure):
 class Handlers:
     """What the session calls from its reader thread; the CLI overrides these."""
 
+    def on_greeting(self, text):
+        """The operator's greeting, before the first username prompt."""
+
     def on_welcome(self, user, created):
         pass
+
+    def on_motd(self, text):
+        """The message of the day, right after on_welcome."""
 
     def on_message(self, message, via):
         """`via` is "login" for the backlog before System ready, else "push"."""
@@ -305,6 +313,8 @@ class ClientSession:
     def _on_login(self, packet, _acks):
         self._in_session = False
         self._ready.clear()
+        if packet.data.get("greeting"):
+            self.handlers.on_greeting(packet.data["greeting"])
         self._login_steps.put(packet)
 
     def _on_welcome(self, packet, _acks):
@@ -313,6 +323,8 @@ class ClientSession:
         with self._ack_lock:
             self._held_acks = None
         self.handlers.on_welcome(packet.data["user"], packet.data["created"])
+        if packet.data.get("motd"):
+            self.handlers.on_motd(packet.data["motd"])
         self._login_steps.put(packet)
 
     def _on_message(self, packet, acks):

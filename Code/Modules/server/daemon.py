@@ -140,6 +140,9 @@ class Daemon:
         self.admin = self.metrics = None   # the admin socket, --metrics-port (server/)
         self.started_at, self.peak_connections = time.time(), 0
         self.db_restart_at, self.db_failures = None, 0
+        # --greeting/--motd go to the first database process only: one restarted
+        # later keeps what the operator has changed live since.
+        self.start_settings = {"greeting": options.greeting, "motd": options.motd}
         self.signals = 0
         self.idle_since = None       # since when no connection at all (--exit-when-idle)
         self.hangups = 0             # SIGHUPs not acted on yet: reopen the log file
@@ -164,6 +167,7 @@ class Daemon:
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
                 "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
+                **self._take_start_settings(),
                 "live_tickets": [record.ticket for record in self.clients.values()
                                  if record.kind == "user" and record.ticket],
                 "registration": {"open": self.options.registration == "open",
@@ -174,6 +178,10 @@ class Daemon:
                            "days": self.options.ledger_days},
                 "greeting": getattr(self.options, "greeting", None),
                 "motd": getattr(self.options, "motd", None)}
+
+    def _take_start_settings(self):
+        settings, self.start_settings = self.start_settings, {}
+        return settings
 
     def _login_config(self):
         return {**self._base_config(), "server_private_key": self.key.private,

@@ -1,12 +1,18 @@
 """The server-driven login dialogue, sans-IO, as one transition table.
 
-The server asks for a username; if the account exists it asks for the
+The server asks for a username (the first prompt carries the operator's
+greeting, if there is one); if the account exists it asks for the
 password (at most `max_attempts` wrong ones per connection, then the
 connection is closed); if not, it offers to create the account and asks for
-a new password (the client asks the person twice and sends it once).
+a new password (the client asks the person twice and sends it once). A
+right password of a suspended account ends the login with a refusal; a
+right one-time password (the operator's reset-password) is followed by a
+`new_password` prompt, and the login completes once the new password is
+stored.
 
 The dialogue never touches the database itself. It returns *actions*
-(`CheckUser`, `VerifyPassword`, `CreateAccount`) that the login process
+(`CheckUser`, `VerifyPassword`, `CreateAccount`, `ChangePassword`) that the
+login process
 carries out with the database process, feeding the outcome back as an
 event. Outputs are Packets to send, actions, and finally `LoggedIn` or
 `Refused`. `TABLE` holds every legal move with the state it leads to and
@@ -30,6 +36,7 @@ ASK_USERNAME, CHECKING, ASK_PASSWORD, VERIFYING = (
     "ASK_USERNAME", "CHECKING", "ASK_PASSWORD", "VERIFYING")
 ASK_NEW_PASSWORD, CREATING, DONE, FAILED = (
     "ASK_NEW_PASSWORD", "CREATING", "DONE", "FAILED")
+ASK_CHANGED_PASSWORD, CHANGING = "ASK_CHANGED_PASSWORD", "CHANGING"
 
 MAX_STEPS = 30   # client answers per connection, whatever they are
 
@@ -54,6 +61,16 @@ class CreateAccount(NamedTuple):
         return f"CreateAccount(username={self.username!r})"
 
 
+class ChangePassword(NamedTuple):
+    """The new password after a reset; the account is the one just verified on
+    the same database connection, so no name goes with it."""
+
+    password: str
+
+    def __repr__(self):
+        return "ChangePassword()"
+
+
 class LoggedIn(NamedTuple):
     username: str
     created: bool
@@ -73,7 +90,7 @@ class Refused(NamedTuple):
 # the first may be a typo, the second ends the connection.
 # Outcomes from the database, as the monitor names them: exists / missing /
 # registration_closed / verified / wrong_password / throttled / busy /
-# created / create_failed.
+# suspended / must_change / created / create_failed.
 # A wrong password that uses up the last attempt is "last_wrong_password".
 # (state, event) -> (next state, handler).  Every legal move is here.
 TABLE = {
@@ -92,6 +109,14 @@ TABLE = {
     (VERIFYING, "last_wrong_password"): (FAILED, "_last_wrong_password"),
     (VERIFYING, "throttled"): (ASK_PASSWORD, "_password_again"),
     (VERIFYING, "busy"): (ASK_PASSWORD, "_password_again"),
+    (VERIFYING, "suspended"): (FAILED, "_suspended"),
+    (VERIFYING, "must_change"): (ASK_CHANGED_PASSWORD, "_ask_changed_password"),
+    (ASK_CHANGED_PASSWORD, "new_password"): (CHANGING, "_change"),
+    (ASK_CHANGED_PASSWORD, "bad_new_password"): (ASK_CHANGED_PASSWORD,
+                                                 "_changed_password_rule"),
+    (ASK_CHANGED_PASSWORD, "cancel"): (ASK_USERNAME, "_restart"),
+    (CHANGING, "verified"): (DONE, "_verified"),
+    (CHANGING, "busy"): (ASK_CHANGED_PASSWORD, "_changed_password_again"),
     (ASK_NEW_PASSWORD, "new_password"): (CREATING, "_create"),
     (ASK_NEW_PASSWORD, "bad_new_password"): (ASK_NEW_PASSWORD, "_password_rule"),
     (ASK_NEW_PASSWORD, "cancel"): (ASK_USERNAME, "_restart"),
@@ -99,7 +124,7 @@ TABLE = {
     (CREATING, "create_failed"): (ASK_USERNAME, "_username_again"),
     (CREATING, "busy"): (ASK_NEW_PASSWORD, "_new_password_again"),
     **{(state, "too_many_steps"): (FAILED, "_too_many_steps")
-       for state in (ASK_USERNAME, ASK_PASSWORD, ASK_NEW_PASSWORD)},
+       for state in (ASK_USERNAME, ASK_PASSWORD, ASK_NEW_PASSWORD, ASK_CHANGED_PASSWORD)},
 }
 _CLIENT_EVENTS = ("username", "password", "new_password", "cancel")
 _NEXT_STATES = {move: target for move, (target, _handler) in TABLE.items()}
@@ -124,9 +149,11 @@ class LoginDialogue:
     def state(self):
         return self.machine.state
 
-    def start(self):
-        """The first outputs: the username prompt."""
-        return [_prompt("username", "Username (a new name creates an account):")]
+    def start(self, greeting=None):
+        """The first outputs: the username prompt, with the operator's greeting
+        (text for the client to show first) when there is one."""
+        extra = {"greeting": greeting} if greeting else {}
+        return [_prompt("username", "Username (a new name creates an account):", **extra)]
 
     def receive(self, packet):
         """Outputs for one Login packet from the client."""
@@ -194,6 +221,24 @@ class LoginDialogue:
 
     def _verified(self, _detail):
         return [LoggedIn(self.username, created=False)]
+
+    def _suspended(self, reason):
+        return [Refused("suspended", reason or "This account is suspended; ask the "
+                                               "server's administrator.")]
+
+    def _ask_changed_password(self, reason):
+        return [_prompt("new_password", reason or "Your password was reset; choose a new "
+                        "one to finish logging in.", username=self.username)]
+
+    def _change(self, password):
+        return [ChangePassword(password)]
+
+    def _changed_password_rule(self, password):
+        return self._ask_changed_password(_rule_broken(rules.check_password, password))
+
+    def _changed_password_again(self, detail):
+        return self._with_retry_after(self._ask_changed_password(
+            detail or "The server is busy; try again."))
 
     def _wrong_password(self, _detail):
         self.attempts_left -= 1

@@ -3,8 +3,11 @@
 Talks to: the client over the TCP socket the daemon accepted (Noise
 handshake, Version exchange, the login dialogue of
 `Modules/server/login_dialogue.py`); the database process in the *login* role
-(Exists, Verify, Create, nothing else); the daemon through a one-way pipe
-that carries the hand-off.
+(Hello, Exists, Verify, Create, SetPassword, nothing else); the daemon
+through a one-way pipe that carries the hand-off. The operator's greeting
+comes with the Hello's reply and goes in the first username prompt; the
+message of the day comes with the reply that logs the user in and goes in
+the Welcome.
 
 On success it sends Welcome to the client, then hands the live connection
 to the daemon (transport keys and nonces, undecoded bytes, serializer,
@@ -80,7 +83,7 @@ def system_packet(event, message):
 
 
 _ACTIONS = {dialogue_mod.CheckUser: "Exists", dialogue_mod.VerifyPassword: "Verify",
-            dialogue_mod.CreateAccount: "Create"}
+            dialogue_mod.CreateAccount: "Create", dialogue_mod.ChangePassword: "SetPassword"}
 
 
 class LoginSession:
@@ -93,7 +96,7 @@ class LoginSession:
         self.deadline = config["deadline"]
         self.dialogue = dialogue_mod.LoginDialogue(config.get("max_attempts", 3))
         self.db = DbLink(config["db_socket"], cancelled=lambda: self.shutdown_requested)
-        self.ticket = None
+        self.ticket = self.greeting = self.motd = None
         self.penalty = None               # why the address earned one, if it did
         self.shutdown_requested = False   # set by SIGTERM, acted on in _recv
         if resume_state is None:
@@ -108,7 +111,7 @@ class LoginSession:
         try:
             self._say_hello()
             if self.conn.state == protocol.SESSION:
-                self.send_all(self.dialogue.start())
+                self.send_all(self.dialogue.start(self.greeting))
             return self._loop()
         except Stop as stop:
             if stop.packet is not None:
@@ -188,7 +191,7 @@ class LoginSession:
         self.send_all([reply])
         if reply.op == "Error":
             raise Stop()
-        self.send_all(self.dialogue.start())
+        self.send_all(self.dialogue.start(self.greeting))
 
     def _run_outputs(self, outputs):
         pending = list(outputs)
@@ -211,7 +214,7 @@ class LoginSession:
         reply, and the dialogue takes it as it is.
         """
         reply = self._db_call(_ACTIONS[type(action)], **action._asdict())
-        self.ticket = reply.get("ticket")
+        self.ticket, self.motd = reply.get("ticket"), reply.get("motd")
         return self.dialogue.outcome(reply["outcome"], reply.get("reason"),
                                      reply.get("retry_after"))
 
@@ -223,8 +226,9 @@ class LoginSession:
         while True:
             self.db.connect()
             try:
-                self.db.call("Hello", role="login", peer=self.described,
-                             address=host_of(self.peer))
+                reply = self.db.call("Hello", role="login", peer=self.described,
+                                     address=host_of(self.peer))
+                self.greeting = reply.get("greeting")
                 return
             except DbUnavailable:
                 if time.monotonic() > give_up_at or self.shutdown_requested:
@@ -238,6 +242,8 @@ class LoginSession:
         try:
             return self.db.call(op, **fields)
         except DbUnavailable:
+            if op == "SetPassword":   # only the connection that verified may change it
+                raise
             log.warning("database connection lost during %s; retrying once", op)
         self._say_hello()
         reply = self.db.call(op, **fields)
@@ -248,7 +254,10 @@ class LoginSession:
         return reply
 
     def _logged_in(self, result):
-        self.send_all([Packet("Welcome", {"user": result.username, "created": result.created})])
+        welcome = {"user": result.username, "created": result.created}
+        if self.motd:
+            welcome["motd"] = self.motd
+        self.send_all([Packet("Welcome", welcome)])
         log.info("%s logged in from %s", result.username, self.peer)
         return {"user": result.username, "ticket": self.ticket, "peer": self.peer,
                 "state": self.conn.export_state()}

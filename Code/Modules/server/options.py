@@ -3,13 +3,17 @@
 `parse_server_options(argv, environ)` returns an argparse Namespace. A
 command-line flag beats the environment, which beats the default. A bad
 value (a port that is not a number, an unknown log level, a negative
-client limit, an empty log file name) stops the program with a one-line message naming the option
-and where it came from, before anything is started.
+client limit, an empty log file name, a greeting file that cannot be read)
+stops the program with a one-line message naming the option and where it
+came from, before anything is started. `--greeting` and `--motd` take the
+text itself or `@FILE`, read from that file at start.
 """
 
 import argparse
 import logging
 import os
+
+from Modules import operations, rules
 
 DEFAULT_PORT = 7117
 DEFAULT_DATA_DIR = "./parley-data"
@@ -86,6 +90,31 @@ def _registration(text):
     return value
 
 
+class _Text(str):
+    """An operator's text already read: argparse converts a string default again,
+    and a file's text that starts with '@' must not be taken for a file name."""
+
+
+def _operator_text(text):
+    """The text, or with `@FILE` that file's text (one final newline dropped); at
+    most operations.TEXT_MAX characters and no control characters but newlines."""
+    if isinstance(text, _Text):
+        return text
+    if text.startswith("@"):
+        try:
+            with open(os.path.expanduser(text[1:]), encoding="utf-8") as file:
+                text = file.read().removesuffix("\n")
+        except (OSError, UnicodeDecodeError) as error:
+            why = getattr(error, "strerror", None) or str(error)
+            raise ValueError(f"cannot read {text[1:]}: {why}") from None
+    if len(text) > operations.TEXT_MAX:
+        raise ValueError(f"at most {operations.TEXT_MAX} characters, not {len(text)}")
+    try:
+        return _Text(operations.TEXT.check(text))
+    except rules.RuleError as error:
+        raise ValueError(error.reason) from None
+
+
 def _flag(text):
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -143,7 +172,16 @@ SERVER_OPTIONS = [
      "was last seen"),
     ("metrics_port", _port, 0, "serve Prometheus metrics at http://127.0.0.1:PORT/metrics "
      "(loopback only; 0: off)"),
+    ("greeting", _operator_text, None, "text shown to every client before it logs in, or "
+     "@FILE to read it from FILE; replaces the stored one, which the console changes live"),
+    ("motd", _operator_text, None, "message of the day, shown after each login (text or "
+     "@FILE); replaces the stored one"),
 ]
+
+
+def _shown(text):
+    """A bad value as an error message quotes it: a long text only in part."""
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _typed(kind, name):
@@ -151,7 +189,8 @@ def _typed(kind, name):
         try:
             return kind(text)
         except ValueError as error:
-            raise argparse.ArgumentTypeError(f"bad value {text!r} for --{name}: {error}")
+            raise argparse.ArgumentTypeError(f"bad value {_shown(text)!r} for --{name}: "
+                                             f"{error}")
     return convert
 
 
@@ -180,7 +219,8 @@ def parse_server_options(argv, environ=os.environ):
             try:
                 defaults[name] = kind(environ[env_name])
             except ValueError as error:
-                parser.error(f"bad value {environ[env_name]!r} in {env_name}: {error}")
+                parser.error(f"bad value {_shown(environ[env_name])!r} in {env_name}: "
+                             f"{error}")
     if "PARLEY_DEBUG" in environ:
         try:
             defaults["debug"] = _flag(environ["PARLEY_DEBUG"])

@@ -1,8 +1,11 @@
 """Tests for Modules/client/link.py: reconnecting after the connection drops.
 
 The backoff between tries (1 s growing to 30 s, with jitter), the
-re-login that never creates an account and says why it stops, and a
-`Link` reporting only the end of its current session (no socket).
+re-login that never creates an account (nor changes a reset password) and
+says why it stops, a `Link` reporting only the end of its current session
+(no socket), and no retrying after the server ended a session on purpose
+(kicked, suspended, password reset, idle timeout) or refused a suspended
+account.
 """
 
 import pytest
@@ -50,3 +53,39 @@ def test_link_reports_only_the_end_of_its_current_session():
     link.lost(link._forwarder, "The server closed the connection.")
     assert watcher.down == [("The server closed the connection.", True)]
     assert not link.logged_in and link.down_reason.startswith("The server")
+
+
+class RetryWatcher(LinkWatcher):
+    def __init__(self):
+        super().__init__()
+        self.said = []
+
+    def on_system(self, event, message):
+        self.said.append(event)
+
+
+@pytest.mark.parametrize("event", ["kicked", "suspended", "password_reset", "idle_timeout"])
+def test_no_reconnecting_by_itself_after_the_server_ended_the_session(event, monkeypatch):
+    from Modules.client.link import Link, _Forwarder
+    watcher = RetryWatcher()
+    link = Link("127.0.0.1", 1, "kh", watcher, retry=True)
+    started = []
+    monkeypatch.setattr(link, "start_retrying", lambda: started.append(True))
+    link._forwarder, link.logged_in = _Forwarder(link), True
+    link._forwarder.on_system(event, "The server's administrator ended this session.")
+    link.lost(link._forwarder, "The server's administrator ended this session.")
+    assert watcher.said == [event] and link.ended_by == event and started == []
+    assert watcher.down == [("The server's administrator ended this session.", True)]
+    link._forwarder, link.logged_in, link.ended_by = _Forwarder(link), True, None
+    link._forwarder.on_system("shutdown", "The server is shutting down.")
+    link.lost(link._forwarder, "The server is shutting down.")
+    assert started == [True]                      # a shutdown is still retried
+
+
+def test_a_suspended_account_or_a_reset_password_stops_the_relogin():
+    from Modules.client.link import FATAL_CODES, ReLogin
+    assert "suspended" in FATAL_CODES
+    login = ReLogin("bob", "password1")
+    login.answer({"prompt": "password", "message": "Password:", "username": "bob"})
+    answer = login.answer({"prompt": "new_password", "message": "Reset.", "username": "bob"})
+    assert answer.fields == {"cancel": True} and "reset" in answer.stop

@@ -5,6 +5,9 @@ or a refused name, creating an account only with --create and a good
 password; what a wrong password tells a person to do; `check_server_key`:
 a new key refused in batch mode unless --accept-new-host-key, asked at a
 terminal, a changed key always refused with the known_hosts line to remove.
+A new_password prompt right after a password prompt is a forced change
+after the administrator's reset: a script stops and says why, a person is
+asked twice for the new password (never the account-creation question).
 """
 
 import pytest
@@ -123,3 +126,70 @@ def test_changed_key_is_always_refused_with_the_line_to_remove(tmp_path):
     assert "CHANGED" in message and "attack" in message and "reinstalled" in message
     assert identity.fingerprint(KEY_A) in message and identity.fingerprint(KEY_B) in message
     assert f"line 2 of {path}" in message
+
+
+# ------------------------------------------------------------ a reset password
+
+RESET = {"prompt": "new_password", "username": "bob",
+         "message": "Your password was reset by the administrator: choose a new one to "
+                    "finish logging in."}
+
+
+class FakeTerminal:
+    """Answers ask_secret from a list; confirm must never be asked."""
+
+    def __init__(self, secrets):
+        self.secrets, self.asked = list(secrets), []
+
+    def ask_secret(self, text):
+        self.asked.append(text)
+        return self.secrets.pop(0)
+
+    def ask(self, text):
+        self.asked.append(text)
+        return "zed"
+
+    def confirm(self, text):
+        raise AssertionError(f"asked {text!r}")
+
+
+def test_a_script_stops_when_its_one_time_password_must_be_changed():
+    login = client_login.ScriptedLogin("bob", "one-time-pw", create=True)
+    login.answer({"prompt": "username", "message": "?"})
+    login.answer({"prompt": "password", "message": "Password:", "username": "bob"})
+    answer = login.answer(RESET)
+    assert answer.fields == {"cancel": True}
+    assert "reset" in answer.stop and "without --batch" in answer.stop
+
+
+def test_a_person_chooses_the_new_password_twice_after_a_reset():
+    notes = []
+    terminal = FakeTerminal(["short", "a new password", "a typo!!", "a new password",
+                             "a new password"])
+    login = client_login.InteractiveLogin(terminal, notes.append, user="bob",
+                                          password="one-time-pw")
+    login.answer({"prompt": "username", "message": "?"})
+    assert login.answer({"prompt": "password", "message": "Password:",
+                         "username": "bob"}).fields == {"password": "one-time-pw"}
+    assert login.answer(RESET).fields == {"new_password": "a new password"}
+    assert notes[0] == RESET["message"]                   # why, before asking
+    assert any("at least" in note for note in notes) and any("differ" in note
+                                                             for note in notes)
+    assert terminal.asked[-2:] == ["New password: ", "Repeat the new password: "]
+    assert login.last_password == "a new password"        # for reconnecting
+    terminal.secrets = ["another password", "another password"]
+    refused = {**RESET, "message": "The password has at least 8 characters."}
+    assert login.answer(refused).fields == {"new_password": "another password"}
+    assert notes[-1] == refused["message"]                # still a change, not a creation
+
+
+def test_a_new_password_prompt_after_the_username_is_still_a_creation():
+    terminal = FakeTerminal(["password1", "password1"])
+    login = client_login.InteractiveLogin(terminal, lambda text: None, user="bob",
+                                          password="password0", create=True)
+    login.answer({"prompt": "username", "message": "?"})
+    login.answer({"prompt": "password", "message": "Password:", "username": "bob"})
+    login.answer({"prompt": "username", "message": "Cancelled."})     # back, then zed
+    prompt = {"prompt": "new_password", "message": "...", "username": "zed"}
+    assert login.answer(prompt).fields == {"new_password": "password1"}
+    assert not login.changing and login.confirmed_create == "zed"

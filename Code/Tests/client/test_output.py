@@ -4,7 +4,8 @@ ISO times (UTC, milliseconds; nonsense gives None or "?"), neutralising
 terminal escapes (visible, newline and tab kept only in bodies), exact and
 inert JSON lines, human rendering that never passes an escape, the --json
 record shapes, one object per line with errors also on stderr, and when
-colour is allowed.
+colour is allowed. The operator's texts: greeting and motd records, and
+broadcasts marked as such in pushes, the inbox and `read`.
 """
 
 import io
@@ -80,6 +81,8 @@ def test_json_line_is_exact_and_inert():
                                "note": HOSTILE}, "bob"),
     client_output.system_record("shutdown", HOSTILE),
     client_output.login_record(HOSTILE, True),
+    client_output.greeting_record(HOSTILE), client_output.motd_record(HOSTILE),
+    _hostile_message("broadcast"), _hostile_message("broadcast", "read"),
 ])
 def test_human_rendering_never_passes_escapes(record):
     for color in (False, True):
@@ -162,3 +165,29 @@ def test_colour_rules():
     assert not client_output.colour_allowed(True, tty, {})
     assert not client_output.colour_allowed(False, tty, {"NO_COLOR": "1"})
     assert not client_output.colour_allowed(False, pipe, {})
+
+
+# ------------------------------------------------------------ the operator's texts
+
+
+def test_greeting_and_motd_records_and_text():
+    assert client_output.greeting_record("Hi") == {"type": "greeting", "message": "Hi"}
+    assert client_output.motd_record("Exam") == {"type": "motd", "message": "Exam"}
+    output = client_output.Output()
+    assert output.render(client_output.greeting_record("Lab\nserver")) == "Lab\nserver"
+    assert output.render(client_output.motd_record("Exam")) == "Message of the day: Exam"
+
+
+def test_a_broadcast_is_marked_in_pushes_the_inbox_and_read():
+    message = {"id": 9, "from": "parley", "to": "bob", "subject": "Exam moved",
+               "body": "To Monday.", "sent_at": 0, "kind": "broadcast"}
+    output = client_output.Output()
+    for via in ("push", "login", "read"):
+        record = client_output.message_record(message, via)
+        assert record["kind"] == "broadcast"
+        assert "[broadcast] from the administrator" in output.render(record)
+    inbox = client_output.inbox_record({"messages": [
+        {"id": 9, "from": "parley", "subject": "Exam moved", "sent_at": 0,
+         "kind": "broadcast", "unread": True}], "more": False})
+    assert inbox["messages"][0]["kind"] == "broadcast"
+    assert "[broadcast] Exam moved" in output.render(inbox)

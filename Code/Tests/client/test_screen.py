@@ -90,3 +90,14 @@ def test_a_returned_message_says_so_when_read():
     sent = client_output.sent_record({"id": 4, "bounced": True, "duplicate": False,
                                       "note": "No user named 'zed' exists."}, "zed")
     assert "Check the name" in ScreenOutput().render(sent)
+
+
+def test_a_broadcast_is_marked_on_the_screen():
+    from Modules.client.screen import ScreenOutput, inbox_subject
+    message = {"id": 9, "from": "parley", "to": "bob", "subject": "Exam moved",
+               "body": "To Monday.", "sent_at": 0, "kind": "broadcast"}
+    for via in ("push", "login", "read"):
+        text = ScreenOutput().render(client_output.message_record(message, via))
+        assert "[broadcast] from the administrator" in text and "Exam moved" in text
+    assert inbox_subject({"subject": "Exam moved", "kind": "broadcast"}) == \
+        "[broadcast] Exam moved"

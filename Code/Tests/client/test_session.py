@@ -5,7 +5,9 @@ is back at the login, held back while the account is being deleted and
 sent if the deletion fails), a second "ready" not reported, request/reply
 matching by rid, Error replies as RequestFailed, Send retries with the same
 client_id, the server's reason when the connection closes, a fatal login
-error. Never a real connection.
+error, the operator's greeting before its
+prompt and the message of the day after the Welcome. Never a real
+connection.
 """
 
 import pytest
@@ -17,7 +19,7 @@ from Modules.wire.serializers import Packet
 
 class Recorder(client_session.Handlers):
     def __init__(self):
-        self.shown, self.events = [], []
+        self.shown, self.events, self.login_events = [], [], []
 
     def on_message(self, message, via):
         self.shown.append((message["id"], via))
@@ -27,6 +29,15 @@ class Recorder(client_session.Handlers):
 
     def on_system(self, event, message):
         self.events.append((event, message))
+
+    def on_greeting(self, text):
+        self.login_events.append(("greeting", text))
+
+    def on_welcome(self, user, created):
+        self.login_events.append(("welcome", user))
+
+    def on_motd(self, text):
+        self.login_events.append(("motd", text))
 
 
 def _session():
@@ -220,3 +231,19 @@ def test_held_acks_are_sent_when_the_deletion_fails():
         session.delete_account()
     assert [(p.op, p.data.get("ids")) for p in sent] == [("DeleteAccount", None),
                                                          ("Ack", [9])]
+
+
+def test_the_greeting_comes_before_its_prompt_and_the_motd_after_the_welcome():
+    session, handlers, _sent = _session()
+    session._dispatch([Packet("Login", {"prompt": "username", "message": "Username:",
+                                        "greeting": "Lab server."})])
+    assert handlers.login_events == [("greeting", "Lab server.")]
+    assert session.next_login_step().data["prompt"] == "username"   # handed over after
+    session._dispatch([Packet("Login", {"prompt": "password", "message": "?"}),
+                       Packet("Welcome", {"user": "bob", "created": False,
+                                          "motd": "Exam on Friday."})])
+    assert handlers.login_events == [("greeting", "Lab server."), ("welcome", "bob"),
+                                     ("motd", "Exam on Friday.")]
+    session._dispatch([Packet("Welcome", {"user": "bob", "created": False})])
+    assert handlers.login_events[-1] == ("welcome", "bob")        # no motd: none shown
+

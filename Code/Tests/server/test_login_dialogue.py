@@ -5,7 +5,9 @@ checks its outputs (prompts, actions, LoggedIn / Refused). Every row of TABLE
 is exercised; so are the moves outside it (RemoteProtocolError for a client
 answer we did not ask for, LocalProtocolError for an outcome we did not
 request, both sticky and naming state and event), malformed Login answers,
-the MAX_STEPS bound, and that no action's repr shows a password.
+the MAX_STEPS bound, and that no action's repr shows a password. The
+operator's side: the greeting in the first prompt only, a suspended
+account's refusal, and the new password a one-time password leads to.
 """
 
 import pytest
@@ -15,6 +17,7 @@ from Modules.server import login_dialogue as ld
 from Modules.server.login_dialogue import (
     MAX_STEPS,
     TABLE,
+    ChangePassword,
     CheckUser,
     CreateAccount,
     LoggedIn,
@@ -55,8 +58,8 @@ def prompt_of(outputs):
     return packet.data["prompt"], packet.data
 
 
-def at_password(username="alice"):
-    dialogue = Recording()
+def at_password(username="alice", rows=None):
+    dialogue = Recording(rows=rows)
     assert prompt_of(dialogue.start())[0] == "username"
     assert answer(dialogue, username=username) == [CheckUser(username.lower())]
     assert dialogue.state == ld.CHECKING
@@ -71,6 +74,14 @@ def at_new_password(username="newbie"):
     assert answer(dialogue, username=username) == [CheckUser(username)]
     prompt, data = prompt_of(dialogue.outcome("missing"))
     assert prompt == "new_password" and dialogue.state == ld.ASK_NEW_PASSWORD
+    return dialogue, data
+
+
+def at_changed_password(username="alice", rows=None):
+    dialogue, _ = at_password(username, rows)
+    answer(dialogue, password="one-time-pw")
+    prompt, data = prompt_of(dialogue.outcome("must_change", "Choose a new one."))
+    assert prompt == "new_password" and dialogue.state == ld.ASK_CHANGED_PASSWORD
     return dialogue, data
 
 
@@ -241,7 +252,84 @@ def test_the_walks_take_every_row_of_the_table():
         stepper._steps = MAX_STEPS
         (refused,) = answer(stepper, cancel=True) if reach else answer(stepper, username="a")
         assert refused.code == "too_many_steps" and stepper.state == ld.FAILED
+
+    suspended, _ = at_password(rows=rows)
+    answer(suspended, password=PASSWORD)
+    assert suspended.outcome("suspended", "no")[0].code == "suspended"
+    changer, _ = at_changed_password(rows=rows)
+    assert prompt_of(answer(changer, new_password="tiny"))[0] == "new_password"
+    answer(changer, new_password=PASSWORD)
+    assert prompt_of(changer.outcome("busy", "busy"))[0] == "new_password"
+    answer(changer, new_password=PASSWORD)
+    assert changer.outcome("verified") == [LoggedIn("alice", False)]
+    changer, _ = at_changed_password(rows=rows)
+    assert prompt_of(answer(changer, cancel=True))[0] == "username"
+    changer, _ = at_changed_password(rows=rows)
+    changer._steps = MAX_STEPS
+    assert answer(changer, cancel=True)[0].code == "too_many_steps"
     assert rows == set(TABLE)
+
+
+# ------------------------------------------------------------ the operator's side
+
+
+def test_the_greeting_comes_with_the_first_prompt_only():
+    dialogue = LoginDialogue()
+    prompt, data = prompt_of(dialogue.start("Welcome to the lab server."))
+    assert prompt == "username" and data["greeting"] == "Welcome to the lab server."
+    assert "greeting" not in prompt_of(LoginDialogue().start())[1]
+    assert "greeting" not in prompt_of(LoginDialogue().start(""))[1]
+    answer(dialogue, username="alice")
+    dialogue.outcome("exists")
+    assert "greeting" not in prompt_of(answer(dialogue, cancel=True))[1]
+
+
+def test_a_suspended_account_ends_the_login_with_the_reason():
+    dialogue, _ = at_password()
+    answer(dialogue, password=PASSWORD)
+    (refused,) = dialogue.outcome("suspended", "This account is suspended; ask the "
+                                               "server's administrator.")
+    assert refused == Refused("suspended", "This account is suspended; ask the server's "
+                                           "administrator.")
+    assert dialogue.state == ld.FAILED
+    with pytest.raises(RemoteProtocolError):
+        answer(dialogue, password=PASSWORD)
+
+
+def test_a_one_time_password_leads_to_a_new_one_then_the_login():
+    dialogue, data = at_changed_password()
+    assert data["message"] == "Choose a new one." and data["username"] == "alice"
+    prompt, data = prompt_of(answer(dialogue, new_password="short"))
+    assert prompt == "new_password" and dialogue.state == ld.ASK_CHANGED_PASSWORD
+    assert str(rules.PASSWORD_MIN) in data["message"] and "short" not in data["message"]
+    assert data["username"] == "alice"
+    assert answer(dialogue, new_password=PASSWORD) == [ChangePassword(PASSWORD)]
+    assert dialogue.state == ld.CHANGING
+    prompt, data = prompt_of(dialogue.outcome("busy", "Busy.", retry_after=1))
+    assert (prompt, data["message"], data["retry_after"]) == ("new_password", "Busy.", 1)
+    assert dialogue.state == ld.ASK_CHANGED_PASSWORD
+    answer(dialogue, new_password=PASSWORD)
+    assert dialogue.outcome("verified") == [LoggedIn("alice", created=False)]
+    assert dialogue.state == ld.DONE
+
+
+def test_a_change_of_password_can_be_cancelled_or_run_out_of_steps():
+    dialogue, _ = at_changed_password()
+    assert prompt_of(answer(dialogue, cancel=True))[0] == "username"
+    assert dialogue.state == ld.ASK_USERNAME and dialogue.username is None
+    dialogue, _ = at_changed_password()
+    dialogue._steps = MAX_STEPS
+    (refused,) = answer(dialogue, new_password=PASSWORD)
+    assert refused.code == "too_many_steps" and dialogue.state == ld.FAILED
+
+
+@pytest.mark.parametrize("event", ["created", "must_change", "wrong_password"])
+def test_only_verified_or_busy_may_answer_a_change_of_password(event):
+    dialogue, _ = at_changed_password()
+    answer(dialogue, new_password=PASSWORD)
+    with pytest.raises(LocalProtocolError) as info:
+        dialogue.outcome(event)
+    assert "CHANGING" in str(info.value) and repr(event) in str(info.value)
 
 
 # ------------------------------------------------------------ illegal moves
@@ -335,6 +423,8 @@ def test_action_reprs_never_show_the_password():
     for action in (VerifyPassword("alice", secret), CreateAccount("alice", secret)):
         for text in (repr(action), str(action), repr([action]), f"{action}"):
             assert secret not in text and "alice" in text
+    change = ChangePassword(secret)
+    assert all(secret not in text for text in (repr(change), str(change), repr([change])))
 
 
 def test_dialogue_outputs_never_echo_a_rejected_password():

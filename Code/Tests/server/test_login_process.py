@@ -3,7 +3,10 @@
 Each test talks to a real daemon with `RawClient`, which drives the
 protocol objects directly so it can also misbehave: wrong passwords,
 stalling, garbage and oversize frames. After every abuse a well-behaved
-client must still be served.
+client must still be served. The operator's side: the greeting in the
+first prompt, the message of the day in the Welcome, a suspended account
+refused, and a one-time password changed before the login completes
+(account states written into the files while the server is stopped).
 """
 
 import os
@@ -13,6 +16,7 @@ from Modules.wire import channel
 from Modules.wire.framing import CLOSED
 from Modules.wire.serializers import Packet
 from Tests.support import PASSWORD, RawClient, read_to_end, run_client, wait_until
+from Tests.support.storage import change_account_offline
 
 
 def create(server, name, password=PASSWORD):
@@ -196,3 +200,63 @@ def test_with_registration_closed_a_new_name_is_told_and_members_still_log_in(ma
     assert code == 1 and "does not take new accounts" in stderr
     code, objects, _ = run_client(server, "member", ["inbox"])
     assert code == 0 and objects[0]["type"] == "login"
+
+
+# ------------------------------------------------------------ the operator's side
+
+
+def test_the_greeting_comes_first_and_the_motd_with_the_welcome(make_server):
+    server = make_server("--greeting", "Lab server: be kind.", "--motd", "Exam on Friday.")
+    client = RawClient(server.port)
+    prompt = client.handshake()
+    assert prompt.data["prompt"] == "username"
+    assert prompt.data["greeting"] == "Lab server: be kind."
+    client.send("Login", username="alice")
+    assert "greeting" not in client.next_event().data
+    client.send("Login", cancel=True)
+    assert "greeting" not in client.next_event().data     # once per connection
+    client.send("Login", username="alice")
+    client.next_event()
+    client.send("Login", new_password=PASSWORD)
+    welcome = client.next_event()
+    assert welcome.data == {"user": "alice", "created": True, "motd": "Exam on Friday."}
+    welcome = RawClient(server.port).login("alice", PASSWORD)
+    assert welcome.data["motd"] == "Exam on Friday."
+
+
+def test_a_suspended_account_is_refused_with_one_sentence(make_server):
+    server = make_server()
+    create(server, "carl").close()
+    server.stop()
+    change_account_offline(server.data_dir, "carl", suspended=True)
+    server = make_server()
+    client = RawClient(server.port)
+    error = client.login("carl", PASSWORD)
+    assert error.op == "Error" and error.data["code"] == "suspended" and error.data["fatal"]
+    assert error.data["reason"] == ("This account is suspended; ask the server's "
+                                    "administrator.")
+    assert client.next_event() is CLOSED
+    assert RawClient(server.port).login("carl", "wrong password!").data["prompt"] == "password"
+
+
+def test_a_one_time_password_must_be_changed_to_log_in(make_server):
+    server = make_server()
+    create(server, "dora").close()
+    server.stop()
+    change_account_offline(server.data_dir, "dora", one_time_password="one-time-1234")
+    server = make_server()
+    client = RawClient(server.port)
+    prompt = client.login("dora", "one-time-1234")
+    assert prompt.op == "Login" and prompt.data["prompt"] == "new_password"
+    assert "reset" in prompt.data["message"] and prompt.data["username"] == "dora"
+    client.send("Login", new_password="short")
+    prompt = client.next_event()
+    assert prompt.data["prompt"] == "new_password" and "at least 8" in prompt.data["message"]
+    client.send("Login", new_password="my own new password")
+    welcome = client.next_event()
+    assert welcome.op == "Welcome" and welcome.data == {"user": "dora", "created": False}
+    assert client.next_event().data["event"] == "ready"
+    assert "my own new password" not in server.log() and "one-time-1234" not in server.log()
+    assert RawClient(server.port).login("dora", "my own new password").op == "Welcome"
+    again = RawClient(server.port).login("dora", "one-time-1234")
+    assert again.data["prompt"] == "password" and "Wrong" in again.data["message"]

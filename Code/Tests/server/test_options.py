@@ -24,6 +24,8 @@ EVERY_OPTION = [
     ("exit_when_idle", "90", "0"),
     ("log_file", "/var/log/parley.log", "/tmp/parley-env.log"),
     ("metrics_port", "9464", "9100"),
+    ("greeting", "Welcome to the lab.", "Hello from the environment."),
+    ("motd", "Exam on Friday.", "No class today."),
 ]
 CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
            "log_level": str.upper, "port_fallback": int, "keepalive": int,
@@ -65,6 +67,7 @@ def test_defaults():
     assert options.idle_timeout == 0 and options.exit_when_idle == 0   # 0: off
     assert options.log_file is None
     assert options.metrics_port == 0                                   # 0: off
+    assert options.greeting is None and options.motd is None   # keep the stored ones
     assert options.debug is False and not options.fingerprint
 
 
@@ -125,6 +128,28 @@ def test_log_file_is_made_absolute(tmp_path, monkeypatch):
     assert parse(environ={"PARLEY_LOG_FILE": "p.log"}).log_file == str(tmp_path / "p.log")
 
 
+def test_greeting_and_motd_read_from_a_file(tmp_path):
+    (tmp_path / "greeting.txt").write_text("@home: the lab server\nBe kind.\n")
+    (tmp_path / "motd.txt").write_text("Exam on Friday.")
+    argument = f"@{tmp_path / 'greeting.txt'}"
+    assert parse(["--greeting", argument]).greeting == "@home: the lab server\nBe kind."
+    assert parse(environ={"PARLEY_GREETING": argument}).greeting == \
+        "@home: the lab server\nBe kind."      # a text starting with @ is not read again
+    assert parse(["--motd", f"@{tmp_path / 'motd.txt'}"]).motd == "Exam on Friday."
+    assert parse(["--motd", ""]).motd == ""      # empty: no message of the day
+
+
+@pytest.mark.parametrize("text, words", [
+    ("@/no/such/file", "cannot read /no/such/file"), ("x" * 2001, "at most 2000"),
+    ("bell\x07", "control characters")], ids=["no file", "too long", "control"])
+def test_a_bad_greeting_or_motd_stops_the_start(capsys, text, words):
+    for argv, environ, where in ((["--greeting", text], None, "--greeting"),
+                                 ([], {"PARLEY_MOTD": text}, "PARLEY_MOTD")):
+        err = exits(capsys, argv, environ)
+        assert where in err and words in err and "Traceback" not in err
+        assert len(err.splitlines()[-1]) < 300  # a long text is not echoed whole
+
+
 # -------------------------------------------------------------- bad values
 
 
@@ -172,5 +197,5 @@ def test_help_names_the_environment_variables(capsys):
     out = capsys.readouterr().out
     for name in ("PARLEY_PORT", "PARLEY_DATA_DIR", "PARLEY_MAX_CLIENTS", "PARLEY_DEBUG",
                  "PARLEY_PORT_FALLBACK", "PARLEY_KEEPALIVE", "PARLEY_IDLE_TIMEOUT",
-                 "PARLEY_EXIT_WHEN_IDLE"):
+                 "PARLEY_EXIT_WHEN_IDLE", "PARLEY_GREETING", "PARLEY_MOTD"):
         assert name in out

@@ -4,10 +4,16 @@
 function in its own transaction and SAVEPOINT (rolled back alone if it
 raises), then COMMITs, as the single writer does for every job;
 `make_users` and `send_stored` build a little state with it, at the fixed
-time `T0`.
+time `T0`. `change_account_offline` and `broadcast_offline` write what the operator's
+suspend, reset-password and broadcast leave behind straight into a stopped
+server's files (a test cannot open an admin connection: only the daemon's
+pid may).
 """
 
-from Modules.database import storage
+import time
+
+from Modules.database import administration, auth, storage
+from Modules.database.schema import close_databases, open_databases
 
 T0 = 1_700_000_000.0
 
@@ -36,3 +42,31 @@ def make_users(db, *names):
 def send_stored(db, sender, recipient, client_id=None, subject="hi", body="secret body"):
     return run_committed(db, storage.store_message, sender, recipient, subject, body,
                          client_id, T0 + 1)
+
+
+
+def offline(data_dir, function, *args):
+    """One storage (or administration) function on the files of a server that is
+    not running, committed as the writer would; its result."""
+    db = open_databases(data_dir)
+    try:
+        return run_committed(db, function, *args)
+    finally:
+        close_databases(db)
+
+
+def change_account_offline(data_dir, username, suspended=None, one_time_password=None):
+    """What the operator's suspend, or reset-password with `one_time_password`
+    (which must then be changed at the next login), leaves in the files."""
+    if suspended is not None:
+        offline(data_dir, administration.set_suspended, username, suspended, time.time())
+    if one_time_password is not None:
+        hasher = auth.PasswordHasher(memory_kib=1024, time_cost=1)
+        hashed = hasher.context.hash(one_time_password)
+        hasher.close()
+        offline(data_dir, storage.set_password_hash, username, hashed, time.time(), True)
+
+
+def broadcast_offline(data_dir, text):
+    """The operator's broadcast, stored for every account as the admin role does it."""
+    return offline(data_dir, administration.store_broadcast, text, time.time())

@@ -4,10 +4,19 @@ Batch/JSON mode as scripts use it: accounts, live and offline delivery,
 bounces, read/unread, deletion of messages and accounts, exit codes, and
 server key pinning (a new key needs consent, a changed key is refused and
 nothing is sent). One interactive run in a pseudo-terminal checks that
-the password is not echoed and pushed messages appear.
+the password is not echoed and pushed messages appear. The operator's
+side as people meet it: the greeting and the message of the day
+(--greeting, --motd), a broadcast, a suspended account, a password the
+administrator reset (changed at a terminal), and a session the server
+ended (idle timeout) that the client does not reconnect by itself. The
+account states and the broadcast are written into the stopped server's
+files (`Tests/support/storage.py`): only the daemon may be an admin.
 """
 
+import io
 import os
+import re
+import subprocess
 import sys
 
 import pexpect
@@ -21,10 +30,11 @@ from Tests.support import (
     client_command,
     run_client,
 )
+from Tests.support.storage import broadcast_offline, change_account_offline
 
 
-def ok(server, user, lines=(), create=False):
-    code, objects, stderr = run_client(server, user, lines, create=create)
+def ok(server, user, lines=(), create=False, password=PASSWORD):
+    code, objects, stderr = run_client(server, user, lines, create=create, password=password)
     assert code == 0, stderr
     return objects
 
@@ -123,7 +133,7 @@ def test_a_changed_server_key_is_refused(server, tmp_path):
     done = _run(command)
     assert done.returncode == 1
     assert "CHANGED" in done.stderr.upper() and done.stderr.count("SHA256:") >= 2
-    assert "logged in" not in server.log()          # nothing was sent after the handshake
+    assert " logged in from " not in server.log()   # nothing was sent after the handshake
     assert "account alice created" not in server.log()
 
 
@@ -180,3 +190,116 @@ def test_interactive_login_hides_the_password_and_shows_pushes(server, tmp_path)
     finally:
         child.close(force=True)
     assert os.path.exists(tmp_path / "kh")
+
+
+# ------------------------------------------------------------ the operator's side
+
+
+def test_greeting_before_the_login_and_the_motd_after_it(make_server, tmp_path):
+    (tmp_path / "greeting.txt").write_text("Lab server \u202e\nBe kind.\n")
+    server = make_server("--greeting", f"@{tmp_path / 'greeting.txt'}",
+                         "--motd", "Exam on Friday.")
+    objects = ok(server, "alice", ["logout"], create=True)
+    assert objects[:3] == [
+        {"type": "greeting", "message": "Lab server \u202e\nBe kind."},
+        {"type": "login", "user": "alice", "created": True},
+        {"type": "motd", "message": "Exam on Friday."}]
+    done = subprocess.run(client_command(server, "alice", as_json=False), input="logout\n",
+                          capture_output=True, text=True, timeout=60,
+                          env=child_env({"PARLEY_TEST_PASSWORD": PASSWORD}))
+    assert done.returncode == 0, done.stderr
+    assert "\u202e" not in done.stdout                     # neutralised, not obeyed
+    lines = done.stdout.splitlines()
+    assert lines[:4] == ["Lab server \\u202e", "Be kind.", "Logged in as alice.",
+                         "Message of the day: Exam on Friday."]
+
+
+def test_a_broadcast_is_marked_in_the_backlog_the_inbox_and_read(make_server):
+    server = make_server()
+    ok(server, "alice", create=True)
+    server.stop()
+    broadcast_offline(server.data_dir, "Exam moved\nThe exam is on Monday now.")
+    server = make_server()
+    objects = ok(server, "alice", ["inbox"])
+    (pushed,) = of_type(objects, "message")
+    assert (pushed["kind"], pushed["from"], pushed["via"]) == ("broadcast", "parley", "login")
+    assert pushed["subject"] == "Exam moved"
+    assert of_type(objects, "inbox")[0]["messages"][0]["kind"] == "broadcast"
+    done = subprocess.run(client_command(server, "alice", as_json=False),
+                          input=f"inbox\nread {pushed['id']}\n", capture_output=True,
+                          text=True, timeout=60,
+                          env=child_env({"PARLEY_TEST_PASSWORD": PASSWORD}))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"\[broadcast\] Exam moved", done.stdout)                 # inbox
+    assert f"Message #{pushed['id']} [broadcast] from the administrator" in done.stdout
+
+
+def test_a_suspended_account_is_told_why_and_the_client_fails(make_server):
+    server = make_server()
+    ok(server, "carl", create=True)
+    server.stop()
+    change_account_offline(server.data_dir, "carl", suspended=True)
+    server = make_server()
+    code, objects, stderr = run_client(server, "carl", ["inbox"])
+    assert code == 1
+    assert of_type(objects, "error")[0]["code"] == "suspended"
+    assert stderr.splitlines()[-1] == ("This account is suspended; ask the server's "
+                                       "administrator.")
+    assert not of_type(objects, "login")
+
+
+def test_a_reset_password_is_changed_at_the_terminal(make_server, tmp_path):
+    server = make_server()
+    ok(server, "dora", create=True)
+    server.stop()
+    change_account_offline(server.data_dir, "dora", one_time_password="one-time-1234")
+    server = make_server()
+    code, _objects, stderr = run_client(server, "dora", password="one-time-1234")
+    assert code == 1 and "without --batch" in stderr           # a script cannot choose
+    env = child_env({"NO_COLOR": "1", "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1",
+                     "PARLEY_TEST_PASSWORD": "one-time-1234"})
+    child = pexpect.spawn(sys.executable, [CLIENT, "--port", str(server.port), "--user", "dora",
+                                           "--password-env", "PARLEY_TEST_PASSWORD",
+                                           "--accept-new-host-key", "--known-hosts",
+                                           str(tmp_path / "kh")],
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
+    child.logfile_read = screen = io.StringIO()
+    try:
+        child.expect("reset by the administrator")
+        child.expect("New password:")
+        child.sendline("my own new password")
+        child.expect("Repeat the new password:")
+        child.sendline("my own new password")
+        child.expect("Logged in as dora")
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+        assert "Create it" not in screen.getvalue()
+    finally:
+        child.close(force=True)
+    assert ok(server, "dora", password="my own new password")[0]["type"] == "login"
+
+
+def test_after_an_idle_timeout_the_client_waits_for_the_person(make_server, tmp_path):
+    server = make_server("--idle-timeout", "3")
+    ok(server, "erin", create=True)
+    env = child_env({"NO_COLOR": "1", "TERM": "dumb", "PARLEY_TEST_PASSWORD": PASSWORD})
+    child = pexpect.spawn(sys.executable, [CLIENT, "--port", str(server.port), "--user", "erin",
+                                           "--password-env", "PARLEY_TEST_PASSWORD",
+                                           "--accept-new-host-key", "--known-hosts",
+                                           str(tmp_path / "kh")],
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
+    child.logfile_read = screen = io.StringIO()
+    try:
+        child.expect("Logged in as erin")
+        child.expect("Nothing was received from you")          # the server's notice
+        child.expect("does not reconnect by itself")
+        child.sendline("inbox")                                 # no automatic reconnect
+        child.expect("Not connected: the server ended the session")
+        child.send("\x03")                                      # clear the kept line
+        child.sendline("reconnect")                             # the person decides
+        child.expect("Reconnected to")
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+        assert "Reconnecting automatically" not in screen.getvalue()
+    finally:
+        child.close(force=True)
