@@ -13,7 +13,8 @@ followed from accept to logout. Log records never carry passwords, hashes,
 keys, tickets or message bodies and subjects: callers log names, ids,
 sizes and error codes only. Also here: `restore_default_signals` (and the
 lifeline that ends a child whose daemon died), `lower_priority` for work
-that can wait, `process_alive` by /proc, `close_connection`, and
+that can wait, `process_alive` by /proc, `signal_quietly`, `end_orphan`,
+`raise_fd_limit`, `close_connection`, and
 `keep_memory_returnable` / `return_free_memory` so that a process's memory
 comes back down after a flood.
 
@@ -26,10 +27,12 @@ import logging
 import logging.handlers
 import os
 import pwd
+import resource
 import signal
 import socket
 import sys
 import threading
+import time
 
 import colorlog
 import setproctitle
@@ -313,3 +316,28 @@ def return_free_memory():
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+# -- processes ---------------------------------------------------------------------
+
+def raise_fd_limit():
+    """Up to the hard limit: each connection costs the daemon a few descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def end_orphan(pid, wait=5.0):
+    """Make sure process `pid` (not our child: the forkserver's) is gone."""
+    deadline = time.monotonic() + wait
+    while process_alive(pid) and time.monotonic() < deadline:
+        signal_quietly(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+def signal_quietly(pid, signum):
+    """os.kill, and nothing if the process is gone already."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

@@ -47,7 +47,6 @@ everything and exits 1. A database that cannot open its files (exit status
 import logging
 import multiprocessing
 import os
-import resource
 import selectors
 import shutil
 import signal
@@ -61,9 +60,12 @@ from Modules import identity
 from Modules.database import monitor as database_process
 from Modules.runtime import (
     LogFileError,
+    end_orphan,
     log_always,
     process_alive,
+    raise_fd_limit,
     reopen_log_file,
+    signal_quietly,
     start_process,
     unix_user,
 )
@@ -262,7 +264,7 @@ class Daemon:
             signal.signal(signum, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hangup)
 
-    def _on_signal(self, _signum, _frame):
+    def _onsignal_quietly(self, _signum, _frame):
         self.signals += 1
         if self.signals >= 2:
             self._force_exit()
@@ -528,14 +530,14 @@ class Daemon:
         that died reads as ended to multiprocessing while it still runs."""
         pids = [proc.pid for proc in procs if process_alive(proc.pid)]
         for pid in pids:
-            _signal(pid, signal.SIGTERM)
+            signal_quietly(pid, signal.SIGTERM)
         deadline = time.monotonic() + CHILD_STOP_GRACE
         while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
             for proc in procs:
                 proc.join(0.02)
         for pid in pids:
             if process_alive(pid):
-                _signal(pid, signal.SIGKILL)
+                signal_quietly(pid, signal.SIGKILL)
         for proc in procs:
             proc.join(1.0)
 
@@ -553,28 +555,6 @@ class Daemon:
             proc.kill()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         os._exit(1)
-
-
-def raise_fd_limit():
-    """Up to the hard limit: each connection costs the daemon a few descriptors."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def end_orphan(pid, wait=5.0):
-    """Make sure process `pid` (not our child: the forkserver's) is gone."""
-    deadline = time.monotonic() + wait
-    while process_alive(pid) and time.monotonic() < deadline:
-        _signal(pid, signal.SIGKILL)
-        time.sleep(0.02)
-
-
-def _signal(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def run(options):
