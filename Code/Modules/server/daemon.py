@@ -264,7 +264,7 @@ class Daemon:
             signal.signal(signum, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hangup)
 
-    def _onsignal_quietly(self, _signum, _frame):
+    def _on_signal(self, _signum, _frame):
         self.signals += 1
         if self.signals >= 2:
             self._force_exit()
