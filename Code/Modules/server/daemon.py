@@ -67,7 +67,7 @@ from Modules.runtime import (
     start_process,
     unix_user,
 )
-from Modules.server import instance, listener, spares
+from Modules.server import console, instance, listener, spares
 from Modules.server.admin_socket import AdminServer
 from Modules.server.admission import Admission
 from Modules.wire import protocol
@@ -138,6 +138,7 @@ class Daemon:
         self.listener = self.db_proc = None
         self.instance = None         # our claim on the data dir (server/instance.py)
         self.admin = None            # the admin socket (server/admin_socket.py)
+        self.console = None          # the operator's prompt in a terminal (server/console.py)
         self.started_at, self.peak_connections = time.time(), 0
         self.db_restart_at, self.db_failures = None, 0
         self.signals = 0
@@ -185,6 +186,7 @@ class Daemon:
         data dir's claim (a second server: refused now), the key, the database."""
         raise_fd_limit()
         self._listen()
+        self.console = console.attach(self.options)   # fd 2 relayed: before any process
         self.instance = instance.claim(self.options.data_dir)
         self.key = identity.load_or_create_server_key(self.options.data_dir)
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
@@ -195,6 +197,8 @@ class Daemon:
         self.instance.publish(self.runtime_dir, self.listener.getsockname()[1])
         self._install_signals()
         self._announce()
+        if self.console is not None:
+            self.console.start(self)
         self.spares.refill()
 
     def _start_database(self):
@@ -499,6 +503,8 @@ class Daemon:
 
     def shutdown(self):
         log.info("shutting down: telling %d connections", len(self.clients))
+        if self.console is not None:
+            self.console.stop()
         if self.admin is not None:
             self.admin.close()
         self.selector.unregister(self.listener)
@@ -587,6 +593,7 @@ def run(options):
         daemon.start()
         daemon.serve()
     except (DaemonError, instance.InstanceError, identity.IdentityError, OSError) as error:
+        console.close(daemon.console)              # the sentence goes to the terminal
         print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
         log_always(log, "cannot run the server: %s", error, level=logging.ERROR,
                    stderr=False)                   # said above; the log file learns it too
@@ -595,4 +602,5 @@ def run(options):
             proc.kill()
         shutil.rmtree(daemon.runtime_dir, ignore_errors=True)
         return 1
+    console.close(daemon.console)                  # the last lines, then fd 2 back
     return 0
