@@ -1,11 +1,12 @@
 """The operator console: the server's own terminal as a `parley> ` prompt.
 
-When the daemon runs in the foreground of a terminal (standard input and
-output are that terminal, and the daemon's process group is the
-terminal's foreground group) and `--no-console` / PARLEY_NO_CONSOLE is
-not set, the daemon calls `attach()` before it starts any process and
-`Console.start()` once it serves. Otherwise nothing is ever read from
-standard input.
+The daemon makes its `Console(options)` before it starts any process, and
+calls `start(daemon)` once it serves, `stop()` when it begins to stop and
+`close()` at its very end. Only when it runs in the foreground of a
+terminal (standard input and output are that terminal, and its process
+group is the terminal's foreground group) and `--no-console` /
+PARLEY_NO_CONSOLE is not set is the console real; otherwise every call
+does nothing and nothing is ever read from standard input.
 
 What it does:
 
@@ -22,7 +23,7 @@ What it does:
   the answer is printed, an error marked `error:`.
 * log lines: every server process writes its log to file descriptor 2,
   and the forkserver's children inherit the daemon's. So that they never
-  scramble the line being typed, `attach()` points fd 2 at a pipe (when it
+  scramble the line being typed, the console points fd 2 at a pipe (when it
   was the terminal) and a relay thread prints what comes out of it above
   the prompt (prompt_toolkit's StdoutProxy, colours kept: the children
   learn from STDERR_RELAYED that their standard error ends on a terminal).
@@ -89,21 +90,6 @@ def wanted(options, stdin=None, stdout=None):
         return os.tcgetpgrp(stdin.fileno()) == os.getpgrp()   # not a background job
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def attach(options):
-    """A Console whose relay already carries fd 2, or None when there is none."""
-    if not wanted(options):
-        return None
-    console = Console()
-    console.redirect_stderr()
-    return console
-
-
-def close(console):
-    """`console.close()`, for a daemon that may have none."""
-    if console is not None:
-        console.close()
 
 
 def line_problem(line, dropped=0):
@@ -230,7 +216,7 @@ def coalesce(keys, run):
 class Console:
     """The prompt thread, and the relay of fd 2 to the terminal above it."""
 
-    def __init__(self):
+    def __init__(self, options):
         self.operator = user_name(os.getuid())
         self.colour = "NO_COLOR" not in os.environ
         self._terminal = self._pipe = None   # the terminal's fd 2 (a dup), the pipe's end
@@ -239,6 +225,9 @@ class Console:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._dropped = 0                    # keys typed on a line already too long
+        self.active = wanted(options)        # else every method does nothing
+        if self.active:
+            self.redirect_stderr()
 
     # -- fd 2 through a pipe ---------------------------------------------------------
     def redirect_stderr(self):
@@ -294,6 +283,8 @@ class Console:
     # -- the prompt ----------------------------------------------------------------
     def start(self, daemon):
         """The prompt, in a thread of its own, running commands against `daemon`."""
+        if not self.active:
+            return
         self._thread = threading.Thread(target=self._run, args=(daemon,),
                                         name="parley-console", daemon=True)
         self._thread.start()
