@@ -3,7 +3,7 @@
 `start_process(title, options)` sets the process title seen by `ps` and
 `top` (`parley: database`, `parley: user alice`, ...) with setproctitle and
 configures logging: colour logs to standard error with colorlog when it is
-a terminal (plain ones otherwise), and with `--log-file` plain lines
+a terminal, or a pipe the console relays to one (plain ones otherwise), and with `--log-file` plain lines
 appended to that file too. Every process opens the file itself
 (`PrivateLogFile`: created 0600, O_APPEND, one write() per record, opened
 again when logrotate moved it; `reopen_log_file` forces that, for SIGHUP).
@@ -41,6 +41,9 @@ LOG_FORMAT = ("%(log_color)s%(asctime)s %(levelname)-7s%(reset)s [%(processName)
               "%(conn_id)s %(message)s")
 PLAIN_FORMAT = "%(asctime)s %(levelname)-7s [%(processName)s] %(conn_id)s %(message)s"
 NO_CONNECTION = "-"
+# Set by the operator's console (server/console.py) when standard error is a pipe
+# whose lines it shows on a terminal: the lines keep their colours. Inherited.
+STDERR_RELAYED = "PARLEY_STDERR_RELAYED_TO_TERMINAL"
 
 
 class LogFileError(Exception):
@@ -63,7 +66,7 @@ def setup_logging(level, log_file=None):
     """Colour logs on a terminal, plain ones otherwise, to standard error; and
     plain ones appended to `log_file` (an absolute path) if given."""
     handler = logging.StreamHandler(sys.stderr)
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() or os.environ.get(STDERR_RELAYED) == "1":
         handler.setFormatter(colorlog.ColoredFormatter(LOG_FORMAT))
     else:
         handler.setFormatter(logging.Formatter(PLAIN_FORMAT))

@@ -26,14 +26,14 @@ The daemon keeps its own copy of every client socket, so that whatever
 way a child ends (even SIGKILL) the daemon notices the pipe closing and
 closes the connection; it never reads from client sockets.
 
-Start-up binds the port first (`Modules/server/listener.py`, with
-`--port-fallback`), so that a taken port is refused before anything exists
-in the data dir; then it claims the data dir, loads the key and starts the
-database, and only then prints the ready line. Every accepted connection
-gets TCP keepalive (`--keepalive`), so one whose client vanished ends and
-frees its place. The forkserver and all its children run in a process group
-of their own (`Modules/server/preload.py`): a SIGTERM to the daemon's group
-reaches the daemon alone and gives the same clean stop as one to its pid.
+Start-up binds the port first (`Modules/server/listener.py`, `--port-fallback`), so a
+taken port is refused before anything exists in the data dir; then it claims the data
+dir, loads the key, starts the database, and only then prints the ready line (and in a
+terminal opens the operator's console, `server/console.py`). Every accepted connection
+gets TCP keepalive (`--keepalive`), so one whose client vanished ends and frees its
+place. The forkserver and all its children run in a process group of their own
+(`Modules/server/preload.py`): a SIGTERM to the daemon's group reaches the daemon alone
+and gives the same clean stop as one to its pid.
 
 Shutdown (also after `--exit-when-idle` seconds without any connection):
 the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
@@ -69,7 +69,7 @@ from Modules.runtime import (
     start_process,
     unix_user,
 )
-from Modules.server import instance, listener, metrics, spares
+from Modules.server import console, instance, listener, metrics, spares
 from Modules.server.admin_socket import AdminContext, AdminServer
 from Modules.server.admission import Admission
 from Modules.wire import protocol
@@ -140,6 +140,7 @@ class Daemon:
         self.listener = self.db_proc = None
         self.instance = None         # our claim on the data dir (server/instance.py)
         self.admin = self.metrics = None   # the admin socket, --metrics-port (server/)
+        self.console = console.Console(options)   # in a terminal, fd 2 is relayed from now on
         self.started_at, self.peak_connections = time.time(), 0
         self.db_restart_at, self.db_failures = None, 0
         # --greeting/--motd go to the first database process only: one restarted
@@ -205,6 +206,7 @@ class Daemon:
         self.instance.publish(self.runtime_dir, self.listener.getsockname()[1])
         self._install_signals()
         self._announce()
+        self.console.start(self)
         self.spares.refill()
 
     def _start_database(self):
@@ -491,7 +493,6 @@ class Daemon:
         self.db_restart_at = None
         log.info("the database process is back")
 
-    # -- shutdown --------------------------------------------------------------
     # -- what the admin commands ask of the daemon (from the admin threads) ------------
     def server_figures(self):
         return {"uptime": time.time() - self.started_at,
@@ -511,6 +512,7 @@ class Daemon:
 
     def shutdown(self):
         log.info("shutting down: telling %d connections", len(self.clients))
+        self.console.stop()
         for server in (self.admin, self.metrics):   # the admin socket, --metrics-port
             server.close()
         self.selector.unregister(self.listener)
@@ -577,6 +579,7 @@ def run(options):
         daemon.start()
         daemon.serve()
     except (DaemonError, instance.InstanceError, identity.IdentityError, OSError) as error:
+        daemon.console.close()                     # the sentence goes to the terminal
         print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
         log_always(log, "cannot run the server: %s", error, level=logging.ERROR,
                    stderr=False)                   # said above; the log file learns it too
@@ -585,4 +588,5 @@ def run(options):
             proc.kill()
         shutil.rmtree(daemon.runtime_dir, ignore_errors=True)
         return 1
+    daemon.console.close()                         # the last lines, then fd 2 back
     return 0

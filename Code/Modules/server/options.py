@@ -205,6 +205,9 @@ def build_parser():
                             help=f"{text} (default {shown}; env PARLEY_{name.upper()})")
     parser.add_argument("--debug", action="store_true", default=False,
                         help="debug logging (env PARLEY_DEBUG=1); never logs secrets")
+    parser.add_argument("--no-console", dest="no_console", action="store_true", default=False,
+                        help="no operator console even in a terminal (env "
+                             "PARLEY_NO_CONSOLE=1)")
     parser.add_argument("--fingerprint", action="store_true",
                         help="print the server key's fingerprint and exit")
     return parser
@@ -221,10 +224,12 @@ def parse_server_options(argv, environ=os.environ):
             except ValueError as error:
                 parser.error(f"bad value {_shown(environ[env_name])!r} in {env_name}: "
                              f"{error}")
-    if "PARLEY_DEBUG" in environ:
-        try:
-            defaults["debug"] = _flag(environ["PARLEY_DEBUG"])
-        except ValueError as error:
-            parser.error(f"bad value in PARLEY_DEBUG: {error}")
+    for flag in ("debug", "no_console"):
+        env_name = f"PARLEY_{flag.upper()}"
+        if env_name in environ:
+            try:
+                defaults[flag] = _flag(environ[env_name])
+            except ValueError as error:
+                parser.error(f"bad value in {env_name}: {error}")
     parser.set_defaults(**defaults)
     return parser.parse_args(argv)

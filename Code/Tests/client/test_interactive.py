@@ -17,86 +17,30 @@ start tells a person to do next (`startup_step`).
 """
 
 import os
-import re
 import socket
 import sys
-import time
-
-import pexpect
 
 from Modules import identity
 from Modules.client import session as client_session
-from Tests.support import CLIENT, PASSWORD, child_env, run_client
+from Tests.support import CLIENT, PASSWORD, child_env, run_client, terminal
 
 WAIT = 20
-# CSI and other escape sequences, and carriage returns: what a screen would not show.
-CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]"
-                     r"|\x1b[=>78]|\r|\x08")
 
 
-class Pty:
+class Pty(terminal.Pty):
     """The interactive client in a pseudo-terminal, read as plain text."""
 
     def __init__(self, tmp_path, port, *args, login=None, rows=40, term="xterm-256color"):
         """`login=NAME` logs in as NAME with PASSWORD and trusts a new server key."""
         self.data_home = tmp_path / "xdg"
-        env = child_env({"TERM": term, "NO_COLOR": "1", "PROMPT_TOOLKIT_NO_CPR": "1",
+        env = child_env({**terminal.TERMINAL_ENV, "TERM": term,
                          "XDG_DATA_HOME": str(self.data_home),
                          "PARLEY_TEST_PASSWORD": PASSWORD})
         command = [CLIENT, "--port", str(port), "--known-hosts", str(tmp_path / "kh"), *args]
         if login:
             command += ["--user", login, "--password-env", "PARLEY_TEST_PASSWORD",
                         "--accept-new-host-key"]
-        self.child = pexpect.spawn(sys.executable, command, env=env, encoding="utf-8",
-                                   timeout=WAIT, dimensions=(rows, 120))
-        self.raw, self.seen = "", 0
-
-    def screen_text(self):
-        return CONTROL.sub("", self.raw)
-
-    def expect(self, pattern, timeout=WAIT):
-        """Wait for `pattern` (a regex) in the text after the last match; the match."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.screen_text()
-            found = regex.search(text, self.seen)
-            if found:
-                self.seen = found.end()
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} on the screen; it shows:\n"
-                                     f"{text[self.seen:][-3000:]}")
-            self._read(min(0.5, max(0.05, deadline - time.monotonic())))
-
-    def _read(self, timeout):
-        try:
-            self.raw += self.child.read_nonblocking(65536, timeout=timeout)
-        except pexpect.TIMEOUT:
-            pass
-        except pexpect.EOF:
-            time.sleep(0.05)          # the client ended; nothing more will come
-
-    def send(self, text):
-        self.child.send(text)
-
-    def line(self, text):
-        self.child.send(text + "\r")
-
-    def wait_exit(self, timeout=WAIT):
-        """Read to the end; the exit status."""
-        deadline = time.monotonic() + timeout
-        while self.child.isalive() and time.monotonic() < deadline:
-            self._read(0.2)
-        try:
-            self.raw += self.child.read()
-        except (pexpect.EOF, OSError, ValueError):
-            pass
-        self.child.close()
-        return self.child.exitstatus
-
-    def close(self):
-        self.child.close(force=True)
+        super().__init__(sys.executable, command, env, rows=rows, timeout=WAIT)
 
 
 def ok(server, user, lines=(), create=False):

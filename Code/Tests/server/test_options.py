@@ -111,6 +111,13 @@ def test_debug_flag_and_variable():
     assert parse(["--debug"], {"PARLEY_DEBUG": "0"}).debug is True
 
 
+def test_no_console_flag_and_variable():
+    assert parse().no_console is False
+    assert parse(["--no-console"]).no_console is True
+    assert parse(environ={"PARLEY_NO_CONSOLE": "1"}).no_console is True
+    assert parse(environ={"PARLEY_NO_CONSOLE": "off"}).no_console is False
+
+
 def test_port_zero_and_edges():
     assert parse(["--port", "0"]).port == 0
     assert parse(["--port", "65535"]).port == 65535

@@ -50,7 +50,8 @@ def child_env(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
     env.update(TEST_ENV)
     env.update({"XDG_DATA_HOME": os.path.join(client_home(), "data"),
-                "XDG_CONFIG_HOME": os.path.join(client_home(), "config")})
+                "XDG_CONFIG_HOME": os.path.join(client_home(), "config"),
+                "XDG_STATE_HOME": os.path.join(client_home(), "state")})
     env.update(extra or {})
     return env
 
@@ -67,12 +68,14 @@ class ServerProcess:
         self.port = None
         self.log_path = tmp_path / "server.log"
         self.stdout_lines = []
+        self.stdin = subprocess.DEVNULL   # never the test runner's terminal (a console)
 
     def start(self):
         command = [*self.prefix, sys.executable, SERVER, "--port", "0",
                    "--data-dir", self.data_dir, "--log-level", "DEBUG", *self.args]
         self.log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log_file,
+        self.proc = subprocess.Popen(command, stdin=self.stdin, stdout=subprocess.PIPE,
+                                     stderr=self.log_file,
                                      env=child_env(self.env), start_new_session=True)
         self.port = self._wait_for_port()
         return self
