@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import signal
+import stat
 import time
 from collections import OrderedDict
 
@@ -327,9 +328,13 @@ def main(config, ready):
 
 def remove_runtime_dir(socket_path):
     """After the daemon died (SIGKILL, OOM): nobody else will remove the runtime
-    dir it made for our socket, so the last process to use it does."""
+    dir it made for our socket (and its admin socket), so the last process to
+    use it does: the sockets in it, then the directory."""
+    directory = os.path.dirname(socket_path)
     try:
-        os.unlink(socket_path)
-        os.rmdir(os.path.dirname(socket_path))
+        for entry in os.scandir(directory):
+            if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                os.unlink(entry.path)
+        os.rmdir(directory)
     except OSError:
         pass

@@ -635,7 +635,7 @@ class ServerTree:
             return self._ready_seen
         complete = new[:new.rfind(b"\n") + 1]
         self._log_offset += len(complete)
-        self._ready_seen += complete.count(b"] database ready")
+        self._ready_seen += complete.count(b"[parley: database] - database ready (")
         return self._ready_seen
 
     def kill_tree(self):

@@ -373,9 +373,11 @@ async def main():
                           repair=storage.repair_torn_writes, on_repaired=repaired.append)
     writer.start()
     await writer.submit(storage.create_account, "alice", "h", 1.0)
-    for i in range(40):                          # passwords.db-wal outgrows users.db-wal
+    for i in range(80):                          # passwords.db-wal outgrows users.db-wal
         await writer.submit(storage.set_password_hash, "alice", "h" * 3000 + str(i), 2.0)
-    room = os.path.getsize(os.path.join(data_dir, "users.db-wal")) + 3 * 4120
+    users_wal = os.path.getsize(os.path.join(data_dir, "users.db-wal"))
+    assert os.path.getsize(os.path.join(data_dir, "passwords.db-wal")) > users_wal + 16 * 4120
+    room = users_wal + 8 * 4120                  # users.db's part of the commit fits
     resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
     try:
         await writer.submit(storage.create_account, "newbie", "h", 3.0)
