@@ -255,7 +255,8 @@ class Daemon:
         if self.options.port and port != self.options.port:
             log.warning("port %d was taken; using port %d (--port-fallback)",
                         self.options.port, port)
-        print(f"parley: listening on {host}:{port}", flush=True)
+        sys.stdout.write(f"parley: listening on {host}:{port}\n")   # one write: no log line
+        sys.stdout.flush()                                            # lands inside it
         log.info("listening on %s:%s (max %d clients)", host, port, self.options.max_clients)
 
     def _install_signals(self):

@@ -168,8 +168,15 @@ def kill_session(sid, timeout=10.0):
         members = session_members(sid)
         if not members:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(sid, signal.SIGKILL)        # the daemon's own group first
+        groups = set()
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                groups.add(os.getpgid(pid))
+        # The forkserver's group (every child) first, then the daemon's: a child that
+        # outlived its daemon even briefly would stop cleanly and tell its client so.
+        for group in sorted(groups, key=lambda g: g == sid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
         for pid in members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

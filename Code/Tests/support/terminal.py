@@ -103,7 +103,7 @@ class ServerConsole(Pty):
         self.data_dir = str(tmp_path / "data")
         command = [SERVER, "--port", "0", "--data-dir", self.data_dir, *args]
         super().__init__(sys.executable, command, child_env({**TERMINAL_ENV, **(env or {})}))
-        self.port = int(self.expect(r"parley: listening on [\d.]+:(\d+)").group(1))
+        self.port = int(self.expect(r"parley: listening on [\d.]+:(\d+)\r?\n").group(1))
 
     def run(self, command, answer):
         """Type `command` and Enter at the prompt; the match of `answer` after it."""
