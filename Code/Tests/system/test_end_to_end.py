@@ -248,6 +248,19 @@ def test_a_suspended_account_is_told_why_and_the_client_fails(make_server):
     assert not of_type(objects, "login")
 
 
+def interactive_client(server, tmp_path, user, password, env):
+    """The real client at a pseudo-terminal, its password from the environment;
+    (the pexpect child, the StringIO that records its screen)."""
+    env = child_env({"NO_COLOR": "1", "PARLEY_TEST_PASSWORD": password, **env})
+    child = pexpect.spawn(sys.executable, [CLIENT, "--port", str(server.port), "--user", user,
+                                           "--password-env", "PARLEY_TEST_PASSWORD",
+                                           "--accept-new-host-key", "--known-hosts",
+                                           str(tmp_path / "kh")],
+                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
+    child.logfile_read = screen = io.StringIO()
+    return child, screen
+
+
 def test_a_reset_password_is_changed_at_the_terminal(make_server, tmp_path):
     server = make_server()
     ok(server, "dora", create=True)
@@ -256,14 +269,8 @@ def test_a_reset_password_is_changed_at_the_terminal(make_server, tmp_path):
     server = make_server()
     code, _objects, stderr = run_client(server, "dora", password="one-time-1234")
     assert code == 1 and "without --batch" in stderr           # a script cannot choose
-    env = child_env({"NO_COLOR": "1", "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1",
-                     "PARLEY_TEST_PASSWORD": "one-time-1234"})
-    child = pexpect.spawn(sys.executable, [CLIENT, "--port", str(server.port), "--user", "dora",
-                                           "--password-env", "PARLEY_TEST_PASSWORD",
-                                           "--accept-new-host-key", "--known-hosts",
-                                           str(tmp_path / "kh")],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
-    child.logfile_read = screen = io.StringIO()
+    child, screen = interactive_client(server, tmp_path, "dora", "one-time-1234",
+                                       {"TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"})
     try:
         child.expect("reset by the administrator")
         child.expect("New password:")
@@ -282,13 +289,7 @@ def test_a_reset_password_is_changed_at_the_terminal(make_server, tmp_path):
 def test_after_an_idle_timeout_the_client_waits_for_the_person(make_server, tmp_path):
     server = make_server("--idle-timeout", "3")
     ok(server, "erin", create=True)
-    env = child_env({"NO_COLOR": "1", "TERM": "dumb", "PARLEY_TEST_PASSWORD": PASSWORD})
-    child = pexpect.spawn(sys.executable, [CLIENT, "--port", str(server.port), "--user", "erin",
-                                           "--password-env", "PARLEY_TEST_PASSWORD",
-                                           "--accept-new-host-key", "--known-hosts",
-                                           str(tmp_path / "kh")],
-                          env=env, encoding="utf-8", timeout=30, dimensions=(40, 120))
-    child.logfile_read = screen = io.StringIO()
+    child, screen = interactive_client(server, tmp_path, "erin", PASSWORD, {"TERM": "dumb"})
     try:
         child.expect("Logged in as erin")
         child.expect("Nothing was received from you")          # the server's notice
