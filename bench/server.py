@@ -98,7 +98,7 @@ class BenchServer:
 
     def start(self, timeout=60.0):
         command = [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir,
-                   "--log-level", "WARNING", "--max-clients", str(self.max_clients)]
+                   "--log-level", os.environ.get("PARLEY_BENCH_LOG_LEVEL", "WARNING"), "--max-clients", str(self.max_clients)]
         # Every load-generator connection comes from 127.0.0.1: it stands for many
         # people, so the per-address limits on logins and new accounts must not apply
         # (unless a scenario measures them: default_limits).

@@ -142,6 +142,7 @@ class SessionLog:
     """
 
     MAX_UNACKED = 10_000
+    DELIVERIES_PER_LINE = 50
 
     def __init__(self, user):
         self.user = user
@@ -175,16 +176,26 @@ class SessionLog:
                 message.get("kind"))
 
     def acknowledged(self, ids):
+        """One line per Ack (in parts of DELIVERIES_PER_LINE): a client acknowledges
+        pushes in batches, and a line per message cost a quarter more CPU per
+        message relayed at INFO."""
+        parts = []
         for message_id in ids:
             if type(message_id) is not int:  # noqa: E721 -- the database refuses it anyway
                 continue
             known = self.unacked.pop(message_id, None)
             if known is not None:            # only what we pushed: never ids a client made up
                 sender, size, kind = known
-                self.delivered += 1
-                log.info("delivered %s#%s from %s to %s (%d bytes)",
-                         "bounce " if kind == "bounce" else "", message_id, sender,
-                         self.user, size)
+                parts.append(f"{'bounce ' if kind == 'bounce' else ''}#{message_id} from "
+                             f"{sender} ({size} bytes)")
+        self.delivered += len(parts)
+        for start in range(0, len(parts), self.DELIVERIES_PER_LINE):
+            chunk = parts[start:start + self.DELIVERIES_PER_LINE]
+            if len(chunk) == 1:
+                head, _, tail = chunk[0].partition(" (")
+                log.info("delivered %s to %s (%s", head, self.user, tail)
+            else:
+                log.info("delivered to %s: %s", self.user, ", ".join(chunk))
 
     def ended(self, event):
         log.info("%s %s (after %.0f s: %d sent, %d delivered)", self.user,
