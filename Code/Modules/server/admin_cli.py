@@ -72,7 +72,10 @@ def ask(data_dir, words):
     sock.settimeout(ANSWER_TIMEOUT)
     try:
         sock.connect(path)
-        sock.sendall(json.dumps({"words": words}).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps({"words": words}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass                     # refused before it read the request: read why below
         data = bytearray()
         while b"\n" not in data and len(data) < ANSWER_MAX:
             chunk = sock.recv(65536)

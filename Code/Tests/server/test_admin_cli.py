@@ -154,6 +154,8 @@ def test_greeting_and_motd_reach_the_next_logins(server):
     client = RawClient(server.port)
     prompt = client.handshake()
     assert prompt.data.get("greeting") == "Welcome to the lab server"
+    welcome = RawClient(server.port).login("carol", PASSWORD, create=True)
+    assert welcome.op == "Welcome" and welcome.data.get("motd") == "Backups at 02:00"
     admin_ok(server, "greeting", "")
     assert admin_ok(server, "greeting").strip() == "No greeting is set."
 
