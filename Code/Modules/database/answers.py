@@ -304,7 +304,8 @@ class UserAnswers(_Answers):
     async def delete_account(self, _args):
         user = self.conn.user
         bounced = await delete_account(self.monitor, user)
-        self.monitor.hub.account_deleted(user, origin=self.conn)
+        self.monitor.end_sessions(user, "account_deleted", origin=self.conn,
+                                  message="This account was deleted in another session.")
         self.conn.subscription_ended()
         log.info("account %s deleted; %d unread messages returned", user, bounced)
         return {"deleted": True, "bounced": bounced}

@@ -92,11 +92,6 @@ class Hub:
             for conn in self.subscribers.get(recipient, ()):
                 conn.queue_push(message)
 
-    def account_deleted(self, username, origin):
-        for conn in list(self.subscribers.get(username, ())):
-            if conn is not origin:
-                conn.send_notice("account_deleted")
-                conn.close()
 
 
 class MonitorConnection(asyncio.Protocol):

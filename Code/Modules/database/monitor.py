@@ -119,13 +119,15 @@ class Monitor:
             return
         future.add_done_callback(_consume)
 
-    def end_sessions(self, username, event):
-        """Tell `username`'s sessions why they end, and end them; how many."""
+    def end_sessions(self, username, event, message=None, origin=None):
+        """Tell `username`'s sessions (but `origin`) why they end, and end them;
+        how many. The sentence is the operator's for `event` unless given."""
         ended = 0
         for conn in self.sessions_by_user().get(username, ()):
-            conn.send_notice(event, ENDED_BY_ADMIN[event])
-            conn.close()
-            ended += 1
+            if conn is not origin:
+                conn.send_notice(event, message or ENDED_BY_ADMIN[event])
+                conn.close()
+                ended += 1
         return ended
 
 

@@ -505,8 +505,8 @@ class UserSession:
 
     def _on_notice(self, notice):
         if notice.event == "account_deleted":
-            self._send(_system("account_deleted", "This account was deleted in "
-                                                  "another session."))
+            self._send(_system("account_deleted", notice.message or "This account was "
+                                                  "deleted in another session."))
             self.life.move("deleted_elsewhere")
         elif notice.event in _ENDING_NOTICES:
             log.info("%s: session ended by the administrator (%s)", self.user, notice.event)

@@ -142,7 +142,8 @@ def test_delete_user_returns_unread_mail(server):
     bob, _ = session(server, "bob")
     send(alice, "bob")
     assert "1 unread messages returned" in admin_ok(server, "delete-user", "bob")
-    assert next_system(bob)["event"] == "account_deleted"
+    assert next_system(bob) == {"event": "account_deleted",     # not "in another session"
+                                "message": "The server's administrator deleted this account."}
     code, _, err = run_admin(server, "stats", "bob")
     assert code == 1 and "There is no account 'bob'." in err
 
