@@ -27,11 +27,26 @@ and the session goes on (the outcome is "failed"); a lost connection
 
 import difflib
 import shlex
-from typing import NamedTuple
 
 from Modules import operations, rules
 from Modules.client import output as out_mod
+from Modules.client.command_words import (  # noqa: F401  (re-exported API)
+    Cancelled,
+    Command,
+    UsageError,
+    checked,
+    message_id,
+    no_arguments,
+    no_on_cancel,
+    page_limit,
+    parse_flags,
+    passes,
+)
 from Modules.client.session import RequestFailed
+
+# The command modules beside this one: each has COMMANDS (name, usage,
+# summary), PARSERS {name: parse(words)} and RUNS {name: run(runner, args)}.
+EXTENSIONS = ()
 
 COMMANDS = (
     ("send", "send TO [SUBJECT [BODY]]", "send a message (asks for what is missing)"),
@@ -43,6 +58,8 @@ COMMANDS = (
     ("help", "help [COMMAND]", "this list"),
     ("logout", "logout", "log out and quit (also: quit, exit, Ctrl-D)"),
 )
+COMMANDS = COMMANDS[:-2] + tuple(
+    entry for module in EXTENSIONS for entry in module.COMMANDS) + COMMANDS[-2:]
 ALIASES = {"quit": "logout", "exit": "logout", "?": "help"}
 MAX_LINE = 4 * rules.BODY_MAX     # a batch command with an open quote stops here
 # The limits a command checks early are the server's own, from the registry.
@@ -52,37 +69,6 @@ MESSAGE_ID = operations.get("Read").field("id")
 DELETE_IDS = operations.get("Delete").field("ids")
 
 OK, FAILED, LOGOUT, ACCOUNT_DELETED = "ok", "failed", "logout", "account_deleted"
-
-
-class UsageError(Exception):
-    """A command line that cannot be run; `reason` says why in one sentence."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Cancelled(Exception):
-    """The person cancelled a question (Ctrl-C while typing a message)."""
-
-
-def no_on_cancel(ask):
-    """A yes/no question where Ctrl-C or Ctrl-D means no (None stays None)."""
-    if ask is None:
-        return None
-
-    def asking(question):
-        try:
-            return ask(question)
-        except Cancelled:
-            return False
-    return asking
-
-
-class Command(NamedTuple):
-    name: str
-    args: dict
-    line: str
 
 
 # ------------------------------------------------------------ parsing
@@ -141,28 +127,10 @@ def _usage(name):
     return UsageError(f"Usage: {usage}")
 
 
-def _message_id(word):
-    text = word[1:] if word.startswith("#") else word
-    if not text.isdigit() or not _passes(MESSAGE_ID, int(text)):
-        raise UsageError(f"'{out_mod.neutralise(word)}' is not a message number "
-                         "(see 'inbox').")
-    return int(text)
 
 
-def _passes(field, value):
-    try:
-        field.clean(value, "")
-    except rules.RuleError:
-        return False
-    return True
 
 
-def checked(field, value):
-    """The value as the server's registry cleans it, or a UsageError with its rule."""
-    try:
-        return field.clean(value, field.name)
-    except rules.RuleError as error:
-        raise UsageError(error.reason) from None
 
 
 def parse_send(words):
@@ -185,29 +153,29 @@ def _parse_inbox(words):
             if not rest:
                 raise _usage("inbox")
             value = rest.pop(0)
-        args[name[2:]] = _message_id(value) if name == "--before" else _limit(value)
+        args[name[2:]] = message_id(value) if name == "--before" else page_limit(value)
     return args
 
 
-def _limit(word):
-    if not word.isdigit() or not _passes(INBOX_LIMIT, int(word)):
-        raise UsageError(f"--limit is a number from {INBOX_LIMIT.low} to {INBOX_LIMIT.high}.")
-    return int(word)
 
 
 def _parse_read(words):
     if len(words) != 1:
         raise _usage("read")
-    return {"id": _message_id(words[0])}
+    return {"id": message_id(words[0])}
 
 
 def _parse_delete(words):
     if not words:
         raise _usage("delete")
-    ids = list(dict.fromkeys(_message_id(word) for word in words))
-    if not _passes(DELETE_IDS, ids):
+    ids = list(dict.fromkeys(message_id(word) for word in words))
+    if not passes(DELETE_IDS, ids):
         raise UsageError(f"delete takes at most {DELETE_IDS.high} message numbers at once.")
     return {"ids": ids}
+
+
+def _no_arguments(name):
+    return no_arguments(next(u for n, u, _s in COMMANDS if n == name))
 
 
 def _parse_help(words):
@@ -216,17 +184,13 @@ def _parse_help(words):
     return {"topic": ALIASES.get(words[0].lower(), words[0].lower())} if words else {}
 
 
-def no_arguments(name):
-    def parse(words):
-        if words:
-            raise _usage(name)
-        return {}
-    return parse
 
 
 _PARSERS = {"send": parse_send, "inbox": _parse_inbox, "read": _parse_read,
-            "delete": _parse_delete, "delete-account": no_arguments("delete-account"),
-            "help": _parse_help, "logout": no_arguments("logout")}
+            "delete": _parse_delete, "delete-account": _no_arguments("delete-account"),
+            "help": _parse_help, "logout": _no_arguments("logout")}
+_PARSERS.update((name, parse) for module in EXTENSIONS for name, parse in module.PARSERS.items())
+_RUNS = {name: run for module in EXTENSIONS for name, run in module.RUNS.items()}
 
 
 class LineJoiner:
@@ -274,7 +238,10 @@ class Runner:
     def run(self, command):
         """OK, FAILED, LOGOUT or ACCOUNT_DELETED; ConnectionLost propagates."""
         try:
-            return getattr(self, "_" + command.name.replace("-", "_"))(command.args)
+            own = getattr(self, "_" + command.name.replace("-", "_"), None)
+            if own is not None:
+                return own(command.args)
+            return _RUNS[command.name](self, command.args)
         except UsageError as error:
             self.output.error(error.reason, "bad_command", command.line)
         except RequestFailed as failure:

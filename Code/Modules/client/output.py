@@ -183,6 +183,11 @@ def help_record(commands):
 
 # ------------------------------------------------------------ output
 
+# record type -> render(output, record): the human text of the records that
+# the command modules beside `commands` define (they register here).
+RENDERERS = {}
+
+
 
 def colour_allowed(no_color_flag, stream, environ):
     """Colour unless --no-color, NO_COLOR is set, or `stream` is not a terminal."""
@@ -245,7 +250,10 @@ class Output:
     def render(self, record):
         """The human text of a record ('' when a person needs to see nothing)."""
         renderer = getattr(self, "_render_" + record["type"], None)
-        return renderer(record) if renderer else ""
+        if renderer is not None:
+            return renderer(record)
+        extra = RENDERERS.get(record["type"])
+        return extra(self, record) if extra else ""
 
     def _render_login(self, r):
         user = neutralise(r["user"])

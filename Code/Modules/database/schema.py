@@ -172,10 +172,53 @@ CREATE INDEX msg.messages_unread ON messages(recipient)
     WHERE read_at IS NULL;
 """
 
+# Version 3: people and conversations (issue 13): presence, blocks, names of
+# deleted accounts kept back, the mailbox's size for its limits.
+USERS_V3 = """
+ALTER TABLE main.users ADD COLUMN presence_hidden INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE main.users ADD COLUMN last_seen REAL;
+ALTER TABLE main.users ADD COLUMN stored_messages INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE main.users ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE main.blocks (
+    owner TEXT NOT NULL,
+    blocked TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (owner, blocked)
+) WITHOUT ROWID;
+CREATE INDEX main.blocks_by_blocked ON blocks(blocked);
+CREATE TABLE main.reserved_names (
+    username TEXT PRIMARY KEY,
+    deleted_at REAL NOT NULL
+);
+"""
+
+# Version 3: one row holds both copies of a message, the recipient's and the
+# sender's, each kept until its owner deletes it (the row goes with the last
+# one); the full-text index of subjects and bodies (FTS5, external content, kept
+# by triggers). Existing messages keep a sender's copy.
+MESSAGES_V3 = """
+ALTER TABLE msg.messages ADD COLUMN recipient_copy INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE msg.messages ADD COLUMN sender_copy INTEGER NOT NULL DEFAULT 0;
+UPDATE msg.messages SET sender_copy = 1 WHERE kind = 'message';
+CREATE INDEX msg.messages_by_sender ON messages(sender, id) WHERE sender_copy;
+CREATE INDEX msg.messages_by_pair ON messages(sender, recipient, id);
+CREATE VIRTUAL TABLE msg.messages_text USING fts5(
+    subject, body, content='messages', content_rowid='id',
+    tokenize='unicode61 remove_diacritics 2');
+INSERT INTO msg.messages_text(messages_text) VALUES ('rebuild');
+CREATE TRIGGER msg.messages_text_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_text(rowid, subject, body) VALUES (new.id, new.subject, new.body);
+END;
+CREATE TRIGGER msg.messages_text_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_text(messages_text, rowid, subject, body)
+        VALUES ('delete', old.id, old.subject, old.body);
+END;
+"""
+
 MIGRATIONS = {
-    "users": [USERS_V1, USERS_V2],
+    "users": [USERS_V1, USERS_V2, USERS_V3],
     "passwords": [PASSWORDS_V1],
-    "messages": [MESSAGES_V1, MESSAGES_V2],
+    "messages": [MESSAGES_V1, MESSAGES_V2, MESSAGES_V3],
 }
 
 

@@ -199,10 +199,15 @@ def test_version_1_files_migrate_keeping_messages_ids_and_the_id_sequence(data_d
     monkeypatch.undo()
     db = open_databases(data_dir)
     try:
-        assert storage_schema.schema_version(db, "msg") == 2
-        assert storage_schema.schema_version(db, "main") == 2
+        assert storage_schema.schema_version(db, "msg") == 3
+        assert storage_schema.schema_version(db, "main") == 3
         kept = db.execute("SELECT id, subject FROM msg.messages ORDER BY id").fetchall()
         assert kept == [(ids[0], "s0"), (ids[1], "s1")]
+        # version 3: the old messages keep a sender's copy and are in the text index
+        assert db.execute("SELECT sender_copy, recipient_copy FROM msg.messages").fetchall(
+            ) == [(1, 1), (1, 1)]
+        assert db.execute("SELECT rowid FROM msg.messages_text WHERE messages_text "
+                          "MATCH 's1'").fetchall() == [(ids[1],)]
         assert send(db, "alice", "bob")["id"] > ids[-1]          # the sequence carried over
         assert db.execute("SELECT logoffs, suspended_at FROM users WHERE username = 'bob'"
                           ).fetchone() == (0, None)
