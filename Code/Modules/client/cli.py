@@ -373,6 +373,7 @@ class Client(Handlers):
 
     def on_message(self, message, via):
         self.output.emit(message_record(message, via))
+        return False    # a script's output is no proof that a person read it
 
     def on_ready(self, user):
         self.output.emit(ready_record(user))

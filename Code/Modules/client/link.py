@@ -102,7 +102,7 @@ class _Forwarder(Handlers):
         self.client.on_motd(text)
 
     def on_message(self, message, via):
-        self.client.on_message(message, via)
+        return self.client.on_message(message, via)
 
     def on_ready(self, user):
         self.client.on_ready(user)

@@ -100,6 +100,11 @@ def local_time(iso, with_seconds=False):
     return moment.strftime("%Y-%m-%d %H:%M:%S" if with_seconds else "%Y-%m-%d %H:%M")
 
 
+def subject_text(subject):
+    """A subject for the screen: neutralised, '(no subject)' when empty."""
+    return neutralise(subject) if subject and subject.strip() else "(no subject)"
+
+
 def shorten(text, width):
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -287,6 +292,14 @@ class Output:
                               bold=True) + self.paint(neutralise(r["subject"]), bold=True)
         return f"{head} {when}\n{self._indented_body(r['body'], r['id'])}".rstrip()
 
+    def shows_whole(self, record):
+        """Whether emitting this message record showed its whole text (a push's
+        body is cut after PUSH_BODY_LINES lines on a person's screen)."""
+        if self.json_mode or record.get("via") == "read":
+            return True
+        return len(neutralise(record.get("body") or "", multiline=True).split("\n")) \
+            <= PUSH_BODY_LINES
+
     def _indented_body(self, body, message_id):
         lines = neutralise(body, multiline=True).split("\n")
         if len(lines) > PUSH_BODY_LINES:
@@ -319,7 +332,10 @@ class Output:
 
     def _render_inbox(self, r):
         if not r["messages"]:
-            return "Your inbox is empty." if not r["more"] else ""
+            if r["more"]:
+                return ""
+            return "You have no unread messages." if r.get("unread_only") else \
+                "Your inbox is empty."
         lines = [self.paint(f"  {'ID':>6}  {'FROM':<16} {'TIME':<16}  SUBJECT", dim=True)]
         lines += [self._inbox_line(entry) for entry in r["messages"]]
         if r["more"]:

@@ -27,9 +27,10 @@ import os
 import secrets
 import time
 
-from Modules.database import administration, auth, statistics, storage
+from Modules.database import administration, auth, mailbox, statistics, storage
 from Modules.database.answers import Refusal, _Answers, delete_account
 
+NUMBER_SETTING_MAX = 10 ** 12
 log = logging.getLogger("parley.database")
 
 ONE_TIME_WORDS = 3          # groups of a one-time password, 4 letters each
@@ -165,6 +166,10 @@ class AdminAnswers(_Answers):
     # -- the server ----------------------------------------------------------------
     async def setting(self, args):
         name, value = args["name"], args["value"]
+        if value is not None and name in mailbox.SETTING_NAMES and value.strip() and not (
+                value.strip().isdigit() and 1 <= int(value.strip()) <= NUMBER_SETTING_MAX):
+            return Refusal("bad_request", f"{name} is a whole number from 1 to "
+                                          f"{NUMBER_SETTING_MAX} (or empty for the default).")
         if value is not None:
             await self.job(administration.set_setting, name, value.strip(), _now(),
                            self.conn.operator)

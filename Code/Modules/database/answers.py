@@ -29,7 +29,7 @@ import secrets
 import time
 from typing import NamedTuple
 
-from Modules.database import auth, statistics, storage
+from Modules.database import auth, mailbox, statistics, storage
 from Modules.database.writer import CommitFailed
 
 log = logging.getLogger("parley.database")
@@ -263,7 +263,7 @@ class UserAnswers(_Answers):
     async def send(self, args):
         result = await self.job(
             storage.store_message, self.conn.user, args["to"], args["subject"], args["body"],
-            args["client_id"], _now(),
+            args["client_id"], _now(), mailbox.limits_from(self.monitor.settings),
             after=lambda stored: self.monitor.hub.deliver(stored["deliveries"]))
         fields = {"id": result["id"], "bounced": result["bounced"],
                   "duplicate": result["duplicate"]}
@@ -273,23 +273,42 @@ class UserAnswers(_Answers):
 
     async def ack(self, args):
         """No reply: the commit may wait to share a later transaction (lazy)."""
-        await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(), lazy=True)
+        await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(),
+                       args["read"], lazy=True)
 
-    async def inbox(self, args):
+    async def _page(self, limit, fn, *args):
+        """A page of a listing, within the connections' shared read budget."""
         budget = self.monitor.read_budget
-        wait = budget.take(self.conn.owner, args["limit"])
+        wait = budget.take(self.conn.owner, limit)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             return Refusal("rate_limited", f"Too many requests at once; try again in "
                            f"{plural(seconds)}.", seconds)
         try:
-            messages, more = await self.query(storage.inbox, self.conn.user, args["before"],
-                                              args["limit"])
+            messages, more = await self.query(fn, self.conn.user, *args, limit)
         except BaseException:
-            budget.settle(self.conn.owner, args["limit"], 0)
+            budget.settle(self.conn.owner, limit, 0)
             raise
-        budget.settle(self.conn.owner, args["limit"], len(messages))
+        budget.settle(self.conn.owner, limit, len(messages))
         return {"messages": messages, "more": more}
+
+    async def inbox(self, args):
+        if args["unread"]:
+            return await self._page(args["limit"], _unread_inbox, args["before"])
+        return await self._page(args["limit"], storage.inbox, args["before"])
+
+    async def sent(self, args):
+        return await self._page(args["limit"], mailbox.sent, args["before"])
+
+    async def history(self, args):
+        return await self._page(args["limit"], mailbox.history, args["with"], args["before"])
+
+    async def search(self, args):
+        try:
+            mailbox.match_expression(args["text"])
+        except mailbox.EmptySearch as error:
+            return Refusal("bad_request", str(error))
+        return await self._page(args["limit"], mailbox.search, args["text"], args["before"])
 
     async def read(self, args):
         message = await self.job(storage.read_message, self.conn.user, args["id"], _now())
@@ -309,6 +328,10 @@ class UserAnswers(_Answers):
         self.conn.subscription_ended()
         log.info("account %s deleted; %d unread messages returned", user, bounced)
         return {"deleted": True, "bounced": bounced}
+
+
+def _unread_inbox(db, username, before, limit):
+    return storage.inbox(db, username, before, limit, unread_only=True)
 
 
 async def delete_account(monitor, username):

@@ -97,10 +97,12 @@ def test_user_fields_in_requests_are_ignored(database):
                       sender="bob", user="bob")
     message = bob.call("Read", id=sent["id"], user="alice")["message"]
     assert message["from"] == "alice"
+    carol = user_link(config, "carol")
     with pytest.raises(DbError) as info:
-        alice.call("Read", id=sent["id"])       # bob's message, not alice's
+        carol.call("Read", id=sent["id"], user="bob")      # neither sent nor received it
     assert info.value.code == "not_found"
-    assert alice.call("Delete", ids=[sent["id"]])["deleted"] == []
+    assert carol.call("Delete", ids=[sent["id"]], user="bob")["deleted"] == []
+    assert bob.call("Read", id=sent["id"])["message"]["body"] == "b"
 
 
 def test_unknown_user_and_wrong_password_look_the_same(database):
