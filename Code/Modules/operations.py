@@ -242,7 +242,7 @@ OPERATIONS = (
               reply=("id", "bounced", "duplicate", "note?"),
               summary="send a message"),
     Operation("Inbox", USER, "inbox", client=True, relayed=True, command="inbox",
-              fields=(BEFORE, LIMIT, Field("unread", bool, required=False, default=False)),
+              fields=(BEFORE, LIMIT, Field("unread", bool, required=False)),
               reply=("messages", "more"),
               summary="list own messages (only the unread ones if unread), newest first, "
                       "ids below before"),

@@ -18,7 +18,7 @@ Talks to the server through the runner's session; fails like every
 command (`UsageError` for a mistake, `RequestFailed` for a refusal).
 """
 
-from Modules import operations
+from Modules import operations, rules
 from Modules.client import output as out_mod
 from Modules.client.command_words import (
     UsageError,
@@ -181,8 +181,7 @@ RUNS = {"sent": _run_sent, "unread": _run_unread, "history": _run_history,
 def prefixed(prefix, subject):
     """'Re: x' from 'x' and from 'Re: x' (once, any case), cut to the subject limit."""
     text = subject if subject.lower().startswith(prefix.lower()) else prefix + subject
-    high = SEND.field("subject").high
-    return text if high is None or len(text) <= high else text[:high - 1] + "…"
+    return text if len(text) <= rules.SUBJECT_MAX else text[:rules.SUBJECT_MAX - 1] + "…"
 
 
 def reply_subject(subject):

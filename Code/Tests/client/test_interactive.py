@@ -18,29 +18,15 @@ start tells a person to do next (`startup_step`).
 
 import os
 import socket
-import sys
 
 from Modules import identity
 from Modules.client import session as client_session
-from Tests.support import CLIENT, PASSWORD, child_env, run_client, terminal
+from Tests.support import PASSWORD, run_client, terminal
 
 WAIT = 20
 
 
-class Pty(terminal.Pty):
-    """The interactive client in a pseudo-terminal, read as plain text."""
-
-    def __init__(self, tmp_path, port, *args, login=None, rows=40, term="xterm-256color"):
-        """`login=NAME` logs in as NAME with PASSWORD and trusts a new server key."""
-        self.data_home = tmp_path / "xdg"
-        env = child_env({**terminal.TERMINAL_ENV, "TERM": term,
-                         "XDG_DATA_HOME": str(self.data_home),
-                         "PARLEY_TEST_PASSWORD": PASSWORD})
-        command = [CLIENT, "--port", str(port), "--known-hosts", str(tmp_path / "kh"), *args]
-        if login:
-            command += ["--user", login, "--password-env", "PARLEY_TEST_PASSWORD",
-                        "--accept-new-host-key"]
-        super().__init__(sys.executable, command, env, rows=rows, timeout=WAIT)
+Pty = terminal.ClientPty
 
 
 def ok(server, user, lines=(), create=False):
