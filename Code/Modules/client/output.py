@@ -184,7 +184,7 @@ def holds_secret(line):
     """Whether a command line carries passwords (`passwd OLD NEW`): it is never
     printed back (error records) nor kept in the prompt's history."""
     words = (line or "").split(None, 1)
-    return bool(words) and words[0].lower() in SECRET_COMMANDS
+    return len(words) == 2 and words[0].lower() in SECRET_COMMANDS
 
 
 def redacted(line):
