@@ -44,7 +44,8 @@ INBOX_PAGE_MAX = 200              # the most messages one Inbox answer lists
 INBOX_PAGE_DEFAULT = 50
 IDS_MAX = 10_000                  # the most ids one Delete or Ack may name
 PEER_MAX = 64                     # characters of a peer description kept
-SETTINGS = ("greeting", "motd", "mailbox_messages", "mailbox_bytes")   # set live
+SETTINGS = ("greeting", "motd", "mailbox_messages", "mailbox_bytes",   # set live
+            "reserved_name_days")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SEARCH_MAX = 200                  # characters of a search text
 TEXT_MAX = 2000                   # characters of a greeting, motd, broadcast or announcement
@@ -151,6 +152,7 @@ def _operator_text(value):
 
 ACCOUNT = Field("username", str, check=rules.check_recipient)   # an existing account's name
 TEXT = Field("text", str, low=1, high=TEXT_MAX, check=_operator_text)
+BLOCKED_NAME = Field("username", str, check=rules.check_recipient)   # block, unblock
 
 
 class Operation(NamedTuple):
@@ -275,6 +277,24 @@ OPERATIONS = (
                       "(no reply)"),
     Operation("Logout", USER, None, client=True, rid="optional", command="logout",
               summary="end the session (answered by the user process itself)"),
+    # -- role "user": my account (issue 13) ----------------------------------------
+    Operation("ChangePassword", USER, "change_password", client=True, relayed=True,
+              command="passwd",
+              fields=(Field("old_password", str, high=rules.PASSWORD_MAX),
+                      Field("new_password", str, check=rules.check_password)),
+              reply=("ended",),
+              summary="replace the password (the old one is checked); the account's other "
+                      "sessions end"),
+    Operation("Block", USER, "block", client=True, relayed=True, command="block",
+              fields=(BLOCKED_NAME,), reply=("changed",),
+              summary="refuse mail from that account (its sender is told only "
+                      "\"not accepted\")"),
+    Operation("Unblock", USER, "unblock", client=True, relayed=True, command="unblock",
+              fields=(BLOCKED_NAME,), reply=("changed",),
+              summary="accept mail from that name again"),
+    Operation("Blocked", USER, "blocked", client=True, relayed=True, command="blocked",
+              reply=("blocked",),
+              summary="the names I block, with since when"),
     # -- role "admin": the daemon, for the operator's console and command line -----
     Operation("Admin", NEW, "admin", once=True, phase=ADMIN,
               fields=(Field("operator", str, low=1, high=64, check=_short),),
@@ -306,12 +326,15 @@ OPERATIONS = (
               summary="a one-time password the user must change at the next login"),
     Operation("DeleteUser", ADMIN, "delete_user", fields=(ACCOUNT,), reply=("bounced",),
               summary="delete an account as its own delete-account does"),
+    Operation("ReleaseName", ADMIN, "release_name", fields=(USERNAME,), reply=("released",),
+              summary="a deleted account's name may be taken again now (issue 13)"),
     Operation("Setting", ADMIN, "setting",
               fields=(Field("name", str, high=32, check=_one_of(SETTINGS, "setting")),
                       Field("value", str, required=False, high=TEXT_MAX,
                             check=_operator_text)),
               reply=("name", "value"),
-              summary="read or set the greeting or the message of the day"),
+              summary="read or set the greeting, the message of the day or the days a deleted "
+                      "account's name is kept back"),
     Operation("Audit", ADMIN, "audit", reply=("path", "accounts"),
               summary="append a report of every account to audit.log"),
     Operation("Note", ADMIN, "note",

@@ -72,6 +72,8 @@ ENDED_ADVICE = {
     "suspended": "Type 'quit' to leave.",
     "password_reset": "Type 'quit' to leave, then start the client again and log in "
                       "with the one-time password you were given.",
+    "password_changed": "Type 'quit' to leave, then start the client again and log in "
+                        "with the new password.",
 }
 STARTUP_NEXT_STEPS = {
     "too_many_attempts": "Start the client again to try once more; if you forgot the "

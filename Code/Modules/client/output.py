@@ -179,7 +179,22 @@ def system_record(event, message):
 
 
 def error_record(reason, code, command=None):
-    return {"type": "error", "error": reason, "code": code, "command": command}
+    return {"type": "error", "error": reason, "code": code, "command": redacted(command)}
+
+
+SECRET_COMMANDS = frozenset({"passwd"})   # their words are passwords: never repeated
+
+
+def holds_secret(line):
+    """Whether a command line carries passwords (`passwd OLD NEW`): it is never
+    printed back (error records) nor kept in the prompt's history."""
+    words = (line or "").split(None, 1)
+    return len(words) == 2 and words[0].lower() in SECRET_COMMANDS
+
+
+def redacted(line):
+    """The command line as an error record may repeat it (a password's line: its name)."""
+    return line.split(None, 1)[0] + " …" if holds_secret(line) else line
 
 
 def help_record(commands):

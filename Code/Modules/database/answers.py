@@ -8,7 +8,9 @@ role's answers are in `admin_answers.py`).
 An answer set is built for one connection and one role: `NewAnswers`
 (Hello, Bind, Admin), `LoginAnswers` (Exists, Verify, Create, SetPassword)
 and `UserAnswers`
-(Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount). Every answer is
+(Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount; and from the mixins
+of issue 13's "my account": ChangePassword in `passwords.py`, Block, Unblock
+and Blocked in `blocks.py`). Every answer is
 a coroutine `answer(args)` that gets the request's fields already
 validated by the registry and returns the reply's fields, or a `Refusal`
 for an outcome the caller must be told as a failure (a stale ticket, a
@@ -30,6 +32,9 @@ import time
 from typing import NamedTuple
 
 from Modules.database import auth, mailbox, statistics, storage
+from Modules.database.blocks import BlockAnswers
+from Modules.database.passwords import PasswordAnswers, predates_password_change
+from Modules.database.reserved_names import NameReserved
 from Modules.database.writer import CommitFailed
 
 log = logging.getLogger("parley.database")
@@ -82,6 +87,11 @@ class _Answers:
     def __init__(self, conn):
         self.conn, self.monitor = conn, conn.monitor
 
+    @staticmethod
+    def refusal(code, reason, retry_after=None):
+        """A Refusal, for the answer mixins of other modules (they cannot import this one)."""
+        return Refusal(code, reason, retry_after)
+
     def job(self, fn, *args, after=None, lazy=False):
         """A write on the single writer, in this connection's owner's line."""
         future = self.monitor.job(fn, *args, after=after, lazy=lazy, owner=self.conn.owner)
@@ -125,7 +135,8 @@ class NewAnswers(_Answers):
     async def bind(self, args):
         """A ticket binds once, soon after its login, to an account still there."""
         ticket = auth.check_ticket(self.monitor.ticket_secret, args["ticket"])
-        if ticket is None or not self.monitor.tickets.bind(ticket, self.conn):
+        if ticket is None or predates_password_change(self.monitor, ticket) \
+                or not self.monitor.tickets.bind(ticket, self.conn):
             return Refusal("bad_ticket", STALE_SESSION)
         self.conn.ticket = ticket                      # its session ends with the connection
         account = await self.query(storage.account, ticket.username)
@@ -231,6 +242,9 @@ class LoginAnswers(_Answers):
         now = _now()
         try:
             account_id = await self.job(storage.create_account, username, password_hash, now)
+        except NameReserved as reserved:          # a deleted account's name (issue 13)
+            registrations.forget(self.conn.address)
+            return {"outcome": "create_failed", "reason": reserved.sentence}
         except storage.AccountExists:
             registrations.forget(self.conn.address)
             return {"outcome": "create_failed", "reason": NAME_TAKEN}
@@ -251,7 +265,7 @@ class LoginAnswers(_Answers):
         return reply
 
 
-class UserAnswers(_Answers):
+class UserAnswers(BlockAnswers, PasswordAnswers, _Answers):
     """Phase "user": every answer acts as `conn.user`, the account Bind named."""
 
     async def subscribe(self, _args):
@@ -340,5 +354,5 @@ async def delete_account(monitor, username):
     bounces = await monitor.job(storage.bounce_and_clear_inbox, username, _now(),
                                 after=monitor.hub.deliver)
     await monitor.job(storage.remove_password, username)
-    await monitor.job(storage.remove_account, username)
+    await monitor.job(storage.remove_account, username, _now())
     return len(bounces)

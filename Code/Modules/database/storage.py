@@ -34,7 +34,7 @@ import json
 import sqlite3
 from typing import NamedTuple
 
-from Modules.database import blocks, mailbox
+from Modules.database import blocks, mailbox, reserved_names
 from Modules.database.schema import (  # noqa: F401  (re-exported API)
     APPLICATION_ID,
     MIGRATIONS,
@@ -190,13 +190,16 @@ def _upsert_password(db, username, hash_string, now):
 def create_account(db, username, password_hash, now):
     """A new active account with its password hash; returns its id.
 
-    AccountExists if the name is taken, even by an account being deleted.
-    A stale password row left without an account is overwritten.
+    AccountExists if the name is taken, even by an account being deleted;
+    reserved_names.NameReserved while it is the name of an account deleted
+    not long ago (issue 13). A stale password row left without an account is
+    overwritten.
     """
     if username == SYSTEM_SENDER:
         raise AccountExists(f"the name '{username}' is reserved")
     if _state(db, username) is not None:
         raise AccountExists(f"an account named '{username}' already exists")
+    reserved_names.check_free(db, username, now)
     cursor = db.execute("INSERT INTO users (username, created_at) VALUES (?, ?)",
                         (username, now))
     _upsert_password(db, username, password_hash, now)
@@ -446,14 +449,24 @@ def remove_password(db, username):
                       (username,)).rowcount > 0
 
 
-def remove_account(db, username):
-    """Step 4: delete the account row (and its ledger) if it is being deleted."""
-    removed = db.execute("DELETE FROM users WHERE username = ? AND state = 'deleting'",
-                         (username,)).rowcount > 0
-    if removed:
-        forget_user(db, username)
-        add_total(db, "accounts_deleted")
-    return removed
+def remove_account(db, username, now=None):
+    """Step 4: delete the account row (and its ledger and blocks) if it is being
+    deleted, and keep its name back from `now` on (issue 13: a new account of
+    that name must not pass for this one; in the same transaction, so a crash
+    keeps both or neither). An account that never logged in and never had mail
+    (a creation cut off by a crash) leaves its name free. `now` None: no
+    reservation (only for callers that have no clock, never the monitor)."""
+    row = db.execute("SELECT logins + messages_sent + messages_received FROM users "
+                     "WHERE username = ? AND state = 'deleting'", (username,)).fetchone()
+    if row is None:
+        return False
+    db.execute("DELETE FROM users WHERE username = ?", (username,))
+    forget_user(db, username)
+    blocks.forget_account(db, username)
+    if row[0] and now is not None:
+        reserved_names.reserve(db, username, now)
+    add_total(db, "accounts_deleted")
+    return True
 
 
 def accounts_being_deleted(db):

@@ -205,6 +205,22 @@ def _setting(name):
     return run
 
 
+def _release_name(context, words):
+    context.call("ReleaseName", username=words[0])
+    return _ok({"released": True}, f"The name {words[0]} may be taken by a new account now.")
+
+
+def _reserved_name_days(context, words):
+    """Issue 13: the days a deleted account's name is kept back (0: not at all)."""
+    reply = context.call("Setting", name="reserved_name_days",
+                         value=words[0] if words else None)
+    days = int(reply["value"])
+    text = ("The names of deleted accounts are free at once." if days == 0 else
+            f"The name of a deleted account is kept back for {days} day"
+            f"{'' if days == 1 else 's'}.")
+    return _ok({"name": reply["name"], "value": reply["value"]}, text)
+
+
 def _audit(context, _words):
     reply = context.call("Audit")
     return _ok({"path": reply["path"], "accounts": reply["accounts"]},
@@ -264,6 +280,11 @@ COMMANDS = {command.name: command for command in (
             1, 1, _reset_password),
     Command("delete-user", "delete-user USER", "delete USER; unread mail goes back", 1, 1,
             _delete_user),
+    Command("release-name", "release-name NAME", "a deleted account's name may be taken "
+            "again now", 1, 1, _release_name),
+    Command("reserved-name-days", "reserved-name-days [DAYS]", "show or set how long a "
+            "deleted account's name is kept back (default 30, 0: not at all)", 0, 1,
+            _reserved_name_days),
     Command("greeting", "greeting [TEXT]", "show or set what clients see before logging in "
             "('' clears)", 0, None, _setting("greeting")),
     Command("motd", "motd [TEXT]", "show or set the message of the day ('' clears)", 0, None,
