@@ -24,6 +24,7 @@ Talks to: the storage connection, inside the caller's transaction (like
 search text with nothing to look for raises `EmptySearch`.
 """
 
+import re
 import sqlite3
 from typing import NamedTuple
 
@@ -149,14 +150,18 @@ def history(db, username, other, before_id=None, limit=50):
     return [_entry(row, username) for row in rows[:limit]], len(rows) > limit
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
 def match_expression(text):
-    """The FTS5 query for a person's search text: every word must occur (each
-    word quoted, so no character of the text is FTS5 syntax). EmptySearch if
-    there is no word."""
-    words = [word for word in text.split() if any(ch.isalnum() for ch in word)]
+    """The FTS5 query for a person's search text: every word must occur. Words
+    are runs of letters and digits, as the index's tokenizer splits them, each
+    quoted, so no character of the text is FTS5 syntax (and with the index's
+    detail=none, every quoted string is one token). EmptySearch if none."""
+    words = _WORD.findall(text)
     if not words:
         raise EmptySearch("Give at least one word to search for.")
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+    return " ".join(f'"{word}"' for word in dict.fromkeys(words))
 
 
 def search(db, username, text, before_id=None, limit=50):

@@ -90,6 +90,7 @@ def test_search_finds_words_in_subject_and_body_of_ones_own_copies_only(db):
     assert ids(mailbox.search(db, "alice", "lunch")) == [lunch]
     assert ids(mailbox.search(db, "bob", "LUNCH")) == [other, lunch]
     assert ids(mailbox.search(db, "bob", "cafe muller")) == [lunch]   # accents, case
+    assert ids(mailbox.search(db, "bob", "Café-Müller!")) == [lunch]  # words, not marks
     assert ids(mailbox.search(db, "bob", "noon lunch")) == [lunch]    # every word
     assert mailbox.search(db, "carol", "noon") == ([], False)
     assert mailbox.search(db, "bob", "lunc") == ([], False)           # whole words
