@@ -47,6 +47,8 @@ PEER_MAX = 64                     # characters of a peer description kept
 SETTINGS = ("greeting", "motd", "mailbox_messages", "mailbox_bytes",   # set live
             "reserved_name_days")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAILBOX_DEFAULTS = {"mailbox_messages": 10_000,          # an inbox's limits (settings)
+                    "mailbox_bytes": 100 * 1024 * 1024}
 SEARCH_MAX = 200                  # characters of a search text
 TEXT_MAX = 2000                   # characters of a greeting, motd, broadcast or announcement
 _MISSING = object()

@@ -28,6 +28,8 @@ import re
 import sqlite3
 from typing import NamedTuple
 
+from Modules.operations import MAILBOX_DEFAULTS
+
 _NO_UPPER_BOUND = 2**63 - 1
 PREVIEW_CHARS = 200          # the start of a body a conversation or search lists
 MAILBOX_FULL_NOTE = ("The mailbox of '{name}' is full ({what}); the message was not "
@@ -37,8 +39,8 @@ MAILBOX_FULL_NOTE = ("The mailbox of '{name}' is full ({what}); the message was 
 class Limits(NamedTuple):
     """How much one inbox may store (the operator's settings)."""
 
-    messages: int = 10_000
-    bytes: int = 100 * 1024 * 1024
+    messages: int = MAILBOX_DEFAULTS["mailbox_messages"]
+    bytes: int = MAILBOX_DEFAULTS["mailbox_bytes"]
 
 
 DEFAULT_LIMITS = Limits()

@@ -25,6 +25,7 @@ database being away is status 1 with a sentence saying so.
 import time
 from typing import Callable, NamedTuple
 
+from Modules import operations
 from Modules.database.link import DbError, DbUnavailable
 from Modules.server import metrics
 
@@ -221,6 +222,19 @@ def _reserved_name_days(context, words):
     return _ok({"name": reply["name"], "value": reply["value"]}, text)
 
 
+def _mailbox_limits(context, words):
+    """Issue 13: the most messages and bytes one inbox stores (MESSAGES [BYTES])."""
+    for name, word in zip(("mailbox_messages", "mailbox_bytes"), words):
+        context.call("Setting", name=name, value=word)
+    values = {}
+    for name, default in operations.MAILBOX_DEFAULTS.items():
+        value = context.call("Setting", name=name, value=None)["value"]
+        values[name] = int(value) if value.isdigit() else default
+    return _ok(values, f"An inbox holds at most {values['mailbox_messages']} messages and "
+                       f"{values['mailbox_bytes']} bytes of subjects and bodies; a message "
+                       "that does not fit goes back to its sender.")
+
+
 def _audit(context, _words):
     reply = context.call("Audit")
     return _ok({"path": reply["path"], "accounts": reply["accounts"]},
@@ -285,6 +299,9 @@ COMMANDS = {command.name: command for command in (
     Command("reserved-name-days", "reserved-name-days [DAYS]", "show or set how long a "
             "deleted account's name is kept back (default 30, 0: not at all)", 0, 1,
             _reserved_name_days),
+    Command("mailbox-limits", "mailbox-limits [MESSAGES [BYTES]]", "show or set how much "
+            "one inbox stores (default 10000 messages, 104857600 bytes)", 0, 2,
+            _mailbox_limits),
     Command("greeting", "greeting [TEXT]", "show or set what clients see before logging in "
             "('' clears)", 0, None, _setting("greeting")),
     Command("motd", "motd [TEXT]", "show or set the message of the day ('' clears)", 0, None,
