@@ -21,8 +21,9 @@ import pytest
 
 from Modules.client import account_commands, output
 from Modules.client.commands import UsageError, parse_line
-from Tests.client.test_interactive import Pty, history_file
 from Tests.support import PASSWORD, BatchClient, run_admin, run_client
+from Tests.support.terminal import ClientPty as Pty
+from Tests.support.terminal import history_file
 
 NEW = "a brand new passphrase"
 

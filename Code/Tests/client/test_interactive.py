@@ -39,8 +39,7 @@ def messages_of(server, user):
     return [o for o in ok(server, user) if o["type"] == "message"]
 
 
-def history_file(pty, port, user):
-    return pty.data_home / "parley" / f"127.0.0.1_{port}" / user / "history"
+history_file = terminal.history_file
 
 
 # ------------------------------------------------------------ a first run

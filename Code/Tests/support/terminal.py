@@ -115,6 +115,11 @@ class ClientPty(Pty):
         super().__init__(sys.executable, command, env, rows=rows, timeout=WAIT)
 
 
+def history_file(pty, port, user):
+    """Where the interactive client keeps `user`'s command history on `port`."""
+    return pty.data_home / "parley" / f"127.0.0.1_{port}" / user / "history"
+
+
 class ServerConsole(Pty):
     """`server_daemon.py --port 0` in a pseudo-terminal: its operator console."""
 
