@@ -13,6 +13,8 @@ from Modules.client import mail_commands
 from Modules.client.commands import UsageError, parse_line
 from Modules.client.output import Output
 from Tests.support import run_client, terminal
+from Tests.support.clients import of_type
+from Tests.support.clients import run_ok as ok
 
 ORIGINAL = {"id": 7, "from": "bob", "to": "alice", "subject": "Lunch", "body": "At noon?\nOk",
             "sent_at": 1_700_000_000.0, "kind": "message"}
@@ -86,14 +88,8 @@ def test_records_and_their_human_text():
 # ------------------------------------------------------------ the real client
 
 
-def ok(server, user, lines=(), create=False):
-    code, objects, stderr = run_client(server, user, lines, create=create)
-    assert code == 0, stderr
-    return objects
 
 
-def of_type(objects, kind):
-    return [o for o in objects if o["type"] == kind]
 
 
 def test_sent_history_search_unread_reply_and_forward_in_batch_mode(server):
