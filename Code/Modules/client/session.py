@@ -469,12 +469,21 @@ class ClientSession:
                     raise self.connection_lost() from None
 
     def _request_once(self, op, timeout, fields):
+        return self.finish_request(self.start_request(op, **fields), timeout)
+
+    def start_request(self, op, **fields):
+        """Send a request without waiting for it (a window of file chunks); its rid,
+        for finish_request, which must follow for every rid (no rate_limited retry)."""
         with self._replies_cond:
             self._rid += 1
             rid = self._rid
             self._waiting.add(rid)
+        self._send(Packet(op, {"rid": rid, **fields}))
+        return rid
+
+    def finish_request(self, rid, timeout=REQUEST_TIMEOUT):
+        """The Result data of the request `rid` (RequestFailed, ConnectionLost)."""
         try:
-            self._send(Packet(op, {"rid": rid, **fields}))
             reply = self._wait_reply(rid, timeout)
         finally:
             with self._replies_cond:

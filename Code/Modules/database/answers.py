@@ -10,7 +10,8 @@ An answer set is built for one connection and one role: `NewAnswers`
 and `UserAnswers`
 (Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount; and from the mixins
 of issue 13's "my account": ChangePassword in `passwords.py`, Block, Unblock
-and Blocked in `blocks.py`). Every answer is
+and Blocked in `blocks.py`; issue 14's FileOffer, FileChunk, FileDone,
+Files, FileFetch and FileDecline in `files.py`). Every answer is
 a coroutine `answer(args)` that gets the request's fields already
 validated by the registry and returns the reply's fields, or a `Refusal`
 for an outcome the caller must be told as a failure (a stale ticket, a
@@ -33,6 +34,7 @@ from typing import NamedTuple
 
 from Modules.database import auth, mailbox, statistics, storage
 from Modules.database.blocks import BlockAnswers
+from Modules.database.files import FileAnswers
 from Modules.database.passwords import PasswordAnswers, predates_password_change
 from Modules.database.reserved_names import NameReserved
 from Modules.database.writer import CommitFailed
@@ -265,7 +267,7 @@ class LoginAnswers(_Answers):
         return reply
 
 
-class UserAnswers(BlockAnswers, PasswordAnswers, _Answers):
+class UserAnswers(BlockAnswers, PasswordAnswers, FileAnswers, _Answers):
     """Phase "user": every answer acts as `conn.user`, the account Bind named."""
 
     async def subscribe(self, _args):
