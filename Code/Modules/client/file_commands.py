@@ -15,7 +15,7 @@ and FileDone, which the server answers only when the whole file is on its
 disk and the hash matched. `download` fetches chunk after chunk
 (FileFetch, the same window) into a temporary file in the target
 directory, checks size and SHA-256, and only then gives it its name: the
-sender's name made safe (`Modules/client/file_names.py`), or PATH. An
+sender's name made safe (`safe_file_name`, below), or PATH. An
 existing file is never replaced without `--force`. Memory per transfer is
 the window's chunks, whatever the file's size.
 
@@ -37,10 +37,10 @@ import hashlib
 import os
 import stat
 import tempfile
+import unicodedata
 from collections import deque
 
 from Modules import operations
-from Modules.client import file_names
 from Modules.client import output as out_mod
 from Modules.client.command_words import (
     UsageError,
@@ -245,7 +245,7 @@ def _target(args, name):
     safe name here. UsageError if it exists and --force was not given."""
     path = args.get("path")
     if path is None or os.path.isdir(path):
-        path = file_names.target_path(path or os.curdir, name, args["id"])
+        path = target_path(path or os.curdir, name, args["id"])
     if os.path.lexists(path) and not args["force"]:
         raise UsageError(f"{out_mod.neutralise(path)} exists already; add --force to "
                          "replace it, or give another PATH.")
@@ -326,6 +326,73 @@ def _run_download(runner, args):
 
 RUNS = {"send-file": _run_send_file, "files": _run_files, "download": _run_download,
         "decline": _run_decline}
+
+
+# ------------------------------------------------------------ other people's file names
+#
+# A file's name is what its sender's client said it was: untrusted. Before
+# `download` puts it on disk, `safe_file_name()` makes it one plain name inside
+# the download directory, whatever it held: only the last component of any path
+# is kept (`/` and `\\` both separate), so `../../.bashrc`, `/etc/passwd` or
+# `C:\\x\\y` cannot leave the directory; leading dots and spaces go (no hidden
+# files, no `.` or `..`), and trailing ones (some systems drop them silently);
+# control characters (C0, DEL, C1), format characters such as bidirectional
+# overrides, line and paragraph separators and `<>:"|?*` become `_`, so nothing
+# reaches a terminal or a shell raw and the name is valid on Windows too; a
+# reserved device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9, any extension, any
+# case) gets a `_` in front; a name over 255 bytes of UTF-8 is cut, its extension
+# kept; what is left empty becomes `file-ID`. `target_path()` joins directory and
+# safe name and checks once more that the result is directly inside it.
+
+NAME_BYTES_MAX = 255
+_FORBIDDEN = set('<>:"|?*\\/')
+_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+             *(f"COM{n}" for n in range(1, 10)), *(f"LPT{n}" for n in range(1, 10))}
+
+
+def _plain(ch):
+    """A character harmless in a file name and on a terminal."""
+    if ch in _FORBIDDEN:
+        return False
+    category = unicodedata.category(ch)
+    return not (category[0] == "C" or category in ("Zl", "Zp"))
+
+
+def _cut(name, limit=NAME_BYTES_MAX):
+    """At most `limit` bytes of UTF-8, the extension (if short) kept."""
+    if len(name.encode("utf-8", "replace")) <= limit:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or len(extension) > 16:
+        stem, extension = name, ""
+    keep = limit - len(extension.encode("utf-8")) - (1 if extension else 0)
+    while len(stem.encode("utf-8", "replace")) > keep:
+        stem = stem[:-1]
+    return stem + ("." + extension if extension else "")
+
+
+def safe_file_name(name, file_id):
+    """One plain file name made from `name` (see the rules above)."""
+    last = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch if _plain(ch) else "_" for ch in last)
+    cleaned = cleaned.lstrip(". ").rstrip(". ")
+    if not cleaned:
+        return f"file-{file_id}"
+    if cleaned.split(".", 1)[0].upper().rstrip(" ") in _RESERVED:
+        cleaned = "_" + cleaned
+    return _cut(cleaned)
+
+
+def target_path(directory, name, file_id):
+    """The path in `directory` where the file `name` is saved; UsageError if it
+    would not be directly inside it (the rules above make that impossible: this
+    is the last line of defence)."""
+    safe = safe_file_name(name, file_id)
+    path = os.path.join(directory, safe)
+    if os.path.dirname(os.path.abspath(path)) != os.path.abspath(directory):
+        raise UsageError(f"The file name {out_mod.neutralise(safe)} would leave the "
+                         "download directory; give a PATH.")
+    return path
 
 
 # ------------------------------------------------------------ human text

@@ -134,14 +134,14 @@ class FileService:
         next start."""
         self.uploads.pop(upload.file_id, None)
         try:
-            self.io.submit(self._remove_partial, upload)
+            self.io.submit(self.remove_partial, upload)
             future = monitor.job(file_records.abandon_upload, upload.file_id)
         except Exception as error:          # stopping: the next start cleans up
             log.info("upload %d left for the next start: %s", upload.file_id, error)
             return
         future.add_done_callback(_consume)
 
-    def _remove_partial(self, upload):
+    def remove_partial(self, upload):
         upload.writer.close()
         self.store.remove(upload.file_id)
 
@@ -243,7 +243,9 @@ class FileAnswers:
             return self.refusal("incomplete", f"Upload {upload.file_id} has {writer.next_index}"
                                 f" of its {writer.chunks} chunks; send the rest first.")
         if upload.hash.hexdigest() != upload.announced:
-            files.discard(self.monitor, upload)
+            files.uploads.pop(upload.file_id, None)     # gone before the answer says so
+            await files.run(files.remove_partial, upload)
+            await self.job(file_records.abandon_upload, upload.file_id)
             log.info("%s: upload %d refused, its SHA-256 did not match", self.conn.user,
                      upload.file_id)
             return self.refusal("hash_mismatch", "The file that arrived does not have the "

@@ -1,7 +1,11 @@
 """Tests for Modules/client/file_commands.py: send-file, files, download, decline.
 
 Pure: the parsers use the server's rules (a bad recipient, a bad number,
-a missing path are usage errors).
+a missing path are usage errors); other people's file names are made one
+safe name (separators of both kinds, leading and trailing dots and spaces,
+control, format and bidirectional characters, characters Windows refuses,
+reserved device names, over-long names cut keeping the extension, names
+left empty), and the target is always directly inside the directory.
 
 End to end through the real client in batch/--json mode against a real
 daemon (`ServerProcess`): a file of a few MiB sent and downloaded with a
@@ -23,6 +27,7 @@ import pytest
 
 from Modules.client import file_commands
 from Modules.client.commands import UsageError, parse_line
+from Modules.client.file_commands import NAME_BYTES_MAX, safe_file_name, target_path
 from Tests.support import (
     BatchClient,
     client_command,
@@ -54,6 +59,48 @@ def test_the_file_commands_parse_with_the_servers_rules():
                  "decline 0", "files 3", "send-file bob a --note " + "x" * 2001):
         with pytest.raises(UsageError):
             parse_line(line)
+
+
+# ------------------------------------------------------------ other people's names
+
+
+@pytest.mark.parametrize("name, safe", [
+    ("report.pdf", "report.pdf"),
+    ("Übersicht 2027.ods", "Übersicht 2027.ods"),
+    ("../../.bashrc", "bashrc"),
+    ("/etc/passwd", "passwd"),
+    ("C:\\Windows\\win.ini", "win.ini"),
+    ("dir/", "dir"),
+    ("..", "file-7"),
+    ("", "file-7"),
+    (" . ", "file-7"),
+    ("name. . ", "name"),
+    ("\x1b]0;title\x07x", "_]0;title_x"),
+    ("line\nbreak\u2028", "line_break_"),
+    ("evil\u202etxt.exe", "evil_txt.exe"),
+    ('a<b>c:d"e|f?g*h', "a_b_c_d_e_f_g_h"),
+    ("CON", "_CON"),
+    ("nul.txt", "_nul.txt"),
+    ("Com1.tar.gz", "_Com1.tar.gz"),
+    ("console.txt", "console.txt"),
+])
+def test_names_are_made_one_plain_name(name, safe):
+    assert safe_file_name(name, 7) == safe
+
+
+def test_a_long_name_is_cut_to_255_bytes_keeping_its_extension():
+    cut = safe_file_name("é" * 300 + ".pdf", 1)
+    assert cut.endswith(".pdf") and len(cut.encode()) <= NAME_BYTES_MAX
+    plain = safe_file_name("x" * 400, 1)
+    assert plain == "x" * NAME_BYTES_MAX
+
+
+@pytest.mark.parametrize("name", ["../../.bashrc", "/abs/path", "..\\..\\x", "a/../../b",
+                                  "..", "\x00"])
+def test_the_target_is_always_directly_in_the_directory(tmp_path, name):
+    path = target_path(str(tmp_path), name, 3)
+    assert os.path.dirname(path) == str(tmp_path)
+    assert os.path.basename(path) not in ("", ".", "..")
 
 
 # ------------------------------------------------------------ end to end

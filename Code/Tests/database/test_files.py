@@ -104,6 +104,7 @@ def test_an_upload_chunk_by_chunk_refusing_what_is_wrong_with_a_sentence(databas
         assert refused.value.code == "bad_request" and words in refused.value.reason
     assert alice.call("FileChunk", upload=number, index=0,
                       data=b64(data[:CHUNK]))["received"] == 1
+    assert plaintext_on_disk(config["data_dir"]) == []         # while it is half-written
     with pytest.raises(DbError) as early:
         alice.call("FileDone", upload=number)
     assert early.value.code == "incomplete" and "1 of its 3 chunks" in early.value.reason
