@@ -42,7 +42,7 @@ def files_dir(config):
     return os.path.join(config["data_dir"], "files")
 
 
-def test_the_storage_key_is_its_own_file_and_a_bad_one_stops_the_process(tmp_path):
+def test_the_storage_key_is_its_own_file_and_in_no_database_file(tmp_path):
     with running_database(tmp_path) as (_proc, config):
         key_path = os.path.join(config["data_dir"], KEY_FILE)
         assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
