@@ -158,6 +158,10 @@ class FileService:
         self.io.shutdown(wait=True)
 
 
+def _nothing():
+    """A job on the I/O thread that only waits for those before it."""
+
+
 def _consume(future):
     if not future.cancelled() and future.exception() is not None:
         log.warning("an abandoned upload's row was not removed: %s", future.exception())
@@ -238,6 +242,7 @@ class FileAnswers:
         if upload is None:
             return self.refusal("not_found", f"You have no upload {args['upload']} in "
                                 "progress.")
+        await files.run(_nothing)      # a barrier: the chunks asked before are written
         writer = upload.writer
         if writer.next_index != writer.chunks:
             return self.refusal("incomplete", f"Upload {upload.file_id} has {writer.next_index}"

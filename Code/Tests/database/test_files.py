@@ -8,7 +8,8 @@ finds half-written or no longer kept removed; an upload carried chunk by
 chunk, refused out of order or not base64 with a sentence while the upload
 goes on, finished only when complete, and visible only to its own
 connection; an upload whose connection ends leaves neither row nor file;
-every answer acting as the bound user whatever names the request carries.
+every answer acting as the bound user whatever names the request carries;
+chunks and FileDone pipelined without waiting finish the file.
 """
 
 import base64
@@ -20,7 +21,7 @@ import pytest
 
 from Modules.database import filestore
 from Modules.database.files import KEY_FILE, UPLOADS_PER_CONNECTION
-from Modules.database.link import DbError
+from Modules.database.link import DbError, Reply
 from Modules.database.monitor import EXIT_STORAGE_ERROR
 from Tests.support import running_database, wait_until
 from Tests.support.files import known_bytes, plaintext_on_disk, sha256
@@ -158,3 +159,23 @@ def test_a_connection_has_a_few_uploads_at_once_and_each_user_only_their_files(d
         assert refused.value.code == "not_found"
     assert alice.call("Files", user="bob")["files"] == []
     assert [f["id"] for f in bob.call("Files")["files"]] == [file_id]
+
+
+def test_chunks_and_done_pipelined_without_waiting_finish_the_file(database):
+    """FileDone sent right behind its chunks sees them all written and hashed."""
+    _, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    data = known_bytes(5 * CHUNK + 1)
+    number = offer(alice, data)["upload"]
+    rids = [alice.send_request("FileChunk", upload=number, index=index,
+                               data=b64(data[index * CHUNK:(index + 1) * CHUNK]))
+            for index in range(6)]
+    rids.append(alice.send_request("FileDone", upload=number))
+    replies = {}
+    while len(replies) < len(rids):
+        event = alice.read_event()
+        if isinstance(event, Reply):
+            replies[event.rid] = event
+    assert all(replies[rid].ok for rid in rids), [replies[r].data for r in rids]
+    assert replies[rids[-1]].data["id"] == number
+    assert [f["state"] for f in bob.call("Files")["files"]] == ["offered"]
