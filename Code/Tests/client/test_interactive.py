@@ -11,7 +11,9 @@ password, unknown recipient, unknown command, a server that cannot be
 reached, a changed server key), and the server going away and coming back
 on the same port (automatic retry, and `reconnect` with --no-retry).
 
-No timing assertions: every wait is an expect with a timeout. Every child
+No timing assertions but one (a server back after a long outage is found
+within seconds, not after the back-off's 30): every wait is an expect
+with a timeout. Every child
 is closed in a finally. One unit test needs no terminal: what a failed
 start tells a person to do next (`startup_step`).
 """
@@ -19,6 +21,7 @@ start tells a person to do next (`startup_step`).
 import os
 import socket
 import sys
+import time
 
 from Modules import identity
 from Modules.client import session as client_session
@@ -285,6 +288,57 @@ def test_the_client_comes_back_by_itself_and_keeps_the_typed_text(make_server, t
         pty.expect(rf"Reconnected to 127\.0\.0\.1:{first.port} as alice\.", timeout=30)
         pty.line("ox")
         pty.expect(r"\*\s+\d+\s+bob\s+Back")              # the whole "inbox" ran
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
+
+
+def test_a_message_finished_while_disconnected_is_sent_once_the_server_is_back(
+        make_server, tmp_path):
+    first = make_server()
+    ok(first, "bob", create=True)
+    ok(first, "alice", create=True)
+    pty = Pty(tmp_path, first.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("send bob")
+        pty.expect(r"Subject \(to bob\):")
+        pty.line("While away")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("typed before")
+        first.kill_group()                               # gone while the body is open
+        pty.expect(r"Connection lost")
+        pty.line("and after the server went away")
+        pty.send("\x04")                                 # Ctrl-D: finish the body
+        pty.expect(r"Not sent yet: the connection is down\. Your message to bob is kept "
+                   r"and will be sent as soon as the connection is back")
+        make_server("--port", str(first.port))           # same data dir, same key
+        pty.expect(rf"Reconnected to 127\.0\.0\.1:{first.port} as alice\.", timeout=30)
+        pty.expect(r"Sent message #\d+ to bob\.")         # no Enter needed
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+        assert "That cannot be done at this point" not in pty.screen_text()
+    finally:
+        pty.close()
+    second = [m for m in messages_of(first, "bob") if m["subject"] == "While away"]
+    assert [m["body"] for m in second] == ["typed before\nand after the server went away"]
+
+
+def test_a_server_back_after_a_long_outage_is_found_within_seconds(make_server, tmp_path):
+    first = make_server()
+    ok(first, "alice", create=True)
+    pty = Pty(tmp_path, first.port, login="alice")
+    try:
+        pty.expect("alice>")
+        first.kill_group()
+        pty.expect(r"Connection lost")
+        time.sleep(19)           # a back-off's 4th try is 15 to 18 s after the loss, the 5th
+        # 30 to 36 s: a server back now would wait more than 10 s for it
+        make_server("--port", str(first.port))
+        back = time.monotonic()
+        pty.expect(rf"Reconnected to 127\.0\.0\.1:{first.port} as alice\.", timeout=30)
+        assert time.monotonic() - back < 6        # polled every 1 to 2 s while refused
         pty.line("quit")
         assert pty.wait_exit() == 0
     finally:
