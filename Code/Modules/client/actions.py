@@ -3,13 +3,15 @@
 `InteractiveRunner` runs the same parsed commands as batch mode, but:
 
 * `send` asks for whatever is missing (recipient with completion, subject,
-  multi-line body); a message finished while the connection is down, or
+  multi-line body; an empty subject or body given there is asked about,
+  while "" typed on the command line is taken as meant); a message finished while the connection is down, or
   whose Send was cut off by a lost connection, goes to the *outbox* and is
   sent (again, with the same client_id, so the server stores it once) as
   soon as the connection is back, with no key pressed;
 * `inbox` prints a table fitted to the terminal and pages through long
   inboxes a screenful at a time, fetching older pages from the server as
-  the person asks for more;
+  the person asks for more; `read` wraps a message to the terminal and
+  shows a long one through the same pager;
 * `read` and `inbox` remember who wrote, `send` whom it wrote to (the
   names `send` completes); a returned message says why in one sentence;
 * `help` and `help COMMAND` explain with examples; `reconnect` and
@@ -28,6 +30,7 @@ from Modules import operations
 from Modules.client.commands import (
     LOGOUT,
     OK,
+    Cancelled,
     SEND,
     Runner,
     UsageError,
@@ -89,11 +92,17 @@ class InteractiveRunner(Runner):
     def _send(self, args):
         to = args.get("to") or checked(SEND.field("to"), self.ui.ask_recipient())
         subject = args.get("subject")
-        if subject is None:
+        while subject is None:     # an empty answer is asked about; no asks again
             subject = checked(SEND.field("subject"), self.ui.ask_subject(to))
+            if not subject.strip() and not self.ui.confirm(
+                    "Send it with no subject? [y/N] "):
+                subject = None
         body = args.get("body")
         if body is None:
             body = checked(SEND.field("body"), self.ui.ask_body(to))
+            if not body.strip() and not self.ui.confirm(
+                    "The message is empty. Send it anyway? [y/N] "):
+                raise Cancelled()
         self.deliver(Draft(to, subject, body, new_client_id()))
         return OK
 
@@ -148,7 +157,9 @@ class InteractiveRunner(Runner):
     def _read(self, args):
         message = self.session.request("Read", id=args["id"]).get("message", {})
         self.client.remember(message.get("from"))
-        self.output.emit(message_record(message, "read"))
+        width, height = terminal_size()
+        pager = Pager(self.output.human, self.ui.more, height)
+        pager.show(self.output.message_lines(message_record(message, "read"), width))
         return OK
 
     def _inbox(self, args):

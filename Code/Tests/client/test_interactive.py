@@ -108,6 +108,82 @@ def test_first_run_trusts_the_key_creates_the_account_and_sends_a_multiline_body
     assert os.stat(history_file(pty, server.port, "dave")).st_mode & 0o077 == 0
 
 
+def test_a_long_draft_is_not_thrown_away_by_one_ctrl_c_nor_an_empty_one_sent_unasked(
+        server, tmp_path):
+    ok(server, "bob", create=True)
+    ok(server, "alice", create=True)
+    pty = Pty(tmp_path, server.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("send bob")
+        pty.expect(r"Subject \(to bob\):")
+        pty.line("")                                        # no subject: asked
+        pty.expect(r"Send it with no subject\? \[y/N\]")
+        pty.line("n")
+        pty.expect(r"Subject \(to bob\):")                  # asked again
+        pty.line("")
+        pty.expect(r"Send it with no subject\? \[y/N\]")
+        pty.line("y")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("The first line of a long letter,")
+        pty.line("and its second line.")
+        pty.send("\x03")                                    # Ctrl-C: asked first
+        pty.expect(r"Throw away your message to bob \(2 lines\)\? \[y/N\]")
+        pty.line("n")
+        pty.expect(r"Kept: type on\.")
+        pty.line("A third one.")
+        pty.send("\x04")
+        pty.expect(r"Sent message #\d+ to bob\.")
+        pty.line("send bob Drop")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("Another long letter, two lines of it;")
+        pty.line("this one goes.")
+        pty.send("\x03")
+        pty.expect(r"Throw away your message to bob \(2 lines\)\? \[y/N\]")
+        pty.line("y")
+        pty.expect(r"Cancelled; nothing was sent\.")
+        pty.line("send bob Empty")
+        pty.expect("Finish with Ctrl-D")
+        pty.send("\x04")                                    # nothing typed
+        pty.expect(r"The message is empty\. Send it anyway\? \[y/N\]")
+        pty.line("")
+        pty.expect(r"Cancelled; nothing was sent\.")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
+    received = [(m["subject"], m["body"]) for m in messages_of(server, "bob")]
+    assert received == [("", "The first line of a long letter,\nand its second line.\n"
+                             "A third one.")]
+
+
+def test_a_long_push_is_wrapped_and_cut_and_read_pages_it(server, tmp_path):
+    ok(server, "alice", create=True)
+    ok(server, "bob", create=True)
+    pty = Pty(tmp_path, server.port, login="alice", rows=12)
+    try:
+        pty.expect("alice>")
+        words = " ".join(f"w{n:04d}" for n in range(1000))     # one line, 5,999 characters
+        ok(server, "bob", [f'send alice "" "{words}"'])
+        found = pty.expect(r"New message #(\d+) from bob: \(no subject\).*\n"
+                           r"((?:    .*\n)+)")
+        rows = found.group(2).splitlines()
+        assert len(rows) == 1 + 6 and all(len(row) <= 120 for row in rows)   # half of 12
+        assert rows[-1].strip() == f"… cut short here; 'read {found.group(1)}' shows all of it."
+        assert rows[0].split()[0] == "w0000"                      # broken between words
+        pty.line(f"read {found.group(1)}")
+        pty.expect(r"Subject:  \(no subject\)")
+        pty.expect("-- more: Space or Enter for the next page, q to stop --")
+        pty.send(" ")
+        pty.expect("-- more")
+        pty.send("q")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+        assert "w0999" not in pty.screen_text()                 # stopped before the end
+    finally:
+        pty.close()
+
+
 # ------------------------------------------------------------ while typing
 
 
@@ -200,6 +276,8 @@ def test_mistakes_get_one_sentence_and_what_to_do_next(server, tmp_path):
         pty.line("not the password")
         pty.expect(r"Wrong password for alice\. 2 tries left\. Type it again, or press "
                    r"Ctrl-C to log in with another name\.")
+        pty.line("still not the password")
+        pty.expect(r"Wrong password for alice\. 1 try left\. Type it again")
         pty.line(PASSWORD)
         pty.expect("Logged in as alice")
         pty.line('send ghost "Boo" "anyone?"')
@@ -210,12 +288,29 @@ def test_mistakes_get_one_sentence_and_what_to_do_next(server, tmp_path):
         pty.line("read 999")
         pty.expect(r"You have no message 999\. Type 'inbox' to see the numbers")
         pty.line("read")
-        pty.expect(r"Usage: read ID Type 'help read' for an example\.")
+        pty.expect(r"Usage: read ID\n+Type 'help read' for an example\.")   # two lines
         pty.line("read 1")                     # the returned message, marked as such
         pty.expect(r"RETURNED: this message was not delivered to ghost\. No user named")
         pty.line("quit")
         assert pty.wait_exit() == 0
         assert "Traceback" not in pty.raw
+    finally:
+        pty.close()
+
+
+def test_declining_to_create_an_account_asks_for_another_name_once(server, tmp_path):
+    pty = Pty(tmp_path, server.port, "--accept-new-host-key")
+    try:
+        pty.expect("Username:")
+        pty.line("zed")
+        pty.expect(r"No account zed\. Create it\? \[y/N\]")
+        pty.line("n")
+        pty.expect("Username:")
+        pty.send("\x03")                         # Ctrl-C at the name: leave
+        assert pty.wait_exit() == 1
+        after = pty.screen_text().split("Create it? [y/N] n", 1)[1]
+        assert "a new name creates an account" not in after      # the prompt alone
+        assert len([line for line in after.splitlines() if "Username" in line]) == 1
     finally:
         pty.close()
 
