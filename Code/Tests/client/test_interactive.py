@@ -408,6 +408,10 @@ def test_a_message_finished_while_disconnected_is_sent_once_the_server_is_back(
         pty.send("\x04")                                 # Ctrl-D: finish the body
         pty.expect(r"Not sent yet: the connection is down\. Your message to bob is kept "
                    r"and will be sent as soon as the connection is back")
+        pty.line("quit")                                 # leaving would lose it: asked
+        pty.expect(r'Not sent yet \(the connection is down\): to bob: "While away"')
+        pty.expect(r"Leave anyway and lose them\? \[y/N\]")
+        pty.line("n")
         make_server("--port", str(first.port))           # same data dir, same key
         pty.expect(rf"Reconnected to 127\.0\.0\.1:{first.port} as alice\.", timeout=30)
         pty.expect(r"Sent message #\d+ to bob\.")         # no Enter needed
