@@ -49,16 +49,20 @@ INTERACTIVE_COMMANDS = (
 HELP = {
     "send": ("Send a message. 'send NAME' asks for the subject, then the body: type as "
              "many lines as you like and finish with Ctrl-D (or a line with only '.'); "
-             "Ctrl-C cancels without sending. Press Tab after 'send ' to choose among the "
-             "people you have written to or heard from. A name without an account sends "
-             "the message back to you, marked as returned.",
+             "Ctrl-C cancels without sending (asking first about a draft longer than a "
+             "short line). An empty subject or body is asked about. Press Tab after "
+             "'send ' to choose among the people you have written to or heard from. A "
+             "name without an account sends the message back to you, marked as returned. "
+             "While the connection is down the message waits and goes out by itself once "
+             "it is back.",
              ["send bob", 'send bob "Lunch" "At noon?"']),
     "inbox": ("List your messages, newest first: number, sender, subject and when it "
               "arrived. * marks unread messages; returned messages say 'Returned'. A long "
               "inbox is shown a screen at a time (Space for more, q to stop).",
               ["inbox", "inbox --limit 10", "inbox --before 40"]),
-    "read": ("Show one message in full and mark it read. The number is the one in the "
-             "inbox list (or in the line that announced the message).", ["read 12"]),
+    "read": ("Show one message in full and mark it read; a long one a screen at a time "
+             "(Space for more, q to stop). The number is the one in the inbox list (or in "
+             "the line that announced the message).", ["read 12"]),
     "delete": ("Delete one or more of your messages for good.",
                ["delete 12", "delete 12 13 14"]),
     "delete-account": ("Delete your account, after you type its name to confirm. Messages "
