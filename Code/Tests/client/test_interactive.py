@@ -330,12 +330,25 @@ def test_a_dumb_terminal_does_not_echo_the_password_either(server, tmp_path):
         pty.line("one")
         pty.line(".")
         pty.expect(r"Sent message #\d+ to bob\.")
+        pty.line("send bob Second")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("two lines")
+        pty.line("of a draft")
+        pty.expect(r"of a draft\n")                # taken as a line, not mid-typing
+        pty.send("\x03")                           # Ctrl-C: asked here too
+        pty.expect(r"Throw away your message to bob \(2 lines\)\? \[y/N\]")
+        pty.line("n")
+        pty.expect(r"Kept: type on\.")
+        pty.line("kept")
+        pty.line(".")
+        pty.expect(r"Sent message #\d+ to bob\.")
         pty.line("quit")
         assert pty.wait_exit() == 0
         assert PASSWORD not in pty.raw
     finally:
         pty.close()
-    assert [m["body"] for m in messages_of(server, "bob")] == ["one"]
+    assert [m["body"] for m in messages_of(server, "bob")] == ["one",
+                                                               "two lines\nof a draft\nkept"]
 
 
 def test_a_server_that_cannot_be_reached_is_said_plainly(tmp_path):
