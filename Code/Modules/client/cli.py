@@ -49,9 +49,13 @@ with milliseconds, "2026-11-21T02:10:00.123Z"; "?" marks optional keys):
      "unread","note"?}],"more"}        (kind as in "message")
     {"type":"deleted","deleted":[ids],"missing":[ids]}
     {"type":"account_deleted","bounced":N}
+    {"type":"password_changed","ended":N}      (passwd OLD NEW; issue 13, my account)
+    {"type":"block"|"unblock","user","changed"}
+    {"type":"blocked","blocked":[{"user","since"}]}
     {"type":"system","event","message"}   events: goodbye, shutdown, account_deleted,
                                           announce, and (the session then ends)
-                                          kicked, suspended, password_reset, idle_timeout
+                                          kicked, suspended, password_reset, idle_timeout,
+                                          password_changed
     {"type":"help","commands":[{"usage","summary"}]}
     {"type":"error","error":reason,"code":code,"command":line or null}
 A login the server refuses (a suspended account: code "suspended", too many
@@ -373,6 +377,7 @@ class Client(Handlers):
 
     def on_message(self, message, via):
         self.output.emit(message_record(message, via))
+        return False    # a script's output is no proof that a person read it
 
     def on_ready(self, user):
         self.output.emit(ready_record(user))

@@ -77,6 +77,8 @@ HELP = {
     "logout": ("Log out and leave the client. 'quit', 'exit' and Ctrl-D do the same.",
                ["quit"]),
 }
+HELP.update(topic for module in client_commands.EXTENSIONS      # the command modules
+            for topic in getattr(module, "HELP", {}).items())      # own topics
 KEYS_HELP = ("Keys: Tab completes commands and names; Up and Down recall earlier lines; "
              "Ctrl-C clears the line; Ctrl-D leaves.")
 RECEIVED_WIDTH = 15       # "yesterday 14:02"
@@ -273,6 +275,16 @@ class ScreenOutput(Output):
         head = self.paint(f"New message #{r['id']} from {neutralise(r['from'])}: ", "cyan",
                           bold=True)
         return f"{head}{self.paint(subject_text(r['subject']), bold=True)} {when}"
+
+    def shows_whole(self, record):
+        """Whether the screen showed the message's whole text: `read`, or a push
+        whose body `push_rows` did not cut (a backlog line at login shows none)."""
+        if record.get("via") == "read":
+            return True
+        if record.get("via") != "push":
+            return False
+        columns, lines = terminal_size()
+        return push_rows(record.get("body") or "", columns, lines)[1]
 
     def _indented_body(self, body, message_id):
         columns, lines = terminal_size()

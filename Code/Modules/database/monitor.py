@@ -77,6 +77,7 @@ class Monitor:
         self.audit = None                         # the AuditLog
         self.peak_sessions = 0
         self.session_addresses = OrderedDict()    # ticket nonce -> the login's address
+        self.password_changes = {}                # user -> when passwd changed it (Bind)
 
     def job(self, fn, *args, after=None, lazy=False, owner=None):
         """A write (or a read that must see the writer's order) on the single writer."""

@@ -150,3 +150,19 @@ def test_a_message_read_in_full_is_wrapped_with_its_header_aligned():
     assert "Returned: No user named 'zed' exists on this" in lines
     assert "Subject:  Lost" in lines and "Sent to:  zed" in lines
     assert "Returned: No user" in client_output.Output().render(record)   # batch text too
+
+
+def test_only_a_push_shown_uncut_counts_as_shown_whole(monkeypatch):
+    from Modules.client import screen
+    monkeypatch.setattr(screen, "terminal_size", lambda: (80, 24))
+    output = screen.ScreenOutput()
+
+    def record(body, via):
+        return client_output.message_record({"id": 1, "from": "bob", "to": "al",
+                                             "subject": "s", "body": body, "sent_at": 0,
+                                             "kind": "message"}, via)
+    assert output.shows_whole(record("Short.", "push"))
+    assert not output.shows_whole(record("x" * 5000, "push"))          # one long line, cut
+    assert not output.shows_whole(record("line\n" * 15, "push"))       # more than 12 rows
+    assert not output.shows_whole(record("Short.", "login"))           # a heading only
+    assert output.shows_whole(record("x" * 5000, "read"))
