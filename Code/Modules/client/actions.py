@@ -3,8 +3,8 @@
 `InteractiveRunner` runs the same parsed commands as batch mode, but:
 
 * `send` asks for whatever is missing (recipient with completion, subject,
-  multi-line body; an empty subject or body given there is asked about,
-  while "" typed on the command line is taken as meant); a message finished while the connection is down, or
+  multi-line body; the terminal asks about an empty answer, while ""
+  typed on the command line is taken as meant); a message finished while the connection is down, or
   whose Send was cut off by a lost connection, goes to the *outbox* and is
   sent (again, with the same client_id, so the server stores it once) as
   soon as the connection is back, with no key pressed;
@@ -30,7 +30,6 @@ from Modules import operations
 from Modules.client.commands import (
     LOGOUT,
     OK,
-    Cancelled,
     SEND,
     Runner,
     UsageError,
@@ -92,17 +91,11 @@ class InteractiveRunner(Runner):
     def _send(self, args):
         to = args.get("to") or checked(SEND.field("to"), self.ui.ask_recipient())
         subject = args.get("subject")
-        while subject is None:     # an empty answer is asked about; no asks again
+        if subject is None:
             subject = checked(SEND.field("subject"), self.ui.ask_subject(to))
-            if not subject.strip() and not self.ui.confirm(
-                    "Send it with no subject? [y/N] "):
-                subject = None
         body = args.get("body")
         if body is None:
             body = checked(SEND.field("body"), self.ui.ask_body(to))
-            if not body.strip() and not self.ui.confirm(
-                    "The message is empty. Send it anyway? [y/N] "):
-                raise Cancelled()
         self.deliver(Draft(to, subject, body, new_client_id()))
         return OK
 

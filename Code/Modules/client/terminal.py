@@ -13,7 +13,8 @@ Every question the client asks a person goes through `Terminal`:
 * the message body editor: Enter starts a new line; Ctrl-D, Esc then
   Enter, or a line holding only "." finishes; Ctrl-C cancels, asking first
   when the draft is long (more than one line or 40 characters; a no goes
-  back to it as it was); a bar at the bottom says so;
+  back to it as it was); an empty subject or body is asked about; a bar
+  at the bottom says so;
 * the "more" key of the inbox pager (Space or Enter: more; q: stop).
 
 The interactive client wraps its whole run in prompt_toolkit's
@@ -273,14 +274,25 @@ class Terminal:
         return self.ask("To: ").strip()
 
     def ask_subject(self, to, default=""):
-        return self.ask(f"Subject (to {to}): ", default)
+        """The subject; an empty one is asked about, and a no asks again."""
+        while True:
+            subject = self.ask(f"Subject (to {to}): ", default)
+            if subject.strip() or self.confirm("Send it with no subject? [y/N] "):
+                return subject
 
     def ask_body(self, to, default=""):
-        """The body typed in the editor. Ctrl-C throws a short draft away
-        (`Cancelled`) and asks first about a long one; kept, it is edited on."""
+        """The body typed in the editor (`send`, `reply`). Ctrl-C throws a short
+        draft away (`Cancelled`) and asks first about a long one; kept, it is
+        edited on. An empty body is sent only after a yes."""
         print(BODY_HINT)
-        if is_dumb_terminal():    # no editor there: line by line
-            return self._body_lines(to)
+        body = self._body_lines(to) if is_dumb_terminal() else self._edit_body(to, default)
+        if not body.strip() and not self.confirm(
+                "The message is empty. Send it anyway? [y/N] "):
+            raise Cancelled()
+        return body
+
+    def _edit_body(self, to, default):
+        """The body from the multi-line editor; Ctrl-C as `ask_body` says."""
         text = default
         while True:
             try:
