@@ -173,11 +173,19 @@ class InteractiveRunner(Runner):
                                              listing.older)])
         return OK
 
+    def show_paged(self, record):
+        """A listing's human text a screen at a time (sent, history, search)."""
+        text = self.output.render(record)
+        if text:
+            pager = Pager(self.output.human, self.ui.more, terminal_size()[1])
+            pager.show(text.split("\n"))
+
     def count_unread(self):
         """(unread messages, True if all were counted) for the login greeting."""
         before, unread = None, 0
         for _ in range(COUNT_PAGES):
-            result = self.session.request("Inbox", before=before, limit=COUNT_PAGE)
+            result = self.session.request("Inbox", before=before, limit=COUNT_PAGE,
+                                          unread=True)
             entries = result.get("messages", [])
             unread += sum(1 for entry in entries if entry.get("unread"))
             if not result.get("more") or not entries:

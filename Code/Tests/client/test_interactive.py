@@ -24,7 +24,8 @@ import time
 
 from Modules import identity
 from Modules.client import session as client_session
-from Tests.support import PASSWORD, run_client, terminal
+from Tests.support import PASSWORD, terminal
+from Tests.support.clients import run_ok as ok
 
 WAIT = 20
 
@@ -32,10 +33,6 @@ WAIT = 20
 Pty = terminal.ClientPty
 
 
-def ok(server, user, lines=(), create=False):
-    code, objects, stderr = run_client(server, user, lines, create=create)
-    assert code == 0, stderr
-    return objects
 
 
 def messages_of(server, user):
