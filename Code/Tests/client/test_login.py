@@ -216,3 +216,14 @@ def test_declining_to_create_the_account_asks_for_the_username_once():
                                                 "choose another username."}
     login.answer(refused)
     assert notes == [refused["message"]]     # a refusal is still said
+
+
+def test_a_wait_of_one_second_is_said_in_the_singular(monkeypatch):
+    notes = []
+    monkeypatch.setattr(client_login.random, "uniform", lambda low, high: low)
+    login = client_login.ScriptedLogin("bob", "password1", note=notes.append,
+                                       sleep=lambda seconds: None)
+    prompt = {"prompt": "password", "message": "Password for bob:", "username": "bob"}
+    login.answer(prompt)
+    login.answer({**prompt, "message": "The server is busy.", "retry_after": 1})
+    assert notes == ["The server is busy. Trying again in 1 second."]
