@@ -66,6 +66,9 @@ RATE_LIMIT_WAIT_MAX = 10              # seconds; a longer wait is the user's to 
 KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
 RECV_SIZE = 65536
 CLOSED_BY_SERVER = "The server closed the connection."
+# Connection states after which nothing can be sent: a request then meets a
+# lost connection (kept and retried by the caller), not a refusal.
+ENDED_STATES = frozenset({protocol.CLOSED_STATE, protocol.ERROR})
 
 
 class ClientFailure(Exception):
@@ -248,6 +251,8 @@ class ClientSession:
                 try:
                     data = self.conn.send(packet)
                 except LocalProtocolError:
+                    if self.closed or self.conn.state in ENDED_STATES:
+                        raise self.connection_lost() from None   # it ended meanwhile
                     raise RequestFailed("That cannot be done at this point of the "
                                         "session.", "not_now") from None
                 except ProtocolError as error:

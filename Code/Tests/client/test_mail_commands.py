@@ -152,7 +152,7 @@ def test_a_push_shown_whole_is_read_and_a_long_one_cut_short_is_not(server, tmp_
                              'send bob "Long" "line', *["line"] * 38, 'line"'])
         pty.expect(r"New message #\d+ from alice: Short")
         pty.expect(r"New message #\d+ from alice: Long")
-        pty.expect(r"more lines: read \d+")
+        pty.expect(r"cut short here; 'read \d+' shows all of it\.")
         pty.line("unread")
         pty.expect(r"\*\s+\d+\s+alice\s+.*Long")
         pty.line("delete-account")
