@@ -125,9 +125,17 @@ class BenchServer:
             if match:
                 self.port = int(match.group(2))
                 self.wait_settled()
+                self._lift_mailbox_limits()
                 return self
         self.stop()
         raise RuntimeError(f"the server did not start; log:\n{self.log_tail()}")
+
+    def _lift_mailbox_limits(self):
+        """A scenario sends a recipient more than an inbox holds by default (10,000
+        messages) and never deletes: the operator's limits go up for the bench."""
+        subprocess.run([sys.executable, SERVER, "admin", "--data-dir", self.data_dir,
+                        "mailbox-limits", str(10**9), str(10**12)], check=True,
+                       capture_output=True, env=self.env(), cwd=self.cwd, timeout=60)
 
     def _read_stdout(self, lines):
         for raw in self.proc.stdout:
