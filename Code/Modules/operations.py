@@ -47,6 +47,9 @@ PEER_MAX = 64                     # characters of a peer description kept
 SETTINGS = ("greeting", "motd")   # what the operator may set live
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TEXT_MAX = 2000                   # characters of a greeting, motd, broadcast or announcement
+ONLINE_PAGE_MAX = 200             # the most people one Online answer lists
+ONLINE_PAGE_DEFAULT = 100
+PRESENCE_STATES = ("on", "off")
 _MISSING = object()
 
 
@@ -259,6 +262,24 @@ OPERATIONS = (
               summary="the client has shown these messages (no reply)"),
     Operation("Logout", USER, None, client=True, rid="optional", command="logout",
               summary="end the session (answered by the user process itself)"),
+    # -- role "user": presence (issue 13) ------------------------------------------
+    Operation("Online", USER, "online", client=True, relayed=True, command="who",
+              fields=(Field("after", str, required=False, high=rules.USERNAME_MAX),
+                      Field("limit", int, required=False, low=1, high=ONLINE_PAGE_MAX,
+                            default=ONLINE_PAGE_DEFAULT)),
+              reply=("people", "more"),
+              summary="the people online now whom this user may see (user, since, idle "
+                      "seconds), by name, names after `after`"),
+    Operation("Presence", USER, "presence", client=True, relayed=True, command="presence",
+              fields=(Field("state", str, required=False, high=8,
+                            check=_one_of(PRESENCE_STATES, "presence setting")),),
+              reply=("presence",),
+              summary="set (`on`: seen, `off`: invisible and told nothing) or, without "
+                      "`state`, show this user's presence"),
+    Operation("LastSeen", USER, "last_seen", client=True, relayed=True, command="last",
+              fields=(ACCOUNT,), reply=("user", "online", "since?", "last_seen?"),
+              summary="whether a person is online (since when) or when they last were; "
+                      "nothing if hidden from this user or no such account"),
     # -- role "admin": the daemon, for the operator's console and command line -----
     Operation("Admin", NEW, "admin", once=True, phase=ADMIN,
               fields=(Field("operator", str, low=1, high=64, check=_short),),

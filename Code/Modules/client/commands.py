@@ -30,6 +30,7 @@ import shlex
 
 from Modules import operations, rules
 from Modules.client import output as out_mod
+from Modules.client import people_commands
 from Modules.client.command_words import (  # noqa: F401  (re-exported API)
     Cancelled,
     Command,
@@ -46,7 +47,7 @@ from Modules.client.session import RequestFailed
 
 # The command modules beside this one: each has COMMANDS (name, usage,
 # summary), PARSERS {name: parse(words)} and RUNS {name: run(runner, args)}.
-EXTENSIONS = ()
+EXTENSIONS = (people_commands,)
 
 COMMANDS = (
     ("send", "send TO [SUBJECT [BODY]]", "send a message (asks for what is missing)"),

@@ -8,7 +8,8 @@ role's answers are in `admin_answers.py`).
 An answer set is built for one connection and one role: `NewAnswers`
 (Hello, Bind, Admin), `LoginAnswers` (Exists, Verify, Create, SetPassword)
 and `UserAnswers`
-(Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount). Every answer is
+(Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount; Online, Presence and
+LastSeen from its mixin `presence.PresenceAnswers`). Every answer is
 a coroutine `answer(args)` that gets the request's fields already
 validated by the registry and returns the reply's fields, or a `Refusal`
 for an outcome the caller must be told as a failure (a stale ticket, a
@@ -30,6 +31,7 @@ import time
 from typing import NamedTuple
 
 from Modules.database import auth, statistics, storage
+from Modules.database.presence import PresenceAnswers
 from Modules.database.writer import CommitFailed
 
 log = logging.getLogger("parley.database")
@@ -251,7 +253,7 @@ class LoginAnswers(_Answers):
         return reply
 
 
-class UserAnswers(_Answers):
+class UserAnswers(PresenceAnswers, _Answers):
     """Phase "user": every answer acts as `conn.user`, the account Bind named."""
 
     async def subscribe(self, _args):

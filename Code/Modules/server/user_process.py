@@ -69,7 +69,7 @@ _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
 # Notices from the monitor that end the session (the operator's kick, suspend,
 # reset-password), and those only passed on to the client.
 _ENDING_NOTICES = ("kicked", "suspended", "password_reset")
-_TOLD_NOTICES = ("announce",)
+_TOLD_NOTICES = ("announce", "presence")
 SESSION_MOVES = {
     (RUNNING, "shutdown"): DRAINING,
     (RUNNING, "account_deleted"): HANDING_BACK,
