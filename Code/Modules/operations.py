@@ -271,7 +271,7 @@ OPERATIONS = (
               summary="the people online now whom this user may see (user, since, idle "
                       "seconds), by name, names after `after`"),
     Operation("Presence", USER, "presence", client=True, relayed=True, command="presence",
-              fields=(Field("state", str, required=False, high=8,
+              fields=(Field("state", str, required=False, high=32,
                             check=_one_of(PRESENCE_STATES, "presence setting")),),
               reply=("presence",),
               summary="set (`on`: seen, `off`: invisible and told nothing) or, without "

@@ -27,7 +27,7 @@ import shutil
 
 from Modules import operations
 from Modules.client import output as out_mod
-from Modules.client.command_words import checked, no_arguments, usage
+from Modules.client.command_words import UsageError, checked, no_arguments, usage
 
 OK = "ok"                     # commands.OK (this module cannot import commands)
 ONLINE = operations.get("Online")
@@ -60,7 +60,12 @@ HELP = {
 def _parse_presence(words):
     if len(words) > 1:
         raise usage("presence [on|off]")
-    return {"state": checked(PRESENCE.field("state"), words[0])} if words else {}
+    if not words:
+        return {}
+    if words[0].lower() not in operations.PRESENCE_STATES:
+        raise UsageError(f"'{out_mod.neutralise(words[0][:32])}' is not a presence setting: "
+                         "use 'presence on' or 'presence off'.")
+    return {"state": checked(PRESENCE.field("state"), words[0])}
 
 
 def _parse_last(words):

@@ -1,0 +1,150 @@
+"""Tests for Modules/client/people_commands.py: `who`, `presence`, `last`, and notices.
+
+Through the real client against a real daemon: batch --json (the records
+README documents), and the interactive client in a pseudo-terminal (a
+notice printed above the prompt leaves a half-typed line alone; `who` is
+a table). The parsers are pure and tested on their own. Waits are on
+conditions (a record or a screen line), never fixed times.
+"""
+
+import sys
+
+import pytest
+
+from Modules.client import commands
+from Modules.client.command_words import UsageError
+from Modules.client.output import Output
+from Modules.client.people_commands import idle_text, last_record, who_lines, who_record
+from Tests.support import CLIENT, PASSWORD, BatchClient, child_env, run_client, terminal
+
+
+def prompt_of(tmp_path, port, user):
+    """The interactive client in a pseudo-terminal, logged in as `user`."""
+    env = child_env({**terminal.TERMINAL_ENV, "TERM": "xterm-256color",
+                     "XDG_DATA_HOME": str(tmp_path / "xdg"), "PARLEY_TEST_PASSWORD": PASSWORD})
+    return terminal.Pty(sys.executable, [
+        CLIENT, "--port", str(port), "--known-hosts", str(tmp_path / "kh"), "--user", user,
+        "--password-env", "PARLEY_TEST_PASSWORD", "--accept-new-host-key"], env, timeout=20)
+
+
+def ok(server, user, lines=(), create=False):
+    code, objects, stderr = run_client(server, user, lines, create=create)
+    assert code == 0, stderr
+    return objects
+
+
+def of_type(objects, kind):
+    return [o for o in objects if o["type"] == kind]
+
+
+# ------------------------------------------------------------ parsing and text
+
+
+def test_the_commands_parse_and_refuse_with_one_sentence():
+    assert commands.parse_line("who").args == {}
+    assert commands.parse_line("presence").args == {}
+    assert commands.parse_line("presence OFF").args == {"state": "off"}
+    assert commands.parse_line("last Bob").args == {"username": "bob"}
+    for line, words in (("who me", "Usage: who"), ("presence maybe", "'maybe' is not a presence setting"),
+                        ("last", "Usage: last NAME"), ("last a b", "Usage: last NAME"),
+                        ("last x", "A username has")):
+        with pytest.raises(UsageError) as error:
+            commands.parse_line(line)
+        assert error.value.reason.startswith(words), error.value.reason
+
+
+def test_the_human_text_of_who_and_last():
+    record = who_record([{"user": "alice", "since": 0, "idle": 75},
+                         {"user": "bob\x1b[2J", "since": 0, "idle": 3}])
+    text = who_lines(Output(), record)
+    assert "alice" in text and "1m" in text and "bob\\x1b[2J" in text
+    assert text.endswith("2 people online.")
+    assert who_lines(Output(), who_record([])) == "Nobody you can see is online."
+    assert [idle_text(s) for s in (0, 59, 60, 7200, 90000, None)] == \
+        ["0s", "59s", "1m", "2h", "1d", "?"]
+    unknown = last_record({"user": "bob", "online": False})
+    assert unknown == {"type": "last", "user": "bob", "online": False, "since": None,
+                       "last_seen": None}
+
+
+# ------------------------------------------------------------ batch and JSON
+
+
+def test_batch_who_presence_and_last_as_json(server):
+    ok(server, "bob", create=True)
+    alice = BatchClient(server, "alice", create=True)
+    try:
+        alice.wait_type("ready")
+        bob = BatchClient(server, "bob")
+        bob.wait_type("ready")
+        told = alice.wait_type("system", event="presence")
+        assert told["message"] == "bob is online"
+        bob.send("who")
+        who = bob.wait_type("who")
+        assert [p["user"] for p in who["people"]] == ["alice", "bob"]
+        assert all(p["since"].endswith("Z") and p["idle"] >= 0 for p in who["people"])
+        alice.send("last bob")
+        last = alice.wait_type("last")
+        assert last["online"] is True and last["since"].endswith("Z")
+        bob.send("presence off")
+        assert bob.wait_type("presence") == {"type": "presence", "presence": "off"}
+        assert alice.wait_type("system", event="presence")["message"] == "bob went offline"
+        alice.send("who")
+        assert [p["user"] for p in alice.wait_type("who")["people"]] == ["alice"]
+        alice.send("last bob")
+        alice.send("last nosuchname")
+        hidden, unknown = alice.wait_type("last"), alice.wait_type("last")
+        assert {**hidden, "user": None} == {**unknown, "user": None}
+        assert hidden["online"] is False and hidden["last_seen"] is None
+        bob.send("presence")
+        assert bob.wait_type("presence")["presence"] == "off"
+        bob.send("presence on")
+        assert alice.wait_type("system", event="presence")["message"] == "bob is online"
+        assert bob.close() == 0
+        assert alice.wait_type("system", event="presence")["message"] == "bob went offline"
+        alice.send("last bob")
+        assert alice.wait_type("last")["last_seen"].endswith("Z")
+        assert alice.close() == 0
+    finally:
+        alice.kill()
+
+
+def test_a_bad_presence_word_is_one_sentence_and_exit_status_1(server):
+    code, objects, stderr = run_client(server, "alice", ["presence sometimes"], create=True)
+    assert code == 1
+    assert of_type(objects, "error")[0]["code"] == "bad_command"
+    assert "'sometimes' is not a presence setting: use 'presence on' or 'presence off'." \
+        in stderr
+
+
+# ------------------------------------------------------------ at the prompt
+
+
+def test_a_notice_comes_above_the_prompt_and_who_is_a_table(server, tmp_path):
+    ok(server, "bob", create=True)
+    ok(server, "alice", create=True)
+    pty = prompt_of(tmp_path, server.port, "alice")
+    bob = None
+    try:
+        pty.expect("No unread messages")
+        pty.expect("alice>")
+        pty.send("las")                                # half typed, no Enter
+        pty.expect("las")
+        bob = BatchClient(server, "bob")
+        pty.expect("bob is online")
+        pty.line("t bob")                              # the line typed before goes on
+        pty.expect(r"bob is online now \(since \d{4}-\d\d-\d\d \d\d:\d\d\)\.")
+        pty.line("who")
+        pty.expect(r"NAME +SINCE +IDLE")
+        pty.expect(r"2 people online\.")
+        pty.line("help who")
+        pty.expect(r"People who\s+turned their presence off")
+        bob.close()
+        pty.expect("bob went offline")
+        pty.send("\x04")
+        assert pty.wait_exit() == 0
+        assert "Traceback" not in pty.raw
+    finally:
+        pty.close()
+        if bob is not None:
+            bob.kill()
