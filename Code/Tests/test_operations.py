@@ -29,6 +29,7 @@ ID_MAX = operations.ID_MAX
 VALID = {"Send": {"to": "bob", "subject": "s", "body": "b", "client_id": "c1"},
          "Inbox": {}, "Read": {"id": 1}, "Delete": {"ids": [1]},
          "DeleteAccount": {"confirm": True}, "Ack": {"ids": [1]}, "Logout": {}}
+VALID.update(Online={}, Presence={}, LastSeen={"username": "bob"})       # presence (issue 13)
 
 
 def read_doc(name):
@@ -160,8 +161,15 @@ COMMAND_LINES = {
                          list(range(1, operations.IDS_MAX + 1)),
                          list(range(1, operations.IDS_MAX + 2))]),
 }
+COMMAND_LINES.update({                                                   # presence (issue 13)
+    ("Presence", "state"): (lambda v: f"presence {shlex.quote(v)}",
+                            ["on", "off", "OFF", "maybe", "", "o" * 40]),
+    ("LastSeen", "username"): (lambda v: f"last {shlex.quote(v)}",
+                               ["ab", "abc", "a" * 32, "a" * 33, "9lives", "parley", "Bob"]),
+})
 # Fields the client fills in itself; no person types them.
-SET_BY_THE_CLIENT = {("Send", "client_id"), ("DeleteAccount", "confirm"), ("Ack", "ids")}
+SET_BY_THE_CLIENT = {("Send", "client_id"), ("DeleteAccount", "confirm"), ("Ack", "ids"),
+                     ("Online", "after"), ("Online", "limit")}
 
 
 def _limited(field):

@@ -49,9 +49,13 @@ with milliseconds, "2026-11-21T02:10:00.123Z"; "?" marks optional keys):
      "unread","note"?}],"more"}        (kind as in "message")
     {"type":"deleted","deleted":[ids],"missing":[ids]}
     {"type":"account_deleted","bounced":N}
+    {"type":"who","people":[{"user","since","idle"}]}
+    {"type":"presence","presence":"on"|"off"}
+    {"type":"last","user","online","since","last_seen"}   (times ISO 8601 or null)
     {"type":"system","event","message"}   events: goodbye, shutdown, account_deleted,
-                                          announce, and (the session then ends)
-                                          kicked, suspended, password_reset, idle_timeout
+                                          announce, presence ("bob is online"), and (the
+                                          session then ends) kicked, suspended,
+                                          password_reset, idle_timeout
     {"type":"help","commands":[{"usage","summary"}]}
     {"type":"error","error":reason,"code":code,"command":line or null}
 A login the server refuses (a suspended account: code "suspended", too many

@@ -36,7 +36,7 @@ LAST_SEEN = operations.get("LastSeen")
 PAGE = ONLINE.field("limit").high     # people fetched per request
 
 COMMANDS = (
-    ("who", "who", "the people online now (name, since when, idle)"),
+    ("who", "who", "the people online now, since when, idle"),
     ("presence", "presence [on|off]", "show or set whether others see you online"),
     ("last", "last NAME", "when NAME was last online"),
 )
