@@ -166,7 +166,10 @@ class PresenceTracker:
 
     def visibility_changed(self, user, was_hidden):
         """`presence on|off` of `user`: others see them come or go if they are online."""
-        if self.monitor.sessions_by_user().get(user):
+        pending = self._changed.get(user)
+        if pending is not None and pending[1] is None:   # came or went this window:
+            self._changed[user] = (pending[0], was_hidden)  # hidden as it was all along
+        elif self.monitor.sessions_by_user().get(user):
             self._note(user, True, was_hidden)
 
     def _note(self, user, was_online, was_hidden=None):

@@ -14,11 +14,13 @@ NO notice came, a later request's reply is read: a notice sent before it
 would be in the stream before that reply.
 """
 
+import asyncio
 import math
 import sqlite3
 import time
+import types
 
-from Modules.database import presence
+from Modules.database import presence, storage
 from Modules.database.link import Notice, Reply
 from Tests.support.monitor import link, ticket_for, user_link
 from Tests.support.processes import WAIT, running_database
@@ -85,6 +87,87 @@ def test_a_notice_lists_who_came_and_who_went_and_counts_past_eight():
     assert presence.notice_text(many, []) == \
         "u000, u001, u002, u003, u004, u005, u006 and 193 others are online"
     assert presence.notice_text([], []) == ""
+
+
+# ------------------------------------------------------------ the tracker alone
+
+
+class _Conn:
+    """What the tracker uses of a monitor connection."""
+
+    def __init__(self, user):
+        self.user, self.bound_at, self.last_request = user, time.time(), time.time()
+        self.subscription = types.SimpleNamespace(state=presence.LIVE)
+        self.told, self.ended = [], False
+
+    def closed(self):
+        return self.ended
+
+    def send_notice(self, event, message):
+        self.told.append(message)
+
+
+class _Monitor:
+    """The monitor's sessions, with its writer and readers on one real connection."""
+
+    def __init__(self, db):
+        self.db, self.conns = db, []
+
+    def sessions_by_user(self):
+        found = {}
+        for conn in self.conns:
+            if not conn.closed():
+                found.setdefault(conn.user, []).append(conn)
+        return found
+
+    def _done(self, fn, *args):
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(fn(self.db, *args))
+        return future
+
+    def job(self, fn, *args, lazy=False):
+        return self._done(fn, *args)
+
+    def read(self, _owner, fn, *args):
+        return self._done(fn, *args)
+
+    def start(self, tracker, user):
+        conn = _Conn(user)
+        self.conns.append(conn)
+        tracker.session_started(conn)
+        return conn
+
+    def end(self, tracker, conn):
+        conn.ended = True
+        tracker.session_ended(conn)
+
+
+async def _quiet(tracker):
+    while tracker._timer is not None or tracker._flushing:
+        await asyncio.sleep(0.005)
+
+
+def test_who_comes_and_goes_within_one_window_is_not_mentioned(db):
+    for name in ("alice", "bob"):
+        storage.create_account(db, name, "hash", time.time())
+
+    async def scenario():
+        monitor = _Monitor(db)
+        tracker = presence.PresenceTracker(monitor, window=0.01)
+        alice = monitor.start(tracker, "alice")
+        await _quiet(tracker)
+        monitor.end(tracker, monitor.start(tracker, "bob"))    # up and down at once
+        await _quiet(tracker)
+        assert alice.told == []
+        bob = monitor.start(tracker, "bob")
+        await _quiet(tracker)
+        assert alice.told == ["bob is online"]
+        monitor.end(tracker, bob)                               # leaves, comes back and
+        bob = monitor.start(tracker, "bob")                     # turns presence off, all
+        tracker.visibility_changed("bob", presence.set_hidden(db, "bob", True))  # at once
+        await _quiet(tracker)
+        assert alice.told == ["bob is online", "bob went offline"] and bob.told == []
+    asyncio.run(scenario())
 
 
 # ------------------------------------------------------------ notices and who
