@@ -7,7 +7,10 @@ a table). The parsers are pure and tested on their own. Waits are on
 conditions (a record or a screen line), never fixed times.
 """
 
+import os
+import shutil
 import sys
+import types
 
 import pytest
 
@@ -65,6 +68,39 @@ def test_the_human_text_of_who_and_last():
     unknown = last_record({"user": "bob", "online": False})
     assert unknown == {"type": "last", "user": "bob", "online": False, "since": None,
                        "last_seen": None}
+
+
+class _Pages:
+    """A session whose Online answers come in pages of two."""
+
+    def __init__(self, names):
+        self.names, self.asked = names, []
+
+    def request(self, op, after=None, limit=None):
+        self.asked.append(after)
+        rest = [name for name in self.names if after is None or name > after]
+        return {"people": [{"user": n, "since": 0, "idle": 0} for n in rest[:2]],
+                "more": len(rest) > 2}
+
+
+class _Written(Output):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def _write(self, _stream, text):
+        self.lines += text.split("\n")
+
+
+def test_who_fetches_every_page_and_a_person_may_stop_the_pager(monkeypatch):
+    session = _Pages([f"user{i:02d}" for i in range(30)])
+    output, questions = _Written(), []
+    runner = types.SimpleNamespace(session=session, output=output,
+                                   ui=types.SimpleNamespace(more=lambda: questions.append(1)))
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback: os.terminal_size((80, 12)))
+    assert commands._RUNS["who"](runner, {}) == commands.OK
+    assert session.asked[:3] == [None, "user01", "user03"] and len(session.asked) == 15
+    assert len(output.lines) == 10 and questions == [1]     # one screen, then stopped
 
 
 # ------------------------------------------------------------ batch and JSON
