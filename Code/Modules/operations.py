@@ -44,8 +44,12 @@ INBOX_PAGE_MAX = 200              # the most messages one Inbox answer lists
 INBOX_PAGE_DEFAULT = 50
 IDS_MAX = 10_000                  # the most ids one Delete or Ack may name
 PEER_MAX = 64                     # characters of a peer description kept
-SETTINGS = ("greeting", "motd")   # what the operator may set live
+SETTINGS = ("greeting", "motd", "mailbox_messages", "mailbox_bytes",   # set live
+            "reserved_name_days")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAILBOX_DEFAULTS = {"mailbox_messages": 10_000,          # an inbox's limits (settings)
+                    "mailbox_bytes": 100 * 1024 * 1024}
+SEARCH_MAX = 200                  # characters of a search text
 TEXT_MAX = 2000                   # characters of a greeting, motd, broadcast or announcement
 ONLINE_PAGE_MAX = 200             # the most people one Online answer lists
 ONLINE_PAGE_DEFAULT = 100
@@ -112,6 +116,9 @@ _KIND_WORDS = {str: "text", int: "an integer", bool: "true or false", list: "a l
 MESSAGE_ID = Field("id", int, low=1, high=ID_MAX)
 MESSAGE_IDS = Field("ids", list, high=IDS_MAX, items=MESSAGE_ID._replace(name="id"))
 USERNAME = Field("username", str, check=rules.check_username)
+BEFORE = Field("before", int, required=False, low=1, high=ID_MAX)
+LIMIT = Field("limit", int, required=False, low=1, high=INBOX_PAGE_MAX,
+              default=INBOX_PAGE_DEFAULT)
 
 
 def _must_be_true(value):
@@ -150,6 +157,7 @@ def _operator_text(value):
 
 ACCOUNT = Field("username", str, check=rules.check_recipient)   # an existing account's name
 TEXT = Field("text", str, low=1, high=TEXT_MAX, check=_operator_text)
+BLOCKED_NAME = Field("username", str, check=rules.check_recipient)   # block, unblock
 
 
 class Operation(NamedTuple):
@@ -241,25 +249,37 @@ OPERATIONS = (
               reply=("id", "bounced", "duplicate", "note?"),
               summary="send a message"),
     Operation("Inbox", USER, "inbox", client=True, relayed=True, command="inbox",
-              fields=(Field("before", int, required=False, low=1, high=ID_MAX),
-                      Field("limit", int, required=False, low=1, high=INBOX_PAGE_MAX,
-                            default=INBOX_PAGE_DEFAULT)),
+              fields=(BEFORE, LIMIT, Field("unread", bool, required=False)),
               reply=("messages", "more"),
-              summary="list own messages, newest first, ids below before"),
+              summary="list own messages (only the unread ones if unread), newest first, "
+                      "ids below before"),
     Operation("Read", USER, "read", client=True, relayed=True, command="read",
               fields=(MESSAGE_ID,), reply=("message",),
-              summary="one own message; marks it read"),
+              summary="one own message, received (marks it read) or sent"),
     Operation("Delete", USER, "delete", client=True, relayed=True, command="delete",
               fields=(MESSAGE_IDS,), reply=("deleted", "missing"),
-              summary="delete own messages"),
+              summary="delete own copies (received or sent; the other person's stays)"),
+    # -- role "user": my mail and my conversations (issue 13) ---------------------
+    Operation("Sent", USER, "sent", client=True, relayed=True, command="sent",
+              fields=(BEFORE, LIMIT), reply=("messages", "more"),
+              summary="list own sent copies (delivered, read), newest first"),
+    Operation("History", USER, "history", client=True, relayed=True, command="history",
+              fields=(Field("with", str, check=rules.check_recipient), BEFORE, LIMIT),
+              reply=("messages", "more"),
+              summary="the conversation with one person, both directions, newest first"),
+    Operation("Search", USER, "search", client=True, relayed=True, command="search",
+              fields=(Field("text", str, low=1, high=SEARCH_MAX), BEFORE, LIMIT),
+              reply=("messages", "more"),
+              summary="own messages (received and sent) holding every word of text"),
     Operation("DeleteAccount", USER, "delete_account", client=True, relayed=True,
               phase=CLOSED, command="delete-account",
               fields=(Field("confirm", bool, check=_must_be_true),),
               reply=("deleted", "bounced"),
               summary="delete the account (`confirm` must be true; see section 6)"),
     Operation("Ack", USER, "ack", client=True, relayed=True, replies=False, rid="none",
-              fields=(MESSAGE_IDS,),
-              summary="the client has shown these messages (no reply)"),
+              fields=(MESSAGE_IDS, MESSAGE_IDS._replace(name="read", required=False)),
+              summary="the client has shown these messages, those in read in full "
+                      "(no reply)"),
     Operation("Logout", USER, None, client=True, rid="optional", command="logout",
               summary="end the session (answered by the user process itself)"),
     # -- role "user": presence (issue 13) ------------------------------------------
@@ -280,6 +300,24 @@ OPERATIONS = (
               fields=(ACCOUNT,), reply=("user", "online", "since?", "last_seen?"),
               summary="whether a person is online (since when) or when they last were; "
                       "nothing if hidden from this user or no such account"),
+    # -- role "user": my account (issue 13) ----------------------------------------
+    Operation("ChangePassword", USER, "change_password", client=True, relayed=True,
+              command="passwd",
+              fields=(Field("old_password", str, high=rules.PASSWORD_MAX),
+                      Field("new_password", str, check=rules.check_password)),
+              reply=("ended",),
+              summary="replace the password (the old one is checked); the account's other "
+                      "sessions end"),
+    Operation("Block", USER, "block", client=True, relayed=True, command="block",
+              fields=(BLOCKED_NAME,), reply=("changed",),
+              summary="refuse mail from that account (its sender is told only "
+                      "\"not accepted\")"),
+    Operation("Unblock", USER, "unblock", client=True, relayed=True, command="unblock",
+              fields=(BLOCKED_NAME,), reply=("changed",),
+              summary="accept mail from that name again"),
+    Operation("Blocked", USER, "blocked", client=True, relayed=True, command="blocked",
+              reply=("blocked",),
+              summary="the names I block, with since when"),
     # -- role "admin": the daemon, for the operator's console and command line -----
     Operation("Admin", NEW, "admin", once=True, phase=ADMIN,
               fields=(Field("operator", str, low=1, high=64, check=_short),),
@@ -311,12 +349,15 @@ OPERATIONS = (
               summary="a one-time password the user must change at the next login"),
     Operation("DeleteUser", ADMIN, "delete_user", fields=(ACCOUNT,), reply=("bounced",),
               summary="delete an account as its own delete-account does"),
+    Operation("ReleaseName", ADMIN, "release_name", fields=(USERNAME,), reply=("released",),
+              summary="a deleted account's name may be taken again now (issue 13)"),
     Operation("Setting", ADMIN, "setting",
               fields=(Field("name", str, high=32, check=_one_of(SETTINGS, "setting")),
                       Field("value", str, required=False, high=TEXT_MAX,
                             check=_operator_text)),
               reply=("name", "value"),
-              summary="read or set the greeting or the message of the day"),
+              summary="read or set the greeting, the message of the day or the days a deleted "
+                      "account's name is kept back"),
     Operation("Audit", ADMIN, "audit", reply=("path", "accounts"),
               summary="append a report of every account to audit.log"),
     Operation("Note", ADMIN, "note",

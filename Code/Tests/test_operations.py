@@ -22,13 +22,17 @@ from Modules import operations, rules
 from Modules.client.commands import UsageError, parse_line
 from Modules.database.dispatch import describe_tables
 from Modules.wire import protocol
-from Tests.support import CODE_DIR
+from Tests.support import CODE_DIR, PASSWORD
 
 DOCS = os.path.join(os.path.dirname(CODE_DIR), "docs")
 ID_MAX = operations.ID_MAX
 VALID = {"Send": {"to": "bob", "subject": "s", "body": "b", "client_id": "c1"},
          "Inbox": {}, "Read": {"id": 1}, "Delete": {"ids": [1]},
-         "DeleteAccount": {"confirm": True}, "Ack": {"ids": [1]}, "Logout": {}}
+         "DeleteAccount": {"confirm": True}, "Ack": {"ids": [1]}, "Logout": {},
+         "Sent": {}, "History": {"with": "bob"}, "Search": {"text": "lunch"},
+         # issue 13, my account
+         "ChangePassword": {"old_password": PASSWORD, "new_password": PASSWORD + "!"},
+         "Block": {"username": "bob"}, "Unblock": {"username": "bob"}, "Blocked": {}}
 VALID.update(Online={}, Presence={}, LastSeen={"username": "bob"})       # presence (issue 13)
 
 
@@ -40,9 +44,10 @@ def read_doc(name):
 # -- validation ------------------------------------------------------------------
 
 def test_defaults_fill_absent_optional_fields():
-    assert operations.get("Inbox").validate({}) == {"before": None, "limit": 50}
+    assert operations.get("Inbox").validate({}) == {"before": None, "limit": 50,
+                                                    "unread": None}
     assert operations.get("Inbox").validate({"before": None}) == {"before": None,
-                                                                  "limit": 50}
+                                                                  "limit": 50, "unread": None}
 
 
 @pytest.mark.parametrize("op, data, code", [
@@ -156,10 +161,35 @@ COMMAND_LINES = {
     ("Inbox", "limit"): (lambda v: f"inbox --limit {v}",
                          [0, 1, operations.INBOX_PAGE_MAX, operations.INBOX_PAGE_MAX + 1]),
     ("Read", "id"): (lambda v: f"read {v}", [0, 1, ID_MAX, ID_MAX + 1]),
+    ("Sent", "before"): (lambda v: f"sent --before {v}", [0, 1, ID_MAX, ID_MAX + 1]),
+    ("Sent", "limit"): (lambda v: f"sent --limit {v}",
+                        [0, 1, operations.INBOX_PAGE_MAX, operations.INBOX_PAGE_MAX + 1]),
+    ("History", "with"): (lambda v: f"history {shlex.quote(v)}",
+                          ["ab", "a" * 32, "a" * 33, "9lives", "Bob", "b_b"]),
+    ("History", "before"): (lambda v: f"history bob --before {v}", [0, 1, ID_MAX + 1]),
+    ("History", "limit"): (lambda v: f"history bob --limit {v}",
+                           [0, 1, operations.INBOX_PAGE_MAX + 1]),
+    ("Search", "text"): (lambda v: f"search {shlex.quote(v)}",
+                         ["lunch", "x" * operations.SEARCH_MAX,
+                          "x" * (operations.SEARCH_MAX + 1)]),
+    ("Search", "before"): (lambda v: f"search x --before {v}", [0, 1, ID_MAX + 1]),
+    ("Search", "limit"): (lambda v: f"search x --limit {v}",
+                          [0, 1, operations.INBOX_PAGE_MAX + 1]),
     ("Delete", "ids"): (lambda v: f"delete {_ids(v)}",
                         [[1], [0], [ID_MAX], [ID_MAX + 1],
                          list(range(1, operations.IDS_MAX + 1)),
                          list(range(1, operations.IDS_MAX + 2))]),
+    # issue 13, my account
+    ("ChangePassword", "old_password"): (
+        lambda v: f"passwd {shlex.quote(v)} {shlex.quote(PASSWORD)}",
+        ["short", "x" * rules.PASSWORD_MAX, "x" * (rules.PASSWORD_MAX + 1)]),
+    ("ChangePassword", "new_password"): (
+        lambda v: f"passwd {shlex.quote(PASSWORD)} {shlex.quote(v)}",
+        ["x" * 7, "x" * 8, "x" * rules.PASSWORD_MAX, "x" * (rules.PASSWORD_MAX + 1)]),
+    ("Block", "username"): (lambda v: f"block {shlex.quote(v)}",
+                            ["ab", "abc", "a" * 32, "a" * 33, "9lives", "Bob"]),
+    ("Unblock", "username"): (lambda v: f"unblock {shlex.quote(v)}",
+                              ["ab", "abc", "a" * 33, "b_b"]),
 }
 COMMAND_LINES.update({                                                   # presence (issue 13)
     ("Presence", "state"): (lambda v: f"presence {shlex.quote(v)}",
@@ -169,7 +199,7 @@ COMMAND_LINES.update({                                                   # prese
 })
 # Fields the client fills in itself; no person types them.
 SET_BY_THE_CLIENT = {("Send", "client_id"), ("DeleteAccount", "confirm"), ("Ack", "ids"),
-                     ("Online", "after"), ("Online", "limit")}
+                     ("Ack", "read"), ("Online", "after"), ("Online", "limit")}
 
 
 def _limited(field):

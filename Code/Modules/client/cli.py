@@ -49,13 +49,16 @@ with milliseconds, "2026-11-21T02:10:00.123Z"; "?" marks optional keys):
      "unread","note"?}],"more"}        (kind as in "message")
     {"type":"deleted","deleted":[ids],"missing":[ids]}
     {"type":"account_deleted","bounced":N}
+    {"type":"password_changed","ended":N}      (passwd OLD NEW; issue 13, my account)
+    {"type":"block"|"unblock","user","changed"}
+    {"type":"blocked","blocked":[{"user","since"}]}
     {"type":"who","people":[{"user","since","idle"}]}
     {"type":"presence","presence":"on"|"off"}
     {"type":"last","user","online","since","last_seen"}   (times ISO 8601 or null)
     {"type":"system","event","message"}   events: goodbye, shutdown, account_deleted,
                                           announce, presence ("bob is online"), and (the
                                           session then ends) kicked, suspended,
-                                          password_reset, idle_timeout
+                                          password_reset, idle_timeout, password_changed
     {"type":"help","commands":[{"usage","summary"}]}
     {"type":"error","error":reason,"code":code,"command":line or null}
 A login the server refuses (a suspended account: code "suspended", too many
@@ -377,6 +380,7 @@ class Client(Handlers):
 
     def on_message(self, message, via):
         self.output.emit(message_record(message, via))
+        return False    # a script's output is no proof that a person read it
 
     def on_ready(self, user):
         self.output.emit(ready_record(user))

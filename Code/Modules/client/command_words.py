@@ -97,12 +97,14 @@ def parse_flags(words, usage_text, flags=PAGE_FLAGS, positional=0):
     """(positional words, {field: value}) of words like `NAME --before 9 --limit 20`.
 
     `flags` maps a flag to (field name, parser of its value); a flag's value
-    may follow it or be joined with '='. Exactly `positional` other words.
+    may follow it or be joined with '='. Exactly `positional` other words, or
+    with a (fewest, most) pair, that many (most None: no upper bound).
     """
+    fewest, most = positional if isinstance(positional, tuple) else (positional,) * 2
     args, plain, rest = {}, [], list(words)
     while rest:
         word = rest.pop(0)
-        if not word.startswith("--"):
+        if not word.startswith("--") or len(word) == 2:
             plain.append(word)
             continue
         flag, _, value = word.partition("=")
@@ -114,7 +116,7 @@ def parse_flags(words, usage_text, flags=PAGE_FLAGS, positional=0):
             value = rest.pop(0)
         field, parse = flags[flag]
         args[field] = parse(value)
-    if len(plain) != positional:
+    if len(plain) < fewest or (most is not None and len(plain) > most):
         raise usage(usage_text)
     return plain, args
 

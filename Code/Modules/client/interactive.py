@@ -73,6 +73,8 @@ ENDED_ADVICE = {
     "suspended": "Type 'quit' to leave.",
     "password_reset": "Type 'quit' to leave, then start the client again and log in "
                       "with the one-time password you were given.",
+    "password_changed": "Type 'quit' to leave, then start the client again and log in "
+                        "with the new password.",
 }
 STARTUP_NEXT_STEPS = {
     "too_many_attempts": "Start the client again to try once more; if you forgot the "
@@ -94,7 +96,7 @@ class InteractiveClient(Handlers):
                          retry=not args.no_retry, note=output.note)
         self.runner = InteractiveRunner(self)
         self.store = None
-        self.shown = set()            # message ids shown this run, across reconnects
+        self.shown = {}             # message id -> shown whole, this run, across reconnects
         self._system_said = set()
 
     # -- the run --------------------------------------------------------------------------
@@ -259,14 +261,17 @@ class InteractiveClient(Handlers):
 
     def on_message(self, message, via):
         if message.get("id") in self.shown:
-            return       # shown before a reconnect, acknowledged only now
-        self.shown.add(message.get("id"))
+            return self.shown[message.get("id")]   # shown before a reconnect, acked now
         if message.get("kind") == "bounce" and message.get("original_to") in \
                 self.runner.sending:
-            return       # the answer to that Send says it, in one sentence
+            self.shown[message.get("id")] = False
+            return False     # the answer to that Send says it, in one sentence
         if message.get("kind") != "broadcast":      # nobody to write back to
             self.remember(message.get("from"))
-        self.output.emit(message_record(message, via))
+        record = message_record(message, via)
+        self.output.emit(record)
+        self.shown[message.get("id")] = whole = self.output.shows_whole(record)
+        return whole
 
     def on_system(self, event, message):
         if event not in PASSING_EVENTS:       # a presence notice is never why it ended

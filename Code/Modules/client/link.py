@@ -55,7 +55,8 @@ FATAL_CODES = frozenset({
     "too_many_attempts", "bad_username", "bad_prompt", "suspended"})
 # System events after which the server closes the session on purpose: coming
 # back by itself would undo the operator's decision (or the idle limit's).
-ENDING_EVENTS = frozenset({"kicked", "suspended", "password_reset", "idle_timeout"})
+ENDING_EVENTS = frozenset({"kicked", "suspended", "password_reset", "idle_timeout",
+                           "password_changed"})     # passwd in another session (issue 13)
 
 
 def backoff_delays(rand=random.random):
@@ -102,7 +103,7 @@ class _Forwarder(Handlers):
         self.client.on_motd(text)
 
     def on_message(self, message, via):
-        self.client.on_message(message, via)
+        return self.client.on_message(message, via)
 
     def on_ready(self, user):
         self.client.on_ready(user)

@@ -100,6 +100,11 @@ def local_time(iso, with_seconds=False):
     return moment.strftime("%Y-%m-%d %H:%M:%S" if with_seconds else "%Y-%m-%d %H:%M")
 
 
+def subject_text(subject):
+    """A subject for the screen: neutralised, '(no subject)' when empty."""
+    return neutralise(subject) if subject and subject.strip() else "(no subject)"
+
+
 def shorten(text, width):
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -174,7 +179,22 @@ def system_record(event, message):
 
 
 def error_record(reason, code, command=None):
-    return {"type": "error", "error": reason, "code": code, "command": command}
+    return {"type": "error", "error": reason, "code": code, "command": redacted(command)}
+
+
+SECRET_COMMANDS = frozenset({"passwd"})   # their words are passwords: never repeated
+
+
+def holds_secret(line):
+    """Whether a command line carries passwords (`passwd OLD NEW`): it is never
+    printed back (error records) nor kept in the prompt's history."""
+    words = (line or "").split(None, 1)
+    return len(words) == 2 and words[0].lower() in SECRET_COMMANDS
+
+
+def redacted(line):
+    """The command line as an error record may repeat it (a password's line: its name)."""
+    return line.split(None, 1)[0] + " …" if holds_secret(line) else line
 
 
 def help_record(commands):
@@ -287,6 +307,14 @@ class Output:
                               bold=True) + self.paint(neutralise(r["subject"]), bold=True)
         return f"{head} {when}\n{self._indented_body(r['body'], r['id'])}".rstrip()
 
+    def shows_whole(self, record):
+        """Whether emitting this message record showed its whole text (a push's
+        body is cut after PUSH_BODY_LINES lines on a person's screen)."""
+        if self.json_mode or record.get("via") == "read":
+            return True
+        return len(neutralise(record.get("body") or "", multiline=True).split("\n")) \
+            <= PUSH_BODY_LINES
+
     def _indented_body(self, body, message_id):
         lines = neutralise(body, multiline=True).split("\n")
         if len(lines) > PUSH_BODY_LINES:
@@ -319,7 +347,10 @@ class Output:
 
     def _render_inbox(self, r):
         if not r["messages"]:
-            return "Your inbox is empty." if not r["more"] else ""
+            if r["more"]:
+                return ""
+            return "You have no unread messages." if r.get("unread_only") else \
+                "Your inbox is empty."
         lines = [self.paint(f"  {'ID':>6}  {'FROM':<16} {'TIME':<16}  SUBJECT", dim=True)]
         lines += [self._inbox_line(entry) for entry in r["messages"]]
         if r["more"]:

@@ -65,8 +65,8 @@ HELP = {
     "logout": ("Log out and leave the client. 'quit', 'exit' and Ctrl-D do the same.",
                ["quit"]),
 }
-HELP.update((name, entry) for module in client_commands.EXTENSIONS
-            for name, entry in getattr(module, "HELP", {}).items())
+HELP.update(topic for module in client_commands.EXTENSIONS      # the command modules
+            for topic in getattr(module, "HELP", {}).items())      # own topics
 KEYS_HELP = ("Keys: Tab completes commands and names; Up and Down recall earlier lines; "
              "Ctrl-C clears the line; Ctrl-D leaves.")
 RECEIVED_WIDTH = 15       # "yesterday 14:02"

@@ -101,6 +101,15 @@ class RequestFailed(ClientFailure):
         self.retry_after = retry_after
 
 
+def ack_packet(shown):
+    """The Ack of (id, shown whole) pairs: all ids, and those read in full."""
+    packet = {"ids": [message_id for message_id, _whole in shown]}
+    read = [message_id for message_id, whole in shown if whole]
+    if read:
+        packet["read"] = read
+    return Packet("Ack", packet)
+
+
 class Handlers:
     """What the session calls from its reader thread; the CLI overrides these."""
 
@@ -114,7 +123,8 @@ class Handlers:
         """The message of the day, right after on_welcome."""
 
     def on_message(self, message, via):
-        """`via` is "login" for the backlog before System ready, else "push"."""
+        """`via` is "login" for the backlog before System ready, else "push".
+        True if the message's whole text was shown (the Ack then marks it read)."""
 
     def on_ready(self, user):
         pass
@@ -305,12 +315,13 @@ class ClientSession:
         if acks:
             self._acknowledge(acks)
 
-    def _acknowledge(self, ids):
+    def _acknowledge(self, shown):
+        """Ack the (id, whole) pairs shown; those shown whole are read as well."""
         with self._ack_lock:
             if self._held_acks is not None:
-                self._held_acks.extend(ids)
+                self._held_acks.extend(shown)
                 return
-        self._send(Packet("Ack", {"ids": ids}), only_in_session=True)
+        self._send(ack_packet(shown), only_in_session=True)
 
     def _on_login(self, packet, _acks):
         self._in_session = False
@@ -330,11 +341,12 @@ class ClientSession:
         self._login_steps.put(packet)
 
     def _on_message(self, packet, acks):
-        message_id = packet.data["id"]
+        message_id, whole = packet.data["id"], False
         if message_id not in self._seen:
             self._seen.add(message_id)
-            self.handlers.on_message(packet.data, "push" if self._ready.is_set() else "login")
-        acks.append(message_id)
+            whole = bool(self.handlers.on_message(packet.data, "push" if self._ready.is_set()
+                                                  else "login"))
+        acks.append((message_id, whole))
 
     def _on_result(self, packet, _acks):
         self._deliver_reply(packet.data["rid"], packet)
@@ -515,7 +527,7 @@ class ClientSession:
             with self._ack_lock:
                 held, self._held_acks = self._held_acks, None
             if held:
-                self._send(Packet("Ack", {"ids": held}), only_in_session=True)
+                self._send(ack_packet(held), only_in_session=True)
             raise
 
     # -- ending ----------------------------------------------------------------------------

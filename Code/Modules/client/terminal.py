@@ -42,6 +42,7 @@ from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.utils import is_dumb_terminal
 
 from Modules.client.commands import ALIASES, COMMANDS, Cancelled
+from Modules.client.output import holds_secret
 from Modules.client.session import ConnectionLost
 
 BODY_HINT = ("Type the message. Finish with Ctrl-D (or a line with only '.'); "
@@ -166,9 +167,8 @@ class Terminal:
         return self._sessions[kind]
 
     def _command_options(self):
-        history = InMemoryHistory()
-        if self._history_path:
-            history = FileHistory(self._history_path)
+        history = _WithoutSecrets() if not self._history_path else \
+            _FileWithoutSecrets(self._history_path)
         completer = CommandCompleter(command_names(self.extra_commands), self._people)
         return {"history": history, "completer": completer,
                 "complete_while_typing": False, "bottom_toolbar": self._status}
@@ -290,6 +290,22 @@ class Terminal:
             return bool(app.run())
         except (KeyboardInterrupt, EOFError):
             return False
+
+
+class _WithoutSecrets(InMemoryHistory):
+    """The prompt's history, without a line that carries passwords (`passwd OLD NEW`)."""
+
+    def append_string(self, string):
+        if not holds_secret(string):
+            super().append_string(string)
+
+
+class _FileWithoutSecrets(FileHistory):
+    """The history file, without a line that carries passwords."""
+
+    def append_string(self, string):
+        if not holds_secret(string):
+            super().append_string(string)
 
 
 def _getpass(text):

@@ -10,7 +10,7 @@ anything is done.
 
 Reads (Who, Users, UserStats, ServerStats, Ledger) change nothing and are
 not recorded; every change (Broadcast, Announce, Kick, Suspend,
-Unsuspend, ResetPassword, DeleteUser, Setting with a value, Audit,
+Unsuspend, ResetPassword, DeleteUser, ReleaseName, Setting with a value, Audit,
 LogLevel, and what the daemon does itself and names in a Note: shutdown) is appended to the audit trail (`audit.py`) with the operator's
 name once it is done. Secrets stay here: a one-time password is returned
 once, to the operator who asked, and only its hash is stored.
@@ -27,9 +27,19 @@ import os
 import secrets
 import time
 
-from Modules.database import administration, auth, statistics, storage
+from Modules import rules
+from Modules.database import (
+    administration,
+    auth,
+    mailbox,
+    reserved_names,
+    statistics,
+    storage,
+)
 from Modules.database.answers import Refusal, _Answers, delete_account
+from Modules.database.reserved_names import ReservedNameAnswers
 
+NUMBER_SETTING_MAX = 10 ** 12
 log = logging.getLogger("parley.database")
 
 ONE_TIME_WORDS = 3          # groups of a one-time password, 4 letters each
@@ -50,7 +60,7 @@ def one_time_password():
                     for _ in range(ONE_TIME_WORDS))
 
 
-class AdminAnswers(_Answers):
+class AdminAnswers(ReservedNameAnswers, _Answers):
     """Phase "admin": the operator's requests, through the daemon."""
 
     def _done(self, action, target="", outcome=""):
@@ -165,13 +175,23 @@ class AdminAnswers(_Answers):
     # -- the server ----------------------------------------------------------------
     async def setting(self, args):
         name, value = args["name"], args["value"]
+        if value is not None and name in mailbox.SETTING_NAMES and value.strip() and not (
+                value.strip().isdigit() and 1 <= int(value.strip()) <= NUMBER_SETTING_MAX):
+            return Refusal("bad_request", f"{name} is a whole number from 1 to "
+                                          f"{NUMBER_SETTING_MAX} (or empty for the default).")
+        if value is not None and name == reserved_names.SETTING:     # issue 13
+            try:
+                value = reserved_names.days_setting(value)
+            except rules.RuleError as error:
+                return Refusal(error.code, error.reason)
         if value is not None:
             await self.job(administration.set_setting, name, value.strip(), _now(),
                            self.conn.operator)
             self.monitor.settings[name] = value.strip()
             self._done(name, "cleared" if not value.strip() else
                        f"set, {len(value.strip())} characters")
-        return {"name": name, "value": self.monitor.settings.get(name, "")}
+        default = str(reserved_names.DEFAULT_DAYS) if name == reserved_names.SETTING else ""
+        return {"name": name, "value": self.monitor.settings.get(name) or default}
 
     async def audit(self, _args):
         users, _more = await self.query(statistics.list_users, None, 10 ** 9)

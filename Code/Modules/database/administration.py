@@ -71,6 +71,8 @@ def store_broadcast(db, text, now):
                                   kind="broadcast")
         deliveries.append((recipient, message))
     db.execute("UPDATE users SET undelivered = undelivered + 1, "
-               "broadcasts_received = broadcasts_received + 1 WHERE state = 'active'")
+               "stored_messages = stored_messages + 1, stored_bytes = stored_bytes + ?, "
+               "broadcasts_received = broadcasts_received + 1 WHERE state = 'active'",
+               (len(subject.encode()) + len(text.encode()),))
     add_total(db, "broadcasts")
     return deliveries

@@ -8,8 +8,10 @@ role's answers are in `admin_answers.py`).
 An answer set is built for one connection and one role: `NewAnswers`
 (Hello, Bind, Admin), `LoginAnswers` (Exists, Verify, Create, SetPassword)
 and `UserAnswers`
-(Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount; Online, Presence and
-LastSeen from its mixin `presence.PresenceAnswers`). Every answer is
+(Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount; and from the mixins
+of issue 13's "my account": ChangePassword in `passwords.py`, Block, Unblock
+and Blocked in `blocks.py`; and of its presence: Online, Presence and LastSeen
+in `presence.py`). Every answer is
 a coroutine `answer(args)` that gets the request's fields already
 validated by the registry and returns the reply's fields, or a `Refusal`
 for an outcome the caller must be told as a failure (a stale ticket, a
@@ -30,8 +32,11 @@ import secrets
 import time
 from typing import NamedTuple
 
-from Modules.database import auth, statistics, storage
+from Modules.database import auth, mailbox, statistics, storage
+from Modules.database.blocks import BlockAnswers
+from Modules.database.passwords import PasswordAnswers, predates_password_change
 from Modules.database.presence import PresenceAnswers
+from Modules.database.reserved_names import NameReserved
 from Modules.database.writer import CommitFailed
 
 log = logging.getLogger("parley.database")
@@ -84,6 +89,11 @@ class _Answers:
     def __init__(self, conn):
         self.conn, self.monitor = conn, conn.monitor
 
+    @staticmethod
+    def refusal(code, reason, retry_after=None):
+        """A Refusal, for the answer mixins of other modules (they cannot import this one)."""
+        return Refusal(code, reason, retry_after)
+
     def job(self, fn, *args, after=None, lazy=False):
         """A write on the single writer, in this connection's owner's line."""
         future = self.monitor.job(fn, *args, after=after, lazy=lazy, owner=self.conn.owner)
@@ -127,7 +137,8 @@ class NewAnswers(_Answers):
     async def bind(self, args):
         """A ticket binds once, soon after its login, to an account still there."""
         ticket = auth.check_ticket(self.monitor.ticket_secret, args["ticket"])
-        if ticket is None or not self.monitor.tickets.bind(ticket, self.conn):
+        if ticket is None or predates_password_change(self.monitor, ticket) \
+                or not self.monitor.tickets.bind(ticket, self.conn):
             return Refusal("bad_ticket", STALE_SESSION)
         self.conn.ticket = ticket                      # its session ends with the connection
         account = await self.query(storage.account, ticket.username)
@@ -233,6 +244,9 @@ class LoginAnswers(_Answers):
         now = _now()
         try:
             account_id = await self.job(storage.create_account, username, password_hash, now)
+        except NameReserved as reserved:          # a deleted account's name (issue 13)
+            registrations.forget(self.conn.address)
+            return {"outcome": "create_failed", "reason": reserved.sentence}
         except storage.AccountExists:
             registrations.forget(self.conn.address)
             return {"outcome": "create_failed", "reason": NAME_TAKEN}
@@ -253,7 +267,7 @@ class LoginAnswers(_Answers):
         return reply
 
 
-class UserAnswers(PresenceAnswers, _Answers):
+class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, _Answers):
     """Phase "user": every answer acts as `conn.user`, the account Bind named."""
 
     async def subscribe(self, _args):
@@ -265,7 +279,7 @@ class UserAnswers(PresenceAnswers, _Answers):
     async def send(self, args):
         result = await self.job(
             storage.store_message, self.conn.user, args["to"], args["subject"], args["body"],
-            args["client_id"], _now(),
+            args["client_id"], _now(), mailbox.limits_from(self.monitor.settings),
             after=lambda stored: self.monitor.hub.deliver(stored["deliveries"]))
         fields = {"id": result["id"], "bounced": result["bounced"],
                   "duplicate": result["duplicate"]}
@@ -275,23 +289,42 @@ class UserAnswers(PresenceAnswers, _Answers):
 
     async def ack(self, args):
         """No reply: the commit may wait to share a later transaction (lazy)."""
-        await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(), lazy=True)
+        await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(),
+                       args["read"], lazy=True)
 
-    async def inbox(self, args):
+    async def _page(self, limit, fn, *args):
+        """A page of a listing, within the connections' shared read budget."""
         budget = self.monitor.read_budget
-        wait = budget.take(self.conn.owner, args["limit"])
+        wait = budget.take(self.conn.owner, limit)
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             return Refusal("rate_limited", f"Too many requests at once; try again in "
                            f"{plural(seconds)}.", seconds)
         try:
-            messages, more = await self.query(storage.inbox, self.conn.user, args["before"],
-                                              args["limit"])
+            messages, more = await self.query(fn, self.conn.user, *args, limit)
         except BaseException:
-            budget.settle(self.conn.owner, args["limit"], 0)
+            budget.settle(self.conn.owner, limit, 0)
             raise
-        budget.settle(self.conn.owner, args["limit"], len(messages))
+        budget.settle(self.conn.owner, limit, len(messages))
         return {"messages": messages, "more": more}
+
+    async def inbox(self, args):
+        if args["unread"]:
+            return await self._page(args["limit"], _unread_inbox, args["before"])
+        return await self._page(args["limit"], storage.inbox, args["before"])
+
+    async def sent(self, args):
+        return await self._page(args["limit"], mailbox.sent, args["before"])
+
+    async def history(self, args):
+        return await self._page(args["limit"], mailbox.history, args["with"], args["before"])
+
+    async def search(self, args):
+        try:
+            mailbox.match_expression(args["text"])
+        except mailbox.EmptySearch as error:
+            return Refusal("bad_request", str(error))
+        return await self._page(args["limit"], mailbox.search, args["text"], args["before"])
 
     async def read(self, args):
         message = await self.job(storage.read_message, self.conn.user, args["id"], _now())
@@ -313,11 +346,15 @@ class UserAnswers(PresenceAnswers, _Answers):
         return {"deleted": True, "bounced": bounced}
 
 
+def _unread_inbox(db, username, before, limit):
+    return storage.inbox(db, username, before, limit, unread_only=True)
+
+
 async def delete_account(monitor, username):
     """The crash-safe deletion steps, each committed before the next begins."""
     await monitor.job(storage.mark_deleting, username)
     bounces = await monitor.job(storage.bounce_and_clear_inbox, username, _now(),
                                 after=monitor.hub.deliver)
     await monitor.job(storage.remove_password, username)
-    await monitor.job(storage.remove_account, username)
+    await monitor.job(storage.remove_account, username, _now())
     return len(bounces)

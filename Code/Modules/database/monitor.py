@@ -78,6 +78,7 @@ class Monitor:
         self.audit = None                         # the AuditLog
         self.peak_sessions = 0
         self.session_addresses = OrderedDict()    # ticket nonce -> the login's address
+        self.password_changes = {}                # user -> when passwd changed it (Bind)
         self.presence = PresenceTracker(self)     # who comes and goes (issue 13)
 
     def job(self, fn, *args, after=None, lazy=False, owner=None):

@@ -195,7 +195,9 @@ CREATE TABLE main.reserved_names (
 # Version 3: one row holds both copies of a message, the recipient's and the
 # sender's, each kept until its owner deletes it (the row goes with the last
 # one); the full-text index of subjects and bodies (FTS5, external content, kept
-# by triggers). Existing messages keep a sender's copy.
+# by triggers; detail=none and columnsize=0, which halve what the index costs per
+# stored message: it answers "which rows hold these words", no phrases or ranks,
+# see docs/PERFORMANCE.md 4.03). Existing messages keep a sender's copy.
 MESSAGES_V3 = """
 ALTER TABLE msg.messages ADD COLUMN recipient_copy INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE msg.messages ADD COLUMN sender_copy INTEGER NOT NULL DEFAULT 0;
@@ -204,7 +206,7 @@ CREATE INDEX msg.messages_by_sender ON messages(sender, id) WHERE sender_copy;
 CREATE INDEX msg.messages_by_pair ON messages(sender, recipient, id);
 CREATE VIRTUAL TABLE msg.messages_text USING fts5(
     subject, body, content='messages', content_rowid='id',
-    tokenize='unicode61 remove_diacritics 2');
+    tokenize='unicode61 remove_diacritics 2', detail=none, columnsize=0);
 INSERT INTO msg.messages_text(messages_text) VALUES ('rebuild');
 CREATE TRIGGER msg.messages_text_insert AFTER INSERT ON messages BEGIN
     INSERT INTO messages_text(rowid, subject, body) VALUES (new.id, new.subject, new.body);

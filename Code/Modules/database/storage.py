@@ -34,6 +34,7 @@ import json
 import sqlite3
 from typing import NamedTuple
 
+from Modules.database import blocks, mailbox, reserved_names
 from Modules.database.schema import (  # noqa: F401  (re-exported API)
     APPLICATION_ID,
     MIGRATIONS,
@@ -189,13 +190,16 @@ def _upsert_password(db, username, hash_string, now):
 def create_account(db, username, password_hash, now):
     """A new active account with its password hash; returns its id.
 
-    AccountExists if the name is taken, even by an account being deleted.
-    A stale password row left without an account is overwritten.
+    AccountExists if the name is taken, even by an account being deleted;
+    reserved_names.NameReserved while it is the name of an account deleted
+    not long ago (issue 13). A stale password row left without an account is
+    overwritten.
     """
     if username == SYSTEM_SENDER:
         raise AccountExists(f"the name '{username}' is reserved")
     if _state(db, username) is not None:
         raise AccountExists(f"an account named '{username}' already exists")
+    reserved_names.check_free(db, username, now)
     cursor = db.execute("INSERT INTO users (username, created_at) VALUES (?, ?)",
                         (username, now))
     _upsert_password(db, username, password_hash, now)
@@ -205,8 +209,11 @@ def create_account(db, username, password_hash, now):
 
 # -- sending -----------------------------------------------------------------
 
-def store_message(db, sender, recipient, subject, body, client_id, now):
-    """Store one message, or a bounce to the sender if nobody can receive it.
+def store_message(db, sender, recipient, subject, body, client_id, now,
+                  limits=mailbox.DEFAULT_LIMITS):
+    """Store one message (the recipient's and the sender's copy), or a bounce to
+    the sender if nobody can receive it: no such account, a recipient who
+    blocked the sender, a mailbox over its `limits` (a `mailbox.Limits`).
 
     Idempotent on (sender, client_id): a repeat stores nothing and returns
     the first result with "duplicate": True and no deliveries. A client_id
@@ -219,10 +226,15 @@ def store_message(db, sender, recipient, subject, body, client_id, now):
     previous = _previous_send(db, sender, client_id)
     if previous is not None:
         return previous
-    if recipient in active:
+    if recipient not in active:
+        note = UNKNOWN_RECIPIENT_NOTE.format(name=recipient)
+    else:
+        note = blocks.refusal_note(db, sender, recipient) or mailbox.full_note(
+            active[recipient], mailbox.size_of(subject, body), limits, recipient)
+    if note is None:
         result = _deliver(db, sender, recipient, subject, body, now)
     else:
-        result = _bounce_unknown(db, sender, recipient, subject, body, now)
+        result = _bounce_refused(db, sender, recipient, subject, body, now, note)
     if client_id is not None:
         db.execute("INSERT INTO msg.sent_ids (sender, client_id, message_id, "
                    "recipient, bounced, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -232,11 +244,12 @@ def store_message(db, sender, recipient, subject, body, client_id, now):
 
 
 def _active_among(db, *usernames):
-    """Which of `usernames` are active accounts (one query)."""
+    """{name: (stored messages, stored bytes)} of the active accounts among
+    `usernames` (one query)."""
     marks = ", ".join("?" * len(usernames))
-    return {row[0] for row in db.execute(
-        f"SELECT username FROM users WHERE username IN ({marks}) AND state = 'active'",
-        usernames)}
+    return {row[0]: (row[1], row[2]) for row in db.execute(
+        f"SELECT username, stored_messages, stored_bytes FROM users "
+        f"WHERE username IN ({marks}) AND state = 'active'", usernames)}
 
 
 def _previous_send(db, sender, client_id):
@@ -250,36 +263,42 @@ def _previous_send(db, sender, client_id):
     result = {"id": message_id, "duplicate": True, "bounced": bool(bounced),
               "deliveries": []}
     if bounced:
-        result["note"] = UNKNOWN_RECIPIENT_NOTE.format(name=recipient)
+        kept = db.execute("SELECT note FROM msg.messages WHERE id = ?",
+                          (message_id,)).fetchone()
+        result["note"] = kept[0] if kept and kept[0] else UNKNOWN_RECIPIENT_NOTE.format(
+            name=recipient)
     return result
 
 
 def insert_message(db, sender, recipient, subject, body, now, kind="message",
-                    note=None, original_to=None):
-    """Insert a row; returns its message dict."""
+                    note=None, original_to=None, sender_copy=False):
+    """Insert a row (the recipient's copy, and the sender's if `sender_copy`);
+    returns its message dict. The caller counts it in the recipient's mailbox."""
     values = {"sender": sender, "recipient": recipient, "sent_at": now,
               "subject": subject, "body": body, "kind": kind, "note": note,
-              "original_to": original_to}
+              "original_to": original_to, "sender_copy": int(sender_copy)}
     cursor = db.execute(
         "INSERT INTO msg.messages (sender, recipient, sent_at, subject, body, "
-        "kind, note, original_to) VALUES (:sender, :recipient, :sent_at, "
-        ":subject, :body, :kind, :note, :original_to)", values)
+        "kind, note, original_to, sender_copy) VALUES (:sender, :recipient, :sent_at, "
+        ":subject, :body, :kind, :note, :original_to, :sender_copy)", values)
     return _message({**values, "id": cursor.lastrowid, "read_at": None})
 
 
 def _deliver(db, sender, recipient, subject, body, now):
-    message = insert_message(db, sender, recipient, subject, body, now)
+    message = insert_message(db, sender, recipient, subject, body, now, sender_copy=True)
     db.execute("UPDATE users SET undelivered = undelivered + (username = :to), "
                "messages_received = messages_received + (username = :to), "
+               "stored_messages = stored_messages + (username = :to), "
+               "stored_bytes = stored_bytes + (username = :to) * :size, "
                "messages_sent = messages_sent + (username = :from) "
-               "WHERE username IN (:to, :from)", {"to": recipient, "from": sender})
+               "WHERE username IN (:to, :from)",
+               {"to": recipient, "from": sender, "size": mailbox.size_of(subject, body)})
     add_total(db, "messages_accepted")
     return {"id": message["id"], "duplicate": False, "bounced": False,
             "deliveries": [(recipient, message)]}
 
 
-def _bounce_unknown(db, sender, recipient, subject, body, now):
-    note = UNKNOWN_RECIPIENT_NOTE.format(name=recipient)
+def _bounce_refused(db, sender, recipient, subject, body, now, note):
     bounce = _insert_bounce(db, sender, subject, body, now, note, recipient)
     _count_bounced(db, [sender])
     return {"id": bounce["id"], "duplicate": False, "bounced": True,
@@ -297,7 +316,9 @@ def _count_bounced(db, senders):
 def _insert_bounce(db, to, subject, body, now, note, original_to):
     bounce = insert_message(db, SYSTEM_SENDER, to, subject, body, now,
                              kind="bounce", note=note, original_to=original_to)
-    _add_undelivered(db, to, 1)
+    db.execute("UPDATE users SET undelivered = undelivered + 1, "
+               "stored_messages = stored_messages + 1, stored_bytes = stored_bytes + ? "
+               "WHERE username = ?", (mailbox.size_of(subject, body), to))
     return bounce
 
 
@@ -307,37 +328,50 @@ def undelivered(db, username, after_id=0, limit=None):
     """Messages to `username` not yet delivered, oldest (lowest id) first."""
     rows = _rows(db, f"SELECT {_MESSAGE_COLUMNS} FROM msg.messages "
                      "WHERE recipient = ? AND delivered_at IS NULL AND id > ? "
-                     "ORDER BY id LIMIT ?",
+                     "AND recipient_copy ORDER BY id LIMIT ?",
                  (username, after_id, -1 if limit is None else limit))
     return [_message(row) for row in rows]
 
 
-def mark_delivered(db, username, ids, now):
-    """Mark those of `ids` that are `username`'s and undelivered; count them."""
+def mark_delivered(db, username, ids, now, read=()):
+    """Mark those of `ids` that are `username`'s and undelivered; count them.
+    Those of `read` (the client showed their whole text) are read as well."""
     changed = db.execute(
         "UPDATE msg.messages SET delivered_at = ? WHERE recipient = ? "
         "AND delivered_at IS NULL AND id IN (SELECT value FROM json_each(?))",
         (now, username, _json_ids(_id_list(ids)))).rowcount
     _add_undelivered(db, username, -changed)
     add_total(db, "messages_delivered", changed)
+    if read:
+        db.execute("UPDATE msg.messages SET read_at = ? WHERE recipient = ? "
+                   "AND read_at IS NULL AND delivered_at IS NOT NULL "
+                   "AND id IN (SELECT value FROM json_each(?))",
+                   (now, username, _json_ids(_id_list(read))))
     return changed
 
 
-def inbox(db, username, before_id=None, limit=50):
-    """A page of `username`'s messages, newest first, and whether more exist."""
+def inbox(db, username, before_id=None, limit=50, unread_only=False):
+    """A page of `username`'s messages (only the unread ones if `unread_only`),
+    newest first, and whether more exist."""
     upper = _NO_UPPER_BOUND if before_id is None else before_id
+    unread = "AND read_at IS NULL " if unread_only else ""
     rows = _rows(db, "SELECT id, sender, subject, sent_at, kind, note, read_at "
-                     "FROM msg.messages WHERE recipient = ? AND id < ? "
-                     "ORDER BY id DESC LIMIT ?", (username, upper, limit + 1))
+                     "FROM msg.messages WHERE recipient = ? AND id < ? AND recipient_copy "
+                     f"{unread}ORDER BY id DESC LIMIT ?", (username, upper, limit + 1))
     return [_inbox_entry(row) for row in rows[:limit]], len(rows) > limit
 
 
 def read_message(db, username, message_id, now):
-    """One of `username`'s messages, now marked read (and delivered); or None."""
-    row = _row(db, f"SELECT {_MESSAGE_COLUMNS} FROM msg.messages "
-                   "WHERE id = ? AND recipient = ?", (message_id, username))
+    """One of `username`'s messages, received (now marked read and delivered) or
+    sent (its sender's copy, unchanged); or None."""
+    row = _row(db, f"SELECT {_MESSAGE_COLUMNS}, recipient_copy FROM msg.messages "
+                   "WHERE id = :id AND ((recipient = :me AND recipient_copy) "
+                   "OR (sender = :me AND sender_copy))",
+               {"id": message_id, "me": username})
     if row is None:
         return None
+    if row["recipient"] != username or not row["recipient_copy"]:
+        return {**_message(row), **mailbox.sent_state(row)}
     if row["delivered_at"] is None:
         db.execute("UPDATE msg.messages SET delivered_at = ? WHERE id = ?",
                    (now, message_id))
@@ -350,16 +384,10 @@ def read_message(db, username, message_id, now):
 
 
 def delete_messages(db, username, ids):
-    """Delete those of `ids` that are `username`'s: (deleted_ids, missing_ids)."""
+    """Delete `username`'s copies among `ids` (received or sent; the other
+    person's copy stays): (deleted_ids, missing_ids)."""
     wanted = _id_list(ids)
-    rows = _rows(db, "SELECT id, delivered_at FROM msg.messages WHERE recipient = ? "
-                     "AND id IN (SELECT value FROM json_each(?))",
-                 (username, _json_ids(wanted)))
-    found = {row["id"] for row in rows}
-    db.execute("DELETE FROM msg.messages WHERE recipient = ? "
-               "AND id IN (SELECT value FROM json_each(?))",
-               (username, _json_ids(sorted(found))))
-    _add_undelivered(db, username, -sum(row["delivered_at"] is None for row in rows))
+    found = mailbox.drop_copies(db, username, _json_ids(wanted))
     return ([i for i in wanted if i in found],
             [i for i in wanted if i not in found])
 
@@ -367,7 +395,7 @@ def delete_messages(db, username, ids):
 def unread_count(db, username):
     """How many of `username`'s messages have not been read."""
     return db.execute("SELECT COUNT(*) FROM msg.messages WHERE recipient = ? "
-                      "AND read_at IS NULL", (username,)).fetchone()[0]
+                      "AND read_at IS NULL AND recipient_copy", (username,)).fetchone()[0]
 
 
 # -- account deletion (one committed step each, all idempotent) --------------
@@ -383,9 +411,11 @@ def bounce_and_clear_inbox(db, username, now):
 
     Every unread message of kind 'message' addressed to `username` goes
     back as a bounce to its sender if the sender is an active account
-    (otherwise it is dropped); bounces are never bounced. Then all messages
-    to `username` and its sent_ids rows are deleted, and its undelivered
-    count set to 0. Returns [(recipient, bounce_dict)] to push.
+    (otherwise it is dropped); bounces are never bounced. Then the account's
+    copies go: every message to `username` and its own sent copies (the
+    other person's copy of each stays), its sent_ids rows, its blocks; its
+    undelivered and mailbox counts are set to 0. Returns [(recipient,
+    bounce_dict)] to push.
     StorageError if the account is still active.
     """
     if _state(db, username) == "active":
@@ -396,16 +426,17 @@ def bounce_and_clear_inbox(db, username, now):
                                                  row["body"], now, note, username))
                   for row in _unread_from_active_senders(db, username)]
     _count_bounced(db, [sender for sender, _ in deliveries])
-    db.execute("DELETE FROM msg.messages WHERE recipient = ?", (username,))
+    mailbox.drop_all_copies(db, username)
     db.execute("DELETE FROM msg.sent_ids WHERE sender = ?", (username,))
-    db.execute("UPDATE users SET undelivered = 0 WHERE username = ?", (username,))
+    db.execute("UPDATE users SET undelivered = 0, stored_messages = 0, stored_bytes = 0 "
+               "WHERE username = ?", (username,))
     return deliveries
 
 
 def _unread_from_active_senders(db, username):
     return _rows(db, "SELECT m.id, m.sender, m.subject, m.body FROM msg.messages AS m "
                      "JOIN users AS u ON u.username = m.sender AND u.state = 'active' "
-                     "WHERE m.recipient = ? AND m.read_at IS NULL "
+                     "WHERE m.recipient = ? AND m.read_at IS NULL AND m.recipient_copy "
                      "AND m.kind = 'message' ORDER BY m.id", (username,))
 
 
@@ -418,14 +449,24 @@ def remove_password(db, username):
                       (username,)).rowcount > 0
 
 
-def remove_account(db, username):
-    """Step 4: delete the account row (and its ledger) if it is being deleted."""
-    removed = db.execute("DELETE FROM users WHERE username = ? AND state = 'deleting'",
-                         (username,)).rowcount > 0
-    if removed:
-        forget_user(db, username)
-        add_total(db, "accounts_deleted")
-    return removed
+def remove_account(db, username, now=None):
+    """Step 4: delete the account row (and its ledger and blocks) if it is being
+    deleted, and keep its name back from `now` on (issue 13: a new account of
+    that name must not pass for this one; in the same transaction, so a crash
+    keeps both or neither). An account that never logged in and never had mail
+    (a creation cut off by a crash) leaves its name free. `now` None: no
+    reservation (only for callers that have no clock, never the monitor)."""
+    row = db.execute("SELECT logins + messages_sent + messages_received FROM users "
+                     "WHERE username = ? AND state = 'deleting'", (username,)).fetchone()
+    if row is None:
+        return False
+    db.execute("DELETE FROM users WHERE username = ?", (username,))
+    forget_user(db, username)
+    blocks.forget_account(db, username)
+    if row[0] and now is not None:
+        reserved_names.reserve(db, username, now)
+    add_total(db, "accounts_deleted")
+    return True
 
 
 def accounts_being_deleted(db):
@@ -438,13 +479,16 @@ def accounts_being_deleted(db):
 # -- maintenance -------------------------------------------------------------
 
 _ACTUAL_UNDELIVERED = ("(SELECT COUNT(*) FROM msg.messages AS m "
-                       "WHERE m.recipient = users.username AND m.delivered_at IS NULL)")
+                       "WHERE m.recipient = users.username AND m.delivered_at IS NULL "
+                       "AND m.recipient_copy)")
 
 
 def reconcile_counts(db):
-    """Recompute every undelivered count from the messages; rows corrected."""
+    """Recompute every undelivered count and mailbox size from the messages;
+    rows corrected."""
     return db.execute(f"UPDATE users SET undelivered = {_ACTUAL_UNDELIVERED} "
-                      f"WHERE undelivered != {_ACTUAL_UNDELIVERED}").rowcount
+                      f"WHERE undelivered != {_ACTUAL_UNDELIVERED}").rowcount + \
+        mailbox.reconcile_sizes(db)
 
 
 def repair_torn_writes(db):
@@ -491,7 +535,8 @@ def _count_problems(db):
 def _orphan_message_problems(db):
     rows = _rows(db, "SELECT recipient, COUNT(*) AS total, "
                      "SUM(delivered_at IS NULL) AS waiting FROM msg.messages AS m "
-                     "WHERE NOT EXISTS (SELECT 1 FROM users WHERE username = m.recipient) "
+                     "WHERE recipient_copy AND NOT EXISTS "
+                     "(SELECT 1 FROM users WHERE username = m.recipient) "
                      "GROUP BY recipient ORDER BY recipient")
     return [f"{row['total']} messages ({row['waiting']} undelivered) are "
             f"addressed to '{row['recipient']}', who has no account"

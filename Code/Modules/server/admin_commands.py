@@ -25,6 +25,7 @@ database being away is status 1 with a sentence saying so.
 import time
 from typing import Callable, NamedTuple
 
+from Modules import operations
 from Modules.database.link import DbError, DbUnavailable
 from Modules.server import metrics
 
@@ -205,6 +206,35 @@ def _setting(name):
     return run
 
 
+def _release_name(context, words):
+    context.call("ReleaseName", username=words[0])
+    return _ok({"released": True}, f"The name {words[0]} may be taken by a new account now.")
+
+
+def _reserved_name_days(context, words):
+    """Issue 13: the days a deleted account's name is kept back (0: not at all)."""
+    reply = context.call("Setting", name="reserved_name_days",
+                         value=words[0] if words else None)
+    days = int(reply["value"])
+    text = ("The names of deleted accounts are free at once." if days == 0 else
+            f"The name of a deleted account is kept back for {days} day"
+            f"{'' if days == 1 else 's'}.")
+    return _ok({"name": reply["name"], "value": reply["value"]}, text)
+
+
+def _mailbox_limits(context, words):
+    """Issue 13: the most messages and bytes one inbox stores (MESSAGES [BYTES])."""
+    for name, word in zip(("mailbox_messages", "mailbox_bytes"), words):
+        context.call("Setting", name=name, value=word)
+    values = {}
+    for name, default in operations.MAILBOX_DEFAULTS.items():
+        value = context.call("Setting", name=name, value=None)["value"]
+        values[name] = int(value) if value.isdigit() else default
+    return _ok(values, f"An inbox holds at most {values['mailbox_messages']} messages and "
+                       f"{values['mailbox_bytes']} bytes of subjects and bodies; a message "
+                       "that does not fit goes back to its sender.")
+
+
 def _audit(context, _words):
     reply = context.call("Audit")
     return _ok({"path": reply["path"], "accounts": reply["accounts"]},
@@ -264,6 +294,14 @@ COMMANDS = {command.name: command for command in (
             1, 1, _reset_password),
     Command("delete-user", "delete-user USER", "delete USER; unread mail goes back", 1, 1,
             _delete_user),
+    Command("release-name", "release-name NAME", "a deleted account's name may be taken "
+            "again now", 1, 1, _release_name),
+    Command("reserved-name-days", "reserved-name-days [DAYS]", "show or set how long a "
+            "deleted account's name is kept back (default 30, 0: not at all)", 0, 1,
+            _reserved_name_days),
+    Command("mailbox-limits", "mailbox-limits [MESSAGES [BYTES]]", "show or set how much "
+            "one inbox stores (default 10000 messages, 104857600 bytes)", 0, 2,
+            _mailbox_limits),
     Command("greeting", "greeting [TEXT]", "show or set what clients see before logging in "
             "('' clears)", 0, None, _setting("greeting")),
     Command("motd", "motd [TEXT]", "show or set the message of the day ('' clears)", 0, None,

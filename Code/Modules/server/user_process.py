@@ -67,8 +67,8 @@ RUNNING, DRAINING, CLOSING, HANDING_BACK = "RUNNING", "DRAINING", "CLOSING", "HA
 _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
             "ended_by_admin", "cannot_send", "database_gone", "idle", "drained")
 # Notices from the monitor that end the session (the operator's kick, suspend,
-# reset-password), and those only passed on to the client.
-_ENDING_NOTICES = ("kicked", "suspended", "password_reset")
+# reset-password; the user's passwd in another session), and those only passed on.
+_ENDING_NOTICES = ("kicked", "suspended", "password_reset", "password_changed")
 _TOLD_NOTICES = ("announce", "presence")
 SESSION_MOVES = {
     (RUNNING, "shutdown"): DRAINING,
@@ -509,7 +509,7 @@ class UserSession:
                                                   "deleted in another session."))
             self.life.move("deleted_elsewhere")
         elif notice.event in _ENDING_NOTICES:
-            log.info("%s: session ended by the administrator (%s)", self.user, notice.event)
+            log.info("%s: session ended by the server (%s)", self.user, notice.event)
             self._send(_system(notice.event, notice.message))
             self.life.move("ended_by_admin")
         elif notice.event in _TOLD_NOTICES:

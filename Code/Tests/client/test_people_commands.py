@@ -9,7 +9,6 @@ conditions (a record or a screen line), never fixed times.
 
 import os
 import shutil
-import sys
 import types
 
 import pytest
@@ -18,16 +17,7 @@ from Modules.client import commands
 from Modules.client.command_words import UsageError
 from Modules.client.output import Output
 from Modules.client.people_commands import idle_text, last_record, who_lines, who_record
-from Tests.support import CLIENT, PASSWORD, BatchClient, child_env, run_client, terminal
-
-
-def prompt_of(tmp_path, port, user):
-    """The interactive client in a pseudo-terminal, logged in as `user`."""
-    env = child_env({**terminal.TERMINAL_ENV, "TERM": "xterm-256color",
-                     "XDG_DATA_HOME": str(tmp_path / "xdg"), "PARLEY_TEST_PASSWORD": PASSWORD})
-    return terminal.Pty(sys.executable, [
-        CLIENT, "--port", str(port), "--known-hosts", str(tmp_path / "kh"), "--user", user,
-        "--password-env", "PARLEY_TEST_PASSWORD", "--accept-new-host-key"], env, timeout=20)
+from Tests.support import BatchClient, run_client, terminal
 
 
 def ok(server, user, lines=(), create=False):
@@ -109,9 +99,11 @@ def test_who_fetches_every_page_and_a_person_may_stop_the_pager(monkeypatch):
 def test_batch_who_presence_and_last_as_json(server):
     ok(server, "bob", create=True)
     alice = BatchClient(server, "alice", create=True)
+    started = [alice]
     try:
         alice.wait_type("ready")
         bob = BatchClient(server, "bob")
+        started.append(bob)
         bob.wait_type("ready")
         told = alice.wait_type("system", event="presence")
         assert told["message"] == "bob is online"
@@ -142,7 +134,42 @@ def test_batch_who_presence_and_last_as_json(server):
         assert alice.wait_type("last")["last_seen"].endswith("Z")
         assert alice.close() == 0
     finally:
-        alice.kill()
+        for client in started:
+            client.kill()
+
+
+def test_a_person_blocked_sees_nothing_of_the_blocker_through_the_real_client(server):
+    ok(server, "bob", create=True)
+    ok(server, "alice", create=True)
+    assert of_type(ok(server, "bob", ["block alice"]), "block")[0]["changed"] is True
+    alice = BatchClient(server, "alice")
+    started = [alice]
+    try:
+        alice.wait_type("ready")
+        carol = BatchClient(server, "carol", create=True)
+        started.append(carol)
+        carol.wait_type("ready")
+        alice.wait_for(lambda o: "carol" in o.get("message", ""))   # that second is over
+        bob = BatchClient(server, "bob")
+        started.append(bob)
+        bob.wait_type("ready")
+        assert carol.wait_type("system", event="presence",
+                               message="bob is online")["event"] == "presence"
+        alice.send("who")
+        alice.send("last bob")
+        assert "bob" not in [p["user"] for p in alice.wait_type("who")["people"]]
+        assert alice.wait_type("last") == {"type": "last", "user": "bob", "online": False,
+                                           "since": None, "last_seen": None}
+        assert bob.close() == 0
+        assert carol.wait_type("system", event="presence",
+                               message="bob went offline")["event"] == "presence"
+        alice.send("who")                     # anything told to alice came before this
+        alice.wait_type("who")
+        assert not [o for o in alice.seen if "bob" in o.get("message", "")]
+        assert alice.close() == 0 and carol.close() == 0
+    finally:
+        for client in started:
+            client.kill()
 
 
 def test_a_bad_presence_word_is_one_sentence_and_exit_status_1(server):
@@ -159,7 +186,7 @@ def test_a_bad_presence_word_is_one_sentence_and_exit_status_1(server):
 def test_a_notice_comes_above_the_prompt_and_who_is_a_table(server, tmp_path):
     ok(server, "bob", create=True)
     ok(server, "alice", create=True)
-    pty = prompt_of(tmp_path, server.port, "alice")
+    pty = terminal.ClientPty(tmp_path, server.port, login="alice")
     bob = None
     try:
         pty.expect("No unread messages")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from Modules.database import storage
+from Modules.database import mailbox, storage
 from Modules.database.storage import (
     AccountExists,
     NoSuchAccount,
@@ -176,11 +176,16 @@ def test_delete_messages(db):
     run(db, storage.mark_delivered, "bob", [ids[0]], T0 + 2)
     deleted, missing = run(db, storage.delete_messages, "bob",
                            [ids[0], ids[1], alices, ids[1], 10**9])
-    assert deleted == [ids[0], ids[1]] and missing == [alices, 10**9]
+    # bob's sent copy of `alices` goes too; alice's copy of it stays, and so do
+    # alice's sent copies of the two bob deleted
+    assert deleted == [ids[0], ids[1], alices] and missing == [10**9]
     assert [m["id"] for m in storage.undelivered(db, "bob")] == [ids[2]]
     assert storage.account(db, "bob")["undelivered"] == 1
     assert storage.unread_count(db, "bob") == 1
     assert storage.unread_count(db, "alice") == 1
+    assert [m["id"] for m in storage.undelivered(db, "alice")] == [alices]
+    assert [m["id"] for m in mailbox.sent(db, "alice")[0]] == ids[::-1]
+    assert mailbox.sent(db, "bob") == ([], False)
     assert storage.check_consistency(db) == []
 
 
@@ -233,9 +238,12 @@ def assert_carol_deleted_cleanly(db):
         assert bounces[0]["note"] == note and bounces[0]["original_to"] == "carol"
     assert [m["subject"] for m in storage.undelivered(db, "alice")
             if m["kind"] == "message"] == ["stays with alice"]
-    count = db.execute("SELECT COUNT(*) FROM msg.messages WHERE recipient IN "
-                       "('carol', 'dave')").fetchone()[0]
+    count = db.execute("SELECT COUNT(*) FROM msg.messages WHERE recipient_copy "
+                       "AND recipient IN ('carol', 'dave')").fetchone()[0]
     assert count == 0
+    assert mailbox.sent(db, "carol") == ([], False)    # her sent copies went with her
+    assert db.execute("SELECT COUNT(*) FROM msg.messages WHERE sender = 'carol' "
+                      "AND sender_copy").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM msg.sent_ids WHERE sender = 'carol'"
                       ).fetchone()[0] == 0
 

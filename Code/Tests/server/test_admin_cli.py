@@ -187,3 +187,18 @@ def test_log_level_and_shutdown(server):
     assert "database closed cleanly" in server.log()
     assert "action shutdown by root: in 0 s" in open(
         os.path.join(server.data_dir, "audit.log")).read()
+
+
+def test_mailbox_limits_are_shown_set_and_checked_and_a_full_inbox_bounces(server):
+    assert "at most 10000 messages and 104857600 bytes" in admin_ok(server, "mailbox-limits")
+    code, _, err = run_admin(server, "mailbox-limits", "lots")
+    assert code == 1 and "mailbox_messages is a whole number from 1 to" in err
+    assert "at most 1 messages and 5000 bytes" in admin_ok(server, "mailbox-limits", "1",
+                                                          "5000")
+    session(server, "bob")[0].close()
+    alice, _backlog = session(server, "alice")
+    first, second = send(alice, "bob"), send(alice, "bob")
+    assert not first.data["bounced"] and second.data["bounced"]
+    assert second.data["note"] == ("The mailbox of 'bob' is full (1 messages); the message "
+                                   "was not delivered.")
+    alice.close()

@@ -3,7 +3,7 @@
 `Pty` spawns a program under pexpect (TERM=xterm-256color, no cursor
 position requests) and reads its output with the terminal's control
 sequences stripped: `expect(regex)` waits for text after the last match,
-never a fixed time. `ServerConsole` is a real daemon in a pseudo-terminal
+never a fixed time. `ClientPty` is the real interactive client in one. `ServerConsole` is a real daemon in a pseudo-terminal
 (its operator console), with `port`, `tmp_path` and `data_dir` like
 `ServerProcess`, so the client helpers (`session`, `run_client`) work on
 it; `stop()` always kills what is left of its session.
@@ -16,7 +16,14 @@ import time
 
 import pexpect
 
-from Tests.support.processes import SERVER, WAIT, child_env, kill_session
+from Tests.support.processes import (
+    CLIENT,
+    PASSWORD,
+    SERVER,
+    WAIT,
+    child_env,
+    kill_session,
+)
 
 # CSI and other escape sequences, and carriage returns: what a screen would not show.
 CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]"
@@ -91,6 +98,26 @@ class Pty:
 
     def close(self):
         self.child.close(force=True)
+
+
+class ClientPty(Pty):
+    """The interactive client (`Code/client.py`, no --batch) in a pseudo-terminal."""
+
+    def __init__(self, tmp_path, port, *args, login=None, rows=40, term="xterm-256color"):
+        """`login=NAME` logs in as NAME with PASSWORD and trusts a new server key."""
+        self.data_home = tmp_path / "xdg"
+        env = child_env({**TERMINAL_ENV, "TERM": term, "XDG_DATA_HOME": str(self.data_home),
+                         "PARLEY_TEST_PASSWORD": PASSWORD})
+        command = [CLIENT, "--port", str(port), "--known-hosts", str(tmp_path / "kh"), *args]
+        if login:
+            command += ["--user", login, "--password-env", "PARLEY_TEST_PASSWORD",
+                        "--accept-new-host-key"]
+        super().__init__(sys.executable, command, env, rows=rows, timeout=WAIT)
+
+
+def history_file(pty, port, user):
+    """Where the interactive client keeps `user`'s command history on `port`."""
+    return pty.data_home / "parley" / f"127.0.0.1_{port}" / user / "history"
 
 
 class ServerConsole(Pty):
