@@ -36,6 +36,7 @@ promised); a write of last_seen that fails is logged and forgotten.
 
 import asyncio
 import logging
+import math
 import time
 
 from Modules.database import storage
@@ -246,19 +247,31 @@ def _person(user, conns, now):
 
 class PresenceAnswers:
     """Online, Presence and LastSeen: a mixin of `UserAnswers` (self.conn, self.monitor,
-    self.job and self.query are that class's)."""
+    self.job, self.query and self.refusal are that class's). Online spends the
+    monitor's read budget like Inbox: a flood of them is refused `rate_limited`."""
 
     async def online(self, args):
         """The people online that this user may see, by name, after `after`."""
-        me = self.conn.user
-        hidden, blockers = await self.query(viewer_facts, me)
-        now, after, limit = time.time(), args["after"], args["limit"]
+        me, after, limit = self.conn.user, args["after"], args["limit"]
+        budget = self.monitor.read_budget          # a listing, like Inbox: rows a second
+        wait = budget.take(self.conn.owner, limit)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            return self.refusal("rate_limited", "Too many requests at once; try again in "
+                                f"{seconds} second{'' if seconds == 1 else 's'}.", seconds)
+        try:
+            hidden, blockers = await self.query(viewer_facts, me)
+        except BaseException:
+            budget.settle(self.conn.owner, limit, 0)
+            raise
+        now = time.time()
         people = sorted(
             (_person(user, conns, now) for user, conns in self.monitor.sessions_by_user().items()
              if user == me or (user not in hidden and user not in blockers)),
             key=lambda person: person["user"])
         if after is not None:
             people = [person for person in people if person["user"] > after]
+        budget.settle(self.conn.owner, limit, min(limit, len(people)))
         return {"people": people[:limit], "more": len(people) > limit}
 
     async def presence(self, args):

@@ -197,6 +197,19 @@ def test_who_is_paged_by_name(database):
     assert [p["user"] for p in rest["people"]] == ["dan"] and not rest["more"]
 
 
+def test_a_flood_of_who_is_refused_rate_limited_like_a_flood_of_reads(database):
+    _proc, config = database
+    alice = user_link(config, "alice")
+    rids = [alice.send_request("Online", limit=200) for _ in range(10)]
+    answers = {}
+    while len(answers) < len(rids):
+        event = alice.read_event()
+        if isinstance(event, Reply) and event.rid in rids:
+            answers[event.rid] = event.data.get("code", "ok")
+    codes = [answers[rid] for rid in rids]
+    assert codes[:2] == ["ok", "ok"] and "rate_limited" in codes, codes
+
+
 def test_last_seen_says_online_since_or_when_they_left(database):
     _proc, config = database
     alice = subscribed(config, "alice")
