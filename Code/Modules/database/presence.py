@@ -14,7 +14,8 @@ Three parts, all inside the database process:
   notice the next one waits a full window, so nobody gets more than one
   presence notice a second, whatever happens (a restart with 200 clients
   reconnecting is a few notices, not 400). A session that comes and goes
-  within one window makes no notice at all.
+  within one window makes no notice at all, and the sessions that bind
+  again after the database process itself restarted are no news.
 * the rules of who sees whom, read from `users.presence_hidden` and
   `main.blocks` at the moment of asking: a person with presence off is
   invisible to everyone else (not in `who`, no notices about them, `last`
@@ -148,13 +149,21 @@ class PresenceTracker:
         self._flushing = False
         self._quiet_until = 0.0     # loop time before which no notice may leave
         self.notices = 0            # presence notices sent (for tests and figures)
+        # Sessions still running when this monitor started (after a crash): they
+        # bind again, and are not news to anyone.
+        self._resuming = set(monitor.tickets.resumable)
 
     def _others_online(self, conn):
         return any(other is not conn
                    for other in self.monitor.sessions_by_user().get(conn.user, ()))
 
     def session_started(self, conn):
-        """`conn` just bound: its user comes online unless already there."""
+        """`conn` just bound: its user comes online unless already there (or it is a
+        session that ran on while the database process restarted)."""
+        nonce = getattr(conn.ticket, "nonce", None)
+        if nonce in self._resuming:
+            self._resuming.discard(nonce)
+            return
         if not self._others_online(conn):
             self._note(conn.user, False)
             self._record_seen(conn.user)

@@ -95,6 +95,8 @@ def test_a_notice_lists_who_came_and_who_went_and_counts_past_eight():
 class _Conn:
     """What the tracker uses of a monitor connection."""
 
+    ticket = None
+
     def __init__(self, user):
         self.user, self.bound_at, self.last_request = user, time.time(), time.time()
         self.subscription = types.SimpleNamespace(state=presence.LIVE)
@@ -112,6 +114,7 @@ class _Monitor:
 
     def __init__(self, db):
         self.db, self.conns = db, []
+        self.tickets = types.SimpleNamespace(resumable=set())
 
     def sessions_by_user(self):
         found = {}
@@ -279,6 +282,25 @@ def test_a_person_blocked_does_not_see_the_one_who_blocked_them(database):
     _reply, told_alice = call_collecting(alice, "Online")
     assert all("bob" not in text for text in told_alice)
     assert "last_seen" not in alice.call("LastSeen", username="bob")
+
+
+def test_sessions_binding_again_after_a_database_restart_are_no_news(tmp_path):
+    secret = b"s" * 32
+    with running_database(tmp_path, ticket_secret=secret) as (_proc, config):
+        old = ticket_for(config, "bob")
+        running = link(config)
+        running.call("Bind", ticket=old)                  # bob's session ...
+    with running_database(tmp_path, ticket_secret=secret,  # ... outlives the crash
+                          live_tickets=[old]) as (_proc, config):
+        alice = subscribed(config, "alice")
+        again = link(config)
+        again.call("Bind", ticket=old)                    # bob's user process binds again
+        again.call("Subscribe")
+        carol = subscribed(config, "carol")
+        assert notices_until(alice, lambda text: "carol" in text) == ["carol is online"]
+        assert "bob" in names_online(alice)
+        for db in (alice, again, carol):
+            db.close()
 
 
 # ------------------------------------------------------------ at scale
