@@ -54,6 +54,10 @@ TEXT_MAX = 2000                   # characters of a greeting, motd, broadcast or
 ONLINE_PAGE_MAX = 200             # the most people one Online answer lists
 ONLINE_PAGE_DEFAULT = 100
 PRESENCE_STATES = ("on", "off")
+FILE_NAME_MAX = 255               # characters of a file's name (as its sender gave it)
+FILE_NOTE_MAX = 2000              # characters of a file's note, or a decline's
+FILE_CHUNK = 64 * 1024            # plaintext bytes of one FileChunk / FileFetch
+FILE_CHUNK_BASE64 = 4 * FILE_CHUNK // 3 + 4   # ... as base64 text
 _MISSING = object()
 
 
@@ -153,6 +157,14 @@ def _operator_text(value):
     if any(ord(ch) < 32 and ch not in "\n\t" or 0x7F <= ord(ch) < 0xA0 for ch in value):
         raise rules.RuleError("The text may not hold control characters.", "bad_request")
     return value
+
+
+def _sha256_hex(value):
+    """A SHA-256 as 64 hexadecimal digits, lower-cased."""
+    cleaned = value.strip().lower()
+    if len(cleaned) != 64 or any(ch not in "0123456789abcdef" for ch in cleaned):
+        raise rules.RuleError("sha256 must be 64 hexadecimal digits.", "bad_request")
+    return cleaned
 
 
 ACCOUNT = Field("username", str, check=rules.check_recipient)   # an existing account's name
@@ -318,6 +330,47 @@ OPERATIONS = (
     Operation("Blocked", USER, "blocked", client=True, relayed=True, command="blocked",
               reply=("blocked",),
               summary="the names I block, with since when"),
+    # -- role "user": files between people (issue 14; `Modules/database/files.py`) ----
+    Operation("FileOffer", USER, "file_offer", client=True, relayed=True,
+              command="send-file",
+              fields=(Field("to", str, check=rules.check_recipient),
+                      Field("name", str, low=1, high=FILE_NAME_MAX),
+                      Field("size", int, low=0, high=ID_MAX),
+                      Field("sha256", str, check=_sha256_hex),
+                      Field("note", str, required=False, high=FILE_NOTE_MAX,
+                            check=_operator_text)),
+              reply=("upload", "chunk_size", "chunks"),
+              summary="announce a file for `to` (size and SHA-256 up front); refused "
+                      "before any byte when too large or over the quota"),
+    Operation("FileChunk", USER, "file_chunk", client=True, relayed=True,
+              command="send-file",
+              fields=(Field("upload", int, low=1, high=ID_MAX),
+                      Field("index", int, low=0, high=ID_MAX),
+                      Field("data", str, high=FILE_CHUNK_BASE64)),
+              reply=("received",),
+              summary="chunk `index` of an upload, base64, in order"),
+    Operation("FileDone", USER, "file_done", client=True, relayed=True,
+              command="send-file",
+              fields=(Field("upload", int, low=1, high=ID_MAX),),
+              reply=("id", "message", "bounced", "note?"),
+              summary="every chunk sent: stored durably if the SHA-256 matches, and "
+                      "offered to the recipient"),
+    Operation("Files", USER, "files", client=True, relayed=True, command="files",
+              reply=("files",),
+              summary="the files offered to me and those I sent, newest first"),
+    Operation("FileFetch", USER, "file_fetch", client=True, relayed=True,
+              command="download",
+              fields=(MESSAGE_ID._replace(name="id"),
+                      Field("index", int, low=0, high=ID_MAX)),
+              reply=("data", "index", "chunks", "size", "sha256", "name"),
+              summary="chunk `index` of a file offered to me or sent by me, base64"),
+    Operation("FileDecline", USER, "file_decline", client=True, relayed=True,
+              command="decline",
+              fields=(MESSAGE_ID._replace(name="id"),
+                      Field("note", str, required=False, high=FILE_NOTE_MAX,
+                            check=_operator_text)),
+              reply=("declined",),
+              summary="return a file offered to me to its sender, as a bounce"),
     # -- role "admin": the daemon, for the operator's console and command line -----
     Operation("Admin", NEW, "admin", once=True, phase=ADMIN,
               fields=(Field("operator", str, low=1, high=64, check=_short),),

@@ -32,7 +32,10 @@ VALID = {"Send": {"to": "bob", "subject": "s", "body": "b", "client_id": "c1"},
          "Sent": {}, "History": {"with": "bob"}, "Search": {"text": "lunch"},
          # issue 13, my account
          "ChangePassword": {"old_password": PASSWORD, "new_password": PASSWORD + "!"},
-         "Block": {"username": "bob"}, "Unblock": {"username": "bob"}, "Blocked": {}}
+         "Block": {"username": "bob"}, "Unblock": {"username": "bob"}, "Blocked": {},
+         # issue 14, files
+         "FileOffer": {"to": "bob", "name": "a.txt", "size": 1, "sha256": "0" * 64},
+         "FileFetch": {"id": 1, "index": 0}, "FileDecline": {"id": 1}}
 VALID.update(Online={}, Presence={}, LastSeen={"username": "bob"})       # presence (issue 13)
 
 
@@ -190,6 +193,17 @@ COMMAND_LINES = {
                             ["ab", "abc", "a" * 32, "a" * 33, "9lives", "Bob"]),
     ("Unblock", "username"): (lambda v: f"unblock {shlex.quote(v)}",
                               ["ab", "abc", "a" * 33, "b_b"]),
+    # issue 14, files
+    ("FileOffer", "to"): (lambda v: f"send-file {shlex.quote(v)} a.txt",
+                          ["ab", "abc", "a" * 33, "9lives", "Bob"]),
+    ("FileOffer", "note"): (lambda v: f"send-file bob a.txt --note {shlex.quote(v)}",
+                            ["x" * operations.FILE_NOTE_MAX, "x" * (operations.FILE_NOTE_MAX + 1),
+                             "bell\x07"]),
+    ("FileFetch", "id"): (lambda v: f"download {v}", [0, 1, ID_MAX, ID_MAX + 1]),
+    ("FileDecline", "id"): (lambda v: f"decline {v}", [0, 1, ID_MAX + 1]),
+    ("FileDecline", "note"): (lambda v: f"decline 1 --note {shlex.quote(v)}",
+                              ["x" * operations.FILE_NOTE_MAX,
+                               "x" * (operations.FILE_NOTE_MAX + 1)]),
 }
 COMMAND_LINES.update({                                                   # presence (issue 13)
     ("Presence", "state"): (lambda v: f"presence {shlex.quote(v)}",
@@ -199,7 +213,11 @@ COMMAND_LINES.update({                                                   # prese
 })
 # Fields the client fills in itself; no person types them.
 SET_BY_THE_CLIENT = {("Send", "client_id"), ("DeleteAccount", "confirm"), ("Ack", "ids"),
-                     ("Ack", "read"), ("Online", "after"), ("Online", "limit")}
+                     ("Ack", "read"), ("Online", "after"), ("Online", "limit"),
+                     # send-file and download: from the file, the server's answers, the window
+                     ("FileOffer", "name"), ("FileOffer", "size"), ("FileOffer", "sha256"),
+                     ("FileChunk", "upload"), ("FileChunk", "index"), ("FileChunk", "data"),
+                     ("FileDone", "upload"), ("FileFetch", "index")}
 
 
 def _limited(field):

@@ -3,12 +3,15 @@
 `InteractiveRunner` runs the same parsed commands as batch mode, but:
 
 * `send` asks for whatever is missing (recipient with completion, subject,
-  multi-line body); a message whose Send was cut off by a lost connection
-  goes to the *outbox* and is sent again, with the same client_id (so the
-  server stores it once), as soon as the connection is back;
+  multi-line body; the terminal asks about an empty answer, while ""
+  typed on the command line is taken as meant); a message finished while the connection is down, or
+  whose Send was cut off by a lost connection, goes to the *outbox* and is
+  sent (again, with the same client_id, so the server stores it once) as
+  soon as the connection is back, with no key pressed;
 * `inbox` prints a table fitted to the terminal and pages through long
   inboxes a screenful at a time, fetching older pages from the server as
-  the person asks for more;
+  the person asks for more; `read` wraps a message to the terminal and
+  shows a long one through the same pager;
 * `read` and `inbox` remember who wrote, `send` whom it wrote to (the
   names `send` completes); a returned message says why in one sentence;
 * `help` and `help COMMAND` explain with examples; `reconnect` and
@@ -62,7 +65,8 @@ def _parse_send(words):
 
 # The interactive prompt's own commands (and `send` without a name).
 EXTRA_PARSERS = {"reconnect": _parse_reconnect, "send": _parse_send}
-OFFLINE_COMMANDS = frozenset({"help", "logout", "reconnect"})
+# What runs while disconnected: `send` keeps its message in the outbox.
+OFFLINE_COMMANDS = frozenset({"help", "logout", "reconnect", "send"})
 
 
 class InteractiveRunner(Runner):
@@ -96,7 +100,18 @@ class InteractiveRunner(Runner):
         return OK
 
     def deliver(self, draft):
-        """Send one message; into the outbox if the connection is lost meanwhile."""
+        """Send one message; into the outbox while the connection is down, or if it
+        is lost before the server confirmed the message."""
+        with self._outbox_lock:     # flush_outbox() takes the outbox after the link is up
+            waiting = not self.client.link.connected
+            if waiting:
+                self.outbox.append(draft)
+        if waiting:
+            self.output.warn(f"Not sent yet: the connection is down. Your message to "
+                             f"{draft.to} is kept and will be sent "
+                             f"{self.client.when_back()}.")
+            self.client.link.wake()
+            return
         self.sending.add(draft.to)
         try:
             result = self.session.send_message(*draft)
@@ -113,8 +128,8 @@ class InteractiveRunner(Runner):
         with self._outbox_lock:
             self.outbox.append(draft)
         self.output.warn(f"The connection was lost before the server confirmed your message "
-                         f"to {draft.to}. It is kept and will be sent when the connection "
-                         "is back (it cannot arrive twice).")
+                         f"to {draft.to}. It is kept and will be sent "
+                         f"{self.client.when_back()} (it cannot arrive twice).")
 
     def flush_outbox(self):
         """Send again what the lost connection cut off (after a reconnect)."""
@@ -135,7 +150,9 @@ class InteractiveRunner(Runner):
     def _read(self, args):
         message = self.session.request("Read", id=args["id"]).get("message", {})
         self.client.remember(message.get("from"))
-        self.output.emit(message_record(message, "read"))
+        width, height = terminal_size()
+        pager = Pager(self.output.human, self.ui.more, height)
+        pager.show(self.output.message_lines(message_record(message, "read"), width))
         return OK
 
     def _inbox(self, args):
@@ -156,11 +173,19 @@ class InteractiveRunner(Runner):
                                              listing.older)])
         return OK
 
+    def show_paged(self, record):
+        """A listing's human text a screen at a time (sent, history, search)."""
+        text = self.output.render(record)
+        if text:
+            pager = Pager(self.output.human, self.ui.more, terminal_size()[1])
+            pager.show(text.split("\n"))
+
     def count_unread(self):
         """(unread messages, True if all were counted) for the login greeting."""
         before, unread = None, 0
         for _ in range(COUNT_PAGES):
-            result = self.session.request("Inbox", before=before, limit=COUNT_PAGE)
+            result = self.session.request("Inbox", before=before, limit=COUNT_PAGE,
+                                          unread=True)
             entries = result.get("messages", [])
             unread += sum(1 for entry in entries if entry.get("unread"))
             if not result.get("more") or not entries:

@@ -19,8 +19,9 @@ Used by `client_cli.main()` when standard input is a terminal and neither
    (automatically with backoff unless --no-retry, or with `reconnect`),
    logging in again with the name and password of this run (memory only).
    A command typed while disconnected tries to reconnect first and is
-   kept on the prompt line if that fails; a message cut off by the lost
-   connection is sent again once it is back. A session the server ended
+   kept on the prompt line if that fails; a message finished while
+   disconnected, or cut off by the lost connection, waits in the outbox
+   and is sent by itself once the connection is back. A session the server ended
    on purpose (kicked, suspended, password reset, idle timeout) is not
    reconnected by itself: the person is told why and decides;
 5. Ctrl-D, `quit` or `logout` log out and leave with status 0.
@@ -204,6 +205,12 @@ class InteractiveClient(Handlers):
         elif not self.link.reconnect_now():
             self.output.warn(f"Could not reconnect: {self.link.down_reason} "
                              + self._retry_advice())
+
+    def when_back(self):
+        """When a message kept in the outbox goes out (after "will be sent ")."""
+        if self.link.ended_by is None and self.link.fatal is None and self.link.retry:
+            return "as soon as the connection is back"
+        return "once you reconnect (type 'reconnect')"
 
     def _retry_advice(self):
         if self.link.fatal is None and self.link.retry:

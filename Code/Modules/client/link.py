@@ -6,10 +6,16 @@ use, username, password); the name and password that worked are kept in
 this object, in memory only and never on disk, so that a reconnection
 can log in again without asking. After the connection drops:
 
-* with retrying on (the default), a background thread tries again after
-  1, 2, 4, 8, 15 and then every 30 seconds (each stretched by up to 20 %
-  at random, so that clients of a restarted server do not all come back
-  in the same instant);
+* with retrying on (the default), a background thread tries again. While
+  nothing answers at the server's address (connection refused, no route,
+  no answer: `CannotConnect`, which costs the server nothing) it tries
+  every 1 to 2 seconds, so a server that is back is found within about
+  2 seconds. A server that answers but does not let us in (full, busy,
+  refusing connections from here for a while, closing during the
+  handshake) is given the back-off: 1, 2, 4, 8, 15 and then every 30
+  seconds, each stretched by up to 20 % at random, so that the clients
+  of a restarted server do not all come back in the same instant;
+* `wake()` makes the retrying thread try now (a message waits to be sent);
 * `reconnect_now()` (the `reconnect` command) tries at once;
 * a server whose key changed, or that no longer accepts the name and
   password (or the account is suspended), stops the retrying: trying
@@ -45,10 +51,11 @@ from Modules.client.login import (
     run_login,
 )
 from Modules.client.output import neutralise
-from Modules.client.session import ClientFailure, ClientSession, Handlers
+from Modules.client.session import CannotConnect, ClientFailure, ClientSession, Handlers
 
 BACKOFF = (1, 2, 4, 8, 15, 30)      # seconds between tries; the last one repeats
 JITTER = 0.2
+REACH_POLL = (1.0, 2.0)     # seconds between tries while nothing answers at the address
 FATAL_CODES = frozenset({
     "host_key_changed", "host_key_unknown", "host_key_refused", "known_hosts",
     "no_server_key", "wrong_password", "login_refused", "login_failed",
@@ -59,10 +66,17 @@ ENDING_EVENTS = frozenset({"kicked", "suspended", "password_reset", "idle_timeou
                            "password_changed"})     # passwd in another session (issue 13)
 
 
-def backoff_delays(rand=random.random):
-    """The endless series of waits between reconnection attempts."""
+def backoff_delays(rand=None):
+    """The endless series of waits between attempts the server turned away."""
+    rand = rand or random.random
     for step in itertools.count():
         yield BACKOFF[min(step, len(BACKOFF) - 1)] * (1 + JITTER * rand())
+
+
+def reach_poll_delay(rand=None):
+    """The wait before the next try while nothing answers at the address."""
+    low, high = REACH_POLL
+    return low + (high - low) * (rand or random.random)()
 
 
 class ReLogin(ScriptedLogin):
@@ -135,6 +149,7 @@ class Link:
         self.user = self.password = None
         self.logged_in = self.reconnecting = False
         self.down_reason = self.fatal = None
+        self.unreachable = False               # the last try found nobody at the address
         self.ended_by = None                   # the ENDING_EVENTS event that ended it
         self._lock = threading.Lock()          # one connection attempt at a time
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -189,7 +204,9 @@ class Link:
         self._retrier.start()
 
     def _retry_loop(self):
-        for delay in backoff_delays():
+        backoff = backoff_delays()
+        delay = next(backoff)
+        while True:
             self.client.on_link_waiting(self.down_reason, delay)
             self._wake.wait(delay)
             self._wake.clear()
@@ -198,6 +215,12 @@ class Link:
             if self.fatal is not None:
                 self.client.on_link_gave_up(self.fatal)
                 return
+            delay = reach_poll_delay() if self.unreachable else next(backoff)
+
+    def wake(self):
+        """Make the retrying thread (if it runs) try at once."""
+        if self._retrier is not None and self._retrier.is_alive():
+            self._wake.set()
 
     # -- coming back ------------------------------------------------------------------------
     def reconnect_now(self):
@@ -220,6 +243,7 @@ class Link:
                 self._reconnect_once()
             except ClientFailure as failure:
                 self.down_reason = failure.message
+                self.unreachable = isinstance(failure, CannotConnect)
                 if failure.code in FATAL_CODES:
                     self.fatal = failure
                 return False

@@ -218,7 +218,8 @@ class _Answerer:
             return None
         self._waits += 1
         seconds = round(wait * random.uniform(1.0, 1.2), 1)
-        self.note(f"{neutralise(data['message'])} Trying again in {seconds:g} seconds.")
+        unit = "second" if seconds == 1 else "seconds"
+        self.note(f"{neutralise(data['message'])} Trying again in {seconds:g} {unit}.")
         self.sleep(seconds)
         return self._last[1]
 
@@ -288,7 +289,7 @@ class InteractiveLogin(_Answerer):
         self.last_password = None
 
     def _on_username(self, data, times):
-        if times > 1:
+        if times > 1 and not self._cancelled():   # after our own no, the prompt says it
             self.note(neutralise(data["message"]))
         if self.preset_user and times == 1:
             return Answer({"username": self.preset_user})
@@ -310,6 +311,10 @@ class InteractiveLogin(_Answerer):
             return self._password("password", self.terminal.ask_secret("Password: "))
         except Cancelled:
             return Answer({"cancel": True})
+
+    def _cancelled(self):
+        """True when the last answer was a cancel (declined to create, Ctrl-C)."""
+        return self._last is not None and "cancel" in self._last[1].fields
 
     def _password(self, field, password):
         """The answer; the password is also kept (in memory) for reconnecting."""

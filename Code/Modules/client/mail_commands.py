@@ -115,9 +115,18 @@ PARSERS = {"sent": _parse_page("sent"), "unread": _parse_page("unread"),
 # ------------------------------------------------------------ running
 
 
+def _emit_paged(runner, record):
+    """The interactive prompt shows a long listing a screen at a time."""
+    show = getattr(runner, "show_paged", None)
+    if show is None:
+        runner.output.emit(record)
+    else:
+        show(record)
+
+
 def _run_sent(runner, args):
     result = runner.session.request("Sent", before=args.get("before"), limit=args.get("limit"))
-    runner.output.emit(sent_list_record(result))
+    _emit_paged(runner, sent_list_record(result))
     return OK
 
 
@@ -131,14 +140,14 @@ def _run_unread(runner, args):
 def _run_history(runner, args):
     result = runner.session.request("History", before=args.get("before"),
                                     limit=args.get("limit"), **{"with": args["with"]})
-    runner.output.emit(conversation_record("history", result, args["with"]))
+    _emit_paged(runner, conversation_record("history", result, args["with"]))
     return OK
 
 
 def _run_search(runner, args):
     result = runner.session.request("Search", text=args["text"], before=args.get("before"),
                                     limit=args.get("limit"))
-    runner.output.emit(conversation_record("search", result, args["text"]))
+    _emit_paged(runner, conversation_record("search", result, args["text"]))
     return OK
 
 

@@ -45,6 +45,7 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
 
 BROADCAST = "[broadcast] from the administrator"   # how a broadcast is marked
 PUSH_BODY_LINES = 20      # longer pushed bodies are cut; `read ID` shows all
+NO_SUBJECT = "(no subject)"   # how an empty subject reads (human text only)
 SUBJECT_COLUMN = 40       # inbox table: subjects are cut to this width
 
 
@@ -101,8 +102,9 @@ def local_time(iso, with_seconds=False):
 
 
 def subject_text(subject):
-    """A subject for the screen: neutralised, '(no subject)' when empty."""
-    return neutralise(subject) if subject and subject.strip() else "(no subject)"
+    """A subject as a person reads it: neutralised, and "(no subject)" when empty."""
+    text = neutralise(subject)
+    return text if text.strip() else NO_SUBJECT
 
 
 def shorten(text, width):
@@ -297,14 +299,14 @@ class Output:
         when = self.paint(f"({local_time(r['sent_at'])})", dim=True)
         if r["kind"] == "bounce":
             head = (f"Returned message #{r['id']} (to {neutralise(r.get('original_to'))}): "
-                    f"{neutralise(r['subject'])} — {neutralise(r.get('note'))}")
+                    f"{subject_text(r['subject'])} — {neutralise(r.get('note'))}")
             head = self.paint(head, "yellow", bold=True)
         elif r["kind"] == "broadcast":
             head = self.paint(f"{BROADCAST} (#{r['id']}): ", "magenta", bold=True) + \
-                self.paint(neutralise(r["subject"]), bold=True)
+                self.paint(subject_text(r["subject"]), bold=True)
         else:
             head = self.paint(f"New message #{r['id']} from {neutralise(r['from'])}: ", "cyan",
-                              bold=True) + self.paint(neutralise(r["subject"]), bold=True)
+                              bold=True) + self.paint(subject_text(r["subject"]), bold=True)
         return f"{head} {when}\n{self._indented_body(r['body'], r['id'])}".rstrip()
 
     def shows_whole(self, record):
@@ -323,17 +325,22 @@ class Output:
                 f"… {hidden} more lines: read {message_id}", dim=True)]
         return "\n".join("    " + line for line in lines)
 
-    def _full_message(self, r):
+    @staticmethod
+    def header_rows(r):
+        """(name, value) of the header lines of a message read in full."""
         rows = [("From", r["from"]), ("To", r["to"]),
                 ("Date", local_time(r["sent_at"], with_seconds=True)),
-                ("Subject", r["subject"])]
+                ("Subject", subject_text(r["subject"]))]
         if r["kind"] == "bounce":
             rows += [("Returned", r.get("note")), ("Sent to", r.get("original_to"))]
+        return rows
+
+    def _full_message(self, r):
         title = self.paint(f"Message #{r['id']}", bold=True)
         if r["kind"] == "broadcast":
             title += " " + self.paint(BROADCAST, "magenta", bold=True)
-        header = "\n".join(self.paint((name + ":").ljust(9), dim=True) + neutralise(value)
-                           for name, value in rows)
+        header = "\n".join(self.paint(f"{name}:".ljust(10), dim=True) + neutralise(value)
+                           for name, value in self.header_rows(r))
         return f"{title}\n{header}\n\n{neutralise(r['body'], multiline=True)}"
 
     def _render_sent(self, r):
@@ -360,7 +367,7 @@ class Output:
 
     def _inbox_line(self, e):
         mark = self.paint("*", "cyan", bold=True) if e["unread"] else " "
-        subject = neutralise(e["subject"])
+        subject = subject_text(e["subject"])
         if e["kind"] == "bounce":
             subject = f"Returned: {subject} — {neutralise(e.get('note'))}"
         elif e["kind"] == "broadcast":

@@ -8,7 +8,9 @@ or --json mode, whose text is a stable interface and stays as
   the terminal's width, newest first, bold for unread, yellow for returned
   messages, shown a screenful at a time by `Pager`;
 * messages that arrive: the backlog at login as one line each, later
-  pushes with their body; `read ID` in full, a returned message (bounce)
+  pushes with their body wrapped to the terminal's width and cut after 20
+  rows or 1,000 characters (`push_rows`); `read ID` in full, wrapped and
+  shown by the same `Pager` as the inbox, a returned message (bounce)
   marked as such with its note, a broadcast from the server's
   administrator marked "[broadcast] from the administrator";
 * `help` (every command) and `help COMMAND` (what it does and examples);
@@ -33,7 +35,13 @@ from datetime import datetime
 from prompt_toolkit.utils import get_cwidth
 
 from Modules.client import commands as client_commands
-from Modules.client.output import BROADCAST, Output, neutralise
+from Modules.client.output import (
+    BROADCAST,
+    PUSH_BODY_LINES,
+    Output,
+    neutralise,
+    subject_text,
+)
 
 INTERACTIVE_COMMANDS = (
     ("reconnect", "reconnect", "connect again now (also done by itself)"),
@@ -41,16 +49,20 @@ INTERACTIVE_COMMANDS = (
 HELP = {
     "send": ("Send a message. 'send NAME' asks for the subject, then the body: type as "
              "many lines as you like and finish with Ctrl-D (or a line with only '.'); "
-             "Ctrl-C cancels without sending. Press Tab after 'send ' to choose among the "
-             "people you have written to or heard from. A name without an account sends "
-             "the message back to you, marked as returned.",
+             "Ctrl-C cancels without sending (asking first about a draft longer than a "
+             "short line). An empty subject or body is asked about. Press Tab after "
+             "'send ' to choose among the people you have written to or heard from. A "
+             "name without an account sends the message back to you, marked as returned. "
+             "While the connection is down the message waits and goes out by itself once "
+             "it is back.",
              ["send bob", 'send bob "Lunch" "At noon?"']),
     "inbox": ("List your messages, newest first: number, sender, subject and when it "
               "arrived. * marks unread messages; returned messages say 'Returned'. A long "
               "inbox is shown a screen at a time (Space for more, q to stop).",
               ["inbox", "inbox --limit 10", "inbox --before 40"]),
-    "read": ("Show one message in full and mark it read. The number is the one in the "
-             "inbox list (or in the line that announced the message).", ["read 12"]),
+    "read": ("Show one message in full and mark it read; a long one a screen at a time "
+             "(Space for more, q to stop). The number is the one in the inbox list (or in "
+             "the line that announced the message).", ["read 12"]),
     "delete": ("Delete one or more of your messages for good.",
                ["delete 12", "delete 12 13 14"]),
     "delete-account": ("Delete your account, after you type its name to confirm. Messages "
@@ -71,6 +83,9 @@ KEYS_HELP = ("Keys: Tab completes commands and names; Up and Down recall earlier
              "Ctrl-C clears the line; Ctrl-D leaves.")
 RECEIVED_WIDTH = 15       # "yesterday 14:02"
 FROM_WIDTH = 16
+PUSH_BODY_CHARS = 1000    # a pushed body is cut after this many characters too
+BODY_INDENT = "    "      # a pushed body, under its one-line heading
+HEADER_WIDTH = 10         # "Subject: ", "Returned: " and their values after them
 
 
 # ------------------------------------------------------------ pure helpers
@@ -122,6 +137,44 @@ def wrapped(text, columns, first="", rest=None):
                          initial_indent=first, subsequent_indent=rest)
 
 
+def wrap_cells(line, width):
+    """One line of text as the rows a terminal `width` cells wide shows it in,
+    broken after the last space that fits (mid-word only when none does).
+    Widths count terminal cells; tabs count as four spaces."""
+    width = max(1, width)
+    rows, row, used, space = [], [], 0, -1
+    for char in line.replace("\t", "    "):
+        cells = max(0, get_cwidth(char))
+        if used + cells > width and row:
+            cut = space if space > 0 else len(row)
+            rows.append("".join(row[:cut]).rstrip(" "))
+            row = row[cut + 1:] if space > 0 else []
+            used, space = sum(max(0, get_cwidth(c)) for c in row), -1
+        row.append(char)
+        used += cells
+        if char == " ":
+            space = len(row) - 1
+    rows.append("".join(row))
+    return rows
+
+
+def body_rows(text, width):
+    """The rows of a (neutralised) multi-line body wrapped to `width` cells."""
+    return [row for line in text.split("\n") for row in wrap_cells(line, width)]
+
+
+def push_rows(body, columns, lines):
+    """(rows, complete) of a pushed body on a terminal of `columns` x `lines`:
+    wrapped under its heading, cut after PUSH_BODY_LINES rows (fewer on a
+    short terminal) or PUSH_BODY_CHARS characters; `complete` is False when
+    something was cut, so that only `read ID` shows all of it."""
+    text = neutralise(body, multiline=True)
+    room = min(PUSH_BODY_LINES, max(3, lines // 2))
+    rows = body_rows(text[:PUSH_BODY_CHARS], columns - len(BODY_INDENT) - 1)
+    complete = len(text) <= PUSH_BODY_CHARS and len(rows) <= room
+    return rows[:room], complete
+
+
 def terminal_size():
     """(columns, lines) of the terminal, with sane fallbacks."""
     size = shutil.get_terminal_size((80, 24))
@@ -129,7 +182,7 @@ def terminal_size():
 
 
 def inbox_subject(entry):
-    subject = neutralise(entry.get("subject"))
+    subject = subject_text(entry.get("subject"))
     if entry.get("kind") == "bounce":
         return f"Returned: {subject} — {neutralise(entry.get('note'))}"
     if entry.get("kind") == "broadcast":
@@ -185,7 +238,9 @@ class ScreenOutput(Output):
     def error(self, reason, code, command=None):
         text = neutralise(reason, multiline=True)
         hint = next_step(code, reason, command)
-        self._write_err(self.paint(text, "red") + (f" {hint}" if hint else ""))
+        # a usage line is no sentence: its hint goes under it, not after it
+        gap = "\n" if reason.startswith("Usage:") else " "
+        self._write_err(self.paint(text, "red") + (f"{gap}{hint}" if hint else ""))
 
     def warn(self, text):
         """A problem worth a colour, on stderr (connection lost, not sent)."""
@@ -212,22 +267,54 @@ class ScreenOutput(Output):
         when = self.paint(f"({received(r['sent_at'])})", dim=True)
         if r["kind"] == "bounce":
             text = (f"Returned message #{r['id']} (to {neutralise(r.get('original_to'))}): "
-                    f"{neutralise(r['subject'])} — {neutralise(r.get('note'))}")
+                    f"{subject_text(r['subject'])} — {neutralise(r.get('note'))}")
             return f"{self.paint(text, 'yellow')} {when}"
         if r["kind"] == "broadcast":
             head = self.paint(f"{BROADCAST} (#{r['id']}): ", "magenta", bold=True)
-            return f"{head}{self.paint(neutralise(r['subject']), bold=True)} {when}"
+            return f"{head}{self.paint(subject_text(r['subject']), bold=True)} {when}"
         head = self.paint(f"New message #{r['id']} from {neutralise(r['from'])}: ", "cyan",
                           bold=True)
-        return f"{head}{self.paint(neutralise(r['subject']), bold=True)} {when}"
+        return f"{head}{self.paint(subject_text(r['subject']), bold=True)} {when}"
+
+    def shows_whole(self, record):
+        """Whether the screen showed the message's whole text: `read`, or a push
+        whose body `push_rows` did not cut (a backlog line at login shows none)."""
+        if record.get("via") == "read":
+            return True
+        if record.get("via") != "push":
+            return False
+        columns, lines = terminal_size()
+        return push_rows(record.get("body") or "", columns, lines)[1]
+
+    def _indented_body(self, body, message_id):
+        columns, lines = terminal_size()
+        rows, complete = push_rows(body, columns, lines)
+        if not complete:
+            rows.append(self.paint(f"… cut short here; 'read {message_id}' shows all of it.",
+                                   dim=True))
+        return "\n".join(BODY_INDENT + row for row in rows)
 
     def _full_message(self, r):
-        text = super()._full_message(r)
-        if r["kind"] != "bounce":
-            return text
-        banner = ("RETURNED: this message was not delivered to "
-                  f"{neutralise(r.get('original_to'))}. {neutralise(r.get('note'))}")
-        return f"{self.paint(banner, 'yellow', bold=True)}\n{text}"
+        return "\n".join(self.message_lines(r))
+
+    def message_lines(self, r, columns=None):
+        """A message as read in full: its screen rows, wrapped to the terminal."""
+        columns = columns or terminal_size()[0]
+        rows = []
+        if r["kind"] == "bounce":
+            banner = ("RETURNED: this message was not delivered to "
+                      f"{neutralise(r.get('original_to'))}. {neutralise(r.get('note'))}")
+            rows += [self.paint(row, "yellow", bold=True)
+                     for row in wrap_cells(banner, columns - 1)]
+        title = self.paint(f"Message #{r['id']}", bold=True)
+        if r["kind"] == "broadcast":
+            title += " " + self.paint(BROADCAST, "magenta", bold=True)
+        rows.append(title)
+        for name, value in self.header_rows(r):
+            wrapped_value = wrap_cells(neutralise(value), columns - HEADER_WIDTH - 1)
+            rows.append(self.paint(f"{name}:".ljust(HEADER_WIDTH), dim=True) + wrapped_value[0])
+            rows += [" " * HEADER_WIDTH + row for row in wrapped_value[1:]]
+        return rows + [""] + body_rows(neutralise(r["body"], multiline=True), columns - 1)
 
     def _render_sent(self, r):
         if not r["bounced"]:

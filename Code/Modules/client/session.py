@@ -68,6 +68,9 @@ RECV_SIZE = 65536
 CLOSED_BY_SERVER = "The server closed the connection."
 # System events that only pass by (presence notices): never the reason of an end.
 PASSING_EVENTS = frozenset({"presence"})
+# Connection states after which nothing can be sent: a request then meets a
+# lost connection (kept and retried by the caller), not a refusal.
+ENDED_STATES = frozenset({protocol.CLOSED_STATE, protocol.ERROR})
 
 
 class ClientFailure(Exception):
@@ -250,6 +253,8 @@ class ClientSession:
                 try:
                     data = self.conn.send(packet)
                 except LocalProtocolError:
+                    if self.closed or self.conn.state in ENDED_STATES:
+                        raise self.connection_lost() from None   # it ended meanwhile
                     raise RequestFailed("That cannot be done at this point of the "
                                         "session.", "not_now") from None
                 except ProtocolError as error:
@@ -471,12 +476,21 @@ class ClientSession:
                     raise self.connection_lost() from None
 
     def _request_once(self, op, timeout, fields):
+        return self.finish_request(self.start_request(op, **fields), timeout)
+
+    def start_request(self, op, **fields):
+        """Send a request without waiting for it (a window of file chunks); its rid,
+        for finish_request, which must follow for every rid (no rate_limited retry)."""
         with self._replies_cond:
             self._rid += 1
             rid = self._rid
             self._waiting.add(rid)
+        self._send(Packet(op, {"rid": rid, **fields}))
+        return rid
+
+    def finish_request(self, rid, timeout=REQUEST_TIMEOUT):
+        """The Result data of the request `rid` (RequestFailed, ConnectionLost)."""
         try:
-            self._send(Packet(op, {"rid": rid, **fields}))
             reply = self._wait_reply(rid, timeout)
         finally:
             with self._replies_cond:

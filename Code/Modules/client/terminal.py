@@ -11,8 +11,10 @@ Every question the client asks a person goes through `Terminal`:
   with TERM=dumb, where prompt_toolkit would echo what is typed, through
   `getpass`), yes/no questions;
 * the message body editor: Enter starts a new line; Ctrl-D, Esc then
-  Enter, or a line holding only "." finishes; Ctrl-C cancels; a bar at the
-  bottom says so;
+  Enter, or a line holding only "." finishes; Ctrl-C cancels, asking first
+  when the draft is long (more than one line or 40 characters; a no goes
+  back to it as it was); an empty subject or body is asked about; a bar
+  at the bottom says so;
 * the "more" key of the inbox pager (Space or Enter: more; q: stop).
 
 The interactive client wraps its whole run in prompt_toolkit's
@@ -50,6 +52,22 @@ BODY_HINT = ("Type the message. Finish with Ctrl-D (or a line with only '.'); "
 BODY_TOOLBAR = " Ctrl-D: send   ·   '.' alone on a line: send   ·   Ctrl-C: cancel "
 MORE_PROMPT = "-- more: Space or Enter for the next page, q to stop --"
 YES = ("y", "yes")
+LONG_DRAFT = 40       # characters of one line that Ctrl-C throws away without asking
+
+
+class DraftInterrupted(KeyboardInterrupt):
+    """Ctrl-C in the body editor; `text` is what had been typed."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+
+
+def is_long_draft(text):
+    """Whether a draft is worth a question before Ctrl-C throws it away: more
+    than one line, or more than LONG_DRAFT characters."""
+    text = text.strip()
+    return "\n" in text or len(text) > LONG_DRAFT
 
 
 class ServerGone(ConnectionLost):
@@ -114,6 +132,10 @@ def body_key_bindings():
     @bindings.add("c-d")
     def _finish(event):
         event.current_buffer.validate_and_handle()
+
+    @bindings.add("c-c")
+    def _interrupt(event):
+        event.app.exit(exception=DraftInterrupted(event.current_buffer.text))
 
     return bindings
 
@@ -252,16 +274,38 @@ class Terminal:
         return self.ask("To: ").strip()
 
     def ask_subject(self, to, default=""):
-        return self.ask(f"Subject (to {to}): ", default)
+        """The subject; an empty one is asked about, and a no asks again."""
+        while True:
+            subject = self.ask(f"Subject (to {to}): ", default)
+            if subject.strip() or self.confirm("Send it with no subject? [y/N] "):
+                return subject
 
-    def ask_body(self, _to, default=""):
+    def ask_body(self, to, default=""):
+        """The body typed in the editor (`send`, `reply`). Ctrl-C throws a short
+        draft away (`Cancelled`) and asks first about a long one; kept, it is
+        edited on. An empty body is sent only after a yes."""
         print(BODY_HINT)
-        if is_dumb_terminal():    # no editor there: line by line
-            return self._body_lines()
-        return strip_end_marker(self._question("body", "", default))
+        body = self._body_lines(to) if is_dumb_terminal() else self._edit_body(to, default)
+        if not body.strip() and not self.confirm(
+                "The message is empty. Send it anyway? [y/N] "):
+            raise Cancelled()
+        return body
 
-    def _body_lines(self):
-        """The body as plain lines, up to a '.' line or Ctrl-D; Ctrl-C cancels."""
+    def _edit_body(self, to, default):
+        """The body from the multi-line editor; Ctrl-C as `ask_body` says."""
+        text = default
+        while True:
+            try:
+                return strip_end_marker(self._prompt("body", "", text))
+            except DraftInterrupted as stop:
+                text = stop.text
+            except (KeyboardInterrupt, EOFError):
+                raise Cancelled() from None
+            if self._throw_away(to, text):
+                raise Cancelled()
+
+    def _body_lines(self, to):
+        """The body as plain lines, up to a '.' line or Ctrl-D; Ctrl-C as in the editor."""
         lines = []
         while True:
             try:
@@ -269,11 +313,28 @@ class Terminal:
             except EOFError:
                 break
             except KeyboardInterrupt:
-                raise Cancelled() from None
+                if self._throw_away(to, "\n".join(lines)):
+                    raise Cancelled() from None
+                continue
             if line.strip() == ".":
                 break
             lines.append(line)
         return "\n".join(lines).rstrip("\n")
+
+    def _throw_away(self, to, text):
+        """Ctrl-C in a draft: True to throw it away. A long one is asked about
+        (Ctrl-C again at the question: yes); kept, the person types on."""
+        if not is_long_draft(text):
+            return True
+        lines = text.strip().count("\n") + 1
+        size = f"{lines} lines" if lines > 1 else f"{len(text.strip())} characters"
+        try:
+            if self.confirm(f"Throw away your message to {to} ({size})? [y/N] "):
+                return True
+        except Cancelled:
+            return True
+        print("Kept: type on. Ctrl-D (or a line with only '.') sends it.")
+        return False
 
     def confirm_delete(self, user):
         answer = self.ask(f"Delete account {user} and return unread messages to their "

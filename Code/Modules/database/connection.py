@@ -134,6 +134,8 @@ class MonitorConnection(asyncio.Protocol):
         if self.bound_at is not None:
             self.monitor.session_ended(self)
         self.subscription_ended()
+        if getattr(self.monitor, "files", None) is not None:   # its uploads will not finish
+            self.monitor.files.connection_closed(self.monitor, self)
         self.phase = operations.CLOSED
 
     def peer_pid(self):

@@ -10,7 +10,8 @@ This module is the process around the connections: it takes the data
 dir's lock, opens the files on the single writer
 (`Modules/database/writer.py`: group commit, replies only after COMMIT)
 and on reader threads beside it (`Modules/database/readers.py`),
-starts the password hasher (`Modules/database/auth.py`), repairs what a
+starts the password hasher (`Modules/database/auth.py`), loads the storage
+key of the encrypted file store (`Modules/database/files.py`), repairs what a
 crash left (torn commits, interrupted account deletions), serves the Unix
 socket and, on SIGTERM, lets queued work finish and checkpoints the WAL.
 What each connection may ask is in `Modules/database/answers.py`: one
@@ -31,7 +32,7 @@ import stat
 import time
 from collections import OrderedDict
 
-from Modules.database import administration, auth, statistics, storage
+from Modules.database import administration, auth, files, statistics, storage
 from Modules.database.answers import delete_account
 from Modules.database.audit import AuditLog
 from Modules.database.connection import Hub, MonitorConnection
@@ -80,6 +81,7 @@ class Monitor:
         self.session_addresses = OrderedDict()    # ticket nonce -> the login's address
         self.password_changes = {}                # user -> when passwd changed it (Bind)
         self.presence = PresenceTracker(self)     # who comes and goes (issue 13)
+        self.files = None                         # the FileService (issue 14), by serve()
 
     def job(self, fn, *args, after=None, lazy=False, owner=None):
         """A write (or a read that must see the writer's order) on the single writer."""
@@ -245,7 +247,9 @@ async def serve(config, ready):
     monitor.readers = readers
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
     configure_operator_side(monitor, config)
+    monitor.files = files.FileService.from_config(config)   # the storage key, the store
     await recover(monitor)
+    await files.recover(monitor)
     await load_settings(monitor, config)
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),
                                            config["socket_path"])
@@ -313,6 +317,7 @@ async def shutdown(server, monitor):
     monitor.readers.stop()
     for conn in list(monitor.connections):
         conn.close()
+    monitor.files.close()
     monitor.hasher.close()
     log.info("database closed cleanly")
 

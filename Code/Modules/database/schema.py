@@ -217,10 +217,38 @@ CREATE TRIGGER msg.messages_text_delete AFTER DELETE ON messages BEGIN
 END;
 """
 
+# Version 4: files between people (issue 14). One row per file sent: who to whom,
+# the name its sender gave, its size and SHA-256, its key wrapped by the storage
+# key (the content is in `files/<id>.blob`, `Modules/database/filestore.py`), and
+# its state: uploading (invisible to everyone), offered, downloaded, declined.
+# `stored` says whether the content is still on disk; `message_id` is the message
+# that offered it. The users' quota is the sum of what they sent that is stored.
+MESSAGES_V4 = """
+CREATE TABLE msg.files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    note TEXT,
+    wrapped_key BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('uploading', 'offered', 'downloaded',
+                                         'declined')),
+    stored INTEGER NOT NULL DEFAULT 1,
+    message_id INTEGER,
+    created_at REAL NOT NULL,
+    changed_at REAL
+);
+CREATE INDEX msg.files_by_recipient ON files(recipient, id);
+CREATE INDEX msg.files_by_sender ON files(sender, id);
+CREATE INDEX msg.files_uploading ON files(id) WHERE state = 'uploading';
+"""
+
 MIGRATIONS = {
     "users": [USERS_V1, USERS_V2, USERS_V3],
     "passwords": [PASSWORDS_V1],
-    "messages": [MESSAGES_V1, MESSAGES_V2, MESSAGES_V3],
+    "messages": [MESSAGES_V1, MESSAGES_V2, MESSAGES_V3, MESSAGES_V4],
 }
 
 

@@ -179,6 +179,8 @@ class Daemon:
                 "daemon_pid": os.getpid(),     # the only pid that may open an admin link
                 "ledger": {"addresses": self.options.ledger_addresses,
                            "days": self.options.ledger_days},
+                "files": {"max_bytes": self.options.file_max_bytes,
+                          "quota_bytes": self.options.file_quota_bytes},
                 "greeting": getattr(self.options, "greeting", None),
                 "motd": getattr(self.options, "motd", None)}
 
@@ -569,9 +571,13 @@ def run(options):
         print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
         return 1
     if options.fingerprint:
-        os.makedirs(options.data_dir, mode=0o700, exist_ok=True)
+        new = not os.path.exists(os.path.join(options.data_dir, identity.KEY_FILE_NAME))
         key = identity.load_or_create_server_key(options.data_dir)
         print(identity.fingerprint(key.public))
+        if new:         # the wrong directory is the usual mistake: not the server's key
+            print(f"parley: {options.data_dir} had no server key; this is a new one. A server "
+                  "run with --data-dir has its key there: give the same --data-dir.",
+                  file=sys.stderr)
         return 0
     log_always(log, "parley %s starting: pid %d, data dir %s, run by Unix user %s",
                instance.VERSION, os.getpid(), os.path.abspath(options.data_dir), unix_user())

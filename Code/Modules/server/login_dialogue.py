@@ -242,8 +242,9 @@ class LoginDialogue:
 
     def _wrong_password(self, _detail):
         self.attempts_left -= 1
+        left = self.attempts_left
         return self._ask_password(message=f"Wrong password for {self.username}. "
-                                          f"{self.attempts_left} tries left.")
+                                          f"{left} {'try' if left == 1 else 'tries'} left.")
 
     def _last_wrong_password(self, _detail):
         self.attempts_left = 0

@@ -138,6 +138,19 @@ def _ledger_days(text):
     return value
 
 
+_BYTE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+
+
+def _byte_count(text):
+    """Bytes, as a whole number with an optional K, M, G or T (powers of 1024)."""
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in _BYTE_UNITS else ""
+    value = int(cleaned[:len(cleaned) - len(unit)]) * _BYTE_UNITS[unit]
+    if value < 1:
+        raise ValueError("use a number of bytes of at least 1, e.g. 1073741824 or 1G")
+    return value
+
+
 # (name, type, default, help); --name on the command line, PARLEY_NAME in the environment.
 SERVER_OPTIONS = [
     ("host", str, "127.0.0.1", "address to listen on"),
@@ -172,6 +185,10 @@ SERVER_OPTIONS = [
      "was last seen"),
     ("metrics_port", _port, 0, "serve Prometheus metrics at http://127.0.0.1:PORT/metrics "
      "(loopback only; 0: off)"),
+    ("file_max_bytes", _byte_count, "1G", "the largest file a person may send (bytes, or "
+     "with K, M, G)"),
+    ("file_quota_bytes", _byte_count, "5G", "what the files one person sent may hold on the "
+     "server together, until they are downloaded or declined"),
     ("greeting", _operator_text, None, "text shown to every client before it logs in, or "
      "@FILE to read it from FILE; replaces the stored one, which the console changes live"),
     ("motd", _operator_text, None, "message of the day, shown after each login (text or "

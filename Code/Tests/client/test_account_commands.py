@@ -22,6 +22,8 @@ import pytest
 from Modules.client import account_commands, output
 from Modules.client.commands import UsageError, parse_line
 from Tests.support import PASSWORD, BatchClient, run_admin, run_client
+from Tests.support.clients import of_type
+from Tests.support.clients import run_ok as ok
 from Tests.support.terminal import ClientPty as Pty
 from Tests.support.terminal import history_file
 
@@ -77,14 +79,8 @@ def test_the_human_text_of_the_records():
 # ------------------------------------------------------------ batch and json
 
 
-def ok(server, user, lines=(), password=PASSWORD, create=False):
-    code, objects, stderr = run_client(server, user, lines, password=password, create=create)
-    assert code == 0, stderr
-    return objects
 
 
-def of_type(objects, kind):
-    return [o for o in objects if o["type"] == kind]
 
 
 def test_passwd_ends_the_other_session_which_does_not_come_back(server):

@@ -11,17 +11,21 @@ password, unknown recipient, unknown command, a server that cannot be
 reached, a changed server key), and the server going away and coming back
 on the same port (automatic retry, and `reconnect` with --no-retry).
 
-No timing assertions: every wait is an expect with a timeout. Every child
+No timing assertions but one (a server back after a long outage is found
+within seconds, not after the back-off's 30): every wait is an expect
+with a timeout. Every child
 is closed in a finally. One unit test needs no terminal: what a failed
 start tells a person to do next (`startup_step`).
 """
 
 import os
 import socket
+import time
 
 from Modules import identity
 from Modules.client import session as client_session
-from Tests.support import PASSWORD, run_client, terminal
+from Tests.support import PASSWORD, terminal
+from Tests.support.clients import run_ok as ok
 
 WAIT = 20
 
@@ -29,10 +33,6 @@ WAIT = 20
 Pty = terminal.ClientPty
 
 
-def ok(server, user, lines=(), create=False):
-    code, objects, stderr = run_client(server, user, lines, create=create)
-    assert code == 0, stderr
-    return objects
 
 
 def messages_of(server, user):
@@ -90,6 +90,83 @@ def test_first_run_trusts_the_key_creates_the_account_and_sends_a_multiline_body
     assert os.stat(history_file(pty, server.port, "dave")).st_mode & 0o077 == 0
 
 
+def test_a_long_draft_is_not_thrown_away_by_one_ctrl_c_nor_an_empty_one_sent_unasked(
+        server, tmp_path):
+    ok(server, "bob", create=True)
+    ok(server, "alice", create=True)
+    pty = Pty(tmp_path, server.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("send bob")
+        pty.expect(r"Subject \(to bob\):")
+        pty.line("")                                        # no subject: asked
+        pty.expect(r"Send it with no subject\? \[y/N\]")
+        pty.line("n")
+        pty.expect(r"Subject \(to bob\):")                  # asked again
+        pty.line("")
+        pty.expect(r"Send it with no subject\? \[y/N\]")
+        pty.line("y")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("The first line of a long letter,")
+        pty.line("and its second line.")
+        pty.send("\x03")                                    # Ctrl-C: asked first
+        pty.expect(r"Throw away your message to bob \(2 lines\)\? \[y/N\]")
+        pty.line("n")
+        pty.expect(r"Kept: type on\.")
+        pty.line("A third one.")
+        pty.send("\x04")
+        pty.expect(r"Sent message #\d+ to bob\.")
+        pty.line("send bob Drop")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("Another long letter, two lines of it;")
+        pty.line("this one goes.")
+        pty.send("\x03")
+        pty.expect(r"Throw away your message to bob \(2 lines\)\? \[y/N\]")
+        pty.line("y")
+        pty.expect(r"Cancelled; nothing was sent\.")
+        pty.line("send bob Empty")
+        pty.expect("Finish with Ctrl-D")
+        pty.send("\x04")                                    # nothing typed
+        pty.expect(r"The message is empty\. Send it anyway\? \[y/N\]")
+        pty.line("")
+        pty.expect(r"Cancelled; nothing was sent\.")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
+    received = [(m["subject"], m["body"]) for m in messages_of(server, "bob")]
+    assert received == [("", "The first line of a long letter,\nand its second line.\n"
+                             "A third one.")]
+
+
+def test_a_long_push_is_wrapped_and_cut_and_read_pages_it(server, tmp_path):
+    ok(server, "alice", create=True)
+    ok(server, "bob", create=True)
+    pty = Pty(tmp_path, server.port, login="alice", rows=12)
+    try:
+        pty.expect("alice>")
+        words = " ".join(f"w{n:04d}" for n in range(1000))     # one line, 5,999 characters
+        ok(server, "bob", [f'send alice "" "{words}"'])
+        found = pty.expect(r"New message #(\d+) from bob: \(no subject\).*\n")
+        number = found.group(1)
+        cut = pty.expect(rf"    … cut short here; 'read {number}' shows all of it\.")
+        rows = pty.screen_text()[found.end():cut.start()].splitlines()
+        assert len(rows) == 6 and all(len(row) <= 120 for row in rows)      # half of 12
+        assert all(row.startswith("    w") and row.endswith(tuple("0123456789"))
+                   for row in rows)                                     # between words
+        pty.line(f"read {number}")
+        pty.expect(r"Subject:  \(no subject\)")
+        pty.expect("-- more: Space or Enter for the next page, q to stop --")
+        pty.send(" ")
+        pty.expect("-- more")
+        pty.send("q")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+        assert "w0999" not in pty.screen_text()                 # stopped before the end
+    finally:
+        pty.close()
+
+
 # ------------------------------------------------------------ while typing
 
 
@@ -123,12 +200,12 @@ def test_tab_completes_commands_and_the_people_one_knows(server, tmp_path):
     pty = Pty(tmp_path, server.port, login="alice")
     try:
         pty.expect(r"New message #\d+ from bob: Hello")   # the backlog, one line
-        pty.expect("No unread messages")                   # it was shown whole: read
+        pty.expect("You have 1 unread message")            # its body was not shown
         pty.send("inb\t")
         pty.expect("inbox")
         pty.line("")
-        pty.expect(r"\s+\d+\s+bob\s+Hello")                # id, from, subject
-        pty.expect(r"1 message, 0 unread")
+        pty.expect(r"\*\s+\d+\s+bob\s+Hello")             # unread mark, id, from, subject
+        pty.expect(r"1 message, 1 unread")
         pty.send("send b\t")
         pty.expect("send bob")                             # heard from bob
         pty.line(' "Re" "ok"')
@@ -184,6 +261,8 @@ def test_mistakes_get_one_sentence_and_what_to_do_next(server, tmp_path):
         pty.line("not the password")
         pty.expect(r"Wrong password for alice\. 2 tries left\. Type it again, or press "
                    r"Ctrl-C to log in with another name\.")
+        pty.line("still not the password")
+        pty.expect(r"Wrong password for alice\. 1 try left\. Type it again")
         pty.line(PASSWORD)
         pty.expect("Logged in as alice")
         pty.line('send ghost "Boo" "anyone?"')
@@ -194,12 +273,29 @@ def test_mistakes_get_one_sentence_and_what_to_do_next(server, tmp_path):
         pty.line("read 999")
         pty.expect(r"You have no message 999\. Type 'inbox' to see the numbers")
         pty.line("read")
-        pty.expect(r"Usage: read ID Type 'help read' for an example\.")
+        pty.expect(r"Usage: read ID\n+Type 'help read' for an example\.")   # two lines
         pty.line("read 1")                     # the returned message, marked as such
         pty.expect(r"RETURNED: this message was not delivered to ghost\. No user named")
         pty.line("quit")
         assert pty.wait_exit() == 0
         assert "Traceback" not in pty.raw
+    finally:
+        pty.close()
+
+
+def test_declining_to_create_an_account_asks_for_another_name_once(server, tmp_path):
+    pty = Pty(tmp_path, server.port, "--accept-new-host-key")
+    try:
+        pty.expect("Username:")
+        pty.line("zed")
+        pty.expect(r"No account zed\. Create it\? \[y/N\]")
+        pty.line("n")
+        pty.expect("Username:")
+        pty.send("\x03")                         # Ctrl-C at the name: leave
+        assert pty.wait_exit() == 1
+        after = pty.screen_text().split("Create it? [y/N] n", 1)[1]
+        assert "a new name creates an account" not in after      # the prompt alone
+        assert len([line for line in after.splitlines() if "Username" in line]) == 1
     finally:
         pty.close()
 
@@ -219,12 +315,25 @@ def test_a_dumb_terminal_does_not_echo_the_password_either(server, tmp_path):
         pty.line("one")
         pty.line(".")
         pty.expect(r"Sent message #\d+ to bob\.")
+        pty.line("send bob Second")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("two lines")
+        pty.line("of a draft")
+        pty.expect(r"of a draft\n")                # taken as a line, not mid-typing
+        pty.send("\x03")                           # Ctrl-C: asked here too
+        pty.expect(r"Throw away your message to bob \(2 lines\)\? \[y/N\]")
+        pty.line("n")
+        pty.expect(r"Kept: type on\.")
+        pty.line("kept")
+        pty.line(".")
+        pty.expect(r"Sent message #\d+ to bob\.")
         pty.line("quit")
         assert pty.wait_exit() == 0
         assert PASSWORD not in pty.raw
     finally:
         pty.close()
-    assert [m["body"] for m in messages_of(server, "bob")] == ["one"]
+    assert [m["body"] for m in messages_of(server, "bob")] == ["one",
+                                                               "two lines\nof a draft\nkept"]
 
 
 def test_a_server_that_cannot_be_reached_is_said_plainly(tmp_path):
@@ -273,6 +382,61 @@ def test_the_client_comes_back_by_itself_and_keeps_the_typed_text(make_server, t
         pty.line("ox")
         pty.expect(r"\s+\d+\s+bob\s+Back")                 # the whole "inbox" ran
         pty.expect("1 message, 0 unread")                  # shown whole on arrival: read
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
+
+
+def test_a_message_finished_while_disconnected_is_sent_once_the_server_is_back(
+        make_server, tmp_path):
+    first = make_server()
+    ok(first, "bob", create=True)
+    ok(first, "alice", create=True)
+    pty = Pty(tmp_path, first.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("send bob")
+        pty.expect(r"Subject \(to bob\):")
+        pty.line("While away")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("typed before")
+        first.kill_group()                               # gone while the body is open
+        pty.expect(r"Connection lost")
+        pty.line("and after the server went away")
+        pty.send("\x04")                                 # Ctrl-D: finish the body
+        pty.expect(r"Not sent yet: the connection is down\. Your message to bob is kept "
+                   r"and will be sent as soon as the connection is back")
+        pty.line("quit")                                 # leaving would lose it: asked
+        pty.expect(r'Not sent yet \(the connection is down\): to bob: "While away"')
+        pty.expect(r"Leave anyway and lose them\? \[y/N\]")
+        pty.line("n")
+        make_server("--port", str(first.port))           # same data dir, same key
+        pty.expect(rf"Reconnected to 127\.0\.0\.1:{first.port} as alice\.", timeout=30)
+        pty.expect(r"Sent message #\d+ to bob\.")         # no Enter needed
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+        assert "That cannot be done at this point" not in pty.screen_text()
+    finally:
+        pty.close()
+    second = [m for m in messages_of(first, "bob") if m["subject"] == "While away"]
+    assert [m["body"] for m in second] == ["typed before\nand after the server went away"]
+
+
+def test_a_server_back_after_a_long_outage_is_found_within_seconds(make_server, tmp_path):
+    first = make_server()
+    ok(first, "alice", create=True)
+    pty = Pty(tmp_path, first.port, login="alice")
+    try:
+        pty.expect("alice>")
+        first.kill_group()
+        pty.expect(r"Connection lost")
+        time.sleep(19)           # a back-off's 4th try is 15 to 18 s after the loss, the 5th
+        # 30 to 36 s: a server back now would wait more than 10 s for it
+        make_server("--port", str(first.port))
+        back = time.monotonic()
+        pty.expect(rf"Reconnected to 127\.0\.0\.1:{first.port} as alice\.", timeout=30)
+        assert time.monotonic() - back < 6        # polled every 1 to 2 s while refused
         pty.line("quit")
         assert pty.wait_exit() == 0
     finally:

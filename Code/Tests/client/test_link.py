@@ -1,6 +1,7 @@
 """Tests for Modules/client/link.py: reconnecting after the connection drops.
 
-The backoff between tries (1 s growing to 30 s, with jitter), the
+The backoff between tries the server turned away (1 s growing to 30 s,
+with jitter) and the quick tries while nobody answers at all, the
 re-login that never creates an account (nor changes a reset password) and
 says why it stops, a `Link` reporting only the end of its current session
 (no socket), and no retrying after the server ended a session on purpose
@@ -20,6 +21,33 @@ def test_backoff_grows_to_thirty_seconds_with_some_jitter():
     assert list(itertools.islice(backoff_delays(lambda: 0.0), 8)) == [1, 2, 4, 8, 15, 30, 30,
                                                                       30]
     assert next(backoff_delays(lambda: 1.0)) == pytest.approx(1.2)
+
+
+def test_a_server_that_is_back_is_found_within_seconds_and_refusals_get_the_backoff(
+        monkeypatch):
+    from Modules.client import link as link_mod
+    from Modules.client.session import CannotConnect, ServerRefused
+    failures = [CannotConnect("refused", "refused")] * 25 + [
+        ServerRefused("Server full.", "notice")] * 3 + [CannotConnect("refused", "refused"),
+                                                        None]
+    waits, tries = [], iter(failures)
+    link = link_mod.Link("127.0.0.1", 1, "kh", LinkWatcher(), retry=True)
+    link.client.on_link_waiting = lambda reason, delay: None
+    link.user = "alice"
+    link._wake.wait = waits.append
+
+    def reconnect_once():
+        failure = next(tries)
+        if failure is not None:
+            raise failure
+        link.logged_in = True
+    monkeypatch.setattr(link, "_reconnect_once", reconnect_once)
+    link.client.on_link_back = lambda: None
+    monkeypatch.setattr(link_mod.random, "random", lambda: 0.0)
+    link._retry_loop()
+    assert waits[0] == 1                                       # the first try after 1 s
+    assert waits[1:26] == [1.0] * 25                           # nobody there: every 1-2 s
+    assert waits[26:30] == [2, 4, 8, 1.0]                      # turned away: backing off
 
 
 def test_relogin_never_creates_an_account_and_says_why():

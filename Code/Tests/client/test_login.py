@@ -193,3 +193,37 @@ def test_a_new_password_prompt_after_the_username_is_still_a_creation():
     prompt = {"prompt": "new_password", "message": "...", "username": "zed"}
     assert login.answer(prompt).fields == {"new_password": "password1"}
     assert not login.changing and login.confirmed_create == "zed"
+
+
+def test_declining_to_create_the_account_asks_for_the_username_once():
+    notes = []
+
+    class Declining(FakeTerminal):
+        def confirm(self, text):
+            self.asked.append(text)
+            return False
+    terminal = Declining([])
+    login = client_login.InteractiveLogin(terminal, notes.append)
+    first = {"prompt": "username", "message": "Username (a new name creates an account):"}
+    assert login.answer(first).fields == {"username": "zed"}
+    offer = {"prompt": "new_password", "message": "There is no account 'zed'. ...",
+             "username": "zed"}
+    assert login.answer(offer).fields == {"cancel": True}
+    assert login.answer(first).fields == {"username": "zed"}
+    assert terminal.asked == ["Username: ", "No account zed. Create it? [y/N] ", "Username: "]
+    assert notes == []                       # no second "Username (…):" over the prompt
+    refused = {"prompt": "username", "message": "That account could not be created; "
+                                                "choose another username."}
+    login.answer(refused)
+    assert notes == [refused["message"]]     # a refusal is still said
+
+
+def test_a_wait_of_one_second_is_said_in_the_singular(monkeypatch):
+    notes = []
+    monkeypatch.setattr(client_login.random, "uniform", lambda low, high: low)
+    login = client_login.ScriptedLogin("bob", "password1", note=notes.append,
+                                       sleep=lambda seconds: None)
+    prompt = {"prompt": "password", "message": "Password for bob:", "username": "bob"}
+    login.answer(prompt)
+    login.answer({**prompt, "message": "The server is busy.", "retry_after": 1})
+    assert notes == ["The server is busy. Trying again in 1 second."]

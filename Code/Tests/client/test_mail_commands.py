@@ -13,6 +13,8 @@ from Modules.client import mail_commands
 from Modules.client.commands import UsageError, parse_line
 from Modules.client.output import Output
 from Tests.support import run_client, terminal
+from Tests.support.clients import of_type
+from Tests.support.clients import run_ok as ok
 
 ORIGINAL = {"id": 7, "from": "bob", "to": "alice", "subject": "Lunch", "body": "At noon?\nOk",
             "sent_at": 1_700_000_000.0, "kind": "message"}
@@ -86,14 +88,8 @@ def test_records_and_their_human_text():
 # ------------------------------------------------------------ the real client
 
 
-def ok(server, user, lines=(), create=False):
-    code, objects, stderr = run_client(server, user, lines, create=create)
-    assert code == 0, stderr
-    return objects
 
 
-def of_type(objects, kind):
-    return [o for o in objects if o["type"] == kind]
 
 
 def test_sent_history_search_unread_reply_and_forward_in_batch_mode(server):
@@ -156,7 +152,7 @@ def test_a_push_shown_whole_is_read_and_a_long_one_cut_short_is_not(server, tmp_
                              'send bob "Long" "line', *["line"] * 38, 'line"'])
         pty.expect(r"New message #\d+ from alice: Short")
         pty.expect(r"New message #\d+ from alice: Long")
-        pty.expect(r"more lines: read \d+")
+        pty.expect(r"cut short here; 'read \d+' shows all of it\.")
         pty.line("unread")
         pty.expect(r"\*\s+\d+\s+alice\s+.*Long")
         pty.line("delete-account")
@@ -169,3 +165,29 @@ def test_a_push_shown_whole_is_read_and_a_long_one_cut_short_is_not(server, tmp_
         pty.close()
     returned = [o for o in ok(server, "alice") if o["type"] == "message"]
     assert [m["subject"] for m in returned if m["kind"] == "bounce"] == ["Long"]
+
+
+def test_history_reply_and_sent_at_the_prompt(server, tmp_path):
+    ok(server, "alice", create=True)
+    ok(server, "bob", create=True)
+    first = of_type(ok(server, "bob", ['send alice "Lunch" "At noon?"']), "sent")[0]["id"]
+    pty = terminal.ClientPty(tmp_path, server.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("history bob")
+        pty.expect("Your conversation with bob, oldest first:")
+        pty.expect(rf"#{first} .*bob → alice: Lunch")
+        pty.line(f"reply {first} --quote")
+        pty.expect("Finish with Ctrl-D")
+        pty.line("Noon is fine.")
+        pty.line(".")
+        pty.expect(r"Sent message #(\d+) to bob\.")
+        pty.line("sent")
+        pty.expect(r"\d+\s+bob\s+.*waiting\s+Re: Lunch")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
+    reply = [m for m in of_type(ok(server, "bob"), "message") if m["subject"] == "Re: Lunch"]
+    assert reply[0]["body"].startswith("Noon is fine.\n\nOn ") and "> At noon?" in \
+        reply[0]["body"]

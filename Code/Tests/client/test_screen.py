@@ -101,3 +101,68 @@ def test_a_broadcast_is_marked_on_the_screen():
         assert "[broadcast] from the administrator" in text and "Exam moved" in text
     assert inbox_subject({"subject": "Exam moved", "kind": "broadcast"}) == \
         "[broadcast] Exam moved"
+
+
+def test_lines_wrap_at_spaces_to_the_cells_of_the_terminal():
+    from prompt_toolkit.utils import get_cwidth
+
+    from Modules.client.screen import wrap_cells
+    assert wrap_cells("one two three four", 9) == ["one two", "three", "four"]
+    assert wrap_cells("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]     # no space: cut
+    assert wrap_cells("", 10) == [""]
+    rows = wrap_cells("日本語のテキスト" * 10, 15)
+    assert all(sum(map(get_cwidth, row)) <= 15 for row in rows)
+    assert "".join(rows) == "日本語のテキスト" * 10
+    assert wrap_cells("a\tb", 80) == ["a    b"]
+
+
+def test_a_long_push_is_wrapped_and_cut_by_rows_and_by_length():
+    from Modules.client.screen import PUSH_BODY_CHARS, push_rows
+    rows, complete = push_rows("word " * 1000, columns=80, lines=40)       # 5,000 characters
+    assert not complete and len(rows) <= 20 and all(len(row) <= 75 for row in rows)
+    rows, complete = push_rows("x" * 5000, columns=400, lines=100)
+    assert not complete and sum(map(len, rows)) == PUSH_BODY_CHARS        # wide: by length
+    rows, complete = push_rows("line\n" * 30, columns=80, lines=12)
+    assert not complete and len(rows) == 6                                 # half a short screen
+    assert push_rows("Are you there?", 80, 40) == (["Are you there?"], True)
+
+
+def test_a_pushed_message_fits_the_screen_and_says_how_to_see_the_rest(monkeypatch):
+    from Modules.client import screen
+    monkeypatch.setattr(screen, "terminal_size", lambda: (60, 30))
+    message = {"id": 7, "from": "bob", "to": "al", "subject": "", "body": "y" * 5000,
+               "sent_at": 0, "kind": "message"}
+    text = screen.ScreenOutput().render(client_output.message_record(message, "push"))
+    lines = text.split("\n")
+    assert lines[0].startswith("New message #7 from bob: (no subject)")
+    assert len(lines) == 1 + 15 + 1 and all(len(line) <= 60 for line in lines)   # half of 30
+    assert lines[-1].strip() == "… cut short here; 'read 7' shows all of it."
+
+
+def test_a_message_read_in_full_is_wrapped_with_its_header_aligned():
+    from Modules.client.screen import ScreenOutput
+    record = client_output.message_record(
+        {"id": 3, "from": "parley", "to": "al", "subject": "Lost", "sent_at": 0,
+         "kind": "bounce", "body": "long " * 100, "original_to": "zed",
+         "note": "No user named 'zed' exists on this server."}, "read")
+    lines = ScreenOutput().message_lines(record, columns=50)
+    assert all(len(line) <= 50 for line in lines)
+    assert "Returned: No user named 'zed' exists on this" in lines
+    assert "Subject:  Lost" in lines and "Sent to:  zed" in lines
+    assert "Returned: No user" in client_output.Output().render(record)   # batch text too
+
+
+def test_only_a_push_shown_uncut_counts_as_shown_whole(monkeypatch):
+    from Modules.client import screen
+    monkeypatch.setattr(screen, "terminal_size", lambda: (80, 24))
+    output = screen.ScreenOutput()
+
+    def record(body, via):
+        return client_output.message_record({"id": 1, "from": "bob", "to": "al",
+                                             "subject": "s", "body": body, "sent_at": 0,
+                                             "kind": "message"}, via)
+    assert output.shows_whole(record("Short.", "push"))
+    assert not output.shows_whole(record("x" * 5000, "push"))          # one long line, cut
+    assert not output.shows_whole(record("line\n" * 15, "push"))       # more than 12 rows
+    assert not output.shows_whole(record("Short.", "login"))           # a heading only
+    assert output.shows_whole(record("x" * 5000, "read"))

@@ -188,6 +188,17 @@ def test_a_closed_connection_ends_waiting_with_the_servers_reason():
     assert caught.value.message == "The server is shutting down."
 
 
+def test_a_request_on_a_connection_that_ended_is_a_lost_connection_not_a_refusal():
+    session = client_session.ClientSession("127.0.0.1", 1, Recorder())
+    session.conn.machine.state = protocol.CLOSED_STATE   # the reader saw the end
+    with pytest.raises(client_session.ConnectionLost):
+        session.request("Send", to="bob", subject="s", body="b", client_id="c")
+    session.conn.machine.state = protocol.LOGIN          # alive, but not in a session
+    with pytest.raises(client_session.RequestFailed) as caught:
+        session.request("Inbox")
+    assert caught.value.code == "not_now"
+
+
 def test_fatal_login_error_ends_the_login_dialogue():
     session, _handlers, _sent = _session()
     session._dispatch([Packet("Error", {"code": "too_many_attempts", "fatal": True,

@@ -199,8 +199,9 @@ def test_version_1_files_migrate_keeping_messages_ids_and_the_id_sequence(data_d
     monkeypatch.undo()
     db = open_databases(data_dir)
     try:
-        assert storage_schema.schema_version(db, "msg") == 3
+        assert storage_schema.schema_version(db, "msg") == 4      # 4: the files table
         assert storage_schema.schema_version(db, "main") == 3
+        assert db.execute("SELECT COUNT(*) FROM msg.files").fetchone() == (0,)
         kept = db.execute("SELECT id, subject FROM msg.messages ORDER BY id").fetchall()
         assert kept == [(ids[0], "s0"), (ids[1], "s1")]
         # version 3: the old messages keep a sender's copy and are in the text index

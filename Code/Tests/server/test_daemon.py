@@ -132,6 +132,10 @@ def test_fingerprint_option_prints_the_key_fingerprint(tmp_path):
     key = identity.load_or_create_server_key(data_dir)
     assert done.returncode == 0
     assert done.stdout.strip() == identity.fingerprint(key.public)
+    assert "had no server key; this is a new one" in done.stderr     # made just now
+    again = subprocess.run([sys.executable, SERVER, "--fingerprint", "--data-dir", data_dir],
+                           capture_output=True, text=True, timeout=60, env=child_env())
+    assert (again.stdout, again.stderr) == (done.stdout, "")
 
 
 def test_bad_option_is_a_clear_error(tmp_path):

@@ -103,7 +103,8 @@ def test_wrong_password_twice_then_right():
         assert answer(dialogue, password="nope-nope") == [VerifyPassword("alice", "nope-nope")]
         prompt, data = prompt_of(dialogue.outcome("wrong_password"))
         assert prompt == "password" and data["attempts_left"] == left
-        assert "Wrong password" in data["message"] and str(left) in data["message"]
+        assert data["message"] == f"Wrong password for alice. {left} " + (
+            "try left." if left == 1 else "tries left.")
     answer(dialogue, password=PASSWORD)
     assert dialogue.outcome("verified") == [LoggedIn("alice", False)]
 

@@ -157,6 +157,15 @@ def test_a_bad_greeting_or_motd_stops_the_start(capsys, text, words):
         assert len(err.splitlines()[-1]) < 300  # a long text is not echoed whole
 
 
+def test_file_limits_take_bytes_with_an_optional_unit():
+    options = parse()
+    assert (options.file_max_bytes, options.file_quota_bytes) == (1024 ** 3, 5 * 1024 ** 3)
+    assert parse(["--file-max-bytes", "2048"]).file_max_bytes == 2048
+    assert parse(["--file-max-bytes", "3M"]).file_max_bytes == 3 * 1024 ** 2
+    assert parse(["--file-quota-bytes", "2GiB"]).file_quota_bytes == 2 * 1024 ** 3
+    assert parse(environ={"PARLEY_FILE_QUOTA_BYTES": "10k"}).file_quota_bytes == 10 * 1024
+
+
 # -------------------------------------------------------------- bad values
 
 
@@ -168,6 +177,8 @@ def test_a_bad_greeting_or_motd_stops_the_start(capsys, text, words):
     ("keepalive", "1.5"), ("keepalive", "99999"), ("idle_timeout", "-5"),
     ("idle_timeout", "forever"), ("exit_when_idle", "99999999"),
     ("log_file", " "), ("metrics_port", "70000"), ("metrics_port", "http"),
+    ("file_max_bytes", "0"), ("file_max_bytes", "-1G"), ("file_quota_bytes", "lots"),
+    ("file_quota_bytes", "1.5G"),
 ])
 def test_bad_command_line_value_exits_naming_the_option(capsys, name, text):
     err = exits(capsys, [f"{flag(name)}={text}"])

@@ -15,10 +15,12 @@ from Tests.support.clients import (  # noqa: F401  (the shared names)
     RawClient,
     client_command,
     next_message,
+    of_type,
     parse_json_lines,
     read_to_end,
     request,
     run_client,
+    run_ok,
     send,
     session,
 )

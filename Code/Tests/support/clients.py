@@ -2,7 +2,8 @@
 
 `BatchClient` runs the real `Code/client.py --batch --json` with its
 standard input held open, and reads its JSON lines as they come;
-`run_client` runs one to the end of its input. `RawClient` speaks the wire
+`run_client` runs one to the end of its input (`run_ok`: and it must
+succeed; `of_type` picks its records of one type). `RawClient` speaks the wire
 protocol directly through the sans-IO `Connection`, for tests that must
 send what a well-behaved client would not; `session`, `request`, `send`
 and `next_message` drive one through a login and its requests.
@@ -41,6 +42,18 @@ def run_client(server, user, lines=(), password=PASSWORD, create=False, extra=()
                           text=True, timeout=timeout,
                           env=child_env({"PARLEY_TEST_PASSWORD": password}))
     return done.returncode, parse_json_lines(done.stdout), done.stderr
+
+
+def run_ok(server, user, lines=(), create=False, password=PASSWORD):
+    """Run a batch client that must succeed; its JSON objects."""
+    code, objects, stderr = run_client(server, user, lines, password=password, create=create)
+    assert code == 0, stderr
+    return objects
+
+
+def of_type(objects, kind):
+    """The JSON objects of one `type`."""
+    return [o for o in objects if o["type"] == kind]
 
 
 def parse_json_lines(text):

@@ -30,17 +30,9 @@ from Tests.support import (
     client_command,
     run_client,
 )
+from Tests.support.clients import of_type
+from Tests.support.clients import run_ok as ok
 from Tests.support.storage import broadcast_offline, change_account_offline
-
-
-def ok(server, user, lines=(), create=False, password=PASSWORD):
-    code, objects, stderr = run_client(server, user, lines, create=create, password=password)
-    assert code == 0, stderr
-    return objects
-
-
-def of_type(objects, kind):
-    return [o for o in objects if o["type"] == kind]
 
 
 def test_create_login_and_wrong_password(server):

@@ -1,0 +1,440 @@
+"""The client's file commands (issue 14): send a file to a person, fetch one.
+
+    send-file NAME PATH [--note TEXT]    files
+    download ID [PATH] [--force]         decline ID [--note TEXT]
+
+A command module beside `commands` (listed in its EXTENSIONS): `COMMANDS`,
+`PARSERS`, `RUNS`, and the human text of its records in
+`output.RENDERERS`.
+
+`send-file` reads the file twice, a chunk at a time: once for its SHA-256
+(announced in FileOffer, with its size, so that a file too large or over
+the quota is refused before any byte is sent), then to send it in 64 KiB
+chunks (base64 in FileChunk), keeping at most `WINDOW` chunks in flight,
+and FileDone, which the server answers only when the whole file is on its
+disk and the hash matched. `download` fetches chunk after chunk
+(FileFetch, the same window) into a temporary file in the target
+directory, checks size and SHA-256, and only then gives it its name: the
+sender's name made safe (`safe_file_name`, below), or PATH. An
+existing file is never replaced without `--force`. Memory per transfer is
+the window's chunks, whatever the file's size.
+
+JSON records: {"type":"file_sent","id","to","name","size","sha256",
+"message","bounced","note"?}, {"type":"files","files":[{"id","direction",
+"from","to","name","size","sha256","note","state","sent_at","stored"}]},
+{"type":"file_downloaded","id","name","path","size","sha256","verified"},
+{"type":"file_declined","id"}.
+
+Talks to the runner's session (`request`, and `start_request` /
+`finish_request` for the window) and the local file system. Fails like
+every command: a usage mistake, a file that cannot be read or written, a
+hash that does not match (nothing is kept) or the server's refusal is one
+error record and the session goes on; no partial file is left behind.
+"""
+
+import base64
+import hashlib
+import os
+import stat
+import tempfile
+import unicodedata
+from collections import deque
+
+from Modules import operations
+from Modules.client import output as out_mod
+from Modules.client.command_words import (
+    UsageError,
+    checked,
+    message_id,
+    parse_flags,
+    usage,
+)
+from Modules.client.session import RequestFailed
+
+OFFER = operations.get("FileOffer")
+DECLINE = operations.get("FileDecline")
+CHUNK = operations.FILE_CHUNK
+WINDOW = 8               # chunks in flight at once, each way
+READ_BLOCK = 1024 * 1024
+OK = "ok"                # commands.OK (commands imports this module, so not from there)
+
+COMMANDS = (
+    ("send-file", "send-file NAME PATH [--note TEXT]",
+     "send a file to someone (checked end to end, stored encrypted)"),
+    ("files", "files", "the files offered to you and those you sent"),
+    ("download", "download ID [PATH] [--force]", "save a file offered to you, checked"),
+    ("decline", "decline ID [--note TEXT]", "send a file offered to you back"),
+)
+_USAGE = {name: text for name, text, _summary in COMMANDS}
+HELP = {
+    "send-file": ("Send a file to someone. It goes to the server in pieces, checked with "
+                  "SHA-256, and is kept there encrypted until they download or decline it; "
+                  "they get a message about it now or at their next login.",
+                  ["send-file bob report.pdf", 'send-file bob notes.txt --note "For Monday"']),
+    "files": ("List the files offered to you and those you sent, with their number, size "
+              "and state (offered, downloaded, declined).", ["files"]),
+    "download": ("Save a file offered to you, in this directory under its (made safe) name, "
+                 "in another directory, or as PATH. Its SHA-256 is checked before it gets "
+                 "its name; an existing file is kept unless you add --force.",
+                 ["download 7", "download 7 ~/Downloads", "download 7 copy.pdf --force"]),
+    "decline": ("Send a file offered to you back to its sender, with an optional note.",
+                ["decline 7", 'decline 7 --note "Wrong file?"']),
+}
+
+
+# ------------------------------------------------------------ parsing
+
+
+def _note(word):
+    return checked(OFFER.field("note"), word)
+
+
+def _parse_send_file(words):
+    plain, args = parse_flags(words, _USAGE["send-file"], {"--note": ("note", _note)},
+                              positional=2)
+    return {"to": checked(OFFER.field("to"), plain[0]), "path": plain[1], **args}
+
+
+def _parse_download(words):
+    force = "--force" in words
+    plain = [word for word in words if word != "--force"]
+    if not 1 <= len(plain) <= 2 or plain[0].startswith("--"):
+        raise usage(_USAGE["download"])
+    args = {"id": file_id(plain[0]), "force": force}
+    if len(plain) == 2:
+        args["path"] = plain[1]
+    return args
+
+
+def _parse_decline(words):
+    plain, args = parse_flags(words, _USAGE["decline"],
+                              {"--note": ("note", lambda w: checked(DECLINE.field("note"), w))},
+                              positional=1)
+    return {"id": file_id(plain[0]), **args}
+
+
+def _parse_files(words):
+    if words:
+        raise usage(_USAGE["files"])
+    return {}
+
+
+def file_id(word):
+    """A file number ('7' or '#7'), as `files` lists them."""
+    try:
+        return message_id(word)
+    except UsageError:
+        raise UsageError(f"'{out_mod.neutralise(word)}' is not a file number (see "
+                         "'files').") from None
+
+
+PARSERS = {"send-file": _parse_send_file, "files": _parse_files,
+           "download": _parse_download, "decline": _parse_decline}
+
+
+# ------------------------------------------------------------ sending
+
+
+def _open_regular(path):
+    """The open file and its size; UsageError for what cannot be sent."""
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise UsageError(f"Cannot read {out_mod.neutralise(path)}: "
+                         f"{error.strerror or error}.") from None
+    info = os.fstat(handle.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        handle.close()
+        raise UsageError(f"{out_mod.neutralise(path)} is not a regular file.")
+    return handle, info.st_size
+
+
+def file_sha256(handle):
+    digest = hashlib.sha256()
+    while block := handle.read(READ_BLOCK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def windowed(session, requests, on_result):
+    """Send `requests` ((op, fields) pairs, an iterator) keeping WINDOW in flight;
+    `on_result(data)` for each answer, in order. After a failure the requests in
+    flight are still awaited (their answers dropped), then it is raised."""
+    in_flight, failure = deque(), None
+    for op, fields in requests:
+        in_flight.append(session.start_request(op, **fields))
+        if len(in_flight) >= WINDOW:
+            failure = _settle(session, in_flight.popleft(), on_result, failure)
+            if failure is not None:
+                break
+    while in_flight:
+        failure = _settle(session, in_flight.popleft(), on_result, failure)
+    if failure is not None:
+        raise failure
+
+
+def _settle(session, rid, on_result, failure):
+    try:
+        data = session.finish_request(rid)
+    except RequestFailed as error:
+        return failure or error
+    if failure is None:
+        on_result(data)
+    return failure
+
+
+def _chunk_requests(handle, upload, chunks):
+    handle.seek(0)
+    for index in range(chunks):
+        data = handle.read(CHUNK)
+        yield "FileChunk", {"upload": upload, "index": index,
+                            "data": base64.b64encode(data).decode("ascii")}
+
+
+def _run_send_file(runner, args):
+    handle, size = _open_regular(args["path"])
+    with handle:
+        digest = file_sha256(handle)
+        name = os.path.basename(os.path.normpath(args["path"])) or "file"
+        offer = runner.session.request("FileOffer", to=args["to"], name=name, size=size,
+                                       sha256=digest, note=args.get("note"))
+        windowed(runner.session, _chunk_requests(handle, offer["upload"], offer["chunks"]),
+                 lambda _data: None)
+    done = runner.session.request("FileDone", upload=offer["upload"])
+    record = {"type": "file_sent", "id": done.get("id"), "to": args["to"], "name": name,
+              "size": size, "sha256": digest, "message": done.get("message"),
+              "bounced": bool(done.get("bounced"))}
+    if done.get("note"):
+        record["note"] = done["note"]
+    runner.output.emit(record)
+    return OK
+
+
+# ------------------------------------------------------------ the list, declining
+
+
+def files_record(result):
+    entries = []
+    for entry in result.get("files", []):
+        entries.append({"id": entry.get("id"), "direction": entry.get("direction"),
+                        "from": entry.get("sender"), "to": entry.get("recipient"),
+                        "name": entry.get("name"), "size": entry.get("size"),
+                        "sha256": entry.get("sha256"), "note": entry.get("note"),
+                        "state": entry.get("state"),
+                        "sent_at": out_mod.iso_time(entry.get("created_at")),
+                        "stored": bool(entry.get("stored"))})
+    return {"type": "files", "files": entries}
+
+
+def _run_files(runner, _args):
+    runner.output.emit(files_record(runner.session.request("Files")))
+    return OK
+
+
+def _run_decline(runner, args):
+    runner.session.request("FileDecline", id=args["id"], note=args.get("note"))
+    runner.output.emit({"type": "file_declined", "id": args["id"]})
+    return OK
+
+
+# ------------------------------------------------------------ downloading
+
+
+def _target(args, name):
+    """Where the file goes: PATH as given (a directory: the safe name in it), or the
+    safe name here. UsageError if it exists and --force was not given."""
+    path = args.get("path")
+    if path is None or os.path.isdir(path):
+        path = target_path(path or os.curdir, name, args["id"])
+    if os.path.lexists(path) and not args["force"]:
+        raise UsageError(f"{out_mod.neutralise(path)} exists already; add --force to "
+                         "replace it, or give another PATH.")
+    if os.path.isdir(path):
+        raise UsageError(f"{out_mod.neutralise(path)} is a directory.")
+    return path
+
+
+class _Download:
+    """The temporary file of one download, its hash and size so far."""
+
+    def __init__(self, path):
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            fd, self.temporary = tempfile.mkstemp(prefix=".parley-download-",
+                                                  suffix=".part", dir=directory)
+        except OSError as error:
+            raise UsageError(f"Cannot write in {out_mod.neutralise(directory)}: "
+                             f"{error.strerror or error}.") from None
+        self.handle = os.fdopen(fd, "wb")
+        self.hash, self.size, self.next_index = hashlib.sha256(), 0, 0
+
+    def add(self, data):
+        if data.get("index") != self.next_index:
+            raise RequestFailed("The server sent the file's chunks out of order.",
+                                "bad_reply")
+        chunk = base64.b64decode(data.get("data", ""))
+        self.handle.write(chunk)
+        self.hash.update(chunk)
+        self.size += len(chunk)
+        self.next_index += 1
+
+    def keep(self, path, force, size, sha256):
+        """Checked: the file gets its name. Else RequestFailed, and nothing stays."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        if self.size != size or self.hash.hexdigest() != sha256:
+            raise RequestFailed("The downloaded file does not have the SHA-256 (or the size) "
+                                "its sender announced; nothing was saved. Try again.",
+                                "hash_mismatch")
+        if force:
+            os.replace(self.temporary, path)
+        else:
+            try:
+                os.link(self.temporary, path)    # fails if the name was taken meanwhile
+            except FileExistsError:
+                raise UsageError(f"{out_mod.neutralise(path)} appeared meanwhile; add "
+                                 "--force to replace it.") from None
+            os.unlink(self.temporary)
+
+    def discard(self):
+        self.handle.close()
+        try:
+            os.unlink(self.temporary)
+        except FileNotFoundError:
+            pass
+
+
+def _run_download(runner, args):
+    first = runner.session.request("FileFetch", id=args["id"], index=0)
+    path = _target(args, first.get("name", ""))
+    download = _Download(path)
+    try:
+        download.add(first)
+        windowed(runner.session, (("FileFetch", {"id": args["id"], "index": index})
+                                  for index in range(1, first.get("chunks", 1))),
+                 download.add)
+        download.keep(path, args["force"], first.get("size"), first.get("sha256"))
+    except BaseException:
+        download.discard()
+        raise
+    runner.output.emit({"type": "file_downloaded", "id": args["id"],
+                        "name": first.get("name"), "path": path, "size": first.get("size"),
+                        "sha256": first.get("sha256"), "verified": True})
+    return OK
+
+
+RUNS = {"send-file": _run_send_file, "files": _run_files, "download": _run_download,
+        "decline": _run_decline}
+
+
+# ------------------------------------------------------------ other people's file names
+#
+# A file's name is what its sender's client said it was: untrusted. Before
+# `download` puts it on disk, `safe_file_name()` makes it one plain name inside
+# the download directory, whatever it held: only the last component of any path
+# is kept (`/` and `\\` both separate), so `../../.bashrc`, `/etc/passwd` or
+# `C:\\x\\y` cannot leave the directory; leading dots and spaces go (no hidden
+# files, no `.` or `..`), and trailing ones (some systems drop them silently);
+# control characters (C0, DEL, C1), format characters such as bidirectional
+# overrides, line and paragraph separators and `<>:"|?*` become `_`, so nothing
+# reaches a terminal or a shell raw and the name is valid on Windows too; a
+# reserved device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9, any extension, any
+# case) gets a `_` in front; a name over 255 bytes of UTF-8 is cut, its extension
+# kept; what is left empty becomes `file-ID`. `target_path()` joins directory and
+# safe name and checks once more that the result is directly inside it.
+
+NAME_BYTES_MAX = 255
+_FORBIDDEN = set('<>:"|?*\\/')
+_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+             *(f"COM{n}" for n in range(1, 10)), *(f"LPT{n}" for n in range(1, 10))}
+
+
+def _plain(ch):
+    """A character harmless in a file name and on a terminal."""
+    if ch in _FORBIDDEN:
+        return False
+    category = unicodedata.category(ch)
+    return not (category[0] == "C" or category in ("Zl", "Zp"))
+
+
+def _cut(name, limit=NAME_BYTES_MAX):
+    """At most `limit` bytes of UTF-8, the extension (if short) kept."""
+    if len(name.encode("utf-8", "replace")) <= limit:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or len(extension) > 16:
+        stem, extension = name, ""
+    keep = limit - len(extension.encode("utf-8")) - (1 if extension else 0)
+    while len(stem.encode("utf-8", "replace")) > keep:
+        stem = stem[:-1]
+    return stem + ("." + extension if extension else "")
+
+
+def safe_file_name(name, file_id):
+    """One plain file name made from `name` (see the rules above)."""
+    last = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch if _plain(ch) else "_" for ch in last)
+    cleaned = cleaned.lstrip(". ").rstrip(". ")
+    if not cleaned:
+        return f"file-{file_id}"
+    if cleaned.split(".", 1)[0].upper().rstrip(" ") in _RESERVED:
+        cleaned = "_" + cleaned
+    return _cut(cleaned)
+
+
+def target_path(directory, name, file_id):
+    """The path in `directory` where the file `name` is saved; UsageError if it
+    would not be directly inside it (the rules above make that impossible: this
+    is the last line of defence)."""
+    safe = safe_file_name(name, file_id)
+    path = os.path.join(directory, safe)
+    if os.path.dirname(os.path.abspath(path)) != os.path.abspath(directory):
+        raise UsageError(f"The file name {out_mod.neutralise(safe)} would leave the "
+                         "download directory; give a PATH.")
+    return path
+
+
+# ------------------------------------------------------------ human text
+
+
+def size_text(size):
+    for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def render_file_sent(_out, r):
+    shown = out_mod.neutralise(r["name"])
+    if r["bounced"]:
+        return f"File #{r['id']} ({shown}) came back: {out_mod.neutralise(r.get('note', ''))}"
+    return (f"Sent {shown} ({size_text(r['size'])}) to {out_mod.neutralise(r['to'])} as file "
+            f"#{r['id']}; the server checked its SHA-256 {r['sha256'][:16]}…")
+
+
+def render_files(out, r):
+    if not r["files"]:
+        return "No files offered to you, and none sent."
+    lines = [out.paint(f"  {'ID':>6}  {'FROM/TO':<18} {'SIZE':>10}  {'STATE':<10}  NAME",
+                       dim=True)]
+    for e in r["files"]:
+        who = (f"from {e['from']}" if e["direction"] == "received" else f"to {e['to']}")
+        lines.append(f"  {e['id']:>6}  {out_mod.shorten(out_mod.neutralise(who), 18):<18} "
+                     f"{size_text(e['size'] or 0):>10}  {e['state'] or '':<10}  "
+                     f"{out_mod.shorten(out_mod.neutralise(e['name']), 40)}")
+    return "\n".join(lines)
+
+
+def render_file_downloaded(_out, r):
+    return (f"Saved file #{r['id']} as {out_mod.neutralise(r['path'])} "
+            f"({size_text(r['size'])}); SHA-256 checked: {r['sha256'][:16]}… matches.")
+
+
+def render_file_declined(_out, r):
+    return f"File #{r['id']} was sent back to its sender."
+
+
+out_mod.RENDERERS.update({"file_sent": render_file_sent, "files": render_files,
+                          "file_downloaded": render_file_downloaded,
+                          "file_declined": render_file_declined})

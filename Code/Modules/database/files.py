@@ -1,0 +1,313 @@
+"""Files between people in the database process: uploads, downloads, declines.
+
+The monitor's answers to FileOffer, FileChunk, FileDone, Files, FileFetch
+and FileDecline (`FileAnswers`, mixed into `answers.UserAnswers`), and the
+`FileService` they share (one per database process, `monitor.files`): the
+encrypted store in `<data dir>/files` (`Modules/database/filestore.py`),
+the storage key loaded from its own file when the process starts, the
+operator's limits, and the uploads in progress.
+
+An upload: FileOffer announces recipient, name, size and SHA-256; what can
+be refused is refused then, before any byte (no such account, too large,
+over the sender's quota), and a row is made in state "uploading", invisible
+to everyone (`Modules/database/file_records.py`). FileChunk carries chunk
+`index` (64 KiB, base64: the serializers carry no raw bytes) in order; it
+is sealed and appended by the store on one I/O thread beside the event
+loop, and hashed. FileDone finishes: the SHA-256 must equal the announced
+one (else nothing is kept: `hash_mismatch`), the file is fsynced and
+renamed to its final name, and only then is the offer committed and pushed
+to the recipient as a message. An upload belongs to the monitor connection
+that offered it: when that connection ends, or the process restarts, the
+half-written file and its row go (no resume in this slice). Memory per
+transfer is one chunk; no plaintext ever reaches the disk.
+
+A download fetches one chunk per FileFetch, opened and checked by the
+store (a chunk changed on disk is a `corrupt` refusal naming it). A
+decline marks the row, removes the content and returns the file to its
+sender as a bounce. Every answer acts as `conn.user` only: a file that is
+not one's own is "not found", whoever asks.
+
+What it logs: who sent a file of how many bytes to whom, downloads
+finished and declines, by file id; never a name, a note, a key or content.
+
+How it fails: refusals with one sentence (see `REFUSALS` and the answers);
+a malformed storage key file stops the process at start (StorageError).
+"""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from Modules.database import file_records, filestore, mailbox
+from Modules.database.file_records import FileLimits
+from Modules.database.filestore import CorruptFile, FileStore, StoreError
+from Modules.database.schema import StorageError
+
+log = logging.getLogger("parley.database")
+
+UPLOADS_PER_CONNECTION = 4      # uploads one session may have in progress at once
+KEY_FILE = "storage_key"
+FILES_DIR = "files"
+
+
+def _size_text(size):
+    for unit, scale in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+# What FileOffer says when it refuses, by the outcome of begin_upload.
+REFUSALS = {
+    "no_account": ("not_found", "There is no account '{to}' to send a file to."),
+    "blocked": ("not_accepted", "The file was not accepted by the recipient."),
+    "too_large": ("too_large", "The file is {size}; this server takes files of at most "
+                               "{max}."),
+    "quota": ("quota_exceeded", "The file is {size}, and with it the files you sent that "
+                                "this server keeps would hold more than your quota of "
+                                "{quota}."),
+}
+
+
+class Upload:
+    """One upload in progress: its writer, its hash so far, the connection it is on."""
+
+    def __init__(self, file_id, conn, writer, announced):
+        self.file_id, self.conn, self.writer = file_id, conn, writer
+        self.announced = announced
+        self.hash = hashlib.sha256()
+
+    def write(self, index, text):
+        """On the I/O thread: decode, seal, append and hash chunk `index`."""
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise StoreError(f"chunk {index} of upload {self.file_id} is not base64") \
+                from None
+        self.writer.write_chunk(index, data)
+        self.hash.update(data)
+        return self.writer.next_index
+
+
+class FileService:
+    """The store, the storage key, the limits and the uploads of one database process."""
+
+    def __init__(self, data_dir, limits=FileLimits(), key_path=None):
+        try:
+            self.storage_key = filestore.load_or_create_storage_key(
+                key_path or os.path.join(data_dir, KEY_FILE))
+        except StoreError as error:
+            raise StorageError(str(error)) from None
+        self.store = FileStore(os.path.join(data_dir, FILES_DIR))
+        self.limits = limits
+        self.uploads = {}                   # file id -> Upload
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="files")
+
+    @classmethod
+    def from_config(cls, config):
+        settings = config.get("files") or {}
+        limits = FileLimits(**{name: int(settings[name]) for name in FileLimits._fields
+                               if settings.get(name)})
+        return cls(config["data_dir"], limits, config.get("storage_key"))
+
+    def run(self, fn, *args):
+        """`fn(*args)` on the I/O thread, in the order asked (one thread: a
+        connection's chunks are written in the order they came)."""
+        return asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    def uploads_on(self, conn):
+        return [upload for upload in self.uploads.values() if upload.conn is conn]
+
+    def connection_closed(self, monitor, conn):
+        """Its uploads will not finish: the half-written files and their rows go."""
+        for upload in self.uploads_on(conn):
+            self.discard(monitor, upload)
+
+    def discard(self, monitor, upload):
+        """Forget an upload: its half-written file and its row go. While the process
+        stops (the writer or the I/O thread gone) they stay for `recover` at the
+        next start."""
+        self.uploads.pop(upload.file_id, None)
+        try:
+            self.io.submit(self.remove_partial, upload)
+            future = monitor.job(file_records.abandon_upload, upload.file_id)
+        except Exception as error:          # stopping: the next start cleans up
+            log.info("upload %d left for the next start: %s", upload.file_id, error)
+            return
+        future.add_done_callback(_consume)
+
+    def remove_partial(self, upload):
+        upload.writer.close()
+        self.store.remove(upload.file_id)
+
+    def read_chunk(self, row, index):
+        """On the I/O thread: the plaintext of chunk `index` of a stored file."""
+        key = filestore.unwrap_key(self.storage_key, row["id"], row["wrapped_key"])
+        reader = self.store.reader(row["id"], key, row["size"])
+        try:
+            return reader.chunk(index)
+        finally:
+            reader.close()
+
+    def close(self):
+        self.io.shutdown(wait=True)
+
+
+def _nothing():
+    """A job on the I/O thread that only waits for those before it."""
+
+
+def _consume(future):
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("an abandoned upload's row was not removed: %s", future.exception())
+
+
+async def recover(monitor):
+    """At start: uploads cut off by the last stop go (row and half-written file),
+    and so does any file on disk no row keeps."""
+    files = monitor.files
+    abandoned = await monitor.job(file_records.abandon_all_uploads)
+    kept = await monitor.job(file_records.stored_ids)
+    removed = await files.run(_remove_unkept, files.store, kept)
+    if abandoned or removed:
+        log.warning("removed %d uploads cut off by the last stop and %d files no longer "
+                    "kept", len(abandoned), removed)
+
+
+def _remove_unkept(store, kept):
+    try:
+        names = os.listdir(store.directory)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        stem, _, suffix = name.partition(".")
+        if stem.isdigit() and (suffix == "part" or (suffix == "blob" and int(stem) not in kept)):
+            os.unlink(os.path.join(store.directory, name))
+            removed += 1
+    return removed
+
+
+class FileAnswers:
+    """The file operations, as the connection's own user (mixed into UserAnswers).
+
+    Uses `self.conn`, `self.monitor`, `self.job`, `self.query` and
+    `self.refusal(code, reason)` of the answer set it is mixed into.
+    """
+
+    def _upload(self, upload_id):
+        upload = self.monitor.files.uploads.get(upload_id)
+        return upload if upload is not None and upload.conn is self.conn else None
+
+    async def file_offer(self, args):
+        files, user = self.monitor.files, self.conn.user
+        if len(files.uploads_on(self.conn)) >= UPLOADS_PER_CONNECTION:
+            return self.refusal("busy", f"You have {UPLOADS_PER_CONNECTION} uploads in "
+                                "progress already; finish one first.")
+        outcome, file_id, key = await self.job(
+            file_records.begin_upload, files.storage_key, user, args["to"], args["name"],
+            args["size"], args["sha256"], args["note"], time.time(), files.limits)
+        if outcome in REFUSALS:
+            code, reason = REFUSALS[outcome]
+            return self.refusal(code, reason.format(
+                to=args["to"], size=_size_text(args["size"]),
+                max=_size_text(files.limits.max_bytes),
+                quota=_size_text(files.limits.quota_bytes)))
+        try:
+            writer = await files.run(files.store.writer, file_id, key, args["size"])
+        except OSError:
+            await self.job(file_records.abandon_upload, file_id)
+            raise
+        files.uploads[file_id] = Upload(file_id, self.conn, writer, args["sha256"])
+        return {"upload": file_id, "chunk_size": filestore.CHUNK, "chunks": writer.chunks}
+
+    async def file_chunk(self, args):
+        upload = self._upload(args["upload"])
+        if upload is None:
+            return self.refusal("not_found", f"You have no upload {args['upload']} in "
+                                "progress.")
+        try:
+            received = await self.monitor.files.run(upload.write, args["index"], args["data"])
+        except StoreError as error:
+            return self.refusal("bad_request", f"{error}.")
+        return {"received": received}
+
+    async def file_done(self, args):
+        upload, files = self._upload(args["upload"]), self.monitor.files
+        if upload is None:
+            return self.refusal("not_found", f"You have no upload {args['upload']} in "
+                                "progress.")
+        await files.run(_nothing)      # a barrier: the chunks asked before are written
+        writer = upload.writer
+        if writer.next_index != writer.chunks:
+            return self.refusal("incomplete", f"Upload {upload.file_id} has {writer.next_index}"
+                                f" of its {writer.chunks} chunks; send the rest first.")
+        if upload.hash.hexdigest() != upload.announced:
+            files.uploads.pop(upload.file_id, None)     # gone before the answer says so
+            await files.run(files.remove_partial, upload)
+            await self.job(file_records.abandon_upload, upload.file_id)
+            log.info("%s: upload %d refused, its SHA-256 did not match", self.conn.user,
+                     upload.file_id)
+            return self.refusal("hash_mismatch", "The file that arrived does not have the "
+                                "SHA-256 that was announced (it changed while it was sent, "
+                                "or was damaged on the way); nothing was stored.")
+        files.uploads.pop(upload.file_id, None)
+        await files.run(writer.finish)                        # durable, then visible
+        result = await self.job(
+            file_records.finish_upload, upload.file_id, time.time(),
+            mailbox.limits_from(self.monitor.settings),
+            after=lambda stored: self.monitor.hub.deliver(stored["deliveries"]))
+        if result["bounced"]:
+            await files.run(files.store.remove, upload.file_id)
+        log.info("%s sent file %d (%d bytes)%s", self.conn.user, upload.file_id, writer.size,
+                 ", bounced" if result["bounced"] else "")
+        fields = {"id": upload.file_id, "message": result["id"], "bounced": result["bounced"]}
+        if result.get("note"):
+            fields["note"] = result["note"]
+        return fields
+
+    async def files(self, _args):
+        rows = await self.query(file_records.list_files, self.conn.user)
+        return {"files": rows}
+
+    async def file_fetch(self, args):
+        row = await self.query(file_records.file_for_download, self.conn.user, args["id"])
+        if row is None:
+            return self.refusal("not_found", f"You have no file {args['id']}.")
+        chunks = filestore.chunk_count(row["size"])
+        if args["index"] >= chunks:
+            return self.refusal("bad_request", f"File {args['id']} has {chunks} chunks; "
+                                f"there is no chunk {args['index']}.")
+        try:
+            data = await self.monitor.files.run(self.monitor.files.read_chunk, row,
+                                                args["index"])
+        except CorruptFile as error:
+            log.error("file %d is damaged on disk: %s", row["id"], error)
+            return self.refusal("corrupt", f"File {row['id']} is damaged on the server "
+                                f"({error}); it cannot be downloaded.")
+        except StoreError as error:
+            log.error("file %d cannot be read: %s", row["id"], error)
+            return self.refusal("not_found", f"File {row['id']} is no longer stored.")
+        if args["index"] == chunks - 1 and row["recipient"] == self.conn.user:
+            if await self.job(file_records.mark_downloaded, self.conn.user, row["id"],
+                              time.time()):
+                log.info("%s downloaded file %d", self.conn.user, row["id"])
+        return {"data": base64.b64encode(data).decode("ascii"), "index": args["index"],
+                "chunks": chunks, "size": row["size"], "sha256": row["sha256"],
+                "name": row["name"]}
+
+    async def file_decline(self, args):
+        files = self.monitor.files
+        deliveries = await self.job(
+            file_records.decline, self.conn.user, args["id"], args["note"], time.time(),
+            after=lambda found: self.monitor.hub.deliver(found or ()))
+        if deliveries is None:
+            return self.refusal("not_found", f"You have no file {args['id']} to decline.")
+        await files.run(files.store.remove, args["id"])
+        log.info("%s declined file %d", self.conn.user, args["id"])
+        return {"declined": True}
