@@ -26,7 +26,7 @@ def test_completion_of_commands_people_and_help_topics():
     assert _completions(completer, "rec") == ["reconnect"]
     assert _completions(completer, "send b") == ["bob", "bobby"]
     assert _completions(completer, "send ") == ["bob", "bobby", "carol"]
-    assert _completions(completer, "help sen") == ["send", "sent"]
+    assert _completions(completer, "help sen") == ["send", "send-file", "sent"]
     assert _completions(completer, "read ") == []
     assert _completions(completer, 'send bob "x') == []
     assert command_names(["send"]).count("send") == 1
