@@ -340,7 +340,7 @@ class Client:
                 self.on_login(self)
         elif op == "Error":
             self.fail(f"login error {data.get('code')}: {data.get('reason')}")
-        elif op == "System":
+        elif op == "System" and data.get("event") != "presence":   # notices may come
             self.fail(f"system event {data.get('event')} during login")
 
     def _answer_prompt(self, data):

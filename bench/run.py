@@ -18,6 +18,8 @@ Scenarios (names for the command line):
   readflood  paced relay latency while 10 accounts flood Inbox reads (bench/abuse.py)
   prelogin   honest logins while one address holds its pre-login cap (bench/abuse.py)
   createflood honest logins (argon2 defaults) during an account-creation flood
+  presence   paced relay latency (1,000/s) with 200 presence-enabled sessions online,
+             then while they reconnect all at once every 3 s (bench/presence.py)
 
 Every scenario except `login` runs the server with tiny argon2 parameters
 (PARLEY_ARGON2_MEMORY_KIB=8, _TIME_COST=1) so that creating the accounts
@@ -601,11 +603,13 @@ RUNNERS = {"relay": scenario_relay, "paced": scenario_paced, "offline": scenario
            "afterlogin": scenario_afterlogin}
 
 import abuse  # noqa: E402  (the "fair under abuse" scenarios; they use the helpers above)
+import presence  # noqa: E402  (issue 13: paced latency during a presence reconnect storm)
 
-SCENARIOS += abuse.SCENARIOS
-TARGETS.update(abuse.TARGETS)
-UNITS.update(abuse.UNITS)
-RUNNERS.update(abuse.RUNNERS)
+for _extra in (abuse, presence):
+    SCENARIOS += _extra.SCENARIOS
+    TARGETS.update(_extra.TARGETS)
+    UNITS.update(_extra.UNITS)
+    RUNNERS.update(_extra.RUNNERS)
 
 
 # --------------------------------------------------------------------------

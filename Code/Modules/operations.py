@@ -51,6 +51,9 @@ MAILBOX_DEFAULTS = {"mailbox_messages": 10_000,          # an inbox's limits (se
                     "mailbox_bytes": 100 * 1024 * 1024}
 SEARCH_MAX = 200                  # characters of a search text
 TEXT_MAX = 2000                   # characters of a greeting, motd, broadcast or announcement
+ONLINE_PAGE_MAX = 200             # the most people one Online answer lists
+ONLINE_PAGE_DEFAULT = 100
+PRESENCE_STATES = ("on", "off")
 FILE_NAME_MAX = 255               # characters of a file's name (as its sender gave it)
 FILE_NOTE_MAX = 2000              # characters of a file's note, or a decline's
 FILE_CHUNK = 64 * 1024            # plaintext bytes of one FileChunk / FileFetch
@@ -291,6 +294,24 @@ OPERATIONS = (
                       "(no reply)"),
     Operation("Logout", USER, None, client=True, rid="optional", command="logout",
               summary="end the session (answered by the user process itself)"),
+    # -- role "user": presence (issue 13) ------------------------------------------
+    Operation("Online", USER, "online", client=True, relayed=True, command="who",
+              fields=(Field("after", str, required=False, high=rules.USERNAME_MAX),
+                      Field("limit", int, required=False, low=1, high=ONLINE_PAGE_MAX,
+                            default=ONLINE_PAGE_DEFAULT)),
+              reply=("people", "more"),
+              summary="the people online now whom this user may see (user, since, idle "
+                      "seconds), by name, names after `after`"),
+    Operation("Presence", USER, "presence", client=True, relayed=True, command="presence",
+              fields=(Field("state", str, required=False, high=32,
+                            check=_one_of(PRESENCE_STATES, "presence setting")),),
+              reply=("presence",),
+              summary="set (`on`: seen, `off`: invisible and told nothing) or, without "
+                      "`state`, show this user's presence"),
+    Operation("LastSeen", USER, "last_seen", client=True, relayed=True, command="last",
+              fields=(ACCOUNT,), reply=("user", "online", "since?", "last_seen?"),
+              summary="whether a person is online (since when) or when they last were; "
+                      "nothing if hidden from this user or no such account"),
     # -- role "user": my account (issue 13) ----------------------------------------
     Operation("ChangePassword", USER, "change_password", client=True, relayed=True,
               command="passwd",

@@ -36,6 +36,7 @@ VALID = {"Send": {"to": "bob", "subject": "s", "body": "b", "client_id": "c1"},
          # issue 14, files
          "FileOffer": {"to": "bob", "name": "a.txt", "size": 1, "sha256": "0" * 64},
          "FileFetch": {"id": 1, "index": 0}, "FileDecline": {"id": 1}}
+VALID.update(Online={}, Presence={}, LastSeen={"username": "bob"})       # presence (issue 13)
 
 
 def read_doc(name):
@@ -204,9 +205,15 @@ COMMAND_LINES = {
                               ["x" * operations.FILE_NOTE_MAX,
                                "x" * (operations.FILE_NOTE_MAX + 1)]),
 }
+COMMAND_LINES.update({                                                   # presence (issue 13)
+    ("Presence", "state"): (lambda v: f"presence {shlex.quote(v)}",
+                            ["on", "off", "OFF", "maybe", "", "o" * 40]),
+    ("LastSeen", "username"): (lambda v: f"last {shlex.quote(v)}",
+                               ["ab", "abc", "a" * 32, "a" * 33, "9lives", "parley", "Bob"]),
+})
 # Fields the client fills in itself; no person types them.
 SET_BY_THE_CLIENT = {("Send", "client_id"), ("DeleteAccount", "confirm"), ("Ack", "ids"),
-                     ("Ack", "read"),
+                     ("Ack", "read"), ("Online", "after"), ("Online", "limit"),
                      # send-file and download: from the file, the server's answers, the window
                      ("FileOffer", "name"), ("FileOffer", "size"), ("FileOffer", "sha256"),
                      ("FileChunk", "upload"), ("FileChunk", "index"), ("FileChunk", "data"),

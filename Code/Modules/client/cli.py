@@ -52,10 +52,13 @@ with milliseconds, "2026-11-21T02:10:00.123Z"; "?" marks optional keys):
     {"type":"password_changed","ended":N}      (passwd OLD NEW; issue 13, my account)
     {"type":"block"|"unblock","user","changed"}
     {"type":"blocked","blocked":[{"user","since"}]}
+    {"type":"who","people":[{"user","since","idle"}]}
+    {"type":"presence","presence":"on"|"off"}
+    {"type":"last","user","online","since","last_seen"}   (times ISO 8601 or null)
     {"type":"system","event","message"}   events: goodbye, shutdown, account_deleted,
-                                          announce, and (the session then ends)
-                                          kicked, suspended, password_reset, idle_timeout,
-                                          password_changed
+                                          announce, presence ("bob is online"), and (the
+                                          session then ends) kicked, suspended,
+                                          password_reset, idle_timeout, password_changed
     {"type":"help","commands":[{"usage","summary"}]}
     {"type":"error","error":reason,"code":code,"command":line or null}
 A login the server refuses (a suspended account: code "suspended", too many

@@ -29,7 +29,12 @@ import difflib
 import shlex
 
 from Modules import operations, rules
-from Modules.client import account_commands, file_commands, mail_commands
+from Modules.client import (
+    account_commands,
+    file_commands,
+    mail_commands,
+    people_commands,
+)
 from Modules.client import output as out_mod
 from Modules.client.command_words import (  # noqa: F401  (re-exported API)
     Cancelled,
@@ -47,7 +52,7 @@ from Modules.client.session import RequestFailed
 
 # The command modules beside this one: each has COMMANDS (name, usage,
 # summary), PARSERS {name: parse(words)} and RUNS {name: run(runner, args)}.
-EXTENSIONS = (mail_commands, account_commands, file_commands)
+EXTENSIONS = (mail_commands, account_commands, people_commands, file_commands)
 
 COMMANDS = (
     ("send", "send TO [SUBJECT [BODY]]", "send a message (asks for what is missing)"),

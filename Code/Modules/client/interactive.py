@@ -57,6 +57,7 @@ from Modules.client.output import (
     system_record,
 )
 from Modules.client.session import (
+    PASSING_EVENTS,
     ClientFailure,
     ConnectionLost,
     Handlers,
@@ -280,7 +281,8 @@ class InteractiveClient(Handlers):
         return whole
 
     def on_system(self, event, message):
-        self._system_said.add(message)
+        if event not in PASSING_EVENTS:       # a presence notice is never why it ended
+            self._system_said.add(message)
         self.output.emit(system_record(event, message))
 
     def on_error(self, code, reason):

@@ -66,6 +66,8 @@ RATE_LIMIT_WAIT_MAX = 10              # seconds; a longer wait is the user's to 
 KEEPALIVE = {"TCP_KEEPIDLE": 5, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 3}
 RECV_SIZE = 65536
 CLOSED_BY_SERVER = "The server closed the connection."
+# System events that only pass by (presence notices): never the reason of an end.
+PASSING_EVENTS = frozenset({"presence"})
 # Connection states after which nothing can be sent: a request then meets a
 # lost connection (kept and retried by the caller), not a refusal.
 ENDED_STATES = frozenset({protocol.CLOSED_STATE, protocol.ERROR})
@@ -374,7 +376,7 @@ class ClientSession:
             return
         if event == "goodbye":
             self._goodbye.set()
-        else:
+        elif event not in PASSING_EVENTS:
             self._server_reason = message
         if self._in_session:
             self.handlers.on_system(event, message)

@@ -10,8 +10,9 @@ An answer set is built for one connection and one role: `NewAnswers`
 and `UserAnswers`
 (Subscribe, Send, Ack, Inbox, Read, Delete, DeleteAccount; and from the mixins
 of issue 13's "my account": ChangePassword in `passwords.py`, Block, Unblock
-and Blocked in `blocks.py`; issue 14's FileOffer, FileChunk, FileDone,
-Files, FileFetch and FileDecline in `files.py`). Every answer is
+and Blocked in `blocks.py`; and of its presence: Online, Presence and LastSeen
+in `presence.py`; issue 14's FileOffer, FileChunk, FileDone, Files, FileFetch
+and FileDecline in `files.py`). Every answer is
 a coroutine `answer(args)` that gets the request's fields already
 validated by the registry and returns the reply's fields, or a `Refusal`
 for an outcome the caller must be told as a failure (a stale ticket, a
@@ -36,6 +37,7 @@ from Modules.database import auth, mailbox, statistics, storage
 from Modules.database.blocks import BlockAnswers
 from Modules.database.files import FileAnswers
 from Modules.database.passwords import PasswordAnswers, predates_password_change
+from Modules.database.presence import PresenceAnswers
 from Modules.database.reserved_names import NameReserved
 from Modules.database.writer import CommitFailed
 
@@ -267,7 +269,7 @@ class LoginAnswers(_Answers):
         return reply
 
 
-class UserAnswers(BlockAnswers, PasswordAnswers, FileAnswers, _Answers):
+class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, _Answers):
     """Phase "user": every answer acts as `conn.user`, the account Bind named."""
 
     async def subscribe(self, _args):

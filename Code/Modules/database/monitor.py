@@ -36,6 +36,7 @@ from Modules.database import administration, auth, files, statistics, storage
 from Modules.database.answers import delete_account
 from Modules.database.audit import AuditLog
 from Modules.database.connection import Hub, MonitorConnection
+from Modules.database.presence import PresenceTracker
 from Modules.database.readers import ReadBudget, ReaderPool
 from Modules.database.writer import SingleWriter
 from Modules.runtime import (
@@ -79,6 +80,7 @@ class Monitor:
         self.peak_sessions = 0
         self.session_addresses = OrderedDict()    # ticket nonce -> the login's address
         self.password_changes = {}                # user -> when passwd changed it (Bind)
+        self.presence = PresenceTracker(self)     # who comes and goes (issue 13)
         self.files = None                         # the FileService (issue 14), by serve()
 
     def job(self, fn, *args, after=None, lazy=False, owner=None):
@@ -112,9 +114,11 @@ class Monitor:
     def session_started(self, conn):
         conn.bound_at = conn.last_request = time.time()
         self.peak_sessions = max(self.peak_sessions, len(self.user_sessions()))
+        self.presence.session_started(conn)
 
     def session_ended(self, conn):
         """Count the logoff (every end: logout, disconnect, kick, shutdown)."""
+        self.presence.session_ended(conn)
         try:
             future = self.job(statistics.record_logoff, conn.user)
         except Exception as error:        # the writer has stopped: nothing more is counted

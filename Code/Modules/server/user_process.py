@@ -69,7 +69,7 @@ _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
 # Notices from the monitor that end the session (the operator's kick, suspend,
 # reset-password; the user's passwd in another session), and those only passed on.
 _ENDING_NOTICES = ("kicked", "suspended", "password_reset", "password_changed")
-_TOLD_NOTICES = ("announce",)
+_TOLD_NOTICES = ("announce", "presence")
 SESSION_MOVES = {
     (RUNNING, "shutdown"): DRAINING,
     (RUNNING, "account_deleted"): HANDING_BACK,
