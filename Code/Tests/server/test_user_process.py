@@ -7,7 +7,6 @@ an active one goes on. Clients are `RawClient`s so the tests see every
 packet.
 """
 
-import logging
 import os
 import signal
 import time
@@ -249,20 +248,3 @@ def test_an_idle_session_is_told_why_and_closed_while_an_active_one_goes_on(make
     assert request(busy, "Inbox").op == "Result"      # the active session was not ended
     wait_until(lambda: "idle for 2 s; ending the session" in server.log(),
                message="the reason in the log")
-
-
-def test_deliveries_acknowledged_together_are_one_log_line_naming_each(caplog):
-    from Modules.server.user_process import SessionLog
-    trace = SessionLog("bob")
-    with caplog.at_level(logging.INFO, logger="parley.user"):
-        for n in (1, 2, 3):
-            trace.pushed({"id": n, "from": "alice", "subject": "s", "body": "x" * n,
-                          "kind": "bounce" if n == 3 else "message"})
-        trace.acknowledged([1, 2, 3, 99, "x"])           # 99 was never pushed: not logged
-        trace.pushed({"id": 4, "from": "carol", "subject": "hi", "body": "", "kind": "message"})
-        trace.acknowledged([4])
-    lines = [record.getMessage() for record in caplog.records]
-    assert lines == ["delivered to bob: #1 from alice (2 bytes), #2 from alice (3 bytes), "
-                     "bounce #3 from alice (4 bytes)",
-                     "delivered #4 from carol to bob (2 bytes)"]
-    assert trace.delivered == 4
