@@ -326,6 +326,7 @@ class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, _
             mailbox.match_expression(args["text"])
         except mailbox.EmptySearch as error:
             return Refusal("bad_request", str(error))
+        await self.job(mailbox.index_pending)         # what was sent until now is found
         return await self._page(args["limit"], mailbox.search, args["text"], args["before"])
 
     async def read(self, args):

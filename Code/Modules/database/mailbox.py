@@ -9,7 +9,8 @@ sender's copy keeps saying whether the message was delivered and read.
 
 Here: the sender's view (`sent`), the conversation with one person
 (`history`), full-text search over one's own copies (`search`, SQLite's
-FTS5 table `msg.messages_text`, kept by the triggers of schema version 3),
+FTS5 table `msg.messages_text`, filled in batches by `index_pending` and
+kept on deletion by a trigger of schema version 3),
 the dropping of copies (delete, account deletion), and the mailbox limits
 (a cap on the messages and bytes an inbox stores, counted in
 `users.stored_messages` / `stored_bytes` when a copy is stored or dropped,
@@ -166,9 +167,24 @@ def match_expression(text):
     return " ".join(f'"{word}"' for word in dict.fromkeys(words))
 
 
+def index_pending(db):
+    """Bring the text index up to date: the messages stored since the last call
+    go into it in one batch (one FTS5 segment, not one per commit). How many."""
+    through = db.execute("SELECT indexed_through FROM msg.text_index_state").fetchone()[0]
+    newest = db.execute("SELECT coalesce(max(id), 0) FROM msg.messages").fetchone()[0]
+    if newest <= through:
+        return 0
+    added = db.execute("INSERT INTO msg.messages_text (rowid, subject, body) "
+                       "SELECT id, subject, body FROM msg.messages WHERE id > ? AND id <= ? "
+                       "ORDER BY id", (through, newest)).rowcount
+    db.execute("UPDATE msg.text_index_state SET indexed_through = ?", (newest,))
+    return added
+
+
 def search(db, username, text, before_id=None, limit=50):
     """A page of `username`'s own messages (received and sent) whose subject or
-    body holds every word of `text`, newest first, and whether more exist."""
+    body holds every word of `text`, newest first, and whether more exist.
+    Only what `index_pending` has indexed is found: the caller runs it first."""
     upper = _NO_UPPER_BOUND if before_id is None else before_id
     params = {"me": username, "query": match_expression(text), "upper": upper,
               "n": limit + 1, "preview": PREVIEW_CHARS}

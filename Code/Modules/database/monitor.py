@@ -32,7 +32,7 @@ import stat
 import time
 from collections import OrderedDict
 
-from Modules.database import administration, auth, files, statistics, storage
+from Modules.database import administration, auth, files, mailbox, statistics, storage
 from Modules.database.answers import delete_account
 from Modules.database.audit import AuditLog
 from Modules.database.connection import Hub, MonitorConnection
@@ -258,11 +258,13 @@ async def serve(config, ready):
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     trimming = loop.create_task(give_memory_back(monitor))
     pruning = loop.create_task(prune_hourly(monitor))
+    indexing = loop.create_task(index_text(monitor))
     ready.set()
     log.info("database ready (%s)", config["data_dir"])
     await stop.wait()
     trimming.cancel()
     pruning.cancel()
+    indexing.cancel()
     await shutdown(server, monitor)
 
 
@@ -296,6 +298,20 @@ async def prune_hourly(monitor):
             await prune_ledger(monitor)
         except Exception as error:          # a failed commit: try again in an hour
             log.warning("pruning the IP ledger failed: %s", error)
+
+
+INDEX_EVERY = 2.0     # seconds between batches of the text index (a search does not wait)
+
+
+async def index_text(monitor):
+    """Put what was stored meanwhile into the text index, a batch every INDEX_EVERY
+    seconds: one FTS5 insert per small commit cost more than the rest of a message."""
+    while True:
+        await asyncio.sleep(INDEX_EVERY)
+        try:
+            await monitor.job(mailbox.index_pending)
+        except Exception as error:          # a failed commit: the next batch takes it
+            log.warning("indexing new messages for search failed: %s", error)
 
 
 def resumable_tickets(config):

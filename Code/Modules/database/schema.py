@@ -194,10 +194,12 @@ CREATE TABLE main.reserved_names (
 
 # Version 3: one row holds both copies of a message, the recipient's and the
 # sender's, each kept until its owner deletes it (the row goes with the last
-# one); the full-text index of subjects and bodies (FTS5, external content, kept
-# by triggers; detail=none and columnsize=0, which halve what the index costs per
-# stored message: it answers "which rows hold these words", no phrases or ranks,
-# see docs/PERFORMANCE.md 4.03). Existing messages keep a sender's copy.
+# one); the full-text index of subjects and bodies (FTS5, external content,
+# detail=none and columnsize=0: it answers "which rows hold these words", no
+# phrases or ranks). The index is brought up to date in batches, off the Send's
+# transaction (`mailbox.index_pending`; `text_index_state` says how far), because
+# an FTS5 insert in every small commit cost more than the rest of a relayed
+# message (docs/PERFORMANCE.md 4.03). Existing messages keep a sender's copy.
 MESSAGES_V3 = """
 ALTER TABLE msg.messages ADD COLUMN recipient_copy INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE msg.messages ADD COLUMN sender_copy INTEGER NOT NULL DEFAULT 0;
@@ -208,10 +210,14 @@ CREATE VIRTUAL TABLE msg.messages_text USING fts5(
     subject, body, content='messages', content_rowid='id',
     tokenize='unicode61 remove_diacritics 2', detail=none, columnsize=0);
 INSERT INTO msg.messages_text(messages_text) VALUES ('rebuild');
-CREATE TRIGGER msg.messages_text_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_text(rowid, subject, body) VALUES (new.id, new.subject, new.body);
-END;
-CREATE TRIGGER msg.messages_text_delete AFTER DELETE ON messages BEGIN
+CREATE TABLE msg.text_index_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_through INTEGER NOT NULL
+);
+INSERT INTO msg.text_index_state (id, indexed_through)
+    SELECT 1, coalesce(max(id), 0) FROM msg.messages;
+CREATE TRIGGER msg.messages_text_delete AFTER DELETE ON messages
+    WHEN old.id <= (SELECT indexed_through FROM text_index_state) BEGIN
     INSERT INTO messages_text(messages_text, rowid, subject, body)
         VALUES ('delete', old.id, old.subject, old.body);
 END;

@@ -87,6 +87,7 @@ def test_search_finds_words_in_subject_and_body_of_ones_own_copies_only(db):
     make_users(db, "alice", "bob", "carol")
     lunch = send(db, "alice", "bob", subject="Lunch", body="At noon, Café Müller?")["id"]
     other = send(db, "carol", "bob", subject="lunch too", body="x")["id"]
+    assert run(db, mailbox.index_pending) == 2
     assert ids(mailbox.search(db, "alice", "lunch")) == [lunch]
     assert ids(mailbox.search(db, "bob", "LUNCH")) == [other, lunch]
     assert ids(mailbox.search(db, "bob", "cafe muller")) == [lunch]   # accents, case
@@ -113,12 +114,32 @@ def test_search_text_is_never_fts_syntax(db, text):
 def test_the_row_and_its_index_entry_go_with_the_last_copy(db):
     make_users(db, "alice", "bob")
     message = send(db, "alice", "bob", body="unique words here")["id"]
+    run(db, mailbox.index_pending)
     run(db, storage.delete_messages, "bob", [message])
     run(db, storage.delete_messages, "alice", [message])
     assert db.execute("SELECT COUNT(*) FROM msg.messages").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM msg.messages_text WHERE messages_text "
                       "MATCH 'unique'").fetchone()[0] == 0
     assert storage.check_consistency(db) == []
+
+
+def fts_intact(db):
+    db.execute("INSERT INTO msg.messages_text (messages_text) VALUES ('integrity-check')")
+    return True
+
+
+def test_the_index_takes_new_messages_in_batches_and_skips_those_gone_meanwhile(db):
+    make_users(db, "alice", "bob")
+    kept = send(db, "alice", "bob", body="batch word")["id"]
+    gone = send(db, "alice", "bob", body="batch word")["id"]
+    assert mailbox.search(db, "bob", "batch") == ([], False)     # not indexed yet
+    for owner in ("alice", "bob"):                                # gone before indexing
+        run(db, storage.delete_messages, owner, [gone])
+    assert run(db, mailbox.index_pending) == 1 and run(db, mailbox.index_pending) == 0
+    assert ids(mailbox.search(db, "bob", "batch")) == [kept] and fts_intact(db)
+    for owner in ("alice", "bob"):                                # gone after indexing
+        run(db, storage.delete_messages, owner, [kept])
+    assert mailbox.search(db, "alice", "batch") == ([], False) and fts_intact(db)
 
 
 def test_a_full_mailbox_bounces_with_a_clear_note_and_keeps_counts(db):
