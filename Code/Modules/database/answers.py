@@ -33,7 +33,7 @@ import secrets
 import time
 from typing import NamedTuple
 
-from Modules.database import auth, mailbox, statistics, storage
+from Modules.database import auth, file_records, mailbox, statistics, storage
 from Modules.database.blocks import BlockAnswers
 from Modules.database.files import FileAnswers
 from Modules.database.passwords import PasswordAnswers, predates_password_change
@@ -354,10 +354,16 @@ def _unread_inbox(db, username, before, limit):
 
 
 async def delete_account(monitor, username):
-    """The crash-safe deletion steps, each committed before the next begins."""
+    """The crash-safe deletion steps, each committed before the next begins: unread
+    mail, then files never downloaded, go back to their senders (the count)."""
     await monitor.job(storage.mark_deleting, username)
     bounces = await monitor.job(storage.bounce_and_clear_inbox, username, _now(),
                                 after=monitor.hub.deliver)
+    files_back, file_ids = await monitor.job(
+        file_records.return_undownloaded, username, _now(),
+        after=lambda found: monitor.hub.deliver(found[0]))
+    for file_id in file_ids:          # a crash here: the start-up sweep removes them
+        await monitor.files.run(monitor.files.store.remove, file_id)
     await monitor.job(storage.remove_password, username)
     await monitor.job(storage.remove_account, username, _now())
-    return len(bounces)
+    return len(bounces) + len(files_back)

@@ -180,15 +180,33 @@ def mark_downloaded(db, username, file_id, now):
                       (now, file_id, username)).rowcount > 0
 
 
-def decline_text(row, note):
-    """(subject, body, bounce note) of the bounce that returns a declined file."""
+DELETED_BEFORE_DOWNLOAD = "The account '{name}' was deleted before the file '{file}' " \
+    "was downloaded."
+
+
+def decline_text(row, note, deleted=False):
+    """(subject, body, bounce note) of the bounce that returns a declined file (or,
+    with `deleted`, one whose recipient's account was deleted first)."""
     shown = display_name(row["name"])
-    why = f"{row['recipient']} declined the file '{shown}'."
+    why = DELETED_BEFORE_DOWNLOAD.format(name=row["recipient"], file=shown) if deleted \
+        else f"{row['recipient']} declined the file '{shown}'."
     body = f"{why}\nSize: {row['size']} bytes. SHA-256: {row['sha256']}"
     return f"Declined: {shown}", body, why + (f" Their note: {note}" if note else "")
 
 
-def decline(db, username, file_id, note, now):
+def return_undownloaded(db, username, now):
+    """Account deletion: every file offered to `username` and never downloaded goes
+    back to its sender as a bounce, like unread mail; ([(sender, bounce)], ids of
+    the files whose content the caller removes from disk). Idempotent."""
+    rows = db.execute("SELECT id FROM msg.files WHERE recipient = ? AND state = 'offered' "
+                      "ORDER BY id", (username,)).fetchall()
+    deliveries = []
+    for (file_id,) in rows:
+        deliveries += decline(db, username, file_id, None, now, deleted=True) or []
+    return deliveries, [file_id for (file_id,) in rows]
+
+
+def decline(db, username, file_id, note, now, deleted=False):
     """`username` returns a file offered to them: the deliveries of the bounce to
     its sender, or None if they have no such file. The content is no longer
     stored (the caller removes it from disk)."""
@@ -200,7 +218,7 @@ def decline(db, username, file_id, note, now):
                "WHERE id = ?", (now, file_id))
     if row["sender"] not in _active(db, row["sender"]):
         return []
-    subject, body, bounce_note = decline_text(row, note)
+    subject, body, bounce_note = decline_text(row, note, deleted)
     bounce = storage.insert_message(db, storage.SYSTEM_SENDER, row["sender"], subject, body,
                                     now, kind="bounce", note=bounce_note,
                                     original_to=username)

@@ -268,6 +268,21 @@ def test_decline_returns_the_file_and_nobody_else_may_touch_it(server, tmp_path)
     assert of_type(again, "error")[0]["code"] == "not_found"
 
 
+def test_deleting_an_account_returns_its_undownloaded_files_to_their_senders(server,
+                                                                            tmp_path):
+    _accounts(server, "alice", "bob")
+    path = _write(tmp_path, "plan.txt", known_bytes(70_000))
+    file_id = of_type(run_ok(server, "alice", [f"send-file bob {path}"]), "file_sent")[0]["id"]
+    deleted = of_type(run_ok(server, "bob", ["delete-account"]), "account_deleted")
+    assert deleted[0]["bounced"] == 2                 # the offer message and the file
+    assert not os.path.exists(os.path.join(server.data_dir, "files", f"{file_id}.blob"))
+    notes = [m["note"] for m in of_type(run_ok(server, "alice", ["inbox"]), "message")
+             if m["kind"] == "bounce"]
+    assert "The account 'bob' was deleted before the file 'plan.txt' was downloaded." in notes
+    listed = of_type(run_ok(server, "alice", ["files"]), "files")[0]["files"]
+    assert listed[0]["state"] == "declined" and not listed[0]["stored"]
+
+
 def test_the_sender_can_fetch_their_own_file_and_a_chunk_out_of_range_is_refused(server):
     client, _ = session(server, "alice")
     _accounts(server, "bob")

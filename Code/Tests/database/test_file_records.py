@@ -125,6 +125,21 @@ def test_a_decline_bounces_to_the_sender_once_and_only_the_recipient_may(db):
     assert storage.unread_count(db, "alice") == 1
 
 
+def test_account_deletion_returns_files_never_downloaded_and_only_those(db):
+    make(db, "alice", "bob", "carol")
+    waiting = offered(db, name="plan.txt")["file"]
+    fetched = offered(db, name="done.txt")["file"]
+    assert file_records.mark_downloaded(db, "bob", fetched, NOW)
+    mine = offered(db, sender="bob", to="carol", name="mine.txt")["file"]
+    deliveries, ids = file_records.return_undownloaded(db, "bob", NOW)
+    assert ids == [waiting] and [sender for sender, _ in deliveries] == ["alice"]
+    assert deliveries[0][1]["note"] == ("The account 'bob' was deleted before the file "
+                                        "'plan.txt' was downloaded.")
+    assert file_records.return_undownloaded(db, "bob", NOW) == ([], [])   # again: nothing
+    assert waiting not in file_records.stored_ids(db)
+    assert {fetched, mine} <= set(file_records.stored_ids(db))   # carol may still fetch
+
+
 def test_display_names_are_one_line_and_cut():
     assert file_records.display_name("a\tb\u202ec d") == "a?b?c d"
     assert len(file_records.display_name("x" * 500)) == file_records.SUBJECT_NAME_MAX
