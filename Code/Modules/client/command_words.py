@@ -93,19 +93,26 @@ def page_limit(word):
 PAGE_FLAGS = {"--before": ("before", message_id), "--limit": ("limit", page_limit)}
 
 
-def parse_flags(words, usage_text, flags=PAGE_FLAGS, positional=0):
+def parse_flags(words, usage_text, flags=PAGE_FLAGS, positional=0, switches=None):
     """(positional words, {field: value}) of words like `NAME --before 9 --limit 20`.
 
     `flags` maps a flag to (field name, parser of its value); a flag's value
-    may follow it or be joined with '='. Exactly `positional` other words, or
-    with a (fewest, most) pair, that many (most None: no upper bound).
+    may follow it or be joined with '='. `switches` maps a flag that takes no
+    value to its field, True when given and False when not. Exactly
+    `positional` other words, or with a (fewest, most) pair, that many (most
+    None: no upper bound).
     """
     fewest, most = positional if isinstance(positional, tuple) else (positional,) * 2
-    args, plain, rest = {}, [], list(words)
+    switches = switches or {}
+    args = {field: False for field in switches.values()}
+    plain, rest = [], list(words)
     while rest:
         word = rest.pop(0)
         if not word.startswith("--") or len(word) == 2:
             plain.append(word)
+            continue
+        if word in switches:
+            args[switches[word]] = True
             continue
         flag, _, value = word.partition("=")
         if flag not in flags:

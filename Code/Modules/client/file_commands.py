@@ -96,11 +96,9 @@ def _parse_send_file(words):
 
 
 def _parse_download(words):
-    force = "--force" in words
-    plain = [word for word in words if word != "--force"]
-    if not 1 <= len(plain) <= 2 or plain[0].startswith("--"):
-        raise usage(_USAGE["download"])
-    args = {"id": file_id(plain[0]), "force": force}
+    plain, args = parse_flags(words, _USAGE["download"], {}, positional=(1, 2),
+                              switches={"--force": "force"})
+    args["id"] = file_id(plain[0])
     if len(plain) == 2:
         args["path"] = plain[1]
     return args

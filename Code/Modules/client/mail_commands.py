@@ -88,11 +88,9 @@ def _parse_search(words):
 
 
 def _parse_reply(words):
-    quote = "--quote" in words
-    plain = [word for word in words if word != "--quote"]
-    if not 1 <= len(plain) <= 2 or plain[0].startswith("--"):
-        raise usage(_USAGE["reply"])
-    args = {"id": message_id(plain[0]), "quote": quote}
+    plain, args = parse_flags(words, _USAGE["reply"], {}, positional=(1, 2),
+                              switches={"--quote": "quote"})
+    args["id"] = message_id(plain[0])
     if len(plain) == 2:
         args["body"] = plain[1]
     return args

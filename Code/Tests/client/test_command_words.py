@@ -39,3 +39,13 @@ def test_a_command_without_arguments_refuses_any():
     assert no_arguments("who")([]) == {}
     with pytest.raises(UsageError, match="^Usage: who$"):
         no_arguments("who")(["x"])
+
+
+def test_a_switch_is_true_when_given_false_when_not_and_takes_no_value():
+    switches = {"--force": "force"}
+    assert parse_flags(["12", "--force"], "d ID", {}, positional=1, switches=switches) == (
+        ["12"], {"force": True})
+    assert parse_flags(["12"], "d ID", {}, positional=1, switches=switches) == (
+        ["12"], {"force": False})
+    with pytest.raises(UsageError, match="^Usage: d ID$"):
+        parse_flags(["--force", "--forse"], "d ID", {}, positional=1, switches=switches)
