@@ -193,3 +193,24 @@ def test_interactive_passwd_asks_hidden_and_reconnects_with_the_new_one(make_ser
         pty.close()
     history = history_file(pty, first.port, "alice").read_text()
     assert "passwd" in history and PASSWORD not in history and NEW not in history
+
+
+def test_block_blocked_and_unblock_at_the_prompt(server, tmp_path):
+    ok(server, "alice", create=True)
+    ok(server, "bob", create=True)
+    pty = Pty(tmp_path, server.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("block bob")
+        pty.expect("Blocked bob: their messages come back to them as not accepted.")
+        pty.line("blocked")
+        pty.expect("You block 1 name:")
+        pty.expect("bob")
+        pty.line("unblock bob")
+        pty.expect("Unblocked bob.")
+        pty.line("blocked")
+        pty.expect("You block nobody.")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()

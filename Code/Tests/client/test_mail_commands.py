@@ -191,3 +191,24 @@ def test_history_reply_and_sent_at_the_prompt(server, tmp_path):
     reply = [m for m in of_type(ok(server, "bob"), "message") if m["subject"] == "Re: Lunch"]
     assert reply[0]["body"].startswith("Noon is fine.\n\nOn ") and "> At noon?" in \
         reply[0]["body"]
+
+
+def test_search_and_forward_at_the_prompt(server, tmp_path):
+    for name in ("alice", "bob", "carol"):
+        ok(server, name, create=True)
+    first = of_type(ok(server, "bob", ['send alice "Budget" "The 2027 budget is ready"']),
+                    "sent")[0]["id"]
+    pty = terminal.ClientPty(tmp_path, server.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("search budget 2027")
+        pty.expect(rf"#{first} .*bob → alice: Budget")
+        pty.line(f'forward {first} carol "FYI"')
+        pty.expect(r"Sent message #\d+ to carol\.")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
+    forwarded = [m for m in of_type(ok(server, "carol"), "message")
+                 if m["subject"] == "Fwd: Budget"]
+    assert forwarded[0]["body"].startswith("FYI\n\n---------- Forwarded message")

@@ -17,7 +17,7 @@ from Modules.client import commands
 from Modules.client.command_words import UsageError
 from Modules.client.output import Output
 from Modules.client.people_commands import idle_text, last_record, who_lines, who_record
-from Tests.support import BatchClient, run_client, terminal
+from Tests.support import BatchClient, run_client, run_ok, terminal
 
 
 def ok(server, user, lines=(), create=False):
@@ -211,3 +211,21 @@ def test_a_notice_comes_above_the_prompt_and_who_is_a_table(server, tmp_path):
         pty.close()
         if bob is not None:
             bob.kill()
+
+
+def test_presence_and_last_at_the_prompt(server, tmp_path):
+    run_ok(server, "alice", create=True)
+    run_ok(server, "bob", create=True)
+    pty = terminal.ClientPty(tmp_path, server.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("last bob")
+        pty.expect("bob was last online")
+        pty.line("presence off")
+        pty.expect("Your presence is off: nobody sees you online")
+        pty.line("presence on")
+        pty.expect("Your presence is on: others see you online.")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
