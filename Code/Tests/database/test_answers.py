@@ -205,3 +205,16 @@ def test_a_throttled_name_is_the_outcome_throttled_before_any_hashing(answers):
     reply = run(login.verify({"username": "alice", "password": PASSWORD}))
     assert reply["outcome"] == "throttled" and "try again in 1 second." in reply["reason"]
     assert reply["retry_after"] == 1
+
+
+def test_a_search_finds_what_was_sent_a_moment_before(database):
+    """The text index is filled in batches every 2 s; a Search brings it up to date
+    first, so nothing just sent is missing from its answer."""
+    _, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    sent = alice.call("Send", to="bob", subject="Quarterly", body="numbers attached",
+                      client_id="s1")
+    assert [m["id"] for m in bob.call("Search", text="quarterly numbers")["messages"]] == [
+        sent["id"]]
+    assert [m["id"] for m in alice.call("Search", text="numbers")["messages"]] == [sent["id"]]
+    assert user_link(config, "carol").call("Search", text="numbers")["messages"] == []
