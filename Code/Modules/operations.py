@@ -339,9 +339,10 @@ OPERATIONS = (
                       Field("sha256", str, check=_sha256_hex),
                       Field("note", str, required=False, high=FILE_NOTE_MAX,
                             check=_operator_text)),
-              reply=("upload", "chunk_size", "chunks"),
+              reply=("upload", "chunk_size", "chunks", "next", "resumed"),
               summary="announce a file for `to` (size and SHA-256 up front); refused "
-                      "before any byte when too large or over the quota"),
+                      "before any byte when too large or over the quota; the same file "
+                      "again resumes its upload from chunk `next`"),
     Operation("FileChunk", USER, "file_chunk", client=True, relayed=True,
               command="send-file",
               fields=(Field("upload", int, low=1, high=ID_MAX),

@@ -44,6 +44,7 @@ from Modules.client.session import ConnectionLost, RequestFailed, new_client_id
 PAGE = 50             # inbox entries fetched per request while paging
 COUNT_PAGE = operations.get("Inbox").field("limit").high   # the server's largest page
 COUNT_PAGES = 5       # count at most this many pages at login
+TRANSFER_WAIT = 300   # seconds a file transfer cut off waits for the connection to be back
 
 
 class Draft(NamedTuple):
@@ -86,6 +87,11 @@ class InteractiveRunner(Runner):
     @property
     def user(self):
         return self.client.link.user
+
+    def wait_for_connection(self):
+        """A file transfer cut off by the lost connection waits for it to come
+        back (True) for up to TRANSFER_WAIT seconds; False if it does not."""
+        return self.client.link.wait_until_back(TRANSFER_WAIT)
 
     # -- send and the outbox ----------------------------------------------------------
     def _send(self, args):

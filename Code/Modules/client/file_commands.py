@@ -9,21 +9,20 @@ A command module beside `commands` (listed in its EXTENSIONS): `COMMANDS`,
 
 `send-file` reads the file twice, a chunk at a time: once for its SHA-256
 (announced in FileOffer, with its size, so that a file too large or over
-the quota is refused before any byte is sent), then to send it in 64 KiB
-chunks (base64 in FileChunk), keeping at most `WINDOW` chunks in flight,
-and FileDone, which the server answers only when the whole file is on its
-disk and the hash matched. `download` fetches chunk after chunk
-(FileFetch, the same window) into a temporary file in the target
-directory, checks size and SHA-256, and only then gives it its name: the
-sender's name made safe (`safe_file_name`, below), or PATH. An
-existing file is never replaced without `--force`. Memory per transfer is
-the window's chunks, whatever the file's size.
+the quota is refused before any byte is sent), then to send it;
+`download` fetches it into a partial file beside its target, checks size
+and SHA-256, and only then gives it its name: the sender's name made safe
+(`safe_file_name`, below), or PATH. An existing file is never replaced
+without `--force`. The chunks move in `Modules/client/transfers.py`,
+which resumes both after an interruption (from the last chunk the other
+side holds) and shows progress.
 
 JSON records: {"type":"file_sent","id","to","name","size","sha256",
 "message","bounced","note"?}, {"type":"files","files":[{"id","direction",
 "from","to","name","size","sha256","note","state","sent_at","stored"}]},
 {"type":"file_downloaded","id","name","path","size","sha256","verified"},
-{"type":"file_declined","id"}.
+{"type":"file_declined","id"}; while a file moves, the "progress" and
+"transfer_resumed" records of `transfers`.
 
 Talks to the runner's session (`request`, and `start_request` /
 `finish_request` for the window) and the local file system. Fails like
@@ -32,16 +31,13 @@ hash that does not match (nothing is kept) or the server's refusal is one
 error record and the session goes on; no partial file is left behind.
 """
 
-import base64
-import hashlib
 import os
 import stat
-import tempfile
 import unicodedata
-from collections import deque
 
 from Modules import operations
 from Modules.client import output as out_mod
+from Modules.client import transfers
 from Modules.client.command_words import (
     UsageError,
     checked,
@@ -49,13 +45,10 @@ from Modules.client.command_words import (
     parse_flags,
     usage,
 )
-from Modules.client.session import RequestFailed
 
 OFFER = operations.get("FileOffer")
 DECLINE = operations.get("FileDecline")
 CHUNK = operations.FILE_CHUNK
-WINDOW = 8               # chunks in flight at once, each way
-READ_BLOCK = 1024 * 1024
 OK = "ok"                # commands.OK (commands imports this module, so not from there)
 
 COMMANDS = (
@@ -147,58 +140,19 @@ def _open_regular(path):
     return handle, info.st_size
 
 
-def file_sha256(handle):
-    digest = hashlib.sha256()
-    while block := handle.read(READ_BLOCK):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def windowed(session, requests, on_result):
-    """Send `requests` ((op, fields) pairs, an iterator) keeping WINDOW in flight;
-    `on_result(data)` for each answer, in order. After a failure the requests in
-    flight are still awaited (their answers dropped), then it is raised."""
-    in_flight, failure = deque(), None
-    for op, fields in requests:
-        in_flight.append(session.start_request(op, **fields))
-        if len(in_flight) >= WINDOW:
-            failure = _settle(session, in_flight.popleft(), on_result, failure)
-            if failure is not None:
-                break
-    while in_flight:
-        failure = _settle(session, in_flight.popleft(), on_result, failure)
-    if failure is not None:
-        raise failure
-
-
-def _settle(session, rid, on_result, failure):
-    try:
-        data = session.finish_request(rid)
-    except RequestFailed as error:
-        return failure or error
-    if failure is None:
-        on_result(data)
-    return failure
-
-
-def _chunk_requests(handle, upload, chunks):
-    handle.seek(0)
-    for index in range(chunks):
-        data = handle.read(CHUNK)
-        yield "FileChunk", {"upload": upload, "index": index,
-                            "data": base64.b64encode(data).decode("ascii")}
-
-
 def _run_send_file(runner, args):
     handle, size = _open_regular(args["path"])
     with handle:
-        digest = file_sha256(handle)
         name = os.path.basename(os.path.normpath(args["path"])) or "file"
-        offer = runner.session.request("FileOffer", to=args["to"], name=name, size=size,
-                                       sha256=digest, note=args.get("note"))
-        windowed(runner.session, _chunk_requests(handle, offer["upload"], offer["chunks"]),
-                 lambda _data: None)
-    done = runner.session.request("FileDone", upload=offer["upload"])
+        fields = {"to": args["to"], "name": name, "size": size,
+                  "sha256": transfers.file_sha256(handle)}
+        if args.get("note") is not None:
+            fields["note"] = args["note"]
+        progress = transfers.progress_for(runner, "upload", name, size)
+        try:
+            done, digest = transfers.send_file(runner, handle, fields, progress)
+        finally:
+            progress.finish()
     record = {"type": "file_sent", "id": done.get("id"), "to": args["to"], "name": name,
               "size": size, "sha256": digest, "message": done.get("message"),
               "bounced": bool(done.get("bounced"))}
@@ -252,70 +206,21 @@ def _target(args, name):
     return path
 
 
-class _Download:
-    """The temporary file of one download, its hash and size so far."""
-
-    def __init__(self, path):
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            fd, self.temporary = tempfile.mkstemp(prefix=".parley-download-",
-                                                  suffix=".part", dir=directory)
-        except OSError as error:
-            raise UsageError(f"Cannot write in {out_mod.neutralise(directory)}: "
-                             f"{error.strerror or error}.") from None
-        self.handle = os.fdopen(fd, "wb")
-        self.hash, self.size, self.next_index = hashlib.sha256(), 0, 0
-
-    def add(self, data):
-        if data.get("index") != self.next_index:
-            raise RequestFailed("The server sent the file's chunks out of order.",
-                                "bad_reply")
-        chunk = base64.b64decode(data.get("data", ""))
-        self.handle.write(chunk)
-        self.hash.update(chunk)
-        self.size += len(chunk)
-        self.next_index += 1
-
-    def keep(self, path, force, size, sha256):
-        """Checked: the file gets its name. Else RequestFailed, and nothing stays."""
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        if self.size != size or self.hash.hexdigest() != sha256:
-            raise RequestFailed("The downloaded file does not have the SHA-256 (or the size) "
-                                "its sender announced; nothing was saved. Try again.",
-                                "hash_mismatch")
-        if force:
-            os.replace(self.temporary, path)
-        else:
-            try:
-                os.link(self.temporary, path)    # fails if the name was taken meanwhile
-            except FileExistsError:
-                raise UsageError(f"{out_mod.neutralise(path)} appeared meanwhile; add "
-                                 "--force to replace it.") from None
-            os.unlink(self.temporary)
-
-    def discard(self):
-        self.handle.close()
-        try:
-            os.unlink(self.temporary)
-        except FileNotFoundError:
-            pass
-
-
 def _run_download(runner, args):
-    first = runner.session.request("FileFetch", id=args["id"], index=0)
-    path = _target(args, first.get("name", ""))
-    download = _Download(path)
+    made = []
+
+    def progress_of(first):
+        made.append(transfers.progress_for(runner, "download", first.get("name", ""),
+                                           first.get("size", 0)))
+        return made[0]
+
     try:
-        download.add(first)
-        windowed(runner.session, (("FileFetch", {"id": args["id"], "index": index})
-                                  for index in range(1, first.get("chunks", 1))),
-                 download.add)
-        download.keep(path, args["force"], first.get("size"), first.get("sha256"))
-    except BaseException:
-        download.discard()
-        raise
+        first, path = transfers.fetch_file(runner, args["id"],
+                                           lambda first: _target(args, first.get("name", "")),
+                                           args["force"], progress_of)
+    finally:
+        for progress in made:
+            progress.finish()
     runner.output.emit({"type": "file_downloaded", "id": args["id"],
                         "name": first.get("name"), "path": path, "size": first.get("size"),
                         "sha256": first.get("sha256"), "verified": True})

@@ -17,6 +17,8 @@ can log in again without asking. After the connection drops:
   of a restarted server do not all come back in the same instant;
 * `wake()` makes the retrying thread try now (a message waits to be sent);
 * `reconnect_now()` (the `reconnect` command) tries at once;
+* `wait_until_back(timeout)` lets a file transfer wait for the retrying
+  thread to bring the session back, and carry on;
 * a server whose key changed, or that no longer accepts the name and
   password (or the account is suspended), stops the retrying: trying
   again could not help, and the person is told why (`fatal`);
@@ -41,6 +43,7 @@ reconnection failures are reported, never raised.
 import itertools
 import random
 import threading
+import time
 
 from Modules import identity
 from Modules.client.login import (
@@ -221,6 +224,18 @@ class Link:
         """Make the retrying thread (if it runs) try at once."""
         if self._retrier is not None and self._retrier.is_alive():
             self._wake.set()
+
+    def wait_until_back(self, timeout, poll=0.2):
+        """For a transfer the lost connection cut off: True once a session is up
+        again (brought back by the retrying thread); False when it will not come
+        back by itself, or after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.connected:
+            if not self.retry or self.ended_by is not None or self.fatal is not None \
+                    or self._stop.is_set() or time.monotonic() >= deadline:
+                return False
+            self._stop.wait(poll)
+        return True
 
     # -- coming back ------------------------------------------------------------------------
     def reconnect_now(self):

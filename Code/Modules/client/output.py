@@ -228,6 +228,7 @@ class Output:
         self.json_mode = json_mode
         self.color = color
         self._lock = threading.RLock()
+        self._open_line = False        # a line redrawn in place is on the screen
 
     # -- the public face -------------------------------------------------------
     def emit(self, record):
@@ -254,13 +255,27 @@ class Output:
         if not self.json_mode:
             self._write(sys.stdout, text)
 
+    def overwrite(self, text, end=False):
+        """A line redrawn in place at a terminal (a transfer's progress bar); with
+        `end` it is left behind. Other output clears it first."""
+        with self._lock:
+            self._open_line = bool(text) and not end
+            self._put(sys.stdout, "\r\x1b[K" + text + ("\n" if end and text else ""))
+
     def _write(self, stream, text):
         with self._lock:
-            try:
-                stream.write(text + "\n")
-                stream.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                pass  # nobody is reading any more; nothing useful to do
+            if self._open_line:
+                self._open_line = False
+                self._put(sys.stdout, "\r\x1b[K")
+            self._put(stream, text + "\n")
+
+    @staticmethod
+    def _put(stream, text):
+        try:
+            stream.write(text)
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass  # nobody is reading any more; nothing useful to do
 
     # -- human rendering ---------------------------------------------------------
     def paint(self, text, colour=None, bold=False, dim=False):

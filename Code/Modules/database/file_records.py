@@ -7,9 +7,10 @@ an optional note, its key wrapped by the server's storage key
 file), and its state:
 
     uploading --FileDone, hash right--> offered --last chunk fetched--> downloaded
-        |                                  |  \\__________________________/  |
-        +--hash wrong, connection lost,    +------------ decline ------------+--> declined
-           server restart: row deleted
+        |  ^                               |  \\__________________________/  |
+        |  +- the same file offered again  +------------ decline ------------+--> declined
+        |     (resumed after a lost connection or a restart)
+        +--hash wrong, or left unfinished too long: row deleted
 
 `stored` says whether the content is still on disk (a declined file's goes
 at once: the sender has the original, and nobody else may read it). The
@@ -71,8 +72,9 @@ def stored_bytes(db, sender):
 
 
 def begin_upload(db, storage_key, sender, recipient, name, size, sha256, note, now, limits):
-    """A new upload: ("ok", file id, file key), or (why not, None, None) with why
-    one of "no_account", "blocked", "too_large", "quota"."""
+    """A new upload: ("ok", file id, file key); the same file to the same person
+    already being uploaded: ("resume", its id, its key); or (why not, None,
+    None) with why one of "no_account", "blocked", "too_large", "quota"."""
     active = _active(db, sender, recipient)
     if sender not in active:
         raise storage.NoSuchAccount(f"there is no active account named '{sender}'")
@@ -80,6 +82,14 @@ def begin_upload(db, storage_key, sender, recipient, name, size, sha256, note, n
         return "no_account", None, None
     if blocks.is_blocked(db, recipient, sender):
         return "blocked", None, None
+    resumed = db.execute(
+        "SELECT id, wrapped_key FROM msg.files WHERE sender = ? AND recipient = ? AND "
+        "name = ? AND size = ? AND sha256 = ? AND state = 'uploading' ORDER BY id DESC "
+        "LIMIT 1", (sender, recipient, name, size, sha256)).fetchone()
+    if resumed is not None:
+        db.execute("UPDATE msg.files SET note = ?, changed_at = ? WHERE id = ?",
+                   (note, now, resumed[0]))
+        return "resume", resumed[0], filestore.unwrap_key(storage_key, resumed[0], resumed[1])
     if size > limits.max_bytes:
         return "too_large", None, None
     if stored_bytes(db, sender) + size > limits.quota_bytes:
@@ -127,11 +137,9 @@ def abandon_upload(db, file_id):
                       (file_id,)).rowcount > 0
 
 
-def abandon_all_uploads(db):
-    """At start: uploads cut off by the last stop (no resume yet); their ids."""
-    ids = [row[0] for row in db.execute("SELECT id FROM msg.files WHERE state = 'uploading'")]
-    db.execute("DELETE FROM msg.files WHERE state = 'uploading'")
-    return ids
+def uploading_ids(db):
+    """The ids of the uploads not finished (their `.part` files are kept)."""
+    return {row[0] for row in db.execute("SELECT id FROM msg.files WHERE state = 'uploading'")}
 
 
 def stored_ids(db):

@@ -16,9 +16,16 @@ is sealed and appended by the store on one I/O thread beside the event
 loop, and hashed. FileDone finishes: the SHA-256 must equal the announced
 one (else nothing is kept: `hash_mismatch`), the file is fsynced and
 renamed to its final name, and only then is the offer committed and pushed
-to the recipient as a message. An upload belongs to the monitor connection
-that offered it: when that connection ends, or the process restarts, the
-half-written file and its row go (no resume in this slice). Memory per
+to the recipient as a message.
+
+An upload survives a lost connection and a restart of any process: its
+row stays "uploading" and its `.part` stays on disk (until the stale
+upload expiry). The sender resumes it by offering the same file again
+(same recipient, name, size and SHA-256): FileOffer then answers with
+that upload and `next`, the first chunk the server does not hold; the
+chunks of the `.part` that verify are kept and hashed again
+(`FileStore.resumed_writer`), the rest is written again. A resumed offer
+takes the upload over from whichever connection held it. Memory per
 transfer is one chunk; no plaintext ever reaches the disk.
 
 A download fetches one chunk per FileFetch, opened and checked by the
@@ -45,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from Modules.database import file_records, filestore, mailbox
 from Modules.database.file_records import FileLimits
-from Modules.database.filestore import CorruptFile, FileStore, StoreError
+from Modules.database.filestore import CorruptFile, FileStore, OutOfOrder, StoreError
 from Modules.database.schema import StorageError
 
 log = logging.getLogger("parley.database")
@@ -77,10 +84,10 @@ REFUSALS = {
 class Upload:
     """One upload in progress: its writer, its hash so far, the connection it is on."""
 
-    def __init__(self, file_id, conn, writer, announced):
+    def __init__(self, file_id, conn, writer, announced, hasher=None):
         self.file_id, self.conn, self.writer = file_id, conn, writer
         self.announced = announced
-        self.hash = hashlib.sha256()
+        self.hash = hasher or hashlib.sha256()
 
     def write(self, index, text):
         """On the I/O thread: decode, seal, append and hash chunk `index`."""
@@ -123,23 +130,31 @@ class FileService:
     def uploads_on(self, conn):
         return [upload for upload in self.uploads.values() if upload.conn is conn]
 
-    def connection_closed(self, monitor, conn):
-        """Its uploads will not finish: the half-written files and their rows go."""
+    def connection_closed(self, _monitor, conn):
+        """Its uploads wait, row and `.part`, for a resumed offer (or their expiry)."""
         for upload in self.uploads_on(conn):
-            self.discard(monitor, upload)
+            self.detach(upload)
 
-    def discard(self, monitor, upload):
-        """Forget an upload: its half-written file and its row go. While the process
-        stops (the writer or the I/O thread gone) they stay for `recover` at the
-        next start."""
+    def detach(self, upload):
+        """Forget an upload in memory; its `.part` is closed on the I/O thread
+        (after the chunks asked before it), its row stays."""
         self.uploads.pop(upload.file_id, None)
         try:
-            self.io.submit(self.remove_partial, upload)
-            future = monitor.job(file_records.abandon_upload, upload.file_id)
-        except Exception as error:          # stopping: the next start cleans up
-            log.info("upload %d left for the next start: %s", upload.file_id, error)
-            return
-        future.add_done_callback(_consume)
+            self.io.submit(upload.writer.close)
+        except RuntimeError:                # stopping: the process exit closes it
+            pass
+
+    async def resume(self, conn, file_id, key, size, announced):
+        """Take over the upload `file_id`: from its connection if one holds it,
+        else from its `.part` on disk; the Upload, carrying on after the chunks
+        that verify."""
+        held = self.uploads.get(file_id)
+        if held is not None:
+            self.detach(held)
+        hasher = hashlib.sha256()
+        writer = await self.run(self.store.resumed_writer, file_id, key, size, hasher.update)
+        upload = self.uploads[file_id] = Upload(file_id, conn, writer, announced, hasher)
+        return upload
 
     def remove_partial(self, upload):
         upload.writer.close()
@@ -162,24 +177,20 @@ def _nothing():
     """A job on the I/O thread that only waits for those before it."""
 
 
-def _consume(future):
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("an abandoned upload's row was not removed: %s", future.exception())
-
-
 async def recover(monitor):
-    """At start: uploads cut off by the last stop go (row and half-written file),
-    and so does any file on disk no row keeps."""
+    """At start: any file on disk no row keeps goes (a `.blob` no longer stored,
+    a `.part` of no upload); uploads cut off by the last stop wait to be resumed."""
     files = monitor.files
-    abandoned = await monitor.job(file_records.abandon_all_uploads)
     kept = await monitor.job(file_records.stored_ids)
-    removed = await files.run(_remove_unkept, files.store, kept)
-    if abandoned or removed:
-        log.warning("removed %d uploads cut off by the last stop and %d files no longer "
-                    "kept", len(abandoned), removed)
+    uploading = await monitor.job(file_records.uploading_ids)
+    removed = await files.run(_remove_unkept, files.store, kept, uploading)
+    if removed:
+        log.warning("removed %d files on disk that no upload or stored file keeps", removed)
+    if uploading:
+        log.info("%d uploads cut off by the last stop wait to be resumed", len(uploading))
 
 
-def _remove_unkept(store, kept):
+def _remove_unkept(store, kept, uploading):
     try:
         names = os.listdir(store.directory)
     except FileNotFoundError:
@@ -187,7 +198,8 @@ def _remove_unkept(store, kept):
     removed = 0
     for name in names:
         stem, _, suffix = name.partition(".")
-        if stem.isdigit() and (suffix == "part" or (suffix == "blob" and int(stem) not in kept)):
+        if stem.isdigit() and ((suffix == "part" and int(stem) not in uploading)
+                               or (suffix == "blob" and int(stem) not in kept)):
             os.unlink(os.path.join(store.directory, name))
             removed += 1
     return removed
@@ -218,13 +230,20 @@ class FileAnswers:
                 to=args["to"], size=_size_text(args["size"]),
                 max=_size_text(files.limits.max_bytes),
                 quota=_size_text(files.limits.quota_bytes)))
-        try:
-            writer = await files.run(files.store.writer, file_id, key, args["size"])
-        except OSError:
-            await self.job(file_records.abandon_upload, file_id)
-            raise
-        files.uploads[file_id] = Upload(file_id, self.conn, writer, args["sha256"])
-        return {"upload": file_id, "chunk_size": filestore.CHUNK, "chunks": writer.chunks}
+        if outcome == "resume":
+            writer = (await files.resume(self.conn, file_id, key, args["size"],
+                                         args["sha256"])).writer
+            log.info("%s: upload %d resumed at chunk %d of %d", user, file_id,
+                     writer.next_index, writer.chunks)
+        else:
+            try:
+                writer = await files.run(files.store.writer, file_id, key, args["size"])
+            except OSError:
+                await self.job(file_records.abandon_upload, file_id)
+                raise
+            files.uploads[file_id] = Upload(file_id, self.conn, writer, args["sha256"])
+        return {"upload": file_id, "chunk_size": filestore.CHUNK, "chunks": writer.chunks,
+                "next": writer.next_index, "resumed": outcome == "resume"}
 
     async def file_chunk(self, args):
         upload = self._upload(args["upload"])
@@ -233,6 +252,9 @@ class FileAnswers:
                                 "progress.")
         try:
             received = await self.monitor.files.run(upload.write, args["index"], args["data"])
+        except OutOfOrder as error:
+            return self.refusal("out_of_order", f"Upload {upload.file_id} needs chunk "
+                                f"{error.expected} next, not {args['index']}.")
         except StoreError as error:
             return self.refusal("bad_request", f"{error}.")
         return {"received": received}

@@ -18,12 +18,15 @@ is the chunk's index; the associated data is the file id, the index and
 whether it is the last chunk, so chunks cannot be swapped, replayed into
 another file, or cut off at the end without `CorruptFile`. Chunk `i`
 starts at a computable offset, so a download resumes at any chunk and an
-upload at the first chunk not yet written. No plaintext is ever written
+upload (`resumed_writer`) after the chunks of its `.part` that verify:
+whatever a lost connection or a killed process left torn at the end is
+written again. No plaintext is ever written
 to disk, not even in a temporary file; memory per transfer is one chunk.
 
 How it fails: `CorruptFile` (a tag that does not verify: the file on disk
 was changed, or the wrong storage key), `StoreError` (a malformed key
-file, a chunk out of order, a file that is not there), and OSError from
+file, a file that is not there; `OutOfOrder`, a subclass, for a chunk
+that is not the next one), and OSError from
 the disk, unchanged.
 """
 
@@ -48,6 +51,14 @@ class StoreError(Exception):
 
 class CorruptFile(StoreError):
     """A stored file does not decrypt: changed on disk, cut short, or the wrong key."""
+
+
+class OutOfOrder(StoreError):
+    """A chunk that is not the next one the upload needs (`expected`)."""
+
+    def __init__(self, message, expected):
+        super().__init__(message)
+        self.expected = expected
 
 
 # -- the storage key ---------------------------------------------------------
@@ -151,6 +162,22 @@ class FileStore:
         return Writer(self.path(file_id, partial=True), self.path(file_id), file_id, key, size,
                       durable_chunks)
 
+    def resumed_writer(self, file_id, key, size, on_chunk):
+        """A Writer that carries on an upload cut off by a lost connection or a
+        restart. The chunks of its `.part` file that open and verify are kept,
+        each passed to `on_chunk(plaintext)` in order (the caller hashes them
+        again); what follows them, torn or never written, goes. A `.part` that
+        is missing or not ours starts the upload over."""
+        try:
+            handle = open(self.path(file_id, partial=True), "rb")
+        except FileNotFoundError:
+            return self.writer(file_id, key, size)
+        with handle:
+            good = _verified_chunks(handle, file_id, key, size, on_chunk)
+        if good == 0:
+            return self.writer(file_id, key, size)
+        return self.writer(file_id, key, size, durable_chunks=good)
+
     def reader(self, file_id, key, size):
         path = self.path(file_id)
         if not os.path.exists(path):
@@ -183,6 +210,25 @@ class FileStore:
         return sorted(stale)
 
 
+def _verified_chunks(handle, file_id, key, size, on_chunk):
+    """How many chunks from the start of a `.part` file open and verify."""
+    if handle.read(len(_HEADER)) != _HEADER:
+        return 0
+    chunks = chunk_count(size)
+    for index in range(chunks):
+        length = size - index * CHUNK if index == chunks - 1 else CHUNK
+        record = handle.read(TAG + length)
+        if len(record) != TAG + length:
+            return index
+        try:
+            data = _cipher(key, file_id, index, index == chunks - 1).decrypt_and_verify(
+                record[TAG:], record[:TAG])
+        except ValueError:
+            return index
+        on_chunk(data)
+    return chunks
+
+
 class Writer:
     """One upload: chunks in order, each sealed before it reaches the disk."""
 
@@ -204,12 +250,14 @@ class Writer:
             self.next_index = 0
 
     def _resume_at(self, index):
-        """Carry on after `index` durable chunks; the rest of the file goes."""
+        """Carry on after `index` durable chunks (all of them: FileDone is next);
+        the rest of the file goes."""
         length = os.fstat(self._file.fileno()).st_size
-        if not 0 < index < self.chunks or length < _offset(index):
+        end = _offset(index - 1) + TAG + self.expected_length(index - 1)
+        if not 0 < index <= self.chunks or length < end:
             self._file.close()
             raise StoreError(f"upload {self.file_id} does not hold {index} chunks")
-        self._file.truncate(_offset(index))
+        self._file.truncate(end)
         self.next_index = index
 
     def expected_length(self, index):
@@ -221,8 +269,8 @@ class Writer:
         """Seal and append chunk `index`; StoreError unless it is the next one and
         of its exact length."""
         if index != self.next_index or index >= self.chunks:
-            raise StoreError(f"chunk {index} of file {self.file_id} is out of order "
-                             f"(expected {self.next_index})")
+            raise OutOfOrder(f"chunk {index} of file {self.file_id} is out of order "
+                             f"(expected {self.next_index})", self.next_index)
         if len(data) != self.expected_length(index):
             raise StoreError(f"chunk {index} of file {self.file_id} has {len(data)} bytes, "
                              f"not {self.expected_length(index)}")

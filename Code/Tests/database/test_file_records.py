@@ -63,9 +63,20 @@ def test_an_uploading_file_is_invisible_and_an_abandoned_one_leaves_no_row(db):
     assert file_records.file_for_download(db, "alice", file_id) is None
     assert file_records.abandon_upload(db, file_id) and not file_records.abandon_upload(
         db, file_id)
-    begin(db)
-    assert len(file_records.abandon_all_uploads(db)) == 1
+    _, again, _ = begin(db)
+    assert file_records.uploading_ids(db) == {again}
+    assert file_records.abandon_upload(db, again)
     assert db.execute("SELECT COUNT(*) FROM msg.files").fetchone() == (0,)
+
+
+def test_the_same_file_offered_again_resumes_its_upload_and_another_does_not(db):
+    make(db, "alice", "bob")
+    outcome, file_id, key = begin(db, size=10)
+    assert outcome == "ok"
+    assert begin(db, size=10) == ("resume", file_id, key)           # same name, size, hash
+    assert begin(db, size=11)[0] == "ok"                           # another file
+    assert file_records.finish_upload(db, file_id, NOW)["file"] == file_id
+    assert begin(db, size=10)[0] == "ok"       # finished: the same file again is a new one
 
 
 def test_a_finished_upload_is_offered_as_a_message_with_both_copies(db):

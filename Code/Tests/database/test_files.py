@@ -7,7 +7,8 @@ process with the storage error status and left as it was; what a restart
 finds half-written or no longer kept removed; an upload carried chunk by
 chunk, refused out of order or not base64 with a sentence while the upload
 goes on, finished only when complete, and visible only to its own
-connection; an upload whose connection ends leaves neither row nor file;
+connection; an upload whose connection ends resumed by offering the same
+file again, from a new connection or taken over from the one holding it;
 every answer acting as the bound user whatever names the request carries;
 chunks and FileDone pipelined without waiting finish the file.
 """
@@ -23,7 +24,7 @@ from Modules.database import filestore
 from Modules.database.files import KEY_FILE, UPLOADS_PER_CONNECTION
 from Modules.database.link import DbError, Reply
 from Modules.database.monitor import EXIT_STORAGE_ERROR
-from Tests.support import running_database, wait_until
+from Tests.support import running_database
 from Tests.support.files import known_bytes, plaintext_on_disk, sha256
 from Tests.support.monitor import user_link
 from Tests.support.processes import WAIT, _database_main, database_config
@@ -96,13 +97,14 @@ def test_an_upload_chunk_by_chunk_refusing_what_is_wrong_with_a_sentence(databas
     upload = offer(alice, data)
     assert (upload["chunk_size"], upload["chunks"]) == (CHUNK, 3)
     number = upload["upload"]
-    for index, piece, words in ((1, data[CHUNK:2 * CHUNK], "out of order (expected 0)"),
-                                (0, b"short", "has 5 bytes, not 65536"),
-                                (0, None, "not base64")):
+    for index, piece, code, words in (
+            (1, data[CHUNK:2 * CHUNK], "out_of_order", "needs chunk 0 next, not 1"),
+            (0, b"short", "bad_request", "has 5 bytes, not 65536"),
+            (0, None, "bad_request", "not base64")):
         with pytest.raises(DbError) as refused:
             alice.call("FileChunk", upload=number, index=index,
                        data="***" if piece is None else b64(piece))
-        assert refused.value.code == "bad_request" and words in refused.value.reason
+        assert refused.value.code == code and words in refused.value.reason
     assert alice.call("FileChunk", upload=number, index=0,
                       data=b64(data[:CHUNK]))["received"] == 1
     assert plaintext_on_disk(config["data_dir"]) == []         # while it is half-written
@@ -124,30 +126,54 @@ def test_an_upload_chunk_by_chunk_refusing_what_is_wrong_with_a_sentence(databas
                                                                      "f.bin")
 
 
-def test_an_upload_whose_connection_ends_leaves_nothing(database):
+def test_an_upload_whose_connection_ends_is_resumed_by_offering_the_file_again(database):
     _, config = database
-    alice = user_link(config, "alice")
-    user_link(config, "bob")
-    data = known_bytes(3 * CHUNK)
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    data = known_bytes(3 * CHUNK + 5)
     number = offer(alice, data)["upload"]
-    alice.call("FileChunk", upload=number, index=0, data=b64(data[:CHUNK]))
-    assert os.listdir(files_dir(config)) == [f"{number}.part"]
+    for index in (0, 1):
+        alice.call("FileChunk", upload=number, index=index,
+                   data=b64(data[index * CHUNK:(index + 1) * CHUNK]))
     alice.close()
-    wait_until(lambda: os.listdir(files_dir(config)) == [], message="the .part removed")
     again = user_link(config, "alice")
-    assert again.call("Files")["files"] == []
-    with pytest.raises(DbError) as gone:
+    assert again.call("Files")["files"] == [] and bob.call("Files")["files"] == []
+    with pytest.raises(DbError) as gone:            # no longer in progress on any connection
         again.call("FileDone", upload=number)
     assert gone.value.code == "not_found"
+    resumed = offer(again, data)
+    assert (resumed["upload"], resumed["next"], resumed["resumed"]) == (number, 2, True)
+    assert os.listdir(files_dir(config)) == [f"{number}.part"]
+    for index in (2, 3):
+        again.call("FileChunk", upload=number, index=index,
+                   data=b64(data[index * CHUNK:(index + 1) * CHUNK]))
+    assert again.call("FileDone", upload=number)["id"] == number
+    fetched = bob.call("FileFetch", id=number, index=0)
+    assert base64.b64decode(fetched["data"]) == data[:CHUNK]
+    assert fetched["sha256"] == sha256(data)
+
+
+def test_a_resumed_offer_takes_the_upload_over_from_the_connection_holding_it(database):
+    _, config = database
+    first, second = user_link(config, "alice"), user_link(config, "alice")
+    user_link(config, "bob")
+    data = known_bytes(2 * CHUNK)
+    number = offer(first, data)["upload"]
+    first.call("FileChunk", upload=number, index=0, data=b64(data[:CHUNK]))
+    assert offer(second, data)["next"] == 1
+    with pytest.raises(DbError) as taken:
+        first.call("FileChunk", upload=number, index=1, data=b64(data[CHUNK:]))
+    assert taken.value.code == "not_found"
+    second.call("FileChunk", upload=number, index=1, data=b64(data[CHUNK:]))
+    assert second.call("FileDone", upload=number)["bounced"] is False
 
 
 def test_a_connection_has_a_few_uploads_at_once_and_each_user_only_their_files(database):
     _, config = database
     alice, bob, carol = (user_link(config, name) for name in ("alice", "bob", "carol"))
-    for _ in range(UPLOADS_PER_CONNECTION):
-        offer(alice, b"x")
+    for number in range(UPLOADS_PER_CONNECTION):
+        offer(alice, b"x" * (number + 1))
     with pytest.raises(DbError) as busy:
-        offer(alice, b"x")
+        offer(alice, b"y")
     assert busy.value.code == "busy"
     number = offer(carol, b"hello")["upload"]
     carol.call("FileChunk", upload=number, index=0, data=b64(b"hello"))

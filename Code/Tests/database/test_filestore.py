@@ -104,6 +104,48 @@ def test_an_upload_carries_on_after_its_durable_chunks(store):
         store.writer(6, key, 20 * CHUNK, durable_chunks=9)
 
 
+def test_a_resumed_upload_keeps_the_chunks_that_verify_and_hashes_them_again(store):
+    key, data = os.urandom(32), known_bytes(4 * CHUNK + 7)
+    writer = store.writer(8, key, len(data))
+    for index in range(3):
+        writer.write_chunk(index, data[index * CHUNK:(index + 1) * CHUNK])
+    writer.close()
+    path = store.path(8, partial=True)
+    with open(path, "r+b") as handle:        # chunk 2 torn: half of it reached the disk
+        handle.truncate(os.path.getsize(path) - CHUNK // 2)
+    seen = []
+    again = store.resumed_writer(8, key, len(data), seen.append)
+    assert again.next_index == 2 and b"".join(seen) == data[:2 * CHUNK]
+    with pytest.raises(filestore.OutOfOrder) as early:
+        again.write_chunk(3, data[3 * CHUNK:4 * CHUNK])
+    assert early.value.expected == 2
+    for index in range(2, again.chunks):
+        again.write_chunk(index, data[index * CHUNK:(index + 1) * CHUNK])
+    again.close()
+    whole = store.resumed_writer(8, key, len(data), lambda _chunk: None)
+    assert whole.next_index == whole.chunks      # every chunk there: FileDone is next
+    whole.finish()
+    assert read_all(store, 8, key, len(data)) == data
+
+
+def test_a_resumed_upload_starts_over_from_a_changed_missing_or_foreign_part(store):
+    key, data = os.urandom(32), known_bytes(2 * CHUNK)
+    assert store.resumed_writer(9, key, len(data), None).next_index == 0   # no .part yet
+    writer = store.writer(10, key, len(data))
+    writer.write_chunk(0, data[:CHUNK])
+    writer.close()
+    _flip(store.path(10, partial=True), len(filestore.MAGIC) + 4 + 100)
+    assert store.resumed_writer(10, key, len(data), None).next_index == 0
+    with open(store.path(11, partial=True), "wb") as handle:
+        handle.write(b"not ours" * 100)
+    restarted = store.resumed_writer(11, key, len(data), None)
+    assert restarted.next_index == 0
+    restarted.write_chunk(0, data[:CHUNK])
+    restarted.write_chunk(1, data[CHUNK:])
+    restarted.finish()
+    assert read_all(store, 11, key, len(data)) == data
+
+
 def _flip(path, offset):
     with open(path, "r+b") as handle:
         handle.seek(offset)

@@ -7,57 +7,14 @@ Changing the argon2 parameters upgrades a user's hash at the next login.
 """
 
 import base64
-import socket
 import sqlite3
-import threading
 
 from Tests.support import run_client
+from Tests.support.relay import Relay
 
 SECRET_PASSWORD = "Tr0ub4dor&3-horse"
 SECRET_BODY = "the launch code is 0000-SECRET-BODY"
 SECRET_SUBJECT = "SUBJECT-NOBODY-SHOULD-SEE"
-
-
-class RecordingRelay:
-    """A TCP relay on 127.0.0.1 that forwards both ways and keeps every byte."""
-
-    def __init__(self, target_port):
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.recorded = bytearray()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept_loop, daemon=True).start()
-
-    def _accept_loop(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source, sink):
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                for sock in (source, sink):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                return
-            with self.lock:
-                self.recorded += data
-            sink.sendall(data)
-
-    def close(self):
-        self.listener.close()
 
 
 class Via:
@@ -68,7 +25,7 @@ class Via:
 
 
 def test_a_relay_recording_every_byte_sees_no_password_or_body(server):
-    relay = RecordingRelay(server.port)
+    relay = Relay(server.port, record=True)
     via = Via(server, relay.port)
     assert run_client(via, "bob", [], password=SECRET_PASSWORD, create=True)[0] == 0
     code, _, _ = run_client(via, "alice", [f'send bob "{SECRET_SUBJECT}" "{SECRET_BODY}"'],
