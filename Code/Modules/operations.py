@@ -167,6 +167,14 @@ def _sha256_hex(value):
     return cleaned
 
 
+def _x25519_hex(value):
+    """An X25519 public key as 64 hexadecimal digits."""
+    if len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value):
+        raise rules.RuleError("ephemeral must be 64 lower-case hexadecimal digits.",
+                              "bad_request")
+    return value
+
+
 ACCOUNT = Field("username", str, check=rules.check_recipient)   # an existing account's name
 TEXT = Field("text", str, low=1, high=TEXT_MAX, check=_operator_text)
 BLOCKED_NAME = Field("username", str, check=rules.check_recipient)   # block, unblock
@@ -245,6 +253,12 @@ OPERATIONS = (
               fields=(USERNAME, Field("password", str, check=rules.check_password)),
               reply=("outcome", "ticket?", "reason?", "retry_after?", "motd?"),
               summary="outcome created (with a ticket), create_failed or throttled"),
+    Operation("KeyAgree", LOGIN, "key_agree", once=True,
+              fields=(Field("ephemeral", str, check=_x25519_hex),),
+              reply=("shared",),
+              summary="the X25519 agreement of the server's static key with this "
+                      "connection's handshake key (hex); once per login process, the key "
+                      "never leaves the monitor"),
     Operation("SetPassword", LOGIN, "set_password",
               fields=(Field("password", str, check=rules.check_password),),
               reply=("outcome", "ticket?", "reason?", "retry_after?", "motd?"),

@@ -39,6 +39,7 @@ from Modules.database.files import FileAnswers
 from Modules.database.passwords import PasswordAnswers, predates_password_change
 from Modules.database.presence import PresenceAnswers
 from Modules.database.reserved_names import NameReserved
+from Modules.database.server_key import KeyAnswers
 from Modules.database.writer import CommitFailed
 
 log = logging.getLogger("parley.database")
@@ -154,7 +155,7 @@ class NewAnswers(_Answers):
         return {"user": self.conn.user}
 
 
-class LoginAnswers(_Answers):
+class LoginAnswers(KeyAnswers, _Answers):
     """Phase "login": a login process asks about accounts, never about messages."""
 
     async def exists(self, args):

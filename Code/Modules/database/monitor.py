@@ -32,7 +32,15 @@ import stat
 import time
 from collections import OrderedDict
 
-from Modules.database import administration, auth, files, mailbox, statistics, storage
+from Modules.database import (
+    administration,
+    auth,
+    files,
+    mailbox,
+    server_key,
+    statistics,
+    storage,
+)
 from Modules.database.answers import delete_account
 from Modules.database.audit import AuditLog
 from Modules.database.connection import Hub, MonitorConnection
@@ -248,6 +256,7 @@ async def serve(config, ready):
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
     configure_operator_side(monitor, config)
     monitor.files = files.FileService.from_config(config)   # the storage key, the store
+    monitor.server_key = server_key.KeyHolder.from_config(config)   # for the handshakes
     await recover(monitor)
     await files.recover(monitor)
     await load_settings(monitor, config)

@@ -169,6 +169,7 @@ class Daemon:
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir,
+                "server_private_key": self.key.private,     # only it holds the key
                 "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
                 **self._take_start_settings(),
                 "live_tickets": [record.ticket for record in self.clients.values()
@@ -189,7 +190,7 @@ class Daemon:
         return settings
 
     def _login_config(self):
-        return {**self._base_config(), "server_private_key": self.key.private,
+        return {**self._base_config(), "server_public_key": self.key.public,
                 "deadline": time.time() + self.options.login_timeout}
 
     # -- start-up --------------------------------------------------------------

@@ -33,7 +33,6 @@ import signal
 import socket
 import time
 
-from Modules import identity
 from Modules.database.link import DbError, DbLink, DbUnavailable
 from Modules.runtime import (
     close_connection,
@@ -43,7 +42,7 @@ from Modules.runtime import (
 )
 from Modules.server import login_dialogue as dialogue_mod
 from Modules.wire import channel as channel_mod
-from Modules.wire import protocol
+from Modules.wire import noise, protocol
 from Modules.wire.errors import ProtocolError
 from Modules.wire.framing import CLOSED, NEED_DATA
 from Modules.wire.serializers import Packet
@@ -100,8 +99,8 @@ class LoginSession:
         self.penalty = None               # why the address earned one, if it did
         self.shutdown_requested = False   # set by SIGTERM, acted on in _recv
         if resume_state is None:
-            key = identity.KeyPair(config["server_private_key"])
-            self.conn = protocol.Connection.server(key)
+            self.key = noise.DelegatedKey(config["server_public_key"])
+            self.conn = protocol.Connection.server(self.key)
         else:
             self.conn = protocol.Connection.from_state(resume_state)
 
@@ -177,6 +176,7 @@ class LoginSession:
     # -- events ------------------------------------------------------------------
     def _handle(self, event):
         if isinstance(event, channel_mod.ClientHello):
+            self._agree_with(self.conn.channel.remote_ephemeral)
             self._write(self.conn.accept())
         elif isinstance(event, protocol.BadPacket):
             raise Stop(error_packet("bad_request", event.reason))
@@ -235,6 +235,12 @@ class LoginSession:
                     raise
                 log.warning("database connection lost during Hello; trying again")
                 time.sleep(0.05)
+
+    def _agree_with(self, ephemeral):
+        """The handshake's DH with the server's static key, done by the database
+        process, which alone holds the key (issue 15; `database/server_key.py`)."""
+        reply = self._db_call("KeyAgree", ephemeral=bytes(ephemeral).hex())
+        self.key.agree(ephemeral, bytes.fromhex(reply["shared"]))
 
     def _db_call(self, op, **fields):
         """A database request, retried once over a new connection if the database

@@ -47,6 +47,7 @@ from Modules.wire.noise import (
     MAX_NONCE,
     TAGLEN,
     CipherState,
+    DelegatedKey,
     HandshakeState,
     KeyPair,
 )
@@ -147,8 +148,9 @@ class SecureChannel:
     def __init__(self, role, static_keypair=None, max_payload=256 * 1024,
                  nonce_limit=2**64 - 2, prologue=PROLOGUE):
         self._setup(role, max_payload, nonce_limit)
-        if role == RESPONDER and not isinstance(static_keypair, KeyPair):
-            raise LocalProtocolError("the responder needs its static KeyPair",
+        if role == RESPONDER and not isinstance(static_keypair, (KeyPair, DelegatedKey)):
+            raise LocalProtocolError("the responder needs its static KeyPair (or a "
+                                     "DelegatedKey)",
                                      code="missing_key")
         self._handshake = HandshakeState(NOISE_PROTOCOL, role == INITIATOR,
                                          bytes(prologue), s=static_keypair)
@@ -192,6 +194,12 @@ class SecureChannel:
     def remote_static(self):
         """The server's static public key as seen by the initiator, else None."""
         return self._remote_static
+
+    @property
+    def remote_ephemeral(self):
+        """Responder, after ClientHello: the client's ephemeral public key (what a
+        `noise.DelegatedKey`'s holder must agree with before `accept()`)."""
+        return self._handshake.remote_ephemeral
 
     # -- moves of our own
 

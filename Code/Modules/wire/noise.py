@@ -17,6 +17,11 @@ authentication failures). Every object keeps the first error and raises it
 again on every later call. Messages never contain key material or
 plaintext. Ephemeral keys can be injected (`HandshakeState(e=...)`) so the
 published test vectors can be replayed byte for byte.
+
+A static key whose private half is held by another process (issue 15: the
+server's, in the database process) is a `DelegatedKey`: its public half,
+and the one agreement (DH with a peer's key) its holder made for this
+handshake, handed in with `agree()` before the message that needs it.
 """
 
 import struct
@@ -108,6 +113,32 @@ class KeyPair:
         return f"KeyPair(public={self.public.hex()})"
 
 
+class DelegatedKey:
+    """A static key pair whose private half is elsewhere: `public`, and the
+    agreements its holder computed, one per peer key (`agree`). `dh()` with
+    a peer key nobody agreed on is a LocalProtocolError."""
+
+    __slots__ = ("public", "_agreed")
+
+    def __init__(self, public):
+        self.public = _check_key_bytes(public, "an X25519 public key")
+        self._agreed = {}
+
+    def agree(self, peer_public, shared):
+        """The holder's DH of the private key with `peer_public` is `shared`."""
+        self._agreed[bytes(peer_public)] = _check_key_bytes(shared, "a DH result")
+
+    def dh(self, public_key):
+        try:
+            return self._agreed.pop(bytes(public_key))
+        except KeyError:
+            raise LocalProtocolError("the static key's holder made no agreement with "
+                                     "this peer key", code="no_agreement") from None
+
+    def __repr__(self):
+        return f"DelegatedKey(public={self.public.hex()})"
+
+
 def _identity(secret):
     return secret
 
@@ -129,7 +160,7 @@ def check_public_key(public_key):
 
 
 def _as_keypair(value, what):
-    if value is None or isinstance(value, KeyPair):
+    if value is None or isinstance(value, (KeyPair, DelegatedKey)):
         return value
     return KeyPair(_check_key_bytes(value, what))
 

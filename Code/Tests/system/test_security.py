@@ -4,12 +4,16 @@ A relay between the real client and the real server records every byte:
 no password, subject or body may appear in it. A whole session at
 `--debug` leaves no password, hash, key or body in the server's log.
 Changing the argon2 parameters upgrades a user's hash at the next login.
+The server's static private key is in the database process's memory and
+nowhere in a live login process's (nor a spare's, nor the forkserver's),
+read through /proc/PID/mem.
 """
 
 import base64
 import sqlite3
 
-from Tests.support import run_client
+from Modules import identity
+from Tests.support import RawClient, run_client, wait_until
 from Tests.support.relay import Relay
 
 SECRET_PASSWORD = "Tr0ub4dor&3-horse"
@@ -78,3 +82,36 @@ def test_changed_argon2_parameters_upgrade_the_hash_at_login(make_server):
     second.stop()
     new = _stored_hash(second.data_dir, "carol")
     assert new != old and ",t=2," in new
+
+
+def memory_holds(pid, needle):
+    """Whether the readable memory of process `pid` holds `needle` anywhere."""
+    with open(f"/proc/{pid}/maps") as maps:
+        regions = [line.split() for line in maps]
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as memory:
+        for fields in regions:
+            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5] == "[vvar]"):
+                continue
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            try:
+                memory.seek(start)
+                if needle in memory.read(end - start):
+                    return True
+            except OSError:
+                continue          # a region that went or cannot be read
+    return False
+
+
+def test_the_static_key_is_held_by_the_database_process_and_no_login_process(server):
+    key = identity.load_or_create_server_key(server.data_dir).private
+    waiting = RawClient(server.port)          # handshake done, at the username prompt
+    waiting.handshake()
+    wait_until(lambda: server.pids_titled("parley: login"), message="a live login process")
+    (database,) = server.pids_titled("parley: database")
+    assert memory_holds(database, key)           # the scan finds the key where it is
+    logins = server.pids_titled("parley: login")
+    others = [pid for pid, title in server.processes().items()
+              if "forkserver" in title or title.startswith("parley: spare")]
+    for pid in logins + others:
+        assert not memory_holds(pid, key), server.processes()[pid]
+    waiting.close()
