@@ -12,9 +12,10 @@ margin) and the operator's figures. In process, on a real writer and file
 store: an idle upload of a closed connection goes, one on an open
 connection stays. Against a real database process: the periodic upkeep
 returns an expired file and removes its content while an upload in
-progress carries on. End to end, with real daemons and the real client:
-the expiry bounce, the access lost and the storage freed by deleting the
-offer, the server-wide limit, and the states in `sent`.
+progress carries on. End to end, with real daemons, the real client and
+the real admin command: the expiry bounce, the access lost and the
+storage freed by deleting the offer, the server-wide limit, the states in
+`sent`, and file storage in `stats` and `audit`.
 """
 
 import asyncio
@@ -37,6 +38,7 @@ from Tests.support import (
     child_env,
     client_command,
     of_type,
+    run_admin,
     run_client,
     run_ok,
     running_database,
@@ -428,3 +430,26 @@ def test_the_sender_sees_what_became_of_each_file_in_sent(server, tmp_path):
     assert f"(file {sent[0]['id']}: downloaded)" in done.stdout
     assert f"(file {sent[1]['id']}: declined)" in done.stdout
 
+
+def test_stats_and_audit_report_file_storage(server, tmp_path):
+    _accounts(server, "alice", "bob")
+    path = _write(tmp_path, "a.bin", known_bytes(100_000))
+    run_ok(server, "alice", [f"send-file bob {path}"])
+    code, stats, err = run_admin(server, "stats", as_json=True)
+    assert code == 0, err
+    figures = stats["files"]
+    assert (figures["stored"], figures["stored_bytes"], figures["waiting"],
+            figures["uploads"], figures["upload_bytes"]) == (1, 100_000, 1, 0, 0)
+    assert figures["disk_bytes"] > 100_000 and figures["storage_limit"] == 50 * 1024 ** 3
+    code, text, _ = run_admin(server, "stats")
+    assert "files stored" in text and "1 (0.1 MiB of 50.0 GiB), 1 not yet downloaded" in text
+    code, report, err = run_admin(server, "audit", as_json=True)
+    assert code == 0, err
+    lines = open(report["path"]).read().splitlines()
+    alice = lines.index(next(line for line in lines if line.startswith("  alice ")))
+    assert lines[alice + 2].split() == ["files_stored=1", "file_bytes=100000",
+                                        "files_waiting=0"]
+    bob = lines.index(next(line for line in lines if line.startswith("  bob ")))
+    assert lines[bob + 2].split() == ["files_stored=0", "file_bytes=0", "files_waiting=1"]
+    server_line = next(line for line in lines if line.startswith("  server "))
+    assert "files_stored=1" in server_line and "files_waiting=1" in server_line
