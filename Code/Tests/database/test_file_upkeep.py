@@ -4,9 +4,10 @@ On real SQLite files (the `db` fixture): an offer its recipient deletes
 before downloading becomes "deleted" and stays the sender's until they
 delete their copy too, when the content is no longer stored and the quota
 is free; a downloaded file goes when neither side keeps the offer; offers
-to an account being deleted are left for its deletion to return; expiry
-returns what was never downloaded with a bounce saying so and drops the
-content of the rest; a stale upload goes only when its row and its
+to an account being deleted are left for its deletion to return, and the
+files a deleted account sent go once their recipients no longer keep them;
+expiry returns what was never downloaded with a bounce saying so and drops
+the content of the rest; a stale upload goes only when its row and its
 `.part` are both idle; the server's own room (everyone's files, the disk's
 margin) and the operator's figures. In process, on a real writer and file
 store: an idle upload of a closed connection goes, one on an open
@@ -117,6 +118,16 @@ def test_offers_to_an_account_being_deleted_are_left_for_its_deletion_to_return(
     assert ids == [file_id] and deliveries[0][1]["subject"] == "Returned: a.txt"
     assert state_of(db, file_id) == ("returned", 0)
     assert mailbox.sent(db, "alice")[0][0]["file"]["state"] == "returned"
+
+
+def test_a_deleted_senders_files_go_once_their_recipients_no_longer_keep_them(db):
+    make(db, "alice", "bob")
+    unwanted, kept = offered(db), offered(db)
+    file_upkeep.delete_messages(db, "bob", [unwanted["id"]], NOW)
+    storage.mark_deleting(db, "alice")
+    storage.bounce_and_clear_inbox(db, "alice", NOW)     # her sent copies go with it
+    assert file_upkeep.settle_copies(db, NOW) == [unwanted["file"]]
+    assert file_records.file_for_download(db, "bob", kept["file"]) is not None
 
 
 # ------------------------------------------------------------ expiry
