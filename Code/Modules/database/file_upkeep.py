@@ -141,7 +141,8 @@ def room_refusal(store, db, size, limits, statvfs=os.statvfs):
 
 # -- copies of the offer dropped ------------------------------------------------------
 
-_ACTIVE_RECIPIENT = "f.recipient IN (SELECT username FROM users WHERE state = 'active')"
+_ACTIVE_RECIPIENT = ("EXISTS (SELECT 1 FROM users AS u WHERE u.username = f.recipient "
+                     "AND u.state = 'active')")       # one lookup by the unique name
 
 
 def delete_messages(db, username, ids, now):
