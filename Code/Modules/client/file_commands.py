@@ -61,11 +61,14 @@ COMMANDS = (
 _USAGE = {name: text for name, text, _summary in COMMANDS}
 HELP = {
     "send-file": ("Send a file to someone. It goes to the server in pieces, checked with "
-                  "SHA-256, and is kept there encrypted until they download or decline it; "
-                  "they get a message about it now or at their next login.",
+                  "SHA-256, and is kept there encrypted until they decline it, it expires "
+                  "(then, if they never downloaded it, it comes back to you) or neither of "
+                  "you keeps the message that offers it; they get that message now or at "
+                  "their next login.",
                   ["send-file bob report.pdf", 'send-file bob notes.txt --note "For Monday"']),
     "files": ("List the files offered to you and those you sent, with their number, size "
-              "and state (offered, downloaded, declined).", ["files"]),
+              "and state (offered, downloaded, declined, returned, deleted), while you "
+              "keep the message that offers them.", ["files"]),
     "download": ("Save a file offered to you, in this directory under its (made safe) name, "
                  "in another directory, or as PATH. Its SHA-256 is checked before it gets "
                  "its name; an existing file is kept unless you add --force.",

@@ -47,8 +47,9 @@ _USAGE = {name: text for name, text, _summary in COMMANDS}
 
 HELP = {
     "sent": ("List the messages you sent, newest first: number, recipient, subject, when, "
-             "and whether it was delivered and read. Deleting your copy ('delete ID') "
-             "leaves the recipient's.", ["sent", "sent --before 40"]),
+             "and whether it was delivered and read; for a file you sent, what became of "
+             "it (offered, downloaded, declined, returned, deleted). Deleting your copy "
+             "('delete ID') leaves the recipient's.", ["sent", "sent --before 40"]),
     "unread": ("List only the messages you have not read yet, newest first.",
                ["unread"]),
     "history": ("Your conversation with one person, oldest first: what they sent you and "
@@ -212,11 +213,19 @@ def forwarded_body(note, original):
 
 
 def sent_list_record(result):
-    entries = [{"id": e.get("id"), "to": e.get("to"), "subject": e.get("subject"),
-                "sent_at": out_mod.iso_time(e.get("sent_at")),
-                "delivered": bool(e.get("delivered")), "read": bool(e.get("read"))}
-               for e in result.get("messages", [])]
+    entries = [_sent_entry(e) for e in result.get("messages", [])]
     return {"type": "sent_list", "messages": entries, "more": bool(result.get("more"))}
+
+
+def _sent_entry(e):
+    """One sent message; one that offers a file says which and its state
+    (offered, downloaded, declined, returned, deleted)."""
+    entry = {"id": e.get("id"), "to": e.get("to"), "subject": e.get("subject"),
+             "sent_at": out_mod.iso_time(e.get("sent_at")),
+             "delivered": bool(e.get("delivered")), "read": bool(e.get("read"))}
+    if isinstance(e.get("file"), dict):
+        entry["file"] = {"id": e["file"].get("id"), "state": e["file"].get("state")}
+    return entry
 
 
 def conversation_entry(entry):
@@ -257,9 +266,12 @@ def render_sent_list(out, r):
     lines = [out.paint(f"  {'ID':>6}  {'TO':<16} {'TIME':<16}  {'STATE':<9}  SUBJECT",
                        dim=True)]
     for e in r["messages"]:
+        offered = e.get("file")
+        about = f"  (file {offered['id']}: {out_mod.neutralise(str(offered['state']))})" \
+            if offered else ""
         lines.append(f"  {e['id']:>6}  {out_mod.shorten(out_mod.neutralise(e['to']), 16):<16} "
                      f"{out_mod.local_time(e['sent_at']):<16}  {_state(e):<9}  "
-                     f"{out_mod.shorten(out_mod.subject_text(e['subject']), 50)}")
+                     f"{out_mod.shorten(out_mod.subject_text(e['subject']), 50)}{about}")
     if r["more"]:
         lines.append(out.paint(f"More: sent --before {r['messages'][-1]['id']}", dim=True))
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from Modules import rules
 from Modules.database import (
     administration,
     auth,
+    file_upkeep,
     mailbox,
     reserved_names,
     statistics,
@@ -95,7 +96,16 @@ class AdminAnswers(ReservedNameAnswers, _Answers):
         totals = await self.query(statistics.totals)
         return {"totals": totals, "sessions": len(self.monitor.user_sessions()),
                 "peak_sessions": self.monitor.peak_sessions,
-                "database_bytes": database_bytes(self.monitor.data_dir)}
+                "database_bytes": database_bytes(self.monitor.data_dir),
+                "files": await self._file_storage()}
+
+    async def _file_storage(self):
+        """The file store's figures (issue 14), its disk use and its limit."""
+        files = self.monitor.files
+        figures = await self.query(file_upkeep.storage_figures)
+        figures["disk_bytes"] = await files.run(file_upkeep.disk_bytes, files.store)
+        figures["storage_limit"] = files.limits.storage_bytes
+        return figures
 
     async def ledger(self, args):
         addresses = await self.query(statistics.ledger, args["username"])
@@ -196,6 +206,11 @@ class AdminAnswers(ReservedNameAnswers, _Answers):
     async def audit(self, _args):
         users, _more = await self.query(statistics.list_users, None, 10 ** 9)
         totals = await self.query(statistics.totals)
+        storage_of = await self.query(file_upkeep.storage_by_user)
+        for user in users:
+            user.update(storage_of.get(user["username"], {}))
+        totals.update({f"files_{name}": value for name, value in
+                       (await self.query(file_upkeep.storage_figures)).items()})
         try:
             path = self.monitor.audit.report(self.conn.operator, users, totals)
         except OSError as error:

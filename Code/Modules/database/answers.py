@@ -33,7 +33,14 @@ import secrets
 import time
 from typing import NamedTuple
 
-from Modules.database import auth, file_records, mailbox, statistics, storage
+from Modules.database import (
+    auth,
+    file_records,
+    file_upkeep,
+    mailbox,
+    statistics,
+    storage,
+)
 from Modules.database.blocks import BlockAnswers
 from Modules.database.files import FileAnswers
 from Modules.database.passwords import PasswordAnswers, predates_password_change
@@ -337,7 +344,11 @@ class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, _
         return {"message": message}
 
     async def delete(self, args):
-        deleted, missing = await self.job(storage.delete_messages, self.conn.user, args["ids"])
+        """Dropping one's copy of a file's offer may end the file (`file_upkeep`): its
+        content goes before the answer, a crash between is the upkeep's."""
+        deleted, missing, unkept = await self.job(file_upkeep.delete_messages, self.conn.user,
+                                                  args["ids"], _now())
+        await file_upkeep.remove_content(self.monitor, unkept)
         return {"deleted": deleted, "missing": missing}
 
     async def delete_account(self, _args):
@@ -367,4 +378,5 @@ async def delete_account(monitor, username):
         await monitor.files.run(monitor.files.store.remove, file_id)
     await monitor.job(storage.remove_password, username)
     await monitor.job(storage.remove_account, username, _now())
+    await file_upkeep.release_unkept(monitor, _now())    # files it sent nobody keeps now
     return len(bounces) + len(files_back)

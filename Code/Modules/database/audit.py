@@ -13,6 +13,7 @@ daemon read from the caller's socket credentials), and the report of the
     2026-12-01T23:59:30Z report by root: 2 accounts
       alice  logins=3 logoffs=3 sent=4 received=1 bounced=0 broadcasts=1 failed=0
              last_login=2026-12-01T23:50:00Z from 127.0.0.1 last_failed=- state=active
+             files_stored=2 file_bytes=1048576 files_waiting=0
       ...
       server  logins=5 ... accounts=2
     2026-12-01T23:59:30Z end of report
@@ -36,6 +37,8 @@ AUDIT_NAME = "audit.log"
 _REPORT_FIGURES = (("logins", "logins"), ("logoffs", "logoffs"), ("sent", "messages_sent"),
                    ("received", "messages_received"), ("bounced", "messages_bounced"),
                    ("broadcasts", "broadcasts_received"), ("failed", "failed_logins"))
+_FILE_FIGURES = (("files_stored", "files_stored"), ("file_bytes", "file_bytes"),
+                 ("files_waiting", "files_waiting"))
 
 
 def stamp(when):
@@ -96,6 +99,8 @@ def _user_lines(user):
     state = "suspended" if user.get("suspended") else "active"
     where = f" from {_clean(user['last_login_address'])}" if user.get("last_login_address") \
         else ""
+    files = " ".join(f"{label}={user.get(name, 0)}" for label, name in _FILE_FIGURES)
     return [f"  {_clean(user['username'])}  {figures}",
             f"      last_login={stamp(user.get('last_login'))}{where} "
-            f"last_failed={stamp(user.get('last_failed_login'))} state={state}"]
+            f"last_failed={stamp(user.get('last_failed_login'))} state={state}",
+            f"      {files}"]

@@ -9,26 +9,32 @@ file), and its state:
     uploading --FileDone, hash right--> offered --last chunk fetched--> downloaded
         |  ^                               |  \\__________________________/  |
         |  +- the same file offered again  +------------ decline ------------+--> declined
-        |     (resumed after a lost connection or a restart)
-        +--hash wrong, or left unfinished too long: row deleted
+        |     (resumed after a lost        +--not downloaded in time, or the
+        |     connection or a restart)     |  recipient's account deleted--> returned
+        +--hash wrong, or left unfinished  +--the recipient deleted the offer--> deleted
+           too long: row deleted
 
-`stored` says whether the content is still on disk (a declined file's goes
-at once: the sender has the original, and nobody else may read it). The
-offer reaches the recipient as an ordinary message (kind "message", from
-the sender, both copies kept, pushed live or at login by
-`storage.store_message`); a decline reaches the sender as a bounce from
-`parley` with the recipient's note.
+`stored` says whether the content is still on disk (a declined or returned
+file's goes at once: the sender has the original, and nobody else may read
+it; the others' go when neither copy of the offer is kept, or after the
+expiry time: `Modules/database/file_upkeep.py`). The offer reaches the
+recipient as an ordinary message (kind "message", from the sender, both
+copies kept, pushed live or at login by `storage.store_message`), and that
+message is the handle to the file: the recipient may list, fetch and
+decline it only while they keep their copy of it, the sender only while
+they keep theirs. A decline or a return reaches the sender as a bounce
+from `parley` with the reason.
 
-Who calls it: `Modules/database/files.py` (the monitor's answers), on the
-single writer (`job`) or a reader thread (`query`); every function runs
-inside the caller's transaction, gets validated, lower-cased names and the
-time as `now`, and returns plain values. A user sees only the rows where
-they are the sender, or the recipient of a file not declined.
+Who calls it: `Modules/database/files.py` (the monitor's answers) and
+`file_upkeep.py`, on the single writer (`job`) or a reader thread
+(`query`); every function runs inside the caller's transaction, gets
+validated, lower-cased names and the time as `now`, and returns plain
+values.
 
 How it fails: an outcome the sender must hear (no account, blocked, too
-large, over the quota) is a word from `begin_upload`, which `files.py`
-turns into one sentence; sqlite3 errors propagate for the caller's
-savepoint to undo.
+large, over the quota, no room on the server) is a word from
+`begin_upload`, which `files.py` turns into one sentence; sqlite3 errors
+propagate for the caller's savepoint to undo.
 """
 
 import unicodedata
@@ -41,10 +47,12 @@ SUBJECT_NAME_MAX = 150      # characters of the name shown in the offer's subjec
 
 
 class FileLimits(NamedTuple):
-    """The operator's limits (`--file-max-bytes`, `--file-quota-bytes`)."""
+    """The operator's limits (`--file-max-bytes`, `--file-quota-bytes`,
+    `--file-storage-bytes`)."""
 
     max_bytes: int = GIB          # the largest file
     quota_bytes: int = 5 * GIB    # what one user's sent files may hold, together
+    storage_bytes: int = 50 * GIB  # what everyone's files may hold, together
 
 
 LISTED = ("id", "sender", "recipient", "name", "size", "sha256", "note", "state",
@@ -71,10 +79,13 @@ def stored_bytes(db, sender):
                       "AND stored", (sender,)).fetchone()[0]
 
 
-def begin_upload(db, storage_key, sender, recipient, name, size, sha256, note, now, limits):
+def begin_upload(db, storage_key, sender, recipient, name, size, sha256, note, now, limits,
+                 room=None):
     """A new upload: ("ok", file id, file key); the same file to the same person
     already being uploaded: ("resume", its id, its key); or (why not, None,
-    None) with why one of "no_account", "blocked", "too_large", "quota"."""
+    None) with why one of "no_account", "blocked", "too_large", "quota", or the
+    word of `room(db, size, limits)` (the server's own room,
+    `file_upkeep.room_refusal`)."""
     active = _active(db, sender, recipient)
     if sender not in active:
         raise storage.NoSuchAccount(f"there is no active account named '{sender}'")
@@ -94,6 +105,9 @@ def begin_upload(db, storage_key, sender, recipient, name, size, sha256, note, n
         return "too_large", None, None
     if stored_bytes(db, sender) + size > limits.quota_bytes:
         return "quota", None, None
+    full = room(db, size, limits) if room is not None else None
+    if full:
+        return full, None, None
     file_id = db.execute(
         "INSERT INTO msg.files (sender, recipient, name, size, sha256, note, wrapped_key, "
         "state, created_at) VALUES (?, ?, ?, ?, ?, ?, X'', 'uploading', ?)",
@@ -157,15 +171,25 @@ def _dict_row(cursor, values):
     return {column[0]: value for column, value in zip(cursor.description, values)}
 
 
+# The recipient's hold on a file, and the sender's: their copy of the offer.
+_RECEIVED_HELD = ("(f.recipient = :me AND f.state IN ('offered', 'downloaded') AND EXISTS "
+                  "(SELECT 1 FROM msg.messages AS m WHERE m.id = f.message_id "
+                  "AND m.recipient = :me AND m.recipient_copy))")
+_SENT_HELD = ("(f.sender = :me AND f.state != 'uploading' AND EXISTS "
+              "(SELECT 1 FROM msg.messages AS m WHERE m.id = f.message_id "
+              "AND m.sender = :me AND m.sender_copy))")
+
+
 def list_files(db, username, limit=200):
-    """The files offered to `username` (not declined) and those they sent, newest
-    first: dicts of LISTED, plus "direction" ("received" or "sent") and "stored"."""
+    """The files offered to `username` (offered or downloaded) and those they sent,
+    each while they keep their copy of the offer, newest first: dicts of LISTED,
+    plus "direction" ("received" or "sent") and "stored"."""
     cursor = db.cursor()
     cursor.row_factory = _dict_row
     rows = cursor.execute(
-        f"SELECT {', '.join(LISTED)}, stored FROM msg.files WHERE state != 'uploading' "
-        "AND (sender = :me OR (recipient = :me AND state != 'declined')) "
-        "ORDER BY id DESC LIMIT :limit", {"me": username, "limit": limit}).fetchall()
+        f"SELECT {', '.join('f.' + name for name in LISTED)}, f.stored FROM msg.files AS f "
+        f"WHERE {_RECEIVED_HELD} OR {_SENT_HELD} ORDER BY f.id DESC LIMIT :limit",
+        {"me": username, "limit": limit}).fetchall()
     for row in rows:
         row["direction"] = "received" if row["recipient"] == username else "sent"
         row["stored"] = bool(row["stored"])
@@ -173,11 +197,12 @@ def list_files(db, username, limit=200):
 
 
 def file_for_download(db, username, file_id):
-    """The row of a stored file `username` may download (its recipient, unless
-    declined, or its sender), or None."""
-    return _one(db, "SELECT id, sender, recipient, name, size, sha256, wrapped_key, state "
-                    "FROM msg.files WHERE id = :id AND stored AND state IN ('offered', "
-                    "'downloaded') AND (recipient = :me OR sender = :me)",
+    """The row of a stored file `username` may download (its recipient, while it is
+    offered or downloaded and they keep the offer; its sender, while they keep
+    their copy of it), or None."""
+    return _one(db, "SELECT f.id, f.sender, f.recipient, f.name, f.size, f.sha256, "
+                    "f.wrapped_key, f.state FROM msg.files AS f WHERE f.id = :id "
+                    f"AND f.stored AND ({_RECEIVED_HELD} OR {_SENT_HELD})",
                 {"id": file_id, "me": username})
 
 
@@ -192,14 +217,17 @@ DELETED_BEFORE_DOWNLOAD = "The account '{name}' was deleted before the file '{fi
     "was downloaded."
 
 
-def decline_text(row, note, deleted=False):
-    """(subject, body, bounce note) of the bounce that returns a declined file (or,
-    with `deleted`, one whose recipient's account was deleted first)."""
+def decline_text(row, note, deleted=False, why=None):
+    """(subject, body, bounce note) of the bounce that returns a declined file; with
+    `deleted`, one whose recipient's account was deleted first, with `why` one
+    returned for that reason (a sentence: `file_upkeep`'s expiry)."""
     shown = display_name(row["name"])
-    why = DELETED_BEFORE_DOWNLOAD.format(name=row["recipient"], file=shown) if deleted \
-        else f"{row['recipient']} declined the file '{shown}'."
+    if why is None and deleted:
+        why = DELETED_BEFORE_DOWNLOAD.format(name=row["recipient"], file=shown)
+    subject = f"Returned: {shown}" if why is not None else f"Declined: {shown}"
+    why = why or f"{row['recipient']} declined the file '{shown}'."
     body = f"{why}\nSize: {row['size']} bytes. SHA-256: {row['sha256']}"
-    return f"Declined: {shown}", body, why + (f" Their note: {note}" if note else "")
+    return subject, body, why + (f" Their note: {note}" if note else "")
 
 
 def return_undownloaded(db, username, now):
@@ -214,19 +242,24 @@ def return_undownloaded(db, username, now):
     return deliveries, [file_id for (file_id,) in rows]
 
 
-def decline(db, username, file_id, note, now, deleted=False):
-    """`username` returns a file offered to them: the deliveries of the bounce to
-    its sender, or None if they have no such file. The content is no longer
-    stored (the caller removes it from disk)."""
-    row = _one(db, "SELECT * FROM msg.files WHERE id = ? AND recipient = ? "
-                   "AND state IN ('offered', 'downloaded')", (file_id, username))
+def decline(db, username, file_id, note, now, deleted=False, why=None):
+    """`username` returns a file offered to them (and whose offer they keep): the
+    deliveries of the bounce to its sender, or None if they have no such file.
+    With `deleted` (their account is being deleted) or `why` (the reason the
+    server returns it) the state is "returned", else "declined". The content is
+    no longer stored (the caller removes it from disk)."""
+    returned = deleted or why is not None
+    held = "" if returned else f" AND {_RECEIVED_HELD}"
+    row = _one(db, "SELECT * FROM msg.files AS f WHERE f.id = :id AND f.recipient = :me "
+                   f"AND f.state IN ('offered', 'downloaded'){held}",
+               {"id": file_id, "me": username})
     if row is None:
         return None
-    db.execute("UPDATE msg.files SET state = 'declined', stored = 0, changed_at = ? "
-               "WHERE id = ?", (now, file_id))
+    db.execute("UPDATE msg.files SET state = ?, stored = 0, changed_at = ? WHERE id = ?",
+               ("returned" if returned else "declined", now, file_id))
     if row["sender"] not in _active(db, row["sender"]):
         return []
-    subject, body, bounce_note = decline_text(row, note, deleted)
+    subject, body, bounce_note = decline_text(row, note, deleted, why)
     bounce = storage.insert_message(db, storage.SYSTEM_SENDER, row["sender"], subject, body,
                                     now, kind="bounce", note=bounce_note,
                                     original_to=username)

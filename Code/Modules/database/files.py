@@ -9,7 +9,8 @@ operator's limits, and the uploads in progress.
 
 An upload: FileOffer announces recipient, name, size and SHA-256; what can
 be refused is refused then, before any byte (no such account, too large,
-over the sender's quota), and a row is made in state "uploading", invisible
+over the sender's quota, no room on the server: `file_upkeep.room_refusal`),
+and a row is made in state "uploading", invisible
 to everyone (`Modules/database/file_records.py`). FileChunk carries chunk
 `index` (64 KiB, base64: the serializers carry no raw bytes) in order; it
 is sealed and appended by the store on one I/O thread beside the event
@@ -44,13 +45,14 @@ a malformed storage key file stops the process at start (StorageError).
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from Modules.database import file_records, filestore, mailbox
+from Modules.database import file_records, file_upkeep, filestore, mailbox
 from Modules.database.file_records import FileLimits
 from Modules.database.filestore import CorruptFile, FileStore, OutOfOrder, StoreError
 from Modules.database.schema import StorageError
@@ -78,6 +80,11 @@ REFUSALS = {
     "quota": ("quota_exceeded", "The file is {size}, and with it the files you sent that "
                                 "this server keeps would hold more than your quota of "
                                 "{quota}."),
+    "storage_full": ("storage_full", "The file is {size}, and with it the files this server "
+                                     "keeps for everyone would hold more than its limit of "
+                                     "{storage}; there is no room for it now."),
+    "disk_full": ("storage_full", "The file is {size}, and the server's disk has no room "
+                                  "for it now; try again later."),
 }
 
 
@@ -223,13 +230,15 @@ class FileAnswers:
                                 "progress already; finish one first.")
         outcome, file_id, key = await self.job(
             file_records.begin_upload, files.storage_key, user, args["to"], args["name"],
-            args["size"], args["sha256"], args["note"], time.time(), files.limits)
+            args["size"], args["sha256"], args["note"], time.time(), files.limits,
+            functools.partial(file_upkeep.room_refusal, files.store))
         if outcome in REFUSALS:
             code, reason = REFUSALS[outcome]
             return self.refusal(code, reason.format(
                 to=args["to"], size=_size_text(args["size"]),
                 max=_size_text(files.limits.max_bytes),
-                quota=_size_text(files.limits.quota_bytes)))
+                quota=_size_text(files.limits.quota_bytes),
+                storage=_size_text(files.limits.storage_bytes)))
         if outcome == "resume":
             writer = (await files.resume(self.conn, file_id, key, args["size"],
                                          args["sha256"])).writer

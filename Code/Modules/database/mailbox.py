@@ -7,7 +7,8 @@ their own copy; the row goes when neither is left. So deleting a message
 from the inbox leaves the sender's copy, and the other way round, and the
 sender's copy keeps saying whether the message was delivered and read.
 
-Here: the sender's view (`sent`), the conversation with one person
+Here: the sender's view (`sent`, with the state of a file a message
+offers), the conversation with one person
 (`history`), full-text search over one's own copies (`search`, SQLite's
 FTS5 table `msg.messages_text`, filled in batches by `index_pending` and
 kept on deletion by a trigger of schema version 3),
@@ -97,17 +98,24 @@ def sent_state(row):
 
 
 def _sent_entry(row):
-    return {"id": row["id"], "to": row["recipient"], "subject": row["subject"],
-            "sent_at": row["sent_at"], **sent_state(row)}
+    entry = {"id": row["id"], "to": row["recipient"], "subject": row["subject"],
+             "sent_at": row["sent_at"], **sent_state(row)}
+    if row["file_id"] is not None:
+        entry["file"] = {"id": row["file_id"], "state": row["file_state"]}
+    return entry
 
 
 def sent(db, username, before_id=None, limit=50):
     """A page of the messages `username` sent (its copies), newest first, and
-    whether more exist."""
+    whether more exist. A message that offers a file (issue 14) says which, and
+    the file's state: offered, downloaded, declined, returned or deleted."""
     upper = _NO_UPPER_BOUND if before_id is None else before_id
-    rows = _rows(db, "SELECT id, recipient, subject, sent_at, delivered_at, read_at "
-                     "FROM msg.messages WHERE sender = ? AND sender_copy AND id < ? "
-                     "ORDER BY id DESC LIMIT ?", (username, upper, limit + 1))
+    rows = _rows(db, "SELECT m.id, m.recipient, m.subject, m.sent_at, m.delivered_at, "
+                     "m.read_at, f.id AS file_id, f.state AS file_state "
+                     "FROM msg.messages AS m LEFT JOIN msg.files AS f "
+                     "ON f.message_id = m.id AND f.sender = m.sender "
+                     "WHERE m.sender = ? AND m.sender_copy AND m.id < ? "
+                     "ORDER BY m.id DESC LIMIT ?", (username, upper, limit + 1))
     return [_sent_entry(row) for row in rows[:limit]], len(rows) > limit
 
 

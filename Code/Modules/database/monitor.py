@@ -12,7 +12,9 @@ dir's lock, opens the files on the single writer
 and on reader threads beside it (`Modules/database/readers.py`),
 starts the password hasher (`Modules/database/auth.py`), loads the storage
 key of the encrypted file store (`Modules/database/files.py`), repairs what a
-crash left (torn commits, interrupted account deletions), serves the Unix
+crash left (torn commits, interrupted account deletions), runs the periodic
+tasks (the text index's batches, the files' expiry and clean-up in
+`Modules/database/file_upkeep.py`, the IP ledger's pruning), serves the Unix
 socket and, on SIGTERM, lets queued work finish and checkpoints the WAL.
 What each connection may ask is in `Modules/database/answers.py`: one
 dispatch table per phase, built from the registry.
@@ -35,6 +37,7 @@ from collections import OrderedDict
 from Modules.database import (
     administration,
     auth,
+    file_upkeep,
     files,
     mailbox,
     server_key,
@@ -268,12 +271,14 @@ async def serve(config, ready):
     trimming = loop.create_task(give_memory_back(monitor))
     pruning = loop.create_task(prune_hourly(monitor))
     indexing = loop.create_task(index_text(monitor))
+    upkeep = loop.create_task(file_upkeep.keep_up(monitor, file_upkeep.settings_from(config)))
     ready.set()
     log.info("database ready (%s)", config["data_dir"])
     await stop.wait()
     trimming.cancel()
     pruning.cancel()
     indexing.cancel()
+    upkeep.cancel()
     await shutdown(server, monitor)
 
 

@@ -251,10 +251,49 @@ CREATE INDEX msg.files_by_sender ON files(sender, id);
 CREATE INDEX msg.files_uploading ON files(id) WHERE state = 'uploading';
 """
 
+# Version 5: the rest of a file's life (issue 14, `Modules/database/file_upkeep.py`):
+# two more states, "returned" (back to its sender: not downloaded in time, or its
+# recipient's account deleted) and "deleted" (its recipient deleted the offer
+# before downloading it), so the sender's `sent` can tell them apart; SQLite
+# cannot change a CHECK, so the table is rebuilt, ids and id sequence kept. The
+# offer's message is looked up by `message_id`, and the upkeep walks stored files.
+MESSAGES_V5 = """
+CREATE TABLE msg.files_v5 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    note TEXT,
+    wrapped_key BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('uploading', 'offered', 'downloaded',
+                                         'declined', 'returned', 'deleted')),
+    stored INTEGER NOT NULL DEFAULT 1,
+    message_id INTEGER,
+    created_at REAL NOT NULL,
+    changed_at REAL
+);
+INSERT INTO msg.files_v5 SELECT id, sender, recipient, name, size, sha256, note,
+    wrapped_key, state, stored, message_id, created_at, changed_at FROM msg.files;
+INSERT INTO msg.sqlite_sequence (name, seq)
+    SELECT 'files_v5', seq FROM msg.sqlite_sequence WHERE name = 'files'
+    AND NOT EXISTS (SELECT 1 FROM msg.sqlite_sequence WHERE name = 'files_v5');
+UPDATE msg.sqlite_sequence SET seq = max(seq,
+    (SELECT seq FROM msg.sqlite_sequence WHERE name = 'files')) WHERE name = 'files_v5';
+DROP TABLE msg.files;
+ALTER TABLE msg.files_v5 RENAME TO files;
+CREATE INDEX msg.files_by_recipient ON files(recipient, id);
+CREATE INDEX msg.files_by_sender ON files(sender, id);
+CREATE INDEX msg.files_uploading ON files(id) WHERE state = 'uploading';
+CREATE INDEX msg.files_by_message ON files(message_id);
+CREATE INDEX msg.files_stored ON files(id) WHERE stored;
+"""
+
 MIGRATIONS = {
     "users": [USERS_V1, USERS_V2, USERS_V3],
     "passwords": [PASSWORDS_V1],
-    "messages": [MESSAGES_V1, MESSAGES_V2, MESSAGES_V3, MESSAGES_V4],
+    "messages": [MESSAGES_V1, MESSAGES_V2, MESSAGES_V3, MESSAGES_V4, MESSAGES_V5],
 }
 
 

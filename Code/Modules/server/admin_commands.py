@@ -138,8 +138,27 @@ def _stats(context, words):
               f"{totals['messages_bounced']}"),
              ("broadcasts", totals["broadcasts"]),
              ("database size", f"{reply['database_bytes'] / 1048576:.1f} MiB")]
+    lines += _file_lines(reply.get("files"))
     data = {k: v for k, v in figures.items() if k not in ("rid", "ok")}
     return _ok(data, table(("", ""), lines).split("\n", 1)[1])
+
+
+def _mib(count):
+    """'3.0 MiB', or '50.0 GiB' from 1 GiB on."""
+    if count >= 1024 ** 3:
+        return f"{count / 1024 ** 3:.1f} GiB"
+    return f"{count / 1048576:.1f} MiB"
+
+
+def _file_lines(files):
+    """The file store's lines of `stats` (issue 14)."""
+    if not files:
+        return []
+    return [("files stored", f"{files['stored']} ({_mib(files['stored_bytes'])} of "
+                             f"{_mib(files['storage_limit'])}), {files['waiting']} not yet "
+                             "downloaded"),
+            ("uploads in progress", f"{files['uploads']} ({_mib(files['upload_bytes'])})"),
+            ("files on disk", _mib(files["disk_bytes"]))]
 
 
 def _ledger(context, words):

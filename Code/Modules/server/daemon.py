@@ -180,8 +180,8 @@ class Daemon:
                 "daemon_pid": os.getpid(),     # the only pid that may open an admin link
                 "ledger": {"addresses": self.options.ledger_addresses,
                            "days": self.options.ledger_days},
-                "files": {"max_bytes": self.options.file_max_bytes,
-                          "quota_bytes": self.options.file_quota_bytes},
+                "files": {name.removeprefix("file_"): value for name, value in  # --file-*
+                          vars(self.options).items() if name.startswith(("file_", "upload_"))},
                 "greeting": getattr(self.options, "greeting", None),
                 "motd": getattr(self.options, "motd", None)}
 

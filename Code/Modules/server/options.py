@@ -138,6 +138,19 @@ def _ledger_days(text):
     return value
 
 
+def _positive_time(unit, most):
+    """A number of days or hours above 0 (fractions too), at most `most`."""
+    def convert(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not 0 < value <= most:               # also NaN and infinity
+            raise ValueError(f"use a number of {unit} above 0, at most {most}, e.g. 1.5")
+        return value
+    return convert
+
+
 _BYTE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
 
 
@@ -188,7 +201,13 @@ SERVER_OPTIONS = [
     ("file_max_bytes", _byte_count, "1G", "the largest file a person may send (bytes, or "
      "with K, M, G)"),
     ("file_quota_bytes", _byte_count, "5G", "what the files one person sent may hold on the "
-     "server together, until they are downloaded or declined"),
+     "server together, while it keeps them"),
+    ("file_storage_bytes", _byte_count, "50G", "what everyone's files may hold on the server "
+     "together (a file is also refused when the disk would keep less than 1G free)"),
+    ("file_expiry_days", _positive_time("days", 36_500), 30.0, "days the server keeps a "
+     "file: one not downloaded or declined by then goes back to its sender"),
+    ("upload_expiry_hours", _positive_time("hours", 876_000), 24.0, "hours a half-sent "
+     "file is kept with nothing arriving before it is removed"),
     ("greeting", _operator_text, None, "text shown to every client before it logs in, or "
      "@FILE to read it from FILE; replaces the stored one, which the console changes live"),
     ("motd", _operator_text, None, "message of the day, shown after each login (text or "

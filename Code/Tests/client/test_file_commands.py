@@ -280,7 +280,7 @@ def test_deleting_an_account_returns_its_undownloaded_files_to_their_senders(ser
              if m["kind"] == "bounce"]
     assert "The account 'bob' was deleted before the file 'plan.txt' was downloaded." in notes
     listed = of_type(run_ok(server, "alice", ["files"]), "files")[0]["files"]
-    assert listed[0]["state"] == "declined" and not listed[0]["stored"]
+    assert listed[0]["state"] == "returned" and not listed[0]["stored"]
 
 
 def test_the_sender_can_fetch_their_own_file_and_a_chunk_out_of_range_is_refused(server):

@@ -83,6 +83,12 @@ def test_records_and_their_human_text():
         {"id": 3, "to": "bob", "subject": "s", "sent_at": "1970-01-01T00:00:01.000Z",
          "delivered": True, "read": True}]}
     assert "read" in Output().render(sent)
+    offer = mail_commands.sent_list_record({"messages": [
+        {"id": 4, "to": "bob", "subject": "File: a", "sent_at": 2.0, "delivered": True,
+         "read": False, "file": {"id": 12, "state": "returned\x1b[2J"}}]})
+    assert offer["messages"][0]["file"] == {"id": 12, "state": "returned\x1b[2J"}
+    text = Output().render(offer)
+    assert "(file 12: returned" in text and "\x1b" not in text
 
 
 # ------------------------------------------------------------ the real client

@@ -1,4 +1,5 @@
-"""The audit trail: `Modules/database/audit.py` (appends, 0600, no secrets)."""
+"""The audit trail: `Modules/database/audit.py` (appends, 0600, no secrets; three
+lines per account in a report, its file storage the third)."""
 
 import os
 import stat
@@ -14,7 +15,8 @@ def test_actions_and_reports_are_appended_with_a_utc_stamp(tmp_path):
     users = [{"username": "alice", "logins": 3, "logoffs": 2, "messages_sent": 4,
               "messages_received": 1, "messages_bounced": 0, "broadcasts_received": 1,
               "failed_logins": 1, "last_login": T - 60, "last_login_address": "10.0.0.1",
-              "last_failed_login": None, "suspended": False}]
+              "last_failed_login": None, "suspended": False, "files_stored": 2,
+              "file_bytes": 4096, "files_waiting": 1}]
     path = audit.report("ops", users, {"logins": 3, "accounts": 1})
     text = open(path).read()
     lines = text.splitlines()
@@ -23,8 +25,9 @@ def test_actions_and_reports_are_appended_with_a_utc_stamp(tmp_path):
     assert "alice  logins=3 logoffs=2 sent=4 received=1 bounced=0 broadcasts=1 failed=1" \
         in lines[2]
     assert f"last_login={stamp(T - 60)} from 10.0.0.1 last_failed=- state=active" in lines[3]
-    assert lines[4] == "  server  accounts=1 logins=3"
-    assert lines[5] == f"{stamp(T)} end of report"
+    assert lines[4] == "      files_stored=2 file_bytes=4096 files_waiting=1"
+    assert lines[5] == "  server  accounts=1 logins=3"
+    assert lines[6] == f"{stamp(T)} end of report"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     AuditLog(str(tmp_path), clock=lambda: T + 1).action("root", "audit")
     assert open(path).read().startswith(text)                   # never rewritten

@@ -4,9 +4,10 @@ On real SQLite files (the `db` fixture): an upload refused for no account,
 a block, its size or the sender's quota (and what counts in the quota); a
 finished upload offered as an ordinary message with both copies, the
 name shown harmlessly in its subject; a full mailbox bouncing the offer;
-who sees which row in the list and who may download; the recipient's
-last chunk marking it downloaded; a decline bouncing to the sender with
-the note, only by the recipient, once; abandoned uploads leaving no row.
+who sees which row in the list and who may download, each only while
+they keep their copy of the offer; the recipient's last chunk marking it
+downloaded; a decline bouncing to the sender with the note, only by the
+recipient, once; abandoned uploads leaving no row.
 """
 
 import os
@@ -149,6 +150,23 @@ def test_account_deletion_returns_files_never_downloaded_and_only_those(db):
     assert file_records.return_undownloaded(db, "bob", NOW) == ([], [])   # again: nothing
     assert waiting not in file_records.stored_ids(db)
     assert {fetched, mine} <= set(file_records.stored_ids(db))   # carol may still fetch
+
+
+def test_the_offer_is_the_handle_each_side_loses_the_file_with_their_copy(db):
+    make(db, "alice", "bob")
+    sent = offered(db)
+    file_id = sent["file"]
+    file_records.mark_downloaded(db, "bob", file_id, NOW)
+    storage.delete_messages(db, "alice", [sent["id"]])          # the sender's copy
+    assert file_records.file_for_download(db, "alice", file_id) is None
+    assert file_records.list_files(db, "alice") == []
+    assert file_records.file_for_download(db, "bob", file_id) is not None
+    other = offered(db)
+    storage.delete_messages(db, "bob", [sent["id"], other["id"]])   # the recipient's
+    assert file_records.file_for_download(db, "bob", file_id) is None
+    assert file_records.list_files(db, "bob") == []
+    assert file_records.decline(db, "bob", other["file"], None, NOW) is None
+    assert [row["id"] for row in file_records.list_files(db, "alice")] == [other["file"]]
 
 
 def test_display_names_are_one_line_and_cut():

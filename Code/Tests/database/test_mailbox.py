@@ -1,9 +1,10 @@
-"""One's own mail beyond the inbox, in storage: sent copies, conversations, search,
-dropping copies, mailbox limits; and that nobody reaches another person's copies."""
+"""One's own mail beyond the inbox, in storage: sent copies (and the state of a file
+one offers), conversations, search, dropping copies, mailbox limits; and that nobody
+reaches another person's copies."""
 
 import pytest
 
-from Modules.database import mailbox, storage
+from Modules.database import file_records, mailbox, storage
 from Tests.support.storage import T0, make_users
 from Tests.support.storage import run_committed as run
 from Tests.support.storage import send_stored as send
@@ -24,6 +25,19 @@ def test_the_sender_keeps_a_copy_that_says_whether_it_was_delivered_and_read(db)
     copy = run(db, storage.read_message, "alice", first, T0 + 3)    # alice's copy
     assert copy["delivered"] and not copy["read"]
     assert storage.inbox(db, "bob")[0][1]["unread"]                 # alice reading changed nothing
+
+
+def test_a_sent_message_that_offers_a_file_says_which_and_its_state(db):
+    make_users(db, "alice", "bob")
+    plain = send(db, "alice", "bob")["id"]
+    _, file_id, _ = run(db, file_records.begin_upload, b"k" * 32, "alice", "bob", "a.txt", 5,
+                        "ab" * 32, None, T0, file_records.FileLimits())
+    offer = run(db, file_records.finish_upload, file_id, T0)["id"]
+    run(db, file_records.decline, "bob", file_id, None, T0)
+    entries = {entry["id"]: entry for entry in mailbox.sent(db, "alice")[0]}
+    assert entries[offer]["file"] == {"id": file_id, "state": "declined"}
+    assert "file" not in entries[plain]
+    assert mailbox.sent(db, "bob")[0] == []        # bob's copy of the offer is no sent copy
 
 
 def test_an_ack_marks_read_only_what_it_names_in_read_and_only_the_recipients(db):

@@ -5,7 +5,8 @@ Files are created mode 0600 in a directory of mode 0700 (a looser directory
 is tightened); a foreign SQLite file, a file that is not SQLite, a newer
 schema version and a corrupt page are refused and left unchanged; empty or
 stamped-but-unmigrated files are migrated; a later migration step runs once,
-in its own transaction.
+in its own transaction; tables rebuilt by a migration (messages at version 2,
+files at version 5) keep their rows, ids and id sequence.
 """
 
 import os
@@ -199,7 +200,7 @@ def test_version_1_files_migrate_keeping_messages_ids_and_the_id_sequence(data_d
     monkeypatch.undo()
     db = open_databases(data_dir)
     try:
-        assert storage_schema.schema_version(db, "msg") == 4      # 4: the files table
+        assert storage_schema.schema_version(db, "msg") == 5      # 4, 5: the files table
         assert storage_schema.schema_version(db, "main") == 3
         assert db.execute("SELECT COUNT(*) FROM msg.files").fetchone() == (0,)
         kept = db.execute("SELECT id, subject FROM msg.messages ORDER BY id").fetchall()
@@ -216,3 +217,35 @@ def test_version_1_files_migrate_keeping_messages_ids_and_the_id_sequence(data_d
         close_databases(db)
 
 
+
+
+def test_version_4_files_rows_migrate_keeping_ids_and_the_id_sequence(data_dir,
+                                                                     monkeypatch):
+    """Version 5 rebuilds the files table for its two new states: every row and
+    the id sequence stay, so no file id is ever given twice."""
+    monkeypatch.setitem(storage_schema.MIGRATIONS, "messages",
+                        storage_schema.MIGRATIONS["messages"][:4])
+    db = open_databases(data_dir)
+    insert = ("INSERT INTO msg.files (sender, recipient, name, size, sha256, wrapped_key, "
+              "state, created_at) VALUES ('alice', 'bob', ?, 1, 'ab', X'00', 'offered', 0)")
+    ids = [db.execute(insert, (f"f{n}",)).lastrowid for n in range(3)]
+    db.execute("DELETE FROM msg.files WHERE id = ?", (ids[-1],))        # the highest id
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("UPDATE msg.files SET state = 'returned' WHERE id = ?", (ids[0],))
+    close_databases(db)
+    monkeypatch.undo()
+    db = open_databases(data_dir)
+    try:
+        assert storage_schema.schema_version(db, "msg") == 5
+        assert db.execute("SELECT id, name, state, stored FROM msg.files ORDER BY id"
+                          ).fetchall() == [(ids[0], "f0", "offered", 1),
+                                           (ids[1], "f1", "offered", 1)]
+        db.execute("UPDATE msg.files SET state = 'returned' WHERE id = ?", (ids[0],))
+        db.execute("UPDATE msg.files SET state = 'deleted' WHERE id = ?", (ids[1],))
+        assert db.execute(insert, ("new",)).lastrowid > ids[-1]   # the sequence carried over
+        indexes = {row[0] for row in db.execute(
+            "SELECT name FROM msg.sqlite_master WHERE type = 'index' AND tbl_name = 'files'")}
+        assert {"files_by_recipient", "files_by_sender", "files_uploading",
+                "files_by_message", "files_stored"} <= indexes
+    finally:
+        close_databases(db)

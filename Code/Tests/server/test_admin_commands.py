@@ -101,6 +101,24 @@ def test_who_and_stats_render_tables():
     assert stats.data["peak_connections"] == 3 and "2.0 MiB" in stats.text
 
 
+def test_stats_show_the_file_store_when_the_database_reports_it():
+    totals = {name: 0 for name in ("accounts", "logins", "failed_logins", "logoffs",
+                                   "messages_accepted", "messages_delivered",
+                                   "messages_bounced", "broadcasts")}
+    files = {"stored": 3, "stored_bytes": 3 * 1048576, "uploads": 1,
+             "upload_bytes": 1048576 // 2, "waiting": 2, "disk_bytes": 4 * 1048576,
+             "storage_limit": 50 * 1024 * 1048576}
+    context = Recorder(ServerStats={"totals": totals, "sessions": 0, "peak_sessions": 0,
+                                    "database_bytes": 0, "files": files})
+    stats = admin_commands.run(context, ["stats"])
+    lines = {line.split("  ")[0]: line.split("  ")[-1].strip()
+             for line in stats.text.splitlines()}
+    assert lines["files stored"] == "3 (3.0 MiB of 50.0 GiB), 2 not yet downloaded"
+    assert lines["uploads in progress"] == "1 (0.5 MiB)"
+    assert lines["files on disk"] == "4.0 MiB"
+    assert stats.data["files"] == files
+
+
 def test_help_lists_every_command_once():
     outcome = admin_commands.run(Recorder(), ["HELP"])
     listed = [entry["usage"].split()[0] for entry in outcome.data["commands"]]

@@ -164,6 +164,29 @@ def test_file_limits_take_bytes_with_an_optional_unit():
     assert parse(["--file-max-bytes", "3M"]).file_max_bytes == 3 * 1024 ** 2
     assert parse(["--file-quota-bytes", "2GiB"]).file_quota_bytes == 2 * 1024 ** 3
     assert parse(environ={"PARLEY_FILE_QUOTA_BYTES": "10k"}).file_quota_bytes == 10 * 1024
+    assert options.file_storage_bytes == 50 * 1024 ** 3
+    assert parse(["--file-storage-bytes", "1T"]).file_storage_bytes == 1024 ** 4
+
+
+def test_file_expiry_times_take_fractions_and_default_to_30_days_and_24_hours():
+    options = parse()
+    assert (options.file_expiry_days, options.upload_expiry_hours) == (30.0, 24.0)
+    assert parse(["--file-expiry-days", "0.00003"]).file_expiry_days == 0.00003
+    assert parse(environ={"PARLEY_UPLOAD_EXPIRY_HOURS": "1.5"}).upload_expiry_hours == 1.5
+
+
+@pytest.mark.parametrize("name, text", [
+    ("file_expiry_days", "0"), ("file_expiry_days", "-1"), ("file_expiry_days", "nan"),
+    ("file_expiry_days", "inf"), ("file_expiry_days", "soon"),
+    ("upload_expiry_hours", "0"), ("upload_expiry_hours", "1e9"),
+])
+def test_a_bad_expiry_time_is_one_clear_sentence(capsys, name, text):
+    err = exits(capsys, [f"{flag(name)}={text}"])
+    last = err.splitlines()[-1]
+    assert flag(name) in last and repr(text) in last and "Traceback" not in err
+    unit = "days" if name == "file_expiry_days" else "hours"
+    assert last.endswith(f"use a number of {unit} above 0, at most "
+                         f"{36500 if unit == 'days' else 876000}, e.g. 1.5")
 
 
 # -------------------------------------------------------------- bad values

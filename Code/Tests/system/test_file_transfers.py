@@ -278,3 +278,23 @@ def test_the_progress_of_a_download_in_json_ends_at_its_size(server, tmp_path):
     assert progress and progress[-1]["done"] == len(data) == progress[-1]["size"]
     assert {o["direction"] for o in progress} == {"download"}
     assert of_type(objects, "transfer_resumed") == []
+
+
+def test_an_upload_left_unfinished_goes_after_its_expiry_and_then_starts_over(make_server,
+                                                                              tmp_path):
+    server = make_server("--upload-expiry-hours", "0.0003")       # about a second
+    _accounts(server, "alice", "bob")
+    path, data = _file(tmp_path, "left.bin", 24 * MIB)
+    first = BatchClient(server, "alice")
+    try:
+        first.wait_type("ready")
+        first.send(f"send-file bob {path}")
+        wait_until(lambda: _part_bytes(server) >= CUT_AT, timeout=TRANSFER_WAIT,
+                   message="the upload under way")
+    finally:
+        first.kill()                                # the sender walks away
+    wait_until(lambda: _part_bytes(server) == 0, timeout=TRANSFER_WAIT,
+               message="the unfinished upload removed")
+    again = run_ok(server, "alice", [f"send-file bob {path}"])
+    assert of_type(again, "transfer_resumed") == []               # nothing left to resume
+    assert of_type(again, "file_sent")[0]["sha256"] == sha256(data)
