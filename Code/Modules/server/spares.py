@@ -25,7 +25,7 @@ import time
 from multiprocessing import reduction
 
 from Modules.runtime import process_alive, restore_default_signals, start_process
-from Modules.server import login_process, user_process
+from Modules.server import containment, login_process, user_process
 
 log = logging.getLogger("parley.spares")
 
@@ -38,6 +38,7 @@ def spare_main(pipe, config):
     """Entry point of a spare: wait for one job, then become that process."""
     restore_default_signals(config.get("lifeline"))
     start_process("spare", config)
+    containment.enter(config, "spare")   # contained before any job: off the login's path
     try:
         kind, first, job_config, extra = pipe.recv()
         sock = socket.socket(fileno=reduction.recv_handle(pipe))

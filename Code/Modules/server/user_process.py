@@ -45,6 +45,7 @@ import time
 from Modules import operations
 from Modules.database.link import DbError, DbLink, DbUnavailable, Notice, Push, Reply
 from Modules.runtime import close_connection, restore_default_signals, start_process
+from Modules.server import containment
 from Modules.server.session_log import SessionLog, message_size
 from Modules.wire import protocol
 from Modules.wire.errors import LocalProtocolError, ProtocolError
@@ -504,6 +505,7 @@ def main(sock, handoff, back_channel, config):
     """Entry point of a user process (a forkserver child)."""
     restore_default_signals(config.get("lifeline"))
     start_process(f"user {handoff['user']}", config)
+    containment.enter(config, "user")   # unprivileged, in an empty root, from here on
     session = UserSession(sock, handoff, config)
     install_sigterm_flag(session)
     try:
