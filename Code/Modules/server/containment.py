@@ -52,6 +52,7 @@ import os
 import pwd
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -103,7 +104,9 @@ SIGNALS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 TIOCSTI = 0x5412
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
+PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, SECCOMP_MODE_FILTER = 4, 22, 38, 2
+PID_PLACEHOLDER = 0x7FFFFFF1           # above any pid (pid_max is at most 2**22)
+FILTER = None                          # the compiled syscall filter (below)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -376,18 +379,24 @@ def _limit(role):
         resource.setrlimit(which, (value, value))
 
 
-def _load_filter():
-    """The deny-list (see the module's docstring); EPERM for each, all else allowed."""
+def _compile_filter():
+    """The deny-list (see the module's docstring) as a BPF program: EPERM for each,
+    all else allowed, with PID_PLACEHOLDER where the process's own pid goes.
+    Compiled once, where this module is imported (the forkserver): libseccomp
+    takes ~5 ms for it, too much for every process."""
     deny = seccomp.ERRNO(errno.EPERM)
     syscalls = seccomp.SyscallFilter(seccomp.ALLOW)
     for name in DENIED:
         _rule(syscalls, deny, name)
     for name in SIGNALS:               # pid 0 and -1 are groups: refused too
-        _rule(syscalls, deny, name, seccomp.Arg(0, seccomp.NE, os.getpid()))
+        _rule(syscalls, deny, name, seccomp.Arg(0, seccomp.NE, PID_PLACEHOLDER))
     for name in ("socket", "socketpair"):
         _rule(syscalls, deny, name, seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
     _rule(syscalls, deny, "ioctl", seccomp.Arg(1, seccomp.EQ, TIOCSTI))
-    syscalls.load()
+    with open(os.memfd_create("parley-seccomp"), "w+b") as program:
+        syscalls.export_bpf(program)
+        program.seek(0)
+        return program.read()
 
 
 def _rule(syscalls, action, name, *args):
@@ -395,6 +404,29 @@ def _rule(syscalls, action, name, *args):
         syscalls.add_rule(action, name, *args)
     except (OSError, RuntimeError, ValueError):   # a call this libseccomp does not know
         pass
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _load_filter():
+    """The compiled program with this process's pid in it, loaded (needs no_new_privs)."""
+    program = bytearray(FILTER)
+    for offset in range(0, len(program), 8):      # struct sock_filter: u16, u8, u8, u32 k
+        if struct.unpack_from("=I", program, offset + 4)[0] == PID_PLACEHOLDER:
+            struct.pack_into("=I", program, offset + 4, os.getpid())
+    code = (ctypes.c_char * len(program)).from_buffer(program)
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(code))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0),
+           "seccomp")
+
+
+if seccomp is not None:
+    try:
+        FILTER = _compile_filter()
+    except (OSError, RuntimeError, ValueError) as failed:
+        seccomp, SECCOMP_MISSING = None, f"libseccomp failed: {failed}"
 
 
 # -- the test-only probe ------------------------------------------------------------
