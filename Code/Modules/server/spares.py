@@ -10,7 +10,8 @@ client's socket passed as a descriptor (SCM_RIGHTS). The spare then runs
 `login_process.main` or `user_process.main` exactly as a freshly started
 process would, with the same pipe as its channel back to the daemon, and
 ends with that connection: a spare serves one connection, once, like every
-other login or user process. The daemon starts a replacement after handing
+other login or user process. A spare is contained
+(`Modules/server/containment.py`) as soon as it starts, before any job. The daemon starts a replacement after handing
 a spare its job, off the connection's path.
 
 Talks to: the daemon only, over the pipe. How it fails: a spare that died

@@ -4,7 +4,9 @@ Talks to: the client over the TCP connection handed over by the login
 process (the Noise transport state continues, nonces included); the
 database process in the *user* role, bound by the ticket from the login;
 the daemon through a one-way pipe, used only to hand the connection back to
-a login process after the account is deleted.
+a login process after the account is deleted. It is contained like a login
+process (`Modules/server/containment.py`) before it reads its client, and
+finds the database's socket in its empty root, again after a restart.
 
 It relays every operation the registry (`Modules/operations.py`) marks
 `relayed`, with the registry's fields only, to the database, and passes
