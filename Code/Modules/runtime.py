@@ -205,6 +205,35 @@ def keep_log_file():
         _file_handler[0].kept = True
 
 
+def log_file_descriptor():
+    """The descriptor of this process's log file, after a look at its path (a file
+    logrotate moved is opened anew first), or None without one: the daemon passes it
+    with a spare's job, since a contained spare can no longer open the path."""
+    handler = _file_handler[0]
+    if handler is None or handler.stream is None:
+        return None
+    if not handler.kept:
+        handler.reopenIfNeeded()
+    return handler.stream.fileno()
+
+
+def adopt_log_file(fd):
+    """Write this process's log lines to `fd` from now on (the daemon's log file,
+    passed with a spare's job); the file opened before is closed."""
+    handler = _file_handler[0]
+    if handler is None:
+        os.close(fd)
+        return
+    handler.acquire()
+    try:
+        old, handler.stream = handler.stream, open(fd, "a", encoding="utf-8")
+        handler._statstream()
+    finally:
+        handler.release()
+    if old is not None:
+        old.close()
+
+
 def reopen_log_file():
     """Open this process's log file again (after SIGHUP); whether it has one."""
     if _file_handler[0] is None:

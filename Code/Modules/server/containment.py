@@ -310,7 +310,8 @@ def enter(config, role):
 
 def _contain(jail):
     time.localtime()                   # the time zone is read while /etc can be seen
-    keep_log_file()
+    if jail["mode"] != "none":
+        keep_log_file()                # its path is out of sight from now on
     if jail["mode"] == "root":
         os.chroot(jail["dir"])
         os.chdir("/")
