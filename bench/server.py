@@ -99,6 +99,8 @@ class BenchServer:
     def start(self, timeout=60.0):
         command = [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir,
                    "--log-level", os.environ.get("PARLEY_BENCH_LOG_LEVEL", "WARNING"), "--max-clients", str(self.max_clients)]
+        if os.environ.get("PARLEY_BENCH_SECCOMP"):   # on/off: the syscall filter's cost
+            command += ["--seccomp", os.environ["PARLEY_BENCH_SECCOMP"]]
         # Every load-generator connection comes from 127.0.0.1: it stands for many
         # people, so the per-address limits on logins and new accounts must not apply
         # (unless a scenario measures them: default_limits).

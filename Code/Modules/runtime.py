@@ -6,7 +6,8 @@ configures logging: colour logs to standard error with colorlog when it is
 a terminal, or a pipe the console relays to one (plain ones otherwise), and with `--log-file` plain lines
 appended to that file too. Every process opens the file itself
 (`PrivateLogFile`: created 0600, O_APPEND, one write() per record, opened
-again when logrotate moved it; `reopen_log_file` forces that, for SIGHUP).
+again when logrotate moved it; `reopen_log_file` forces that, for SIGHUP;
+`keep_log_file` stops it in a process that cannot see the path any more).
 Every line carries the connection id of the process that wrote it (`c17`;
 `-` in a process that serves no connection), so one session can be
 followed from accept to logout. Log records never carry passwords, hashes,
@@ -23,11 +24,13 @@ How it fails: a log file that cannot be opened at start is a
 that lacks a feature, it does without it.
 """
 
+import fcntl
 import logging
 import logging.handlers
 import os
 import pwd
 import resource
+import select
 import signal
 import socket
 import sys
@@ -136,9 +139,12 @@ class PrivateLogFile(logging.handlers.WatchedFileHandler):
                      os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return open(fd, "a", encoding="utf-8")
 
+    kept = False       # True: never look at the path again (keep_log_file)
+
     def emit(self, record):
         try:
-            self.reopenIfNeeded()
+            if not self.kept:
+                self.reopenIfNeeded()
             text = self.format(record).translate(_ESCAPES).replace("\n", "\n    ")
             os.write(self.stream.fileno(), (text + "\n").encode("utf-8", "replace"))
         except Exception:
@@ -190,6 +196,44 @@ def log_file_problem(path, error):
     return f"cannot write the log file {path}: {why}"
 
 
+def keep_log_file():
+    """From now on write to the log file already open, whatever happens to its path:
+    a process in an empty root (`Modules/server/containment.py`) cannot see the path,
+    and looking for it would only lose the lines. After logrotate moved the file,
+    such a process writes on into the moved one until it ends."""
+    if _file_handler[0] is not None:
+        _file_handler[0].kept = True
+
+
+def log_file_descriptor():
+    """The descriptor of this process's log file, after a look at its path (a file
+    logrotate moved is opened anew first), or None without one: the daemon passes it
+    with a spare's job, since a contained spare can no longer open the path."""
+    handler = _file_handler[0]
+    if handler is None or handler.stream is None:
+        return None
+    if not handler.kept:
+        handler.reopenIfNeeded()
+    return handler.stream.fileno()
+
+
+def adopt_log_file(fd):
+    """Write this process's log lines to `fd` from now on (the daemon's log file,
+    passed with a spare's job); the file opened before is closed."""
+    handler = _file_handler[0]
+    if handler is None:
+        os.close(fd)
+        return
+    handler.acquire()
+    try:
+        old, handler.stream = handler.stream, open(fd, "a", encoding="utf-8")
+        handler._statstream()
+    finally:
+        handler.release()
+    if old is not None:
+        old.close()
+
+
 def reopen_log_file():
     """Open this process's log file again (after SIGHUP); whether it has one."""
     if _file_handler[0] is None:
@@ -224,29 +268,49 @@ def restore_default_signals(lifeline=None):
 
     `lifeline` is the read end of a pipe whose only write end the daemon
     holds and never writes to: end of file on it means the daemon has died
-    (even by SIGKILL), and the child then ends itself with SIGTERM, cleanly.
+    (even by SIGKILL), and the child then gets SIGTERM and ends cleanly.
     (PR_SET_PDEATHSIG cannot do this: a child's parent is the forkserver,
-    which every child keeps alive.)
+    which every child keeps alive.) The kernel sends that SIGTERM itself, no
+    thread waits for it: the process opens the pipe again for a file
+    description of its own (the one passed is shared by every child) and
+    asks for a signal when its state changes (O_ASYNC, F_SETSIG). So a login
+    or user process stays single-threaded, as a user namespace requires
+    (`Modules/server/containment.py`).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # the log file reopens by itself
     if lifeline is not None:
-        threading.Thread(target=_watch_lifeline, args=(lifeline,), daemon=True,
-                         name="parley-lifeline").start()
+        _watch_lifeline(lifeline.fileno())
 
 
-# Set when this process learns through its lifeline that the daemon is gone.
-DAEMON_GONE = threading.Event()
+F_SETSIG = 10          # Linux's fcntl: which signal O_ASYNC sends (Python has no name)
 
 
-def _watch_lifeline(lifeline):
-    try:
-        lifeline.recv_bytes()
-    except (EOFError, OSError):
-        pass
-    DAEMON_GONE.set()
-    os.kill(os.getpid(), signal.SIGTERM)
+def _watch_lifeline(fileno):
+    fd = os.open(f"/proc/self/fd/{fileno}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, F_SETSIG, signal.SIGTERM)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    DAEMON_GONE.fd = fd
+    if DAEMON_GONE.is_set():          # it ended before we asked to be told
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _DaemonGone:
+    """Whether this process's lifeline says that the daemon is gone (its end closed)."""
+
+    fd = None
+
+    def is_set(self):
+        if self.fd is None:
+            return False
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        return bool(poller.poll(0))
+
+
+DAEMON_GONE = _DaemonGone()
 
 
 def process_alive(pid):

@@ -2,8 +2,9 @@
 
 The log level from options, the log file (created 0600, appended, plain,
 every line with the connection id, reopened when moved and on demand, a
-bad path one sentence), the lifeline (a child whose daemon's end of the
-pipe closes ends itself with SIGTERM), lower priority per thread, process
+bad path one sentence, kept by a contained process, or replaced by the
+daemon's), the lifeline (a child whose daemon's end of the pipe closes gets
+SIGTERM, with no thread of its own), lower priority per thread, process
 liveness by /proc, and the process title seen by `ps`. What configures
 logging runs in a child interpreter, never in pytest's own.
 """
@@ -35,6 +36,9 @@ def test_log_level_from_options():
 
 def _child_with_lifeline(lifeline, started):
     runtime.restore_default_signals(lifeline)
+    assert threading.active_count() == 1   # no thread watches: the kernel signals
+    with open("/proc/self/status") as status:
+        assert "Threads:\t1\n" in status.read()
     started.set()
     threading.Event().wait(WAIT)          # until the lifeline ends us
     os._exit(7)                           # not reached when it works
@@ -151,6 +155,27 @@ def test_a_moved_log_file_is_made_again_and_reopen_forces_it(tmp_path):
     assert (tmp_path / "parley.log.2").read_text().strip().endswith("second")
     assert path.read_text().strip().endswith("third")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_kept_log_file_stays_and_an_adopted_one_replaces_it(tmp_path):
+    path, other = tmp_path / "parley.log", tmp_path / "daemons.log"
+    out = _run_child(f"""
+        import logging, os
+        from Modules import runtime
+        runtime.start_process("tester", {{"log_file": {str(path)!r}}})
+        log = logging.getLogger("parley.test")
+        runtime.keep_log_file()                  # a contained process: the path is gone
+        os.rename({str(path)!r}, {str(path) + ".1"!r})
+        log.info("kept")                         # into the moved file, nothing made anew
+        print(os.path.exists({str(path)!r}))
+        fd = os.open({str(other)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        runtime.adopt_log_file(os.dup(fd))       # the daemon's, passed with a job
+        log.info("adopted")
+        print(runtime.log_file_descriptor() is not None)
+    """)
+    assert out.split() == ["False", "True"]
+    assert (tmp_path / "parley.log.1").read_text().strip().endswith("kept")
+    assert other.read_text().strip().endswith("adopted")
 
 
 @pytest.mark.parametrize("where, why", [

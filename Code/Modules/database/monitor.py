@@ -265,7 +265,7 @@ async def serve(config, ready):
     await load_settings(monitor, config)
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),
                                            config["socket_path"])
-    os.chmod(config["socket_path"], 0o600)
+    os.chmod(config["socket_path"], config.get("socket_mode", 0o600))   # 0666 in a jail dir
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     trimming = loop.create_task(give_memory_back(monitor))
@@ -365,18 +365,21 @@ def main(config, ready):
         raise SystemExit(EXIT_STORAGE_ERROR)
     finally:
         if DAEMON_GONE.is_set():
-            remove_runtime_dir(config["socket_path"])
+            remove_runtime_dir(config["socket_path"], config.get("runtime_dir"))
 
 
-def remove_runtime_dir(socket_path):
+def remove_runtime_dir(socket_path, runtime_dir=None):
     """After the daemon died (SIGKILL, OOM): nobody else will remove the runtime
     dir it made for our socket (and its admin socket), so the last process to
-    use it does: the sockets in it, then the directory."""
-    directory = os.path.dirname(socket_path)
-    try:
-        for entry in os.scandir(directory):
-            if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                os.unlink(entry.path)
-        os.rmdir(directory)
-    except OSError:
-        pass
+    use it does: the sockets in it, then the directory; first the socket's own
+    directory (the jail, `server/containment.py`) when it lies in `runtime_dir`."""
+    for directory in (os.path.dirname(socket_path), runtime_dir):
+        if not directory:
+            continue
+        try:
+            for entry in os.scandir(directory):
+                if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                    os.unlink(entry.path)
+            os.rmdir(directory)
+        except OSError:
+            pass

@@ -10,10 +10,9 @@ lies on a login's path. Each child has a pipe back to the daemon that
 carries its hand-off (login → user, and user → login after an account is
 deleted).
 
-Who may connect at all is `Modules/server/admission.py`'s: connections
-in all, connections still logging in per address and in all (with early
-drop), and new connections per second per address; a refused one is told
-why in a plaintext notice and closed.
+Who may connect at all is `Modules/server/admission.py`'s: connections in all, connections
+still logging in per address and in all (with early drop), and new connections per second
+per address; a refused one is told why in a plaintext notice and closed.
 
 It numbers the connections it accepts (`c1`, `c2`, ...) and gives the
 id to each process that serves one, so that every log line about a
@@ -22,26 +21,26 @@ each start to the log; SIGHUP makes it open its `--log-file` again (the
 other processes notice a moved file before their next line), and never
 stops the server.
 
-The daemon keeps its own copy of every client socket, so that whatever
-way a child ends (even SIGKILL) the daemon notices the pipe closing and
-closes the connection; it never reads from client sockets.
+The daemon keeps its own copy of every client socket, so that whatever way a child ends
+(even SIGKILL) it notices the pipe closing and closes the connection; it never reads them.
 
 Start-up binds the port first (`Modules/server/listener.py`, `--port-fallback`), so a
-taken port is refused before anything exists in the data dir; then it claims the data
-dir, loads the key, starts the database, and only then prints the ready line (and in a
+taken port is refused before anything exists in the data dir, and a port below 1024 works
+as root; then it claims the data dir, loads the key, makes the jail (login and user
+processes run unprivileged in an empty root: `Modules/server/containment.py`), starts the
+database (as the data dir's owner), and only then prints the ready line (and in a
 terminal opens the operator's console, `server/console.py`). Every accepted connection
 gets TCP keepalive (`--keepalive`), so one whose client vanished ends and frees its
 place. The forkserver and all its children run in a process group of their own
 (`Modules/server/preload.py`): a SIGTERM to the daemon's group reaches the daemon alone
 and gives the same clean stop as one to its pid.
 
-Shutdown (also after `--exit-when-idle` seconds without any connection):
-the first SIGINT/SIGTERM stops accepting, sends SIGTERM to every
-login and user process (each tells its client and finishes what is in
-flight), waits for them, then stops the database process (which finishes
-its queue and checkpoints the WAL) and exits 0. A second signal kills
-everything and exits 1. A database that cannot open its files (exit status
-3) is not restarted: the daemon says why and exits 1.
+Shutdown (also after `--exit-when-idle` seconds without any connection): the first
+SIGINT/SIGTERM stops accepting, sends SIGTERM to every login and user process (each tells
+its client and finishes what is in flight), waits for them, then stops the database process
+(which finishes its queue and checkpoints the WAL) and exits 0. A second signal kills
+everything and exits 1. A database that cannot open its files (exit status 3) is not
+restarted: the daemon says why and exits 1.
 """
 
 import logging
@@ -69,7 +68,7 @@ from Modules.runtime import (
     start_process,
     unix_user,
 )
-from Modules.server import console, instance, listener, metrics, spares
+from Modules.server import console, containment, instance, listener, metrics, spares
 from Modules.server.admin_socket import AdminContext, AdminServer
 from Modules.server.admission import Admission
 from Modules.wire import protocol
@@ -134,7 +133,7 @@ class Daemon:
         self.clients = {}            # pipe -> ClientRecord
         self.exiting = []            # processes that handed off and are ending
         self.runtime_dir = tempfile.mkdtemp(prefix="parley-")
-        self.db_socket = os.path.join(self.runtime_dir, "db.sock")
+        self.db_socket, self.jail = containment.socket_path(self.runtime_dir), None
         self.ticket_secret = os.urandom(32)
         self.key = None
         self.listener = self.db_proc = None
@@ -163,7 +162,7 @@ class Daemon:
 
     # -- configuration handed to children ------------------------------------
     def _base_config(self):
-        return {"log_level": self.options.log_level, "debug": self.options.debug,
+        return {"log_level": self.options.log_level, "debug": self.options.debug, "jail": self.jail,
                 "log_file": self.options.log_file, "db_socket": self.db_socket,
                 "lifeline": self.lifeline, "idle_timeout": self.options.idle_timeout}
 
@@ -202,6 +201,7 @@ class Daemon:
         self.instance = instance.claim(self.options.data_dir)
         self.key = identity.load_or_create_server_key(self.options.data_dir)
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
+        self.jail = containment.prepare(self.options, self.runtime_dir)
         log.debug("runtime directory %s", self.runtime_dir)
         self._start_database()
         self.admin = AdminServer(self.runtime_dir, self.db_socket, self)
@@ -215,7 +215,7 @@ class Daemon:
     def _start_database(self):
         ready = self.ctx.Event()
         try:
-            proc = self._start_process(database_process.main, (self._db_config(), ready),
+            proc = self._start_process(containment.database_main, (self._db_config(), ready),
                                        "parley: database")
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
             raise DaemonError(f"cannot start the database process: {error}") from None

@@ -40,6 +40,7 @@ from Modules.runtime import (
     restore_default_signals,
     start_process,
 )
+from Modules.server import containment
 from Modules.server import login_dialogue as dialogue_mod
 from Modules.wire import channel as channel_mod
 from Modules.wire import noise, protocol
@@ -305,6 +306,7 @@ def main(sock, peer, handoff, config, resume_state=None):
     restore_default_signals(config.get("lifeline"))
     start_process(f"login {peer}", config)
     lower_priority()   # a login storm must not slow down live sessions
+    containment.enter(config, "login")   # unprivileged, in an empty root, from here on
     session = LoginSession(sock, peer, config, resume_state)
     signal.signal(signal.SIGTERM, _on_sigterm(session))
     result = session.run()

@@ -12,6 +12,7 @@ text itself or `@FILE`, read from that file at start.
 import argparse
 import logging
 import os
+import re
 
 from Modules import operations, rules
 
@@ -124,6 +125,15 @@ def _flag(text):
     raise ValueError("use 1/0, true/false, yes/no")
 
 
+def _account(text):
+    """A Unix account's name, as useradd takes it."""
+    name = text.strip()
+    if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", name):
+        raise ValueError("use a Unix account name: up to 32 lower-case letters, digits, "
+                         "'_', '.' or '-', starting with a letter or '_'")
+    return name
+
+
 def _ledger_addresses(text):
     value = int(text)
     if not 1 <= value <= 10_000:
@@ -208,6 +218,10 @@ SERVER_OPTIONS = [
      "file: one not downloaded or declined by then goes back to its sender"),
     ("upload_expiry_hours", _positive_time("hours", 876_000), 24.0, "hours a half-sent "
      "file is kept with nothing arriving before it is removed"),
+    ("user", _account, "parley", "the Unix account the login and user processes run as "
+     "when the server starts as root (the default one is created if missing)"),
+    ("seccomp", _flag, "on", "filter the system calls of login and user processes (on, "
+     "or off to measure or to rule it out)"),
     ("greeting", _operator_text, None, "text shown to every client before it logs in, or "
      "@FILE to read it from FILE; replaces the stored one, which the console changes live"),
     ("motd", _operator_text, None, "message of the day, shown after each login (text or "

@@ -10,7 +10,10 @@ client's socket passed as a descriptor (SCM_RIGHTS). The spare then runs
 `login_process.main` or `user_process.main` exactly as a freshly started
 process would, with the same pipe as its channel back to the daemon, and
 ends with that connection: a spare serves one connection, once, like every
-other login or user process. The daemon starts a replacement after handing
+other login or user process. A spare is contained
+(`Modules/server/containment.py`) as soon as it starts, before any job; so
+that it writes to the log file of the moment and not to one logrotate moved
+since, the daemon passes its own log file's descriptor with the job. The daemon starts a replacement after handing
 a spare its job, off the connection's path.
 
 Talks to: the daemon only, over the pipe. How it fails: a spare that died
@@ -24,8 +27,14 @@ import socket
 import time
 from multiprocessing import reduction
 
-from Modules.runtime import process_alive, restore_default_signals, start_process
-from Modules.server import login_process, user_process
+from Modules.runtime import (
+    adopt_log_file,
+    log_file_descriptor,
+    process_alive,
+    restore_default_signals,
+    start_process,
+)
+from Modules.server import containment, login_process, user_process
 
 log = logging.getLogger("parley.spares")
 
@@ -38,9 +47,12 @@ def spare_main(pipe, config):
     """Entry point of a spare: wait for one job, then become that process."""
     restore_default_signals(config.get("lifeline"))
     start_process("spare", config)
+    containment.enter(config, "spare")   # contained before any job: off the login's path
     try:
         kind, first, job_config, extra = pipe.recv()
         sock = socket.socket(fileno=reduction.recv_handle(pipe))
+        if job_config.get("log_file_follows"):   # the daemon's, opened anew after logrotate
+            adopt_log_file(reduction.recv_handle(pipe))
     except (EOFError, OSError, ValueError):
         return   # the daemon closed us: not needed
     job_config = {**job_config, "lifeline": None}   # ours is already watched
@@ -80,6 +92,8 @@ class SparePool:
     def give(self, kind, sock, first, config, extra=()):
         """Hand the job to an idle spare: (process, pipe), or None if none could take it."""
         config = {key: value for key, value in config.items() if key != "lifeline"}
+        log_fd = log_file_descriptor()
+        config["log_file_follows"] = log_fd is not None
         while self.idle:
             proc, pipe = self.idle.pop(0)
             if not process_alive(proc.pid):
@@ -88,6 +102,8 @@ class SparePool:
             try:
                 pipe.send((kind, first, config, tuple(extra)))
                 reduction.send_handle(pipe, sock.fileno(), proc.pid)
+                if log_fd is not None:
+                    reduction.send_handle(pipe, log_fd, proc.pid)
                 return proc, pipe
             except (OSError, ValueError):
                 log.info("spare process %s is gone; trying another", proc.pid)

@@ -4,7 +4,9 @@ Talks to: the client over the TCP connection handed over by the login
 process (the Noise transport state continues, nonces included); the
 database process in the *user* role, bound by the ticket from the login;
 the daemon through a one-way pipe, used only to hand the connection back to
-a login process after the account is deleted.
+a login process after the account is deleted. It is contained like a login
+process (`Modules/server/containment.py`) before it reads its client, and
+finds the database's socket in its empty root, again after a restart.
 
 It relays every operation the registry (`Modules/operations.py`) marks
 `relayed`, with the registry's fields only, to the database, and passes
@@ -45,6 +47,7 @@ import time
 from Modules import operations
 from Modules.database.link import DbError, DbLink, DbUnavailable, Notice, Push, Reply
 from Modules.runtime import close_connection, restore_default_signals, start_process
+from Modules.server import containment
 from Modules.server.session_log import SessionLog, message_size
 from Modules.wire import protocol
 from Modules.wire.errors import LocalProtocolError, ProtocolError
@@ -504,6 +507,7 @@ def main(sock, handoff, back_channel, config):
     """Entry point of a user process (a forkserver child)."""
     restore_default_signals(config.get("lifeline"))
     start_process(f"user {handoff['user']}", config)
+    containment.enter(config, "user")   # unprivileged, in an empty root, from here on
     session = UserSession(sock, handoff, config)
     install_sigterm_flag(session)
     try:

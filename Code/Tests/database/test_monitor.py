@@ -4,12 +4,14 @@ A real database process (forkserver child, real SQLite files in a
 temporary dir) driven over its Unix socket with `DbLink`: SIGTERM closes
 the databases cleanly (the WAL checkpointed), a full disk fails a write
 clearly while the process keeps serving and keeps nothing half written,
-a second database process on the same data dir is refused, and an account
-deletion cut off by a crash is finished at the next start.
+a second database process on the same data dir is refused, an account
+deletion cut off by a crash is finished at the next start, and the runtime
+dir of a daemon that died goes, with the jail in it.
 """
 
 import os
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -76,3 +78,14 @@ def test_a_deletion_cut_off_by_a_crash_is_finished_at_the_next_start(tmp_path):
         inbox = user_link(config, "bob").call("Inbox")["messages"]
         assert [(m["from"], m["kind"], m["subject"]) for m in inbox] == [
             ("parley", "bounce", "unread")]
+
+
+def test_after_the_daemon_died_its_runtime_dir_goes_jail_and_all(tmp_path):
+    runtime_dir = tmp_path / "parley-x"
+    jail = runtime_dir / "jail"
+    jail.mkdir(parents=True)
+    for path in (jail / "db.sock", runtime_dir / "admin.sock"):
+        with socket.socket(socket.AF_UNIX) as bound:
+            bound.bind(str(path))
+    monitor.remove_runtime_dir(str(jail / "db.sock"), str(runtime_dir))
+    assert not runtime_dir.exists()

@@ -419,7 +419,7 @@ def runtime_dir():
 
 def db_socket_identity(runtime_dir):
     """(inode, change time) of the database socket: a new bind changes it."""
-    (path,) = glob.glob(os.path.join(runtime_dir, "parley-*", "db.sock"))
+    (path,) = glob.glob(os.path.join(runtime_dir, "parley-*", "jail", "db.sock"))
     info = os.stat(path)
     return info.st_ino, info.st_ctime_ns
 
