@@ -55,6 +55,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -354,6 +355,39 @@ class Measured:
         return False
 
 
+class Profiled:
+    """With a directory: py-spy records the server tree (LABEL.txt) and one client
+    (LABEL_client.txt) while the block runs, stopped by SIGINT at its end."""
+
+    def __init__(self, directory, label, server_pid, client_pid):
+        self.directory, self.label = directory, label
+        self.targets = {"": (server_pid, ["--subprocesses"]), "_client": (client_pid, [])}
+        self.procs = []
+
+    def __enter__(self):
+        if not self.directory:
+            return self
+        os.makedirs(self.directory, exist_ok=True)
+        for suffix, (pid, extra) in self.targets.items():
+            path = os.path.join(self.directory, f"{self.label}{suffix}.txt")
+            self.procs.append(subprocess.Popen(
+                ["py-spy", "record", "--pid", str(pid), *extra, "--nonblocking", "--rate",
+                 "100", "--format", "raw", "--threads", "--duration", "3600", "--output",
+                 path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)                     # attached before the phase starts
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return False
+
+
 def transfer_figures(run, label, kind, size, measured):
     f = run.figures
     f[f"{label}_{kind}_s"] = measured.wall
@@ -434,15 +468,12 @@ def one_size(bench_, size, live):
         time.sleep(1.0)                     # the spare logins settle
         people = {SENDER: "sender", RECIPIENT: "recipient"}
         with MemorySampler(run.server, clients, people) as sampler:
-            prof = run.profiler(f"{label}_upload", 1 + size / 20e6) if args.profile else None
-            with Measured(run.server, clients) as up:
+            with Profiled(args.profile, f"{label}_upload", run.server.proc.pid,
+                          clients["sender"].pid), Measured(run.server, clients) as up:
                 _, sent = upload(clients["sender"], path, size)
-            bench._finish_profiler(prof)
-            prof = run.profiler(f"{label}_download", 1 + size / 20e6) if args.profile \
-                else None
-            with Measured(run.server, clients) as down:
+            with Profiled(args.profile, f"{label}_download", run.server.proc.pid,
+                          clients["recipient"].pid), Measured(run.server, clients) as down:
                 _, got = download(clients["recipient"], sent["id"], downloads, size, sha256)
-            bench._finish_profiler(prof)
         check_content(got["path"], sha256)
         os.unlink(got["path"])
         decline(clients["recipient"], sent["id"])
@@ -551,6 +582,13 @@ def unit_costs(directory, size):
         "ChaCha20-Poly1305 open of the packet (transport)":
             lambda: aead.open_(key, bytes(12), b"", sealed),
     }
+    try:                                     # for comparison: OpenSSL's, as bench/loadgen.py
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+        openssl = ChaCha20Poly1305(key)
+        steps["(for comparison) the same seal with cryptography/OpenSSL"] = \
+            lambda: openssl.encrypt(bytes(12), frame, b"")
+    except ImportError:
+        pass
     out = {}
     for name, step in steps.items():
         count, t0 = 0, time.perf_counter()
