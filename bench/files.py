@@ -32,7 +32,10 @@ person, kept logged in):
    (`files_live_transfer`): send->push latency p50/p99, and server CPU
    per 10k messages for the run alone (with a transfer the server's CPU is
    mostly the transfer's, so that run gives the cores the server used, and
-   the MB/s of the transfers that overlapped it).
+   the MB/s of the transfers that overlapped it), then alone again
+   (`files_live_after`: on a shared machine, base and after bracket the
+   transfer run, so a change of the machine's load shows as a difference
+   between them).
 
 `--unit-costs` first prints what each step of a chunk's path costs in
 this one process (base64, AES-256-GCM as the store does it, SHA-256, the
@@ -85,6 +88,7 @@ MIB = 1024 * 1024
 RATE = 1000.0
 PAIRS = 10                 # as the paced scenario: 100 messages/s each
 SAMPLE_S = 0.2
+SETTLE_S = 3.0            # a pause before each paced run alone
 UNITS = {}
 
 
@@ -498,6 +502,7 @@ def live_messages(run, clients, path, size, sha256, downloads):
     per_worker = bench.split(pairs, len(run.workers))
     run.login([[n for pair in ps for n in pair] for ps in per_worker])
     run.server.wait_settled(expect_users=2 * len(pairs) + 2)
+    time.sleep(SETTLE_S)                     # after the transfers' writes and fsyncs
     bench.paced_once(run, pairs, RATE, args.seconds, "files_live_base")
     stop, ops, failure = threading.Event(), [], []
 
@@ -543,6 +548,10 @@ def live_messages(run, clients, path, size, sha256, downloads):
             UNITS[f"files_live_transfer_{kind}_mb_per_s"] = "MB/s"
     run.details["files_live_transfer_ops"] = [(k, round(t1 - t0, 2)) for k, t0, t1 in ops]
     run.details["files_live_transfer_server_cpu_s"] = cpu
+    # The same paced run alone again: on a shared machine, what changed between the
+    # first and this one is the machine, not the transfer.
+    time.sleep(SETTLE_S)
+    bench.paced_once(run, pairs, RATE, args.seconds, "files_live_after")
 
 
 # --------------------------------------------------------------------------
@@ -676,7 +685,16 @@ def main(argv=None):
                         help="py-spy record the server tree during the big transfers")
     parser.add_argument("--server-cwd", metavar="DIR", default=None)
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--show", metavar="FILE", default=None,
+                        help="print the tables of a saved --json result, and run nothing")
     args = parser.parse_args(argv)
+    if args.show:
+        with open(args.show) as f:
+            saved = json.load(f)
+        print_figures({name: {"median": median, "min": saved["ranges"][name][0],
+                              "max": saved["ranges"][name][1], "unit": saved["units"][name]}
+                       for name, median in saved["figures"].items()}, saved["meta"])
+        return 0
     bench_ = Bench(args)
     size = args.size_mib * MIB
     started = time.time()
