@@ -26,16 +26,23 @@ person, kept logged in):
 3. Live messages beside a transfer. On the big file's server, after the
    transfers: 10 pairs of load-generator sessions send 1,000 messages/s
    in all (bench/run.py's `paced_once`, the `paced` scenario's code) for
-   `--seconds` (10), first alone (`files_live_base`), then while a loop
-   of the two clients uploads, downloads and declines the big file
-   without a pause, started 2 s before and stopped after
-   (`files_live_transfer`): send->push latency p50/p99, and server CPU
-   per 10k messages for the run alone (with a transfer the server's CPU is
-   mostly the transfer's, so that run gives the cores the server used, and
-   the MB/s of the transfers that overlapped it), then alone again
-   (`files_live_after`: on a shared machine, base and after bracket the
-   transfer run, so a change of the machine's load shows as a difference
-   between them).
+   `--seconds` (10) each time: alone (`files_live_base`); while the
+   sender's client uploads the big file again and again without a pause
+   (`files_live_upload`; each upload declines the one before, so storage
+   stays flat); while the recipient's client downloads the last one again
+   and again (`files_live_download`); alone again (`files_live_after`: on
+   a shared machine base and after bracket the two, so a change of the
+   machine's load shows as a difference between them). Each loop starts
+   1-2 s before its paced run and stops after it (the transfer under way
+   then finishes). Send->push latency p50/p99 of each; server CPU per 10k
+   messages for the runs alone (beside a transfer the server's CPU is
+   mostly the transfer's: those give the cores the server used, and the
+   MB/s of the transfers that overlapped the paced run).
+
+CPU-ms per MiB (server and both clients, from /proc) are printed beside
+MB/s: on a shared machine they hardly move with the load, MB/s does.
+The sampler itself reads every process's smaps_rollup: ~7 ms of the bench
+process's CPU per sample, 3-4 % of a core.
 
 `--unit-costs` first prints what each step of a chunk's path costs in
 this one process (base64, AES-256-GCM as the store does it, SHA-256, the
@@ -59,6 +66,7 @@ import queue
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -404,6 +412,16 @@ def transfer_figures(run, label, kind, size, measured):
     for role, seconds in measured.client_cpu.items():
         f[f"{label}_{kind}_client_{role}_cpu_s"] = seconds
     f[f"{label}_{kind}_machine_idle_fraction"] = measured.idle
+    # CPU per MiB hardly moves with the machine's load, unlike MB/s: the figure to compare
+    mib = size / MIB
+    f[f"{label}_{kind}_cpu_ms_per_mib"] = (cpu["total"] + sum(measured.client_cpu.values())) \
+        / mib * 1e3
+    f[f"{label}_{kind}_server_cpu_ms_per_mib"] = cpu["total"] / mib * 1e3
+    f[f"{label}_{kind}_cores"] = (cpu["total"] + sum(measured.client_cpu.values())) \
+        / measured.wall
+    for name in ("cpu_ms_per_mib", "server_cpu_ms_per_mib"):
+        UNITS[f"{label}_{kind}_{name}"] = "CPU-ms/MiB"
+    UNITS[f"{label}_{kind}_cores"] = "cores"
     run.details[f"{label}_{kind}"] = {"wall_s": round(measured.wall, 3), "server_cpu_s": cpu,
                                       "client_cpu_s": measured.client_cpu}
 
@@ -496,7 +514,8 @@ def one_size(bench_, size, live):
 
 
 def live_messages(run, clients, path, size, sha256, downloads):
-    """Paced 1,000/s from 10 pairs alone, then beside a transfer loop."""
+    """Paced 1,000/s from 10 pairs: alone, beside a loop of uploads, beside a loop
+    of downloads, alone again."""
     args = run.opts
     pairs = bench._pair_names(PAIRS)
     per_worker = bench.split(pairs, len(run.workers))
@@ -504,54 +523,67 @@ def live_messages(run, clients, path, size, sha256, downloads):
     run.server.wait_settled(expect_users=2 * len(pairs) + 2)
     time.sleep(SETTLE_S)                     # after the transfers' writes and fsyncs
     bench.paced_once(run, pairs, RATE, args.seconds, "files_live_base")
+    kept = []                                # the file the upload loop sent last
+
+    def upload_step():
+        _, sent = upload(clients["sender"], path, size)
+        if kept:                             # the one before goes: storage stays flat
+            decline(clients["recipient"], kept.pop())
+        kept.append(sent["id"])
+
+    def download_step():
+        download(clients["recipient"], kept[0], downloads, size, sha256)
+
+    beside(run, pairs, "files_live_upload", upload_step, size, warm_up_s=2.0)
+    beside(run, pairs, "files_live_download", download_step, size, warm_up_s=1.0)
+    decline(clients["recipient"], kept.pop())
+    # The same paced run alone again: on a shared machine, what changed between the
+    # first and this one is the machine, not the transfer.
+    time.sleep(SETTLE_S)
+    bench.paced_once(run, pairs, RATE, args.seconds, "files_live_after")
+
+
+def beside(run, pairs, label, step, size, warm_up_s):
+    """The paced run `label` while a thread repeats `step` (one transfer) without
+    a pause, from `warm_up_s` before it starts until it has ended."""
     stop, ops, failure = threading.Event(), [], []
 
     def loop():
         try:
             while not stop.is_set():
                 t0 = time.monotonic()
-                _, sent = upload(clients["sender"], path, size)
-                t1 = time.monotonic()
-                ops.append(("upload", t0, t1))
-                download(clients["recipient"], sent["id"], downloads, size, sha256)
-                t2 = time.monotonic()
-                ops.append(("download", t1, t2))
-                decline(clients["recipient"], sent["id"])
+                step()
+                ops.append((t0, time.monotonic()))
         except Exception as error:           # reported after the paced run
             failure.append(error)
 
     worker = threading.Thread(target=loop, daemon=True)
     worker.start()
-    time.sleep(2.0)                          # past the client's hash pass: chunks flow
+    time.sleep(warm_up_s)                    # an upload: past the client's hash pass
     go = loadgen.now_ns() + int(0.3e9)
     window0 = time.monotonic() + 0.3
     cpu0 = run.server.cpu()
-    bench.paced_once(run, pairs, RATE, args.seconds, "files_live_transfer", go=go)
+    bench.paced_once(run, pairs, RATE, run.opts.seconds, label, go=go)
     cpu = cpu_diff(cpu0, run.server.cpu())
     window1 = time.monotonic()
     stop.set()
     worker.join(transfer_timeout(size) * 2)
-    if failure:
-        raise RuntimeError(f"the transfer loop failed: {failure[0]}")
+    if failure or worker.is_alive():
+        raise RuntimeError(f"the transfer loop of {label} failed: "
+                           f"{failure[0] if failure else 'it did not end'}")
     f = run.figures
     # With a transfer the server's CPU is mostly the transfer's: per 10k messages it
     # says nothing about messages; the cores the server used do.
-    f.pop("files_live_transfer_server_cpu_s_per_10k", None)
-    f["files_live_transfer_server_cpu_util"] = cpu["total"] / (window1 - window0)
-    overlapping = [(kind, t0, t1) for kind, t0, t1 in ops if t0 < window1 and t1 > window0]
-    covered = sum(min(t1, window1) - max(t0, window0) for _, t0, t1 in overlapping)
-    f["files_live_transfer_covered_fraction"] = covered / (window1 - window0)
-    for kind in ("upload", "download"):
-        rates = [size / (t1 - t0) / 1e6 for k, t0, t1 in overlapping if k == kind]
-        if rates:
-            f[f"files_live_transfer_{kind}_mb_per_s"] = sum(rates) / len(rates)
-            UNITS[f"files_live_transfer_{kind}_mb_per_s"] = "MB/s"
-    run.details["files_live_transfer_ops"] = [(k, round(t1 - t0, 2)) for k, t0, t1 in ops]
-    run.details["files_live_transfer_server_cpu_s"] = cpu
-    # The same paced run alone again: on a shared machine, what changed between the
-    # first and this one is the machine, not the transfer.
-    time.sleep(SETTLE_S)
-    bench.paced_once(run, pairs, RATE, args.seconds, "files_live_after")
+    f.pop(f"{label}_server_cpu_s_per_10k", None)
+    f[f"{label}_server_cpu_util"] = cpu["total"] / (window1 - window0)
+    overlapping = [(t0, t1) for t0, t1 in ops if t0 < window1 and t1 > window0]
+    covered = sum(min(t1, window1) - max(t0, window0) for t0, t1 in overlapping)
+    f[f"{label}_covered_fraction"] = covered / (window1 - window0)
+    f[f"{label}_file_mb_per_s"] = statistics.mean(size / (t1 - t0) / 1e6
+                                                  for t0, t1 in overlapping)
+    UNITS[f"{label}_file_mb_per_s"] = "MB/s"
+    run.details[f"{label}_transfers_s"] = [round(t1 - t0, 2) for t0, t1 in ops]
+    run.details[f"{label}_server_cpu_s"] = cpu
 
 
 # --------------------------------------------------------------------------
