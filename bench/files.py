@@ -40,7 +40,8 @@ person, kept logged in):
    MB/s of the transfers that overlapped the paced run).
 
 CPU-ms per MiB (server and both clients, from /proc) are printed beside
-MB/s: on a shared machine they hardly move with the load, MB/s does.
+MB/s: on the shared machine they move much less with the load than MB/s
+(31 -> 39 CPU-ms/MiB while MB/s went 50 -> 34, docs/PERFORMANCE.md 4.05).
 The sampler itself reads every process's smaps_rollup: ~7 ms of the bench
 process's CPU per sample, 3-4 % of a core.
 
@@ -412,7 +413,7 @@ def transfer_figures(run, label, kind, size, measured):
     for role, seconds in measured.client_cpu.items():
         f[f"{label}_{kind}_client_{role}_cpu_s"] = seconds
     f[f"{label}_{kind}_machine_idle_fraction"] = measured.idle
-    # CPU per MiB hardly moves with the machine's load, unlike MB/s: the figure to compare
+    # CPU per MiB moves much less with the machine's load than MB/s: the figure to compare
     mib = size / MIB
     f[f"{label}_{kind}_cpu_ms_per_mib"] = (cpu["total"] + sum(measured.client_cpu.values())) \
         / mib * 1e3
