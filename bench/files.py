@@ -49,9 +49,11 @@ process's CPU per sample, 3-4 % of a core.
 this one process (base64, AES-256-GCM as the store does it, SHA-256, the
 transport's ChaCha20-Poly1305, the binary serializer) per MiB of file,
 and what writing and fsyncing the file costs on this file system.
-`--profile DIR` records the server tree with py-spy during the big file's
-upload and download (summarise with bench/profile_summary.py; the figures
-of such a run are perturbed). `--client-window N` runs the clients with N
+`--profile DIR` records with py-spy the server tree and the client at work
+during each upload and download (LABEL.txt, LABEL_client.txt), and the
+server tree during each paced run (run.py's profiler: files_live_*.txt);
+summarise with bench/profile_summary.py; the figures of such a run are
+perturbed. `--client-window N` runs the clients with N
 chunks in flight instead of the client's own 8 (patched into
 `file_commands.WINDOW` at start; an experiment, not the product).
 
