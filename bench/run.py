@@ -178,10 +178,10 @@ def split(items, n):
 class Run:
     """One scenario run: a fresh server, its load generators, the figures."""
 
-    def __init__(self, opts, tiny_argon2=True, procs=1, default_limits=False):
+    def __init__(self, opts, tiny_argon2=True, procs=1, default_limits=False, extra_env=None):
         self.opts = opts
         self.server = BenchServer(tiny_argon2=tiny_argon2, cwd=opts.server_cwd,
-                                  default_limits=default_limits).start()
+                                  default_limits=default_limits, extra_env=extra_env).start()
         self.workers = Workers(self.server.port, procs, opts.codec)
         self.figures, self.details = {}, {}
         self.load = [load_average()]
