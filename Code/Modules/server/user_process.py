@@ -20,7 +20,10 @@ before it runs its first command. The session's life is one table
 HANDING_BACK to a login process after the account was deleted. With
 `--idle-timeout`, a session that heard nothing from its client for that
 long (while no answer of ours was pending) tells it so in a System
-`idle_timeout` notice and closes.
+`idle_timeout` notice and closes. A session that moves a file (its first
+FileOffer, FileChunk or FileFetch) lowers its own CPU priority for the
+rest of its life (`runtime.lower_priority`), as the database does for its
+file thread: when the CPU is short, bulk bytes give way to messages.
 
 What it logs (INFO, every line with the connection's id): each message
 sent (its id, recipient and size in bytes), each delivery (a pushed message
@@ -46,7 +49,12 @@ import time
 
 from Modules import operations
 from Modules.database.link import DbError, DbLink, DbUnavailable, Notice, Push, Reply
-from Modules.runtime import close_connection, restore_default_signals, start_process
+from Modules.runtime import (
+    close_connection,
+    lower_priority,
+    restore_default_signals,
+    start_process,
+)
 from Modules.server import containment
 from Modules.server.session_log import SessionLog, message_size
 from Modules.wire import protocol
@@ -62,6 +70,7 @@ MAX_PENDING = 1000
 MAX_DB_BACKLOG = 4 * 1024 * 1024   # bytes queued for the database before we stop reading
 SHUTDOWN_GRACE = 3.0
 MAX_PAUSE = 10.0                   # seconds a rate_limited client is not read, at most
+BULK_OPERATIONS = frozenset({"FileOffer", "FileChunk", "FileFetch"})   # a session moving files
 
 # The session's life: RUNNING until something ends it; DRAINING after SIGTERM
 # (the client was told; requests in flight get their answers, new ones are not
@@ -133,6 +142,7 @@ class UserSession:
         self.selector = selectors.DefaultSelector()
         self.pending = {}          # db rid -> (client op, client rid)
         self.send_notes = {}       # db rid of a Send -> (recipient, size), for the log
+        self.moves_files = False   # a file moved: the process runs at a lower priority
         self.trace = SessionLog(self.user)
         self.out = bytearray()     # bytes waiting to go to the client
         self.subscribe_rid = None
@@ -349,6 +359,9 @@ class UserSession:
             return
         if operation.replies:
             self.pending[db_rid] = (operation, rid)
+        if operation.name in BULK_OPERATIONS and not self.moves_files:
+            self.moves_files = True      # from now on this session gives way to messages
+            lower_priority()
         if operation.name == "Send":
             self.send_notes[db_rid] = (fields.get("to"),
                                        message_size(fields.get("subject", ""), fields.get("body", "")))

@@ -8,6 +8,7 @@ packet.
 """
 
 import os
+import re
 import signal
 import time
 
@@ -248,3 +249,27 @@ def test_an_idle_session_is_told_why_and_closed_while_an_active_one_goes_on(make
     assert request(busy, "Inbox").op == "Result"      # the active session was not ended
     wait_until(lambda: "idle for 2 s; ending the session" in server.log(),
                message="the reason in the log")
+
+
+def _nice(pid, thread=None):
+    from Tests.support.processes import proc_stat
+    return int(proc_stat(pid, thread)[16])
+
+
+def test_a_session_that_moves_a_file_gives_way_to_messages(server):
+    """Its user process, and the database's file thread, run at a lower priority;
+    a session that only sends messages, and the database's event loop, do not."""
+    from Tests.support.files import raw_upload
+
+    mover, _ = session(server, "mover")
+    talker, _ = session(server, "talker")
+    send(talker, "mover")
+    (mover_pid,) = server.pids_titled("parley: user mover")
+    (talker_pid,) = server.pids_titled("parley: user talker")
+    (database,) = server.pids_titled("parley: database")
+    assert _nice(mover_pid) == 0
+    assert raw_upload(mover, "talker", "a.bin", b"x" * 1000).op == "Result"
+    wait_until(lambda: _nice(mover_pid) == 10, message="the mover's process niced")
+    assert _nice(talker_pid) == 0 and _nice(database) == 0
+    (thread,) = re.findall(r"file I/O thread (\d+) runs at nice", server.log())
+    assert _nice(database, thread) == 10 and _nice(database, database) == 0
