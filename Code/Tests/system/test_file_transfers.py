@@ -54,6 +54,32 @@ def _file(tmp_path, name, size):
     return path, data
 
 
+def _alice_and_bob_with(server, tmp_path, name, size=24 * MIB):
+    """Both accounts, and alice's file `name` of `size` bytes for bob."""
+    _accounts(server, "alice", "bob")
+    return _file(tmp_path, name, size)
+
+
+def _download_dir(tmp_path):
+    target = tmp_path / "got"
+    target.mkdir()
+    return target
+
+
+def _transfer_under_way(server, user, line, moved):
+    """A batch client of `user` that runs `line`, once `moved()` has reached CUT_AT."""
+    client = BatchClient(server, user)
+    try:
+        client.wait_type("ready")
+        client.send(line)
+        wait_until(lambda: moved() >= CUT_AT, timeout=TRANSFER_WAIT,
+                   message="the transfer under way")
+    except BaseException:
+        client.kill()
+        raise
+    return client
+
+
 def _part_bytes(server):
     """How much of an upload the server holds so far (its .part files)."""
     directory = os.path.join(server.data_dir, "files")
@@ -102,10 +128,8 @@ class Scanner:
 
 def test_a_50_mib_file_goes_there_and_back_and_no_plaintext_ever_touches_the_disk(
         server, tmp_path):
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "big.bin", 50 * MIB)
-    target = tmp_path / "got"
-    target.mkdir()
+    path, data = _alice_and_bob_with(server, tmp_path, "big.bin", 50 * MIB)
+    target = _download_dir(tmp_path)
     scanner = Scanner(server.data_dir)
     try:
         sent = run_ok(server, "alice", [f"send-file bob {path}"])
@@ -125,8 +149,7 @@ def test_a_50_mib_file_goes_there_and_back_and_no_plaintext_ever_touches_the_dis
 
 def test_an_upload_cut_off_by_the_network_carries_on_by_itself_at_the_prompt(
         server, tmp_path):
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "cut.bin", 24 * MIB)
+    path, data = _alice_and_bob_with(server, tmp_path, "cut.bin")
     relay = Relay(server.port)
     pty = ClientPty(tmp_path, relay.port, login="alice")
     try:
@@ -149,12 +172,10 @@ def test_an_upload_cut_off_by_the_network_carries_on_by_itself_at_the_prompt(
 
 def test_a_download_cut_off_by_the_network_carries_on_by_itself_at_the_prompt(
         server, tmp_path):
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "cut.bin", 24 * MIB)
+    path, data = _alice_and_bob_with(server, tmp_path, "cut.bin")
     file_id = _sent(server, path)
     relay = Relay(server.port)
-    target = tmp_path / "got"
-    target.mkdir()
+    target = _download_dir(tmp_path)
     pty = ClientPty(tmp_path, relay.port, login="bob")
     try:
         pty.expect("bob>")
@@ -188,14 +209,10 @@ def _download_matches(server, tmp_path, data):
 
 def test_an_upload_whose_user_process_is_killed_carries_on_when_sent_again(
         server, tmp_path):
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "kill.bin", 24 * MIB)
-    first = BatchClient(server, "alice")
+    path, data = _alice_and_bob_with(server, tmp_path, "kill.bin")
+    first = _transfer_under_way(server, "alice", f"send-file bob {path}",
+                                lambda: _part_bytes(server))
     try:
-        first.wait_type("ready")
-        first.send(f"send-file bob {path}")
-        wait_until(lambda: _part_bytes(server) >= CUT_AT, timeout=TRANSFER_WAIT,
-                   message="the upload under way")
         _kill_one(server, "parley: user alice")
         assert first.proc.wait(WAIT) == 1                   # this run failed ...
         assert "run the same command again" in first.proc.stderr.read()
@@ -210,17 +227,12 @@ def test_an_upload_whose_user_process_is_killed_carries_on_when_sent_again(
 
 def test_a_download_whose_user_process_is_killed_carries_on_when_run_again(
         server, tmp_path):
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "kill.bin", 24 * MIB)
+    path, data = _alice_and_bob_with(server, tmp_path, "kill.bin")
     file_id = _sent(server, path)
-    target = tmp_path / "got"
-    target.mkdir()
-    first = BatchClient(server, "bob")
+    target = _download_dir(tmp_path)
+    first = _transfer_under_way(server, "bob", f"download {file_id} {target}",
+                                lambda: _partial_bytes(target))
     try:
-        first.wait_type("ready")
-        first.send(f"download {file_id} {target}")
-        wait_until(lambda: _partial_bytes(target) >= CUT_AT, timeout=TRANSFER_WAIT,
-                   message="the download under way")
         _kill_one(server, "parley: user bob")
         assert first.proc.wait(WAIT) == 1
     finally:
@@ -236,22 +248,16 @@ def test_a_download_whose_user_process_is_killed_carries_on_when_run_again(
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_a_transfer_rides_through_the_database_process_being_killed(server, tmp_path,
                                                                     direction):
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "db.bin", 24 * MIB)
-    target = tmp_path / "got"
-    target.mkdir()
+    path, data = _alice_and_bob_with(server, tmp_path, "db.bin")
+    target = _download_dir(tmp_path)
     if direction == "upload":
         user, line, moved = "alice", f"send-file bob {path}", lambda: _part_bytes(server)
     else:
         file_id = _sent(server, path)
         user, line, moved = "bob", f"download {file_id} {target}", \
             lambda: _partial_bytes(target)
-    client = BatchClient(server, user)
+    client = _transfer_under_way(server, user, line, moved)
     try:
-        client.wait_type("ready")
-        client.send(line)
-        wait_until(lambda: moved() >= CUT_AT, timeout=TRANSFER_WAIT,
-                   message="the transfer under way")
         old = _kill_one(server, "parley: database")
         resumed = client.wait_type("transfer_resumed", timeout=TRANSFER_WAIT)
         assert resumed["direction"] == direction and resumed["done"] > 0
@@ -269,8 +275,7 @@ def test_a_transfer_rides_through_the_database_process_being_killed(server, tmp_
 
 
 def test_the_progress_of_a_download_in_json_ends_at_its_size(server, tmp_path):
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "p.bin", 3 * MIB)
+    path, data = _alice_and_bob_with(server, tmp_path, "p.bin", 3 * MIB)
     file_id = _sent(server, path)
     code, objects, _ = run_client(server, "bob", [f"download {file_id} {tmp_path}/p2.bin"])
     assert code == 0
@@ -283,16 +288,10 @@ def test_the_progress_of_a_download_in_json_ends_at_its_size(server, tmp_path):
 def test_an_upload_left_unfinished_goes_after_its_expiry_and_then_starts_over(make_server,
                                                                               tmp_path):
     server = make_server("--upload-expiry-hours", "0.0003")       # about a second
-    _accounts(server, "alice", "bob")
-    path, data = _file(tmp_path, "left.bin", 24 * MIB)
-    first = BatchClient(server, "alice")
-    try:
-        first.wait_type("ready")
-        first.send(f"send-file bob {path}")
-        wait_until(lambda: _part_bytes(server) >= CUT_AT, timeout=TRANSFER_WAIT,
-                   message="the upload under way")
-    finally:
-        first.kill()                                # the sender walks away
+    path, data = _alice_and_bob_with(server, tmp_path, "left.bin")
+    first = _transfer_under_way(server, "alice", f"send-file bob {path}",
+                                lambda: _part_bytes(server))
+    first.kill()                                    # the sender walks away
     wait_until(lambda: _part_bytes(server) == 0, timeout=TRANSFER_WAIT,
                message="the unfinished upload removed")
     again = run_ok(server, "alice", [f"send-file bob {path}"])
