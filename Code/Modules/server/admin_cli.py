@@ -106,6 +106,8 @@ def main(argv, environ=os.environ, out=sys.stdout, err=sys.stderr):
     if not words:
         print("parley admin: give a command; `admin help` lists them", file=err)
         return 2
+    if words[0].lower() == "backup" and len(words) == 2:
+        words = [words[0], os.path.abspath(words[1])]     # the server has its own cwd
     try:
         answer = ask(data_dir, words)
     except AdminError as error:
