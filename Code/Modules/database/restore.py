@@ -215,8 +215,9 @@ def build_parser():
     return parser
 
 
-def main(argv, out=sys.stdout, err=sys.stderr):
+def main(argv, out=None, err=None):
     """`admin restore ...` or `admin check-backup BACKUP_DIR`; the exit status."""
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         if argv[:1] == ["check-backup"]:
             if len(argv) != 2:
