@@ -114,7 +114,11 @@ def run(args):
                 "backup_bytes": reply.get("bytes"), "status": reply.get("status"),
                 "before": summary(pinger.samples, began - args.seconds, began),
                 "during": summary(pinger.samples, began, ended),
-                "after": summary(pinger.samples, ended, ended + args.seconds)}
+                "after": summary(pinger.samples, ended, ended + args.seconds),
+                "slowest_during": [  # (ms after the backup began, latency ms)
+                    (round((sent - began) * 1000), round(lat * 1000, 1)) for sent, lat in
+                    sorted((s for s in pinger.samples if began <= s[0] < ended),
+                           key=lambda s: -s[1])[:3]]}
     finally:
         server.stop()
         shutil.rmtree(target_parent, ignore_errors=True)

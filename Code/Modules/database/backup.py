@@ -15,9 +15,9 @@ thing that ever writes) opens one read transaction on a connection of our
 own and reads each of the three files in it. While the job runs no write
 can land, so the three WAL snapshots taken there are one moment of the
 data: no commit is ever half in them. The job takes microseconds; the
-copying then happens on a thread of the default executor from those
-snapshots (`backup(pages=BACKUP_PAGES)`, which lets go of the GIL at each
-step), while the writer goes on committing: live traffic waits for the
+copying then happens on a thread of its own at nice 10 (as the file I/O
+thread) from those snapshots (`backup(pages=BACKUP_PAGES)`, which lets go
+of the GIL at each step), while the writer goes on committing: live traffic waits for the
 pin, never for the copy. The WAL cannot be checkpointed past the snapshot
 until the copy ends, so it grows by what is written meanwhile.
 
@@ -44,8 +44,10 @@ import secrets
 import shutil
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from Modules.database import storage
+from Modules.runtime import BACKGROUND_NICE, lower_priority
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -106,9 +108,8 @@ async def take(monitor, target, connect=sqlite3.connect, key_paths=None):
         except BaseException:
             snapshot.close()
             raise
-        loop = asyncio.get_running_loop()
-        manifest = await loop.run_in_executor(
-            None, copy_everything, snapshot, data_dir, staging, connect,
+        manifest = await _on_background_thread(
+            copy_everything, snapshot, data_dir, staging, connect,
             key_paths or default_key_paths(data_dir))
         _publish(staging, target)
     except (OSError, sqlite3.Error, storage.StorageError) as error:
@@ -120,6 +121,15 @@ async def take(monitor, target, connect=sqlite3.connect, key_paths=None):
         raise
     manifest["seconds"] = round(time.monotonic() - started, 3)
     return manifest
+
+
+async def _on_background_thread(fn, *args):
+    """`fn(*args)` on a thread of its own at nice BACKGROUND_NICE: the copy gives
+    way to the event loop and the writer when the CPU is short."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup",
+                            initializer=lower_priority,
+                            initargs=(BACKGROUND_NICE, True)) as pool:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 def default_key_paths(data_dir):
