@@ -219,6 +219,7 @@ def copy_stored_files(data_dir, staging, file_ids):
         source = os.path.join(data_dir, FILES_DIR, f"{file_id}.blob")
         try:
             shutil.copyfile(source, os.path.join(staging, FILES_DIR, f"{file_id}.blob"))
+            os.chmod(os.path.join(staging, FILES_DIR, f"{file_id}.blob"), 0o600)
         except FileNotFoundError:
             missing.append(file_id)
     return missing
@@ -253,7 +254,8 @@ def file_sha256(path):
 
 def write_manifest(directory, manifest):
     path = os.path.join(directory, MANIFEST)
-    with open(path, "w", encoding="utf-8") as handle:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+              encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=1, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())

@@ -110,6 +110,10 @@ def test_a_backup_holds_the_three_files_the_keys_and_a_manifest_that_checks(tmp_
         [(20,)]
     assert rows(os.path.join(target, "users.db"), "PRAGMA journal_mode") == [("delete",)]
     assert not any(name.startswith(".copy") for name in os.listdir(tmp_path))
+    assert os.stat(target).st_mode & 0o777 == 0o700
+    for folder, _dirs, names in os.walk(target):
+        for name in names:
+            assert os.stat(os.path.join(folder, name)).st_mode & 0o777 == 0o600, name
 
 
 def test_writes_after_the_pin_are_not_in_the_copy_in_any_of_the_three_files(tmp_path):
