@@ -25,7 +25,7 @@ Stored files: a file's blob is written completely before its row says it
 is stored, so every row the snapshot keeps points to a finished blob. If
 the upkeep removed one between the snapshot and its copy (a file that
 expired in those seconds), the manifest lists it under `missing_files`
-and a restored server's upkeep treats it as a file already gone.
+and the restore marks it no longer stored (as a file whose content went).
 
 The destination databases are opened through `open_destination(path,
 connect)` alone, so that encrypted databases (issue 15) are copied through

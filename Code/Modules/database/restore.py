@@ -12,7 +12,8 @@ Restore, in this order, stopping at the first problem:
    the end, so a server cannot start on it meanwhile;
 3. the backup is copied into a hidden staging directory beside the data
    dir, and its id sequences are raised (`raise_id_floors`): ids are never
-   handed out again (below);
+   handed out again (below); a stored file whose blob had gone before the
+   backup copied it is marked no longer stored;
 4. the old data dir, if there is one, is renamed aside to
    `DIR.before-restore-<time>` (never deleted), and the staging directory
    renamed to `DIR`.
@@ -162,6 +163,19 @@ def raise_id_floors(directory, floors, connect=sqlite3.connect):
             db.close()
 
 
+def mark_missing_files(directory, file_ids, connect=sqlite3.connect):
+    """Files whose blob had gone by the time the backup copied it: not stored."""
+    if not file_ids:
+        return
+    db = open_destination(os.path.join(directory, "messages.db"), connect)
+    try:
+        with db:
+            db.execute("UPDATE files SET stored = 0 WHERE id IN (SELECT value FROM "
+                       "json_each(?))", (json.dumps([int(i) for i in file_ids]),))
+    finally:
+        db.close()
+
+
 def restore(backup_dir, data_dir, margin=ID_MARGIN, ids_above=0, connect=sqlite3.connect):
     """Restore `backup_dir` into `data_dir`; (where the old data dir went or None, floors)."""
     backup_dir, data_dir = os.path.abspath(backup_dir), os.path.abspath(data_dir)
@@ -175,6 +189,7 @@ def restore(backup_dir, data_dir, margin=ID_MARGIN, ids_above=0, connect=sqlite3
     try:
         floors = id_floors(manifest, live_ids(data_dir, connect), ids_above, margin)
         _stage(backup_dir, staging, floors, connect)
+        mark_missing_files(staging, manifest.get("missing_files") or [], connect)
         aside = _swap(data_dir, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 
 from Modules.database import restore, storage
-from Tests.database.test_backup import NOW, fill, run_backup, rows
+from Tests.database.test_backup import NOW, add_file_row, fill, run_backup, rows
 
 
 @pytest.fixture
@@ -144,3 +144,14 @@ def test_the_live_ids_of_an_unreadable_data_dir_are_left_to_the_margin(tmp_path)
     (tmp_path / "broken" / "messages.db").write_bytes(b"not a database at all" * 10)
     assert restore.live_ids(str(tmp_path / "broken")) == {}
     assert isinstance(sqlite3.sqlite_version, str)
+
+
+def test_a_file_whose_blob_had_gone_before_the_copy_is_restored_as_not_stored(tmp_path):
+    data_dir = str(tmp_path / "data")
+    fill(data_dir, messages=1)
+    kept, vanished = add_file_row(data_dir), add_file_row(data_dir)
+    os.unlink(os.path.join(data_dir, "files", f"{vanished}.blob"))
+    run_backup(data_dir, str(tmp_path / "backup"))
+    restore.restore(str(tmp_path / "backup"), str(tmp_path / "fresh"), margin=1)
+    assert rows(str(tmp_path / "fresh" / "messages.db"),
+                "SELECT id, stored FROM files ORDER BY id") == [(kept, 1), (vanished, 0)]
