@@ -51,9 +51,9 @@ class Sender(threading.Thread):
         assert self.error is None, self.error
 
 
-def offline_admin(*words):
+def offline_admin(*words, cwd=None):
     done = subprocess.run([sys.executable, SERVER, "admin", *words], capture_output=True,
-                          text=True, timeout=WAIT * 4, env=child_env())
+                          text=True, timeout=WAIT * 4, env=child_env(), cwd=cwd)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -132,3 +132,14 @@ def test_the_refusals_are_one_sentence_each(make_server, tmp_path):
                                          str(tmp_path / "elsewhere"))
     assert status == 1 and "does not match its manifest" in stderr
     assert not os.path.exists(tmp_path / "elsewhere")
+
+
+def test_a_relative_directory_is_the_operators_not_the_servers(make_server, tmp_path):
+    server = make_server()
+    (tmp_path / "here").mkdir()
+    status, out, stderr = offline_admin("--data-dir", server.data_dir, "backup", "copy",
+                                        cwd=str(tmp_path / "here"))
+    assert status == 0, stderr
+    assert "Backed up" in out
+    assert (tmp_path / "here" / "copy" / "manifest.json").exists()
+    assert offline_admin("check-backup", "copy", cwd=str(tmp_path / "here"))[0] == 0
