@@ -42,8 +42,8 @@ def add_file_row(data_dir, state="offered", stored=1):
     db = storage.open_databases(data_dir)
     try:
         file_id = db.execute(
-            "INSERT INTO msg.files (sender, recipient, name, size, sha256, wrapped_key, "
-            "state, stored, created_at) VALUES ('alice', 'bob', 'a.txt', 3, ?, x'00', ?, ?, ?)",
+            "INSERT INTO msg.files (sender, recipient, name, size, sha256, wrapped_key, state, "
+            "stored, created_at) VALUES ('alice', 'bob', 'a.txt', 3, ?, x'00', ?, ?, ?)",
             ("0" * 64, state, stored, NOW)).lastrowid
     finally:
         storage.close_databases(db)
@@ -61,22 +61,18 @@ def run_backup(data_dir, target, during=None, **options):
                               storage.close_databases)
         writer.start()
         monitor = types.SimpleNamespace(data_dir=data_dir, job=writer.submit)
-        if during is not None:
-            original = backup.copy_everything
+        original = backup.copy_everything
 
-            def copy_after_writes(*args):
-                asyncio.run_coroutine_threadsafe(during(writer), loop).result()
-                return original(*args)
-            options_copy = dict(options)
+        def copy_after_writes(*args):
+            """The copy, once `during` has written more through the writer."""
+            asyncio.run_coroutine_threadsafe(during(writer), loop).result()
+            return original(*args)
+        if during is not None:
             backup.copy_everything = copy_after_writes
-            try:
-                return await backup.take(monitor, target, **options_copy)
-            finally:
-                backup.copy_everything = original
-                writer.stop()
         try:
             return await backup.take(monitor, target, **options)
         finally:
+            backup.copy_everything = original
             writer.stop()
     return asyncio.run(main())
 
