@@ -125,7 +125,7 @@ def live_ids(data_dir, connect=sqlite3.connect):
         if not os.path.isfile(path) or os.path.getsize(path) == 0:
             continue
         try:
-            db = open_destination(f"file:{path}?mode=ro", _uri(connect))
+            db = open_destination(path, connect)      # the same connect as the copies
             try:
                 found[table] = backup.highest_id(db, table)
             finally:
@@ -133,10 +133,6 @@ def live_ids(data_dir, connect=sqlite3.connect):
         except sqlite3.Error:
             pass                          # unreadable: the margin has to cover it
     return found
-
-
-def _uri(connect):
-    return lambda path: connect(path, uri=True)
 
 
 def id_floors(manifest, live, ids_above, margin):
