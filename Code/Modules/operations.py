@@ -175,6 +175,16 @@ def _x25519_hex(value):
     return value
 
 
+PATH_MAX = 4096                   # characters of a path the operator names
+
+
+def _absolute_path(value):
+    """A path the database process can use whatever its working directory."""
+    if not value.startswith("/") or "\0" in value:
+        raise rules.RuleError("The directory must be an absolute path.", "bad_request")
+    return value
+
+
 ACCOUNT = Field("username", str, check=rules.check_recipient)   # an existing account's name
 TEXT = Field("text", str, low=1, high=TEXT_MAX, check=_operator_text)
 BLOCKED_NAME = Field("username", str, check=rules.check_recipient)   # block, unblock
@@ -429,6 +439,11 @@ OPERATIONS = (
                       "account's name is kept back"),
     Operation("Audit", ADMIN, "audit", reply=("path", "accounts"),
               summary="append a report of every account to audit.log"),
+    Operation("Backup", ADMIN, "backup",
+              fields=(Field("directory", str, low=2, high=PATH_MAX, check=_absolute_path),),
+              reply=("directory", "files", "bytes", "ids", "missing_files", "seconds"),
+              summary="an online, consistent copy of the databases, stored files and keys "
+                      "into a new directory (issue 15)"),
     Operation("Note", ADMIN, "note",
               fields=(Field("action", str, low=1, high=32, check=_operator_text),
                       Field("detail", str, required=False, high=200, check=_operator_text)),

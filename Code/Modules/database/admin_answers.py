@@ -11,7 +11,7 @@ anything is done.
 Reads (Who, Users, UserStats, ServerStats, Ledger) change nothing and are
 not recorded; every change (Broadcast, Announce, Kick, Suspend,
 Unsuspend, ResetPassword, DeleteUser, ReleaseName, Setting with a value, Audit,
-LogLevel, and what the daemon does itself and names in a Note: shutdown) is appended to the audit trail (`audit.py`) with the operator's
+Backup, LogLevel, and what the daemon does itself and names in a Note: shutdown) is appended to the audit trail (`audit.py`) with the operator's
 name once it is done. Secrets stay here: a one-time password is returned
 once, to the operator who asked, and only its hash is stored.
 
@@ -31,6 +31,7 @@ from Modules import rules
 from Modules.database import (
     administration,
     auth,
+    backup,
     file_upkeep,
     mailbox,
     reserved_names,
@@ -218,6 +219,21 @@ class AdminAnswers(ReservedNameAnswers, _Answers):
                                           f"{error.strerror or error}.")
         log.info("admin audit by %s: %d accounts", self.conn.operator, len(users))
         return {"path": path, "accounts": len(users)}
+
+    async def backup(self, args):
+        """Issue 15: the online backup (`Modules/database/backup.py`)."""
+        try:
+            manifest = await backup.take(self.monitor, args["directory"],
+                                         key_paths=self.monitor.key_paths)
+        except backup.BackupError as error:
+            return Refusal("bad_request", str(error))
+        files = manifest["files"]
+        self._done("backup", args["directory"], f"{len(files)} files, "
+                   f"{manifest['seconds']} s")
+        return {"directory": args["directory"], "files": len(files),
+                "bytes": sum(entry["size"] for entry in files.values()),
+                "ids": manifest["ids"], "missing_files": manifest["missing_files"],
+                "seconds": manifest["seconds"]}
 
     async def note(self, args):
         self._done(args["action"], args["detail"] or "")

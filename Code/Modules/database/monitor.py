@@ -93,6 +93,7 @@ class Monitor:
         self.password_changes = {}                # user -> when passwd changed it (Bind)
         self.presence = PresenceTracker(self)     # who comes and goes (issue 13)
         self.files = None                         # the FileService (issue 14), by serve()
+        self.key_paths = None                     # key files a backup copies (issue 15)
 
     def job(self, fn, *args, after=None, lazy=False, owner=None):
         """A write (or a read that must see the writer's order) on the single writer."""
@@ -287,6 +288,9 @@ def configure_operator_side(monitor, config):
     monitor.data_dir = config["data_dir"]
     monitor.ledger_limits = statistics.LedgerLimits(**config.get("ledger", {}))
     monitor.audit = AuditLog(config["data_dir"])
+    monitor.key_paths = {"storage_key": config.get("storage_key") or os.path.join(
+        config["data_dir"], files.KEY_FILE), "server_key": os.path.join(
+        config["data_dir"], "server_key")}
 
 
 TRIM_EVERY = 5.0      # seconds between looks at whether memory can be given back

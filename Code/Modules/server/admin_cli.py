@@ -27,6 +27,7 @@ from Modules.server.admin_socket import SOCKET_NAME
 from Modules.server.options import DEFAULT_DATA_DIR
 
 ANSWER_TIMEOUT = 120.0           # an audit of many accounts takes a while
+BACKUP_TIMEOUT = 6 * 3600.0      # a backup of a large data dir takes longer (issue 15)
 ANSWER_MAX = 64 * 1024 * 1024
 
 
@@ -52,7 +53,7 @@ def split_json_flag(words):
     return [word for word in words if word != "--json"], wanted
 
 
-def ask(data_dir, words):
+def ask(data_dir, words, timeout=ANSWER_TIMEOUT):
     """The server's answer ({"status", "data", "text"}) to one command line."""
     try:
         os.stat(instance.lock_path(data_dir))
@@ -69,7 +70,7 @@ def ask(data_dir, words):
         raise AdminError(f"no Parley server is running on {os.path.abspath(data_dir)}")
     path = os.path.join(info["runtime_dir"], SOCKET_NAME)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(ANSWER_TIMEOUT)
+    sock.settimeout(timeout)
     try:
         sock.connect(path)
         try:
@@ -106,8 +107,12 @@ def main(argv, environ=os.environ, out=sys.stdout, err=sys.stderr):
     if not words:
         print("parley admin: give a command; `admin help` lists them", file=err)
         return 2
+    timeout = ANSWER_TIMEOUT
+    if words[0].lower() == "backup" and len(words) == 2:
+        words = [words[0], os.path.abspath(words[1])]     # the server has its own cwd
+        timeout = BACKUP_TIMEOUT
     try:
-        answer = ask(data_dir, words)
+        answer = ask(data_dir, words, timeout)
     except AdminError as error:
         if as_json:
             print(json.dumps({"status": 1, "error": str(error)}), file=out)

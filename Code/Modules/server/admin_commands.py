@@ -260,6 +260,18 @@ def _audit(context, _words):
                f"Appended a report of {reply['accounts']} accounts to {reply['path']}.")
 
 
+def _backup(context, words):
+    """Issue 15: an online copy into a new directory (an absolute path)."""
+    reply = context.call("Backup", directory=words[0])
+    gone = reply["missing_files"]
+    note = f" ({len(gone)} stored files expired while it ran)" if gone else ""
+    return _ok({name: reply[name] for name in ("directory", "files", "bytes", "ids",
+                                               "missing_files", "seconds")},
+               f"Backed up {reply['files']} files ({_mib(reply['bytes'])}) into "
+               f"{reply['directory']} in {reply['seconds']} s{note}; highest message id "
+               f"{reply['ids']['messages']}.")
+
+
 def _metrics(context, _words):
     values = metrics.read_figures(context)
     return _ok({"metrics": values}, metrics.render(values).rstrip("\n"))
@@ -326,6 +338,8 @@ COMMANDS = {command.name: command for command in (
     Command("motd", "motd [TEXT]", "show or set the message of the day ('' clears)", 0, None,
             _setting("motd")),
     Command("audit", "audit", "append a report of every account to audit.log", 0, 0, _audit),
+    Command("backup", "backup DIR", "an online copy of the data into DIR (new or empty, "
+            "outside the data dir); restore with `admin restore`", 1, 1, _backup),
     Command("metrics", "metrics", "the server's figures in the Prometheus text format", 0, 0,
             _metrics),
     Command("log-level", "log-level LEVEL", "DEBUG, INFO, WARNING or ERROR", 1, 1,
