@@ -37,6 +37,7 @@ from collections import OrderedDict
 from Modules.database import (
     administration,
     auth,
+    db_key,
     file_upkeep,
     files,
     mailbox,
@@ -240,15 +241,24 @@ def lock_data_dir(data_dir, wait=10.0):
             time.sleep(0.1)
 
 
+def prepare_key(config):
+    """The data dir's key (None: not encrypted at rest), any conversion finished."""
+    try:
+        return db_key.prepare(config["data_dir"], config.get("db_key"))
+    except db_key.AtRestError as error:
+        raise storage.StorageError(str(error)) from None
+
+
 async def serve(config, ready):
     loop = asyncio.get_running_loop()
     lock_data_dir(config["data_dir"])
-    writer = SingleWriter(loop, lambda: storage.open_databases(config["data_dir"]),
+    key = prepare_key(config)
+    writer = SingleWriter(loop, lambda: storage.open_databases(config["data_dir"], key),
                           storage.close_databases, repair=storage.repair_torn_writes,
                           on_repaired=lambda result: repaired_after_failed_commit(monitor,
                                                                                   result))
     writer.start()
-    readers = ReaderPool(loop, lambda: storage.open_reader(config["data_dir"]),
+    readers = ReaderPool(loop, lambda: storage.open_reader(config["data_dir"], key),
                          storage.close_databases, workers=config.get("readers", 2))
     readers.start()
     argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
