@@ -63,8 +63,12 @@ def attach(db, path, schema, key=None):
     """ATTACH `path` as `schema`, with the same key when there is one."""
     if key is None:
         db.execute(f"ATTACH DATABASE ? AS {schema}", (path,))
-    else:
+        return
+    try:
         db.execute(f"ATTACH DATABASE ? AS {schema} KEY ?", (path, _key_literal(key)))
+    except DATABASE_ERRORS:      # SQLCipher reads the first page as it attaches
+        raise AtRestError(f"the database key does not open {path}: wrong key, "
+                          "or the file is not a Parley database") from None
 
 
 def _key_literal(key):

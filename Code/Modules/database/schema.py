@@ -443,6 +443,8 @@ def _connect(paths, new_files, data_dir, key=None):
     db = at_rest.connect(paths["users"], key, isolation_level=None,
                          check_same_thread=False)
     try:
+        if key is not None and "users" not in new_files:
+            at_rest.check_key(db, "main", paths["users"])
         for name, schema in SCHEMAS.items():
             if schema != "main":
                 at_rest.attach(db, paths[name], schema, key)
