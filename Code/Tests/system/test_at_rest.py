@@ -1,0 +1,108 @@
+"""The data dir encrypted at rest, with real daemons and clients: during a session
+(messages sent, server running, WAL not checkpointed) and after it, no file in
+the data dir holds a known username, subject, body or an Argon2 hash; the same
+scan finds them all with encryption off (so it can fail). A wrong or missing key
+stops the start with one clear sentence and a non-zero exit."""
+
+import os
+import stat
+
+import pytest
+
+from Tests.database.test_at_rest import found_plaintext
+from Tests.support import ServerProcess, send, session
+
+USER, OTHER = "wombatuser", "numbatuser"
+SUBJECT, BODY = "zebra-subject-8812", "quokka-body-5531"
+NEEDLES = (USER.encode(), SUBJECT.encode(), BODY.encode(), b"$argon2id$")
+
+
+def exchange(server):
+    sender, _ = session(server, USER)
+    receiver, _ = session(server, OTHER)
+    assert send(sender, OTHER, subject=SUBJECT, body=BODY).op == "Result"
+    return sender, receiver
+
+
+def found(data_dir):
+    return {needle for _name, needle in found_plaintext(data_dir, NEEDLES)}
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    return str(tmp_path / "keys" / "parley.key")
+
+
+@pytest.fixture(autouse=True)
+def key_dir(tmp_path):
+    os.makedirs(tmp_path / "keys")
+
+
+def run_scanned(server):
+    """Scans during the session and after the stop: (during, after)."""
+    server.start()
+    try:
+        clients = exchange(server)
+        during = found(server.data_dir)
+        for client in clients:
+            client.close()
+    finally:
+        assert server.stop() == 0
+    return during, found(server.data_dir)
+
+
+def test_without_a_key_the_scan_finds_everything(tmp_path):
+    during, after = run_scanned(ServerProcess(tmp_path))
+    assert during == set(NEEDLES) and after == set(NEEDLES)
+
+
+def test_with_a_key_file_no_file_in_the_data_dir_holds_plaintext(tmp_path, key_file):
+    server = ServerProcess(tmp_path, "--key-file", key_file)
+    during, after = run_scanned(server)
+    assert during == set() and after == set()
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o400
+    assert key_file in server.log()
+    assert open(key_file).read().strip() not in server.log()
+
+
+def test_with_the_env_var_the_server_runs_encrypted(tmp_path):
+    key = os.urandom(32).hex()
+    during, after = run_scanned(ServerProcess(tmp_path, env={"PARLEY_DB_KEY": key}))
+    assert during == set() and after == set()
+
+
+def test_a_plaintext_data_dir_is_converted_on_a_keyed_start(tmp_path, key_file):
+    plain = ServerProcess(tmp_path)
+    plain.start()
+    clients = exchange(plain)
+    for client in clients:
+        client.close()
+    assert plain.stop() == 0
+    server = ServerProcess(tmp_path, "--key-file", key_file)
+    server.start()
+    try:
+        receiver, pending = session(server, OTHER, create=False)
+        receiver.close()
+        assert SUBJECT in str(pending)          # the message kept through the conversion
+    finally:
+        assert server.stop() == 0
+    assert found(server.data_dir) == set()
+
+
+def test_a_wrong_key_and_a_missing_key_stop_the_start(tmp_path, key_file):
+    server = ServerProcess(tmp_path, "--key-file", key_file)
+    run_scanned(server)
+    before = sorted(os.listdir(server.data_dir))
+    os.chmod(key_file, 0o600)
+    with open(key_file, "w") as handle:
+        handle.write(os.urandom(32).hex())
+    for args in (("--key-file", key_file), ()):
+        refused = ServerProcess(tmp_path, *args)
+        with pytest.raises(RuntimeError):
+            refused.start()
+        assert refused.proc.wait(30) != 0
+        refused.kill_group()
+    log = server.log()
+    assert "the database key does not open" in log and "wrong key" in log
+    assert "encrypted at rest but no database key was given" in log
+    assert sorted(os.listdir(server.data_dir)) == before
