@@ -35,6 +35,7 @@ import os
 import sqlite3
 
 import sqlcipher3
+from Crypto.Cipher import AES
 
 KEY_SIZE = 32
 NAMES = ("users", "passwords", "messages")
@@ -43,6 +44,8 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 ERRORS = (sqlite3.Error, sqlcipher3.Error)
 DATABASE_ERRORS = (sqlite3.DatabaseError, sqlcipher3.DatabaseError)
 DIE_AFTER_ENV = "PARLEY_AT_REST_DIE_AFTER"
+WRAPPED_FILES = ("storage_key",)       # small key files kept wrapped under the db key
+WRAPPED_TAG = b"parley-wrapped-v1"
 
 
 class AtRestError(Exception):
@@ -120,6 +123,50 @@ def has_plaintext_file(data_dir):
     return any(is_plaintext(os.path.join(data_dir, f"{name}.db")) for name in NAMES)
 
 
+# -- small files wrapped under the database key ------------------------------
+
+def wrap(key, name, content):
+    """`content` of the data dir's file `name` sealed with AES-GCM under `key`."""
+    nonce = os.urandom(12)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(name.encode("ascii"))
+    sealed, tag = cipher.encrypt_and_digest(content)
+    return WRAPPED_TAG + b" " + (nonce + sealed + tag).hex().encode("ascii") + b"\n"
+
+
+def is_wrapped(content):
+    return content.startswith(WRAPPED_TAG + b" ")
+
+
+def unwrap(key, name, content, label):
+    """The content `wrap` sealed; AtRestError for a wrong key or a damaged file."""
+    try:
+        raw = bytes.fromhex(content[len(WRAPPED_TAG) + 1:].decode("ascii").strip())
+        cipher = AES.new(key, AES.MODE_GCM, nonce=raw[:12])
+        cipher.update(name.encode("ascii"))
+        return cipher.decrypt_and_verify(raw[12:-16], raw[-16:])
+    except (ValueError, UnicodeDecodeError):
+        raise AtRestError(f"the database key does not open {label}: wrong key, "
+                          "or the file is damaged") from None
+
+
+def _rewrap(data_dir, name, old_key, new_key):
+    """`name.new` beside `name`: its content under `new_key` (None: plain)."""
+    path = os.path.join(data_dir, name)
+    with open(path, "rb") as handle:
+        content = handle.read(4096)
+    if old_key is not None:
+        content = unwrap(old_key, name, content, path)
+    if new_key is not None:
+        content = wrap(new_key, name, content)
+    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # -- the atomic conversion ---------------------------------------------------
 
 def convert(data_dir, old_key, new_key, after_replace=None):
@@ -131,14 +178,21 @@ def convert(data_dir, old_key, new_key, after_replace=None):
     existing = [name for name in NAMES
                 if os.path.exists(_path(data_dir, name))
                 and os.path.getsize(_path(data_dir, name)) > 0]
+    small = [name for name in WRAPPED_FILES if os.path.exists(os.path.join(data_dir, name))]
     step = 0
     for name in existing:
         _export(_path(data_dir, name), old_key, new_key)
+        step = _step_done(step)
+    for name in small:
+        _rewrap(data_dir, name, old_key, new_key)
         step = _step_done(step)
     _write_commit(data_dir, new_key)
     step = _step_done(step)
     for name in existing:
         _replace(data_dir, name)
+        step = _step_done(step)
+    for name in small:
+        _replace_small(data_dir, name)
         step = _step_done(step)
     if after_replace is not None:
         after_replace()
@@ -154,16 +208,20 @@ def recover(data_dir):
         for name in NAMES:
             if os.path.exists(_path(data_dir, name) + ".new"):
                 _replace(data_dir, name)
+        for name in WRAPPED_FILES:
+            if os.path.exists(os.path.join(data_dir, name) + ".new"):
+                _replace_small(data_dir, name)
         _remove_commit(data_dir)
         return "forward"
     undone = False
-    for name in NAMES:
-        for leftover in (".new", ".new-journal"):
-            try:
-                os.unlink(_path(data_dir, name) + leftover)
-                undone = True
-            except FileNotFoundError:
-                pass
+    leftovers = [_path(data_dir, name) + suffix for name in NAMES
+                 for suffix in (".new", ".new-journal")]
+    for path in leftovers + [os.path.join(data_dir, name) + ".new" for name in WRAPPED_FILES]:
+        try:
+            os.unlink(path)
+            undone = True
+        except FileNotFoundError:
+            pass
     return "back" if undone else None
 
 
@@ -215,6 +273,11 @@ def _replace(data_dir, name):
         except FileNotFoundError:
             pass
     os.replace(path + ".new", path)
+    _fsync_dir(data_dir)
+
+
+def _replace_small(data_dir, name):
+    os.replace(os.path.join(data_dir, name) + ".new", os.path.join(data_dir, name))
     _fsync_dir(data_dir)
 
 

@@ -268,7 +268,7 @@ async def serve(config, ready):
     monitor.readers = readers
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
     configure_operator_side(monitor, config)
-    monitor.files = files.FileService.from_config(config)   # the storage key, the store
+    monitor.files = files.FileService.from_config(config, key)   # the storage key, the store
     monitor.server_key = server_key.KeyHolder.from_config(config)   # for the handshakes
     await recover(monitor)
     await files.recover(monitor)

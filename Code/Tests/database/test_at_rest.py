@@ -7,14 +7,16 @@ import sys
 
 import pytest
 
-from Modules.database import at_rest, db_key, storage
+from Modules.database import at_rest, db_key, filestore, storage
 from Modules.database.schema import close_databases, open_databases, open_reader
 from Tests.support import CODE_DIR
 from Tests.support.storage import make_users, send_stored
 
 NEEDLES = (b"zebra-subject", b"quokka-body", b"alicewonder", b"$argon2id$")
-MIGRATION_STEPS = 8     # 3 exports, the commit file, 3 replaces, the commit file gone
-REKEY_STEPS = 9         # the same, and the new key file put in place before the last
+# 3 exports, the storage key rewrapped, the commit file, 3 + 1 replaces, the commit file gone
+MIGRATION_STEPS = 10
+REKEY_STEPS = 11        # the same, and the new key file put in place before the last
+COMMIT_STEP = 5
 
 
 def found_plaintext(data_dir, needles=NEEDLES):
@@ -30,6 +32,8 @@ def found_plaintext(data_dir, needles=NEEDLES):
 
 
 def fill(data_dir, key=None):
+    os.makedirs(data_dir, exist_ok=True)
+    filestore.load_or_create_storage_key(os.path.join(data_dir, "storage_key"), key)
     db = open_databases(data_dir, key)
     make_users(db, "alicewonder", "bob")
     send_stored(db, "alicewonder", "bob", subject="zebra-subject", body="quokka-body")
@@ -45,6 +49,12 @@ def assert_all_there(data_dir, key):
     finally:
         close_databases(db)
     assert users == {"alicewonder", "bob"} and hashes == 2 and bodies == ["quokka-body"]
+
+
+def assert_storage_key(data_dir, key):
+    path = os.path.join(data_dir, "storage_key")
+    assert at_rest.is_wrapped(open(path, "rb").read()) == (key is not None)
+    assert len(filestore.load_or_create_storage_key(path, key)) == 32
 
 
 def run_prepare(data_dir, key_file, die_after=None, action="prepare"):
@@ -115,6 +125,7 @@ def test_migration_killed_after_every_step_loses_nothing(data_dir, key_file, ste
     assert run_prepare(data_dir, key_file) == 0            # finishes, or starts again
     key = db_key.parse_key(open(key_file, "rb").read(), "key")
     assert_all_there(data_dir, key)
+    assert_storage_key(data_dir, key)
     assert found_plaintext(data_dir) == []
     assert not [name for name in os.listdir(data_dir) if name.endswith((".new", ".commit"))]
 
@@ -125,6 +136,7 @@ def test_a_migration_killed_before_its_commit_leaves_the_plaintext_usable(data_d
     assert run_prepare(data_dir, key_file, die_after=3) == 86
     at_rest.recover(data_dir)                              # as a start without the key
     assert_all_there(data_dir, None)
+    assert_storage_key(data_dir, None)
 
 
 @pytest.mark.parametrize("step", range(1, REKEY_STEPS + 1))
@@ -136,7 +148,8 @@ def test_rekey_killed_after_every_step_opens_with_the_key_file(data_dir, key_fil
     assert run_prepare(data_dir, key_file) == 0
     key = db_key.parse_key(open(key_file, "rb").read(), "key")
     assert_all_there(data_dir, key)
-    assert (key == old_key) == (step <= 3)                 # the commit is step 4
+    assert (key == old_key) == (step < COMMIT_STEP)
+    assert_storage_key(data_dir, key)
     assert not os.path.exists(key_file + ".new")
     assert found_plaintext(data_dir) == []
 
