@@ -249,6 +249,26 @@ def prepare_key(config):
         raise storage.StorageError(str(error)) from None
 
 
+def rekey_offline(data_dir, key_file):
+    """`admin rekey` with the server stopped: every file of `data_dir` moved to a new
+    key, written to `key_file` (the old one replaced last). A one-sentence error."""
+    lock = None
+    try:
+        if not key_file or not os.path.exists(key_file):
+            raise db_key.AtRestError(f"rekey needs the data dir's key file (--key-file); "
+                                     f"{key_file or 'none'} does not exist")
+        lock = lock_data_dir(data_dir, wait=0)           # refused while a server runs
+        old_key = db_key.prepare(data_dir, {"file": key_file})
+        storage.close_databases(storage.open_databases(data_dir, old_key))   # it opens
+        db_key.rekey(data_dir, key_file, old_key)
+    except (db_key.AtRestError, storage.StorageError, OSError) as error:
+        return str(error)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return None
+
+
 async def serve(config, ready):
     loop = asyncio.get_running_loop()
     lock_data_dir(config["data_dir"])

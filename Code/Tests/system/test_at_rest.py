@@ -6,11 +6,14 @@ stops the start with one clear sentence and a non-zero exit."""
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from Tests.database.test_at_rest import found_plaintext
 from Tests.support import ServerProcess, send, session
+from Tests.support.processes import SERVER
 
 USER, OTHER = "wombatuser", "numbatuser"
 SUBJECT, BODY = "zebra-subject-8812", "quokka-body-5531"
@@ -106,3 +109,28 @@ def test_a_wrong_key_and_a_missing_key_stop_the_start(tmp_path, key_file):
     assert "the database key does not open" in log and "wrong key" in log
     assert "encrypted at rest but no database key was given" in log
     assert sorted(os.listdir(server.data_dir)) == before
+
+
+def test_admin_rekey_offline_changes_the_key_and_keeps_the_messages(tmp_path, key_file):
+    server = ServerProcess(tmp_path, "--key-file", key_file)
+    run_scanned(server)
+    old = open(key_file).read()
+    command = [sys.executable, SERVER, "admin", "--data-dir", server.data_dir, "rekey",
+               "--key-file", key_file]
+    server.start()
+    try:
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "another Parley server" in refused.stderr
+    finally:
+        assert server.stop() == 0
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert open(key_file).read() != old and "rekeyed" in done.stdout
+    assert old.strip() not in done.stdout + done.stderr
+    server.start()
+    try:
+        receiver, _ = session(server, OTHER, create=False)   # its password still works
+        receiver.close()
+    finally:
+        assert server.stop() == 0
+    assert found(server.data_dir) == set()
