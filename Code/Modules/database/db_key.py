@@ -70,7 +70,7 @@ def load(data_dir, source):
 
 def _from_key_file(data_dir, path):
     data_dir = os.path.abspath(data_dir)
-    if os.path.commonpath([data_dir, path]) == data_dir:
+    if _inside(data_dir, path):
         raise AtRestError(f"the key file {path} is inside the data dir {data_dir}; it must "
                           "be kept elsewhere, or the data dir alone would open")
     if os.path.exists(path):
@@ -84,6 +84,10 @@ def _from_key_file(data_dir, path):
                 "encrypted with it; losing this file loses the data, so keep a copy "
                 "apart from the data dir's backups", path, data_dir)
     return key
+
+
+def _inside(directory, path):
+    return os.path.commonpath([directory, path]) == directory
 
 
 def _read(path):
@@ -109,10 +113,14 @@ def write_key_file(path, key):
     at_rest._fsync_dir(directory)
 
 
-def prepare(data_dir, source):
-    """The key to open `data_dir` with (None: plaintext), the dir made consistent."""
+def prepare(data_dir, source, log_file=None):
+    """The key to open `data_dir` with (None: plaintext), the dir made consistent.
+    With a key, a `log_file` inside the data dir is refused: the log names users."""
     data_dir = os.path.abspath(data_dir)
     key = load(data_dir, source)
+    if key is not None and log_file and _inside(data_dir, os.path.abspath(log_file)):
+        raise AtRestError(f"the log file {log_file} is inside the data dir {data_dir}, which "
+                          "is encrypted at rest; the log names users: keep it elsewhere")
     key = _finish_rekey(data_dir, (source or {}).get("file"), key)
     committed = at_rest.committed_check_value(data_dir)
     if committed is not None and committed != at_rest.key_check_value(key):

@@ -244,7 +244,7 @@ def lock_data_dir(data_dir, wait=10.0):
 def prepare_key(config):
     """The data dir's key (None: not encrypted at rest), any conversion finished."""
     try:
-        return db_key.prepare(config["data_dir"], config.get("db_key"))
+        return db_key.prepare(config["data_dir"], config.get("db_key"), config.get("log_file"))
     except db_key.AtRestError as error:
         raise storage.StorageError(str(error)) from None
 
@@ -286,6 +286,7 @@ async def serve(config, ready):
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"],
                       resumable_tickets(config), config.get("registration"))
     monitor.readers = readers
+    monitor.encrypted_at_rest = key is not None
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
     configure_operator_side(monitor, config)
     monitor.files = files.FileService.from_config(config, key)   # the storage key, the store
@@ -316,7 +317,8 @@ def configure_operator_side(monitor, config):
     monitor.daemon_pid = config.get("daemon_pid")
     monitor.data_dir = config["data_dir"]
     monitor.ledger_limits = statistics.LedgerLimits(**config.get("ledger", {}))
-    monitor.audit = AuditLog(config["data_dir"])
+    encrypted = getattr(monitor, "encrypted_at_rest", False)   # no file may name a user
+    monitor.audit = AuditLog(config["data_dir"], to_log=encrypted)
 
 
 TRIM_EVERY = 5.0      # seconds between looks at whether memory can be given back

@@ -107,3 +107,9 @@ def test_a_key_file_inside_the_data_dir_is_refused(data_dir):
 def test_a_key_file_and_the_env_var_together_are_refused(data_dir, key_file):
     with pytest.raises(at_rest.AtRestError, match="not both"):
         db_key.prepare(data_dir, {"file": key_file, "hex": "00" * 32})
+
+
+def test_a_log_file_inside_an_encrypted_data_dir_is_refused(data_dir):
+    with pytest.raises(at_rest.AtRestError, match="the log names users"):
+        db_key.prepare(data_dir, {"hex": "00" * 32}, os.path.join(data_dir, "parley.log"))
+    assert db_key.prepare(data_dir, {}, os.path.join(data_dir, "parley.log")) is None

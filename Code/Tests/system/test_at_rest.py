@@ -13,7 +13,7 @@ import pytest
 
 from Tests.database.test_at_rest import found_plaintext
 from Tests.support import ServerProcess, send, session
-from Tests.support.processes import SERVER
+from Tests.support.processes import SERVER, run_admin
 
 USER, OTHER = "wombatuser", "numbatuser"
 SUBJECT, BODY = "zebra-subject-8812", "quokka-body-5531"
@@ -46,6 +46,7 @@ def run_scanned(server):
     server.start()
     try:
         clients = exchange(server)
+        assert run_admin(server, "audit")[0] == 0   # audit.log names every user
         during = found(server.data_dir)
         for client in clients:
             client.close()
