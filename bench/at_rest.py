@@ -1,4 +1,4 @@
-"""What encryption at rest costs per stored message, by library (docs/PERFORMANCE.md 4.07).
+"""What encryption at rest costs per stored message, by library (docs/PERFORMANCE.md section 9).
 
     python bench/at_rest.py [--messages N] [--fresh-venv] [--json]
 

@@ -9,6 +9,10 @@ the command's status: 0 done, 1 refused or failed (no such account, no
 server running, not allowed), 2 not a valid command line. `admin help`
 lists the commands.
 
+`admin rekey --key-file PATH` is the one command that needs no running server:
+it refuses to run beside one, and moves an encrypted data dir to a new key
+in the database's own code (`Modules.database.monitor.rekey_offline`).
+
 The data dir defaults as the server's does (`--data-dir`, else
 PARLEY_DATA_DIR, else ./parley-data).
 
