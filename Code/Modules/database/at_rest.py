@@ -13,10 +13,13 @@ Conversion (a plaintext data dir started with a key) and rekey (one key to
 another) share one atomic procedure, `convert(data_dir, old_key, new_key)`:
 
 1. each `X.db` is checkpointed and exported (`sqlcipher_export` through
-   `ATTACH ... KEY`) into `X.db.new` beside it, which is fsynced;
+   `ATTACH ... KEY`) into `X.db.new` beside it, which is fsynced, and
+   `storage_key` is rewrapped (`wrap`, AES-256-GCM) into `storage_key.new`;
 2. the commit point: `at_rest.commit` is written, fsynced and renamed into
    place (its text says which key the new files use: its check value);
-3. each `X.db.new` replaces `X.db` (its old `-wal`/`-shm` removed first);
+3. each `X.db.new` replaces `X.db` (its old `-wal`/`-shm` removed first),
+   then `storage_key.new` replaces `storage_key` (rekey's `after_replace`
+   then puts the new key file in place);
 4. `at_rest.commit` is removed.
 
 `recover(data_dir)` runs before every open: with `at_rest.commit` present it
@@ -110,13 +113,17 @@ def is_plaintext(path):
         return False
 
 
-def has_encrypted_file(data_dir):
-    """True if any database file in `data_dir` holds data but no SQLite header."""
+def encrypted_file(data_dir):
+    """The first database file in `data_dir` that holds data but no SQLite header."""
     for name in NAMES:
         path = os.path.join(data_dir, f"{name}.db")
         if os.path.exists(path) and os.path.getsize(path) > 0 and not is_plaintext(path):
-            return True
-    return False
+            return path
+    return None
+
+
+def has_encrypted_file(data_dir):
+    return encrypted_file(data_dir) is not None
 
 
 def has_plaintext_file(data_dir):

@@ -129,9 +129,12 @@ def prepare(data_dir, source, log_file=None):
     if at_rest.recover(data_dir) == "forward":
         log.info("finished the interrupted conversion of %s", data_dir)
     if key is None:
-        if at_rest.has_encrypted_file(data_dir):
-            raise AtRestError(f"the data dir {data_dir} is encrypted at rest but no database "
-                              f"key was given: {HOW_TO_ENCRYPT.split(' to ')[0]}")
+        encrypted = at_rest.encrypted_file(data_dir)
+        if encrypted:
+            raise AtRestError(f"{encrypted} is not a plain SQLite file: the data dir is "
+                              "encrypted at rest but no database key was given "
+                              f"({HOW_TO_ENCRYPT.split(' to ')[0]}), or the file is not "
+                              "Parley's; refusing to touch it")
         log.warning("the data dir %s is not encrypted at rest; %s", data_dir, HOW_TO_ENCRYPT)
         return None
     if at_rest.has_plaintext_file(data_dir):

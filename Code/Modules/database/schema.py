@@ -335,6 +335,9 @@ def open_reader(data_dir, key=None):
             if schema != "main":
                 at_rest.attach(db, paths[name], schema, key)
         db.execute("PRAGMA query_only = ON")
+    except at_rest.AtRestError as error:
+        db.close()
+        raise StorageError(str(error)) from None
     except at_rest.DATABASE_ERRORS as error:
         db.close()
         raise StorageError(f"cannot open the databases in {data_dir} to read: {error}") \
