@@ -135,3 +135,21 @@ def test_admin_rekey_offline_changes_the_key_and_keeps_the_messages(tmp_path, ke
     finally:
         assert server.stop() == 0
     assert found(server.data_dir) == set()
+
+
+def test_the_env_var_key_is_in_no_server_process_environment(tmp_path):
+    key = os.urandom(32).hex()
+    server = ServerProcess(tmp_path, env={"PARLEY_DB_KEY": key}).start()
+    try:
+        clients = exchange(server)         # login and user processes exist now
+        pids = server.processes()
+        assert any(title.startswith("parley: user") for title in pids.values())
+        for pid in pids:
+            if pid == server.proc.pid:     # the daemon's exec'd environment stays as given
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                assert key.encode() not in handle.read(), pids[pid]
+        for client in clients:
+            client.close()
+    finally:
+        assert server.stop() == 0
