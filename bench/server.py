@@ -93,6 +93,8 @@ class BenchServer:
         if self.tiny_argon2:
             env.update(TINY_ARGON2)
         env.update(self.extra_env)
+        if os.environ.get("PARLEY_BENCH_DB_KEY") == "on":   # the data dir encrypted at rest
+            env["PARLEY_DB_KEY"] = os.urandom(32).hex()
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

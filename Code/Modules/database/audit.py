@@ -22,6 +22,10 @@ Never a password, a hash, a subject or a body: actions are named with
 their target and a count, and a broadcast or announcement is recorded by
 its length, not its text.
 
+With the data dir encrypted at rest (`Modules/database/db_key.py`) the entries
+go to the server's log instead (`parley.audit`, one record a line): the log is
+outside the data dir (a --log-file inside it is refused then).
+
 Talks to: the file system only (the monitor calls it; nothing else writes
 the data dir). The file is created 0600 and opened with O_APPEND for each
 entry, so concurrent entries never interleave within a line and nothing
@@ -29,8 +33,11 @@ already written is ever touched. How it fails: `OSError` to the caller,
 which answers the admin request with an error; the server goes on.
 """
 
+import logging
 import os
 import time
+
+log = logging.getLogger("parley.audit")
 
 AUDIT_NAME = "audit.log"
 
@@ -54,10 +61,12 @@ def _clean(text):
 
 
 class AuditLog:
-    """Appends entries to `<data_dir>/audit.log`."""
+    """Appends entries to `<data_dir>/audit.log`; with `to_log` (the data dir encrypted
+    at rest: no file in it may name a user) to the server's log instead, a record a line."""
 
-    def __init__(self, data_dir, clock=time.time):
-        self.path = os.path.join(data_dir, AUDIT_NAME)
+    def __init__(self, data_dir, clock=time.time, to_log=False):
+        self.path = "the server log" if to_log else os.path.join(data_dir, AUDIT_NAME)
+        self.to_log = to_log
         self.clock = clock
 
     def action(self, operator, action, target="", outcome=""):
@@ -82,6 +91,10 @@ class AuditLog:
         return self.path
 
     def _append(self, lines):
+        if self.to_log:
+            for line in lines:
+                log.warning("audit: %s", line)     # WARNING: kept at every --log-level
+            return
         data = ("\n".join(lines) + "\n").encode("utf-8", "replace")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:

@@ -46,7 +46,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from Modules.database import storage
+from Modules.database import at_rest, storage
 from Modules.runtime import BACKGROUND_NICE, lower_priority
 
 MANIFEST = "manifest.json"
@@ -95,14 +95,22 @@ def pin_snapshot(_writer_conn, snapshot):
         snapshot.execute(f"SELECT count(*) FROM {schema}.sqlite_master").fetchone()
 
 
-async def take(monitor, target, connect=sqlite3.connect, key_paths=None):
-    """Make the backup in `target`; its manifest (a dict)."""
+def keyed_connect(key):
+    """The connect of a data dir encrypted with `key` (None: plain SQLite)."""
+    return lambda path: at_rest.connect(path, key)
+
+
+async def take(monitor, target, connect=None, key_paths=None):
+    """Make the backup in `target`; its manifest (a dict). With the data dir
+    encrypted at rest the copies are encrypted with the same key."""
     data_dir = monitor.data_dir
+    key = getattr(monitor, "db_key", None)
+    connect = connect or keyed_connect(key)
     target = check_target(target, data_dir)
     staging = _make_staging(target)
     started = time.monotonic()
     try:
-        snapshot = storage.open_reader(data_dir)
+        snapshot = storage.open_reader(data_dir, key)
         try:
             await monitor.job(pin_snapshot, snapshot)
         except BaseException:
@@ -112,7 +120,7 @@ async def take(monitor, target, connect=sqlite3.connect, key_paths=None):
             copy_everything, snapshot, data_dir, staging, connect,
             key_paths or default_key_paths(data_dir))
         _publish(staging, target)
-    except (OSError, sqlite3.Error, storage.StorageError) as error:
+    except (OSError, *at_rest.ERRORS, storage.StorageError) as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise BackupError(f"the backup into {target} failed: "
                           f"{getattr(error, 'strerror', None) or error}") from error

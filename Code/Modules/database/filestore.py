@@ -36,6 +36,8 @@ import struct
 
 from Crypto.Cipher import AES
 
+from Modules.database import at_rest
+
 MAGIC = b"PRLYFILE1\n"
 CHUNK = 64 * 1024
 TAG = 16
@@ -63,15 +65,20 @@ class OutOfOrder(StoreError):
 
 # -- the storage key ---------------------------------------------------------
 
-def load_or_create_storage_key(path):
-    """The 32-byte storage key from `path`, created (mode 0600) on first use."""
+def load_or_create_storage_key(path, db_key=None):
+    """The 32-byte storage key from `path`, created (mode 0600) on first use;
+    with a database key the file is kept wrapped under it (`at_rest.wrap`)."""
     try:
         with open(path, "rb") as key_file:
-            content = key_file.read(256)
+            content = key_file.read(4096)
     except FileNotFoundError:
         key = secrets.token_bytes(KEY_BYTES)
-        _write_new_key_file(path, KEY_FILE_TAG + b" " + key.hex().encode() + b"\n")
+        content = KEY_FILE_TAG + b" " + key.hex().encode() + b"\n"
+        if db_key is not None:
+            content = at_rest.wrap(db_key, os.path.basename(path), content)
+        _write_new_key_file(path, content)
         return key
+    content = _unwrapped(path, content, db_key)
     fields = content.split()
     if len(fields) != 2 or fields[0] != KEY_FILE_TAG or len(fields[1]) != 2 * KEY_BYTES:
         raise StoreError(f"{path} is not a Parley storage key file (expected "
@@ -81,6 +88,19 @@ def load_or_create_storage_key(path):
     except (UnicodeDecodeError, ValueError):
         raise StoreError(f"{path} holds a malformed storage key; it was left as it "
                          "is") from None
+
+
+def _unwrapped(path, content, db_key):
+    if at_rest.is_wrapped(content) != (db_key is not None):
+        state = "wrapped under a database key" if db_key is None else "not wrapped"
+        raise StoreError(f"{path} is {state}, unlike the data dir's databases; it was "
+                         "left as it is")
+    if db_key is None:
+        return content
+    try:
+        return at_rest.unwrap(db_key, os.path.basename(path), content, path)
+    except at_rest.AtRestError as error:
+        raise StoreError(str(error)) from None
 
 
 def _write_new_key_file(path, data):

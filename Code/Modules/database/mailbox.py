@@ -27,9 +27,9 @@ search text with nothing to look for raises `EmptySearch`.
 """
 
 import re
-import sqlite3
 from typing import NamedTuple
 
+from Modules.database import at_rest
 from Modules.operations import MAILBOX_DEFAULTS
 
 _NO_UPPER_BOUND = 2**63 - 1
@@ -86,7 +86,7 @@ def _bytes_text(count):
 
 def _rows(db, sql, params):
     cursor = db.cursor()
-    cursor.row_factory = sqlite3.Row
+    cursor.row_factory = at_rest.row_type(db)
     return cursor.execute(sql, params).fetchall()
 
 

@@ -37,6 +37,7 @@ from collections import OrderedDict
 from Modules.database import (
     administration,
     auth,
+    db_key,
     file_upkeep,
     files,
     mailbox,
@@ -241,15 +242,44 @@ def lock_data_dir(data_dir, wait=10.0):
             time.sleep(0.1)
 
 
+def prepare_key(config):
+    """The data dir's key (None: not encrypted at rest), any conversion finished."""
+    try:
+        return db_key.prepare(config["data_dir"], config.get("db_key"), config.get("log_file"))
+    except db_key.AtRestError as error:
+        raise storage.StorageError(str(error)) from None
+
+
+def rekey_offline(data_dir, key_file):
+    """`admin rekey` with the server stopped: every file of `data_dir` moved to a new
+    key, written to `key_file` (the old one replaced last). A one-sentence error."""
+    lock = None
+    try:
+        if not key_file or not os.path.exists(key_file):
+            raise db_key.AtRestError(f"rekey needs the data dir's key file (--key-file); "
+                                     f"{key_file or 'none'} does not exist")
+        lock = lock_data_dir(data_dir, wait=0)           # refused while a server runs
+        old_key = db_key.prepare(data_dir, {"file": key_file})
+        storage.close_databases(storage.open_databases(data_dir, old_key))   # it opens
+        db_key.rekey(data_dir, key_file, old_key)
+    except (db_key.AtRestError, storage.StorageError, OSError) as error:
+        return str(error)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return None
+
+
 async def serve(config, ready):
     loop = asyncio.get_running_loop()
     lock_data_dir(config["data_dir"])
-    writer = SingleWriter(loop, lambda: storage.open_databases(config["data_dir"]),
+    key = prepare_key(config)
+    writer = SingleWriter(loop, lambda: storage.open_databases(config["data_dir"], key),
                           storage.close_databases, repair=storage.repair_torn_writes,
                           on_repaired=lambda result: repaired_after_failed_commit(monitor,
                                                                                   result))
     writer.start()
-    readers = ReaderPool(loop, lambda: storage.open_reader(config["data_dir"]),
+    readers = ReaderPool(loop, lambda: storage.open_reader(config["data_dir"], key),
                          storage.close_databases, workers=config.get("readers", 2))
     readers.start()
     argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
@@ -257,9 +287,11 @@ async def serve(config, ready):
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"],
                       resumable_tickets(config), config.get("registration"))
     monitor.readers = readers
+    monitor.encrypted_at_rest = key is not None
+    monitor.db_key = key                    # for the backup's copies (`backup.py`)
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
     configure_operator_side(monitor, config)
-    monitor.files = files.FileService.from_config(config)   # the storage key, the store
+    monitor.files = files.FileService.from_config(config, key)   # the storage key, the store
     monitor.server_key = server_key.KeyHolder.from_config(config)   # for the handshakes
     await recover(monitor)
     await files.recover(monitor)
@@ -287,7 +319,8 @@ def configure_operator_side(monitor, config):
     monitor.daemon_pid = config.get("daemon_pid")
     monitor.data_dir = config["data_dir"]
     monitor.ledger_limits = statistics.LedgerLimits(**config.get("ledger", {}))
-    monitor.audit = AuditLog(config["data_dir"])
+    encrypted = getattr(monitor, "encrypted_at_rest", False)   # no file may name a user
+    monitor.audit = AuditLog(config["data_dir"], to_log=encrypted)
     monitor.key_paths = {"storage_key": config.get("storage_key") or os.path.join(
         config["data_dir"], files.KEY_FILE), "server_key": os.path.join(
         config["data_dir"], "server_key")}

@@ -1,12 +1,15 @@
 """Restoring a backup made by `admin backup`, offline, and checking one.
 
-`python Code/server_daemon.py admin restore BACKUP --data-dir DIR [--id-margin N]`
-and `python Code/server_daemon.py admin check-backup BACKUP` (`main`).
+`python Code/server_daemon.py admin restore BACKUP --data-dir DIR [--id-margin N]
+[--key-file PATH]` and `python Code/server_daemon.py admin check-backup BACKUP` (`main`).
 
 Restore, in this order, stopping at the first problem:
 1. the backup's manifest is read and every file it lists is checked, size
    and SHA-256 (`verify`); a file that differs, is missing or is extra is
-   one sentence, and nothing is touched;
+   one sentence, and nothing is touched; a backup of a data dir encrypted
+   at rest needs its key (`--key-file`, `$PARLEY_DB_KEY` or the systemd
+   credential, as for the server), checked before anything is copied, and
+   is restored still encrypted;
 2. the data dir must not be in use: its locks (`parley.lock` of the
    database process, `daemon.lock` of the daemon) are taken and held until
    the end, so a server cannot start on it meanwhile;
@@ -41,7 +44,7 @@ import sqlite3
 import sys
 import time
 
-from Modules.database import backup
+from Modules.database import at_rest, backup, db_key
 from Modules.database.backup import MANIFEST, open_destination
 
 ID_MARGIN = 1_000_000_000          # ids skipped after a restore (about 11 days at 1,000/s)
@@ -117,6 +120,40 @@ def lock_data_dir(data_dir):
     return held
 
 
+def connect_for(key):
+    """Opens each database file as it is: plain SQLite, or SQLCipher with `key`."""
+    return lambda path: at_rest.connect(path, None if at_rest.is_plaintext(path) else key)
+
+
+def check_backup_key(backup_dir, key):
+    """RestoreError unless `key` opens an encrypted backup (a plain one needs none)."""
+    encrypted = at_rest.encrypted_file(backup_dir)
+    if encrypted is None:
+        return
+    if key is None:
+        raise RestoreError(f"the backup {backup_dir} is encrypted at rest: give its key "
+                           f"with --key-file PATH or ${db_key.ENV_NAME}")
+    db = at_rest.connect(encrypted, key)
+    try:
+        at_rest.check_key(db, "main", encrypted)
+    except at_rest.AtRestError as error:
+        raise RestoreError(str(error)) from None
+    finally:
+        db.close()
+
+
+def restore_key(key_file, environ, data_dir):
+    """The key to restore with: from an existing --key-file, $PARLEY_DB_KEY, or None."""
+    if key_file and not os.path.exists(key_file):
+        raise RestoreError(f"the key file {key_file} does not exist")
+    try:
+        return db_key.load(data_dir,
+                           {"file": key_file, "hex": environ.get(db_key.ENV_NAME),
+                            "credentials": environ.get("CREDENTIALS_DIRECTORY")})
+    except at_rest.AtRestError as error:
+        raise RestoreError(str(error)) from None
+
+
 def live_ids(data_dir, connect=sqlite3.connect):
     """The highest ids of the data dir about to be replaced ({} where unreadable)."""
     found = {}
@@ -130,7 +167,7 @@ def live_ids(data_dir, connect=sqlite3.connect):
                 found[table] = backup.highest_id(db, table)
             finally:
                 db.close()
-        except sqlite3.Error:
+        except at_rest.ERRORS:
             pass                          # unreadable: the margin has to cover it
     return found
 
@@ -172,10 +209,13 @@ def mark_missing_files(directory, file_ids, connect=sqlite3.connect):
         db.close()
 
 
-def restore(backup_dir, data_dir, margin=ID_MARGIN, ids_above=0, connect=sqlite3.connect):
-    """Restore `backup_dir` into `data_dir`; (where the old data dir went or None, floors)."""
+def restore(backup_dir, data_dir, margin=ID_MARGIN, ids_above=0, key=None):
+    """Restore `backup_dir` into `data_dir`; (where the old data dir went or None, floors).
+    An encrypted backup needs its `key`, and stays encrypted with it."""
     backup_dir, data_dir = os.path.abspath(backup_dir), os.path.abspath(data_dir)
     manifest = verify(backup_dir)
+    check_backup_key(backup_dir, key)
+    connect = connect_for(key)
     if os.path.commonpath([os.path.realpath(backup_dir), os.path.realpath(data_dir)]) in (
             os.path.realpath(backup_dir), os.path.realpath(data_dir)):
         raise RestoreError("the backup and the data directory must not contain each other")
@@ -223,10 +263,12 @@ def build_parser():
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--id-margin", type=int, default=ID_MARGIN)
     parser.add_argument("--ids-above", type=int, default=0)
+    parser.add_argument("--key-file", help="the key an encrypted backup was made with "
+                        f"(or ${db_key.ENV_NAME})")
     return parser
 
 
-def main(argv, out=None, err=None):
+def main(argv, out=None, err=None, environ=os.environ):
     """`admin restore ...` or `admin check-backup BACKUP_DIR`; the exit status."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -242,9 +284,10 @@ def main(argv, out=None, err=None):
         if args.id_margin < 0 or args.ids_above < 0:
             print("parley admin: --id-margin and --ids-above are 0 or more", file=err)
             return 2
+        key = restore_key(args.key_file, environ, args.data_dir)
         aside, floors = restore(args.backup_dir, args.data_dir, args.id_margin,
-                                args.ids_above)
-    except (RestoreError, OSError, sqlite3.Error) as error:
+                                args.ids_above, key)
+    except (RestoreError, OSError, *at_rest.ERRORS) as error:
         print(f"parley admin: {getattr(error, 'strerror', None) or error}", file=err)
         return 1
     kept = f"; the old data dir is kept at {aside}" if aside else ""

@@ -37,8 +37,9 @@ good version.
 
 import logging
 import os
-import sqlite3
 import stat
+
+from Modules.database import at_rest
 
 log = logging.getLogger(__name__)
 
@@ -301,24 +302,25 @@ class StorageError(Exception):
     """The databases cannot be used as asked; the message says why."""
 
 
-def open_databases(data_dir):
-    """One connection to all three files, checked, created and migrated."""
+def open_databases(data_dir, key=None):
+    """One connection to all three files, checked, created and migrated;
+    encrypted with `key` (32 bytes, `Modules/database/at_rest.py`) if given."""
     data_dir = os.path.abspath(os.fspath(data_dir))
     _prepare_directory(data_dir)
     check_writable(data_dir)
     paths = {name: os.path.join(data_dir, f"{name}.db") for name in SCHEMAS}
-    new_files = {name for name in SCHEMAS if _check_raw_file(name, paths[name])}
+    new_files = {name for name in SCHEMAS if _check_raw_file(name, paths[name], key)}
     old_umask = os.umask(0o077)
     try:
         _create_empty_files(paths, new_files, data_dir)
-        db = _connect(paths, new_files, data_dir)
+        db = _connect(paths, new_files, data_dir, key)
     finally:
         os.umask(old_umask)
     _tighten_file_modes(paths)
     return db
 
 
-def open_reader(data_dir):
+def open_reader(data_dir, key=None):
     """A read-only connection to the three files, for a reader thread.
 
     The writer must have opened (checked, created, migrated) them first.
@@ -327,13 +329,16 @@ def open_reader(data_dir):
     """
     data_dir = os.path.abspath(os.fspath(data_dir))
     paths = {name: os.path.join(data_dir, f"{name}.db") for name in SCHEMAS}
-    db = sqlite3.connect(paths["users"], isolation_level=None, check_same_thread=False)
+    db = at_rest.connect(paths["users"], key, isolation_level=None, check_same_thread=False)
     try:
         for name, schema in SCHEMAS.items():
             if schema != "main":
-                db.execute(f"ATTACH DATABASE ? AS {schema}", (paths[name],))
+                at_rest.attach(db, paths[name], schema, key)
         db.execute("PRAGMA query_only = ON")
-    except sqlite3.DatabaseError as error:
+    except at_rest.AtRestError as error:
+        db.close()
+        raise StorageError(str(error)) from None
+    except at_rest.DATABASE_ERRORS as error:
         db.close()
         raise StorageError(f"cannot open the databases in {data_dir} to read: {error}") \
             from error
@@ -374,8 +379,9 @@ def _prepare_directory(data_dir):
         os.chmod(data_dir, 0o700)
 
 
-def _check_raw_file(name, path):
-    """Refuse a file that is not Parley's; True if it is missing or empty."""
+def _check_raw_file(name, path, key=None):
+    """Refuse a file that is not Parley's; True if it is missing or empty.
+    An encrypted file's header is checked after its key opened it."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -388,7 +394,11 @@ def _check_raw_file(name, path):
         return True
     with open(path, "rb") as handle:
         header = handle.read(HEADER_SIZE)
-    _check_header(label, header)
+    if key is not None and header.startswith(SQLITE_MAGIC):
+        raise StorageError(f"{label} is not encrypted but a database key was given; "
+                           f"refusing to mix plaintext and encrypted files")
+    if key is None:
+        _check_header(label, header)
     return False
 
 
@@ -432,24 +442,44 @@ def _tighten_file_modes(paths):
 
 # -- SQLite ------------------------------------------------------------------
 
-def _connect(paths, new_files, data_dir):
-    db = sqlite3.connect(paths["users"], isolation_level=None,
+def _connect(paths, new_files, data_dir, key=None):
+    db = at_rest.connect(paths["users"], key, isolation_level=None,
                          check_same_thread=False)
     try:
+        if key is not None and "users" not in new_files:
+            at_rest.check_key(db, "main", paths["users"])
         for name, schema in SCHEMAS.items():
             if schema != "main":
-                db.execute(f"ATTACH DATABASE ? AS {schema}", (paths[name],))
+                at_rest.attach(db, paths[name], schema, key)
+        if key is not None:
+            _check_encrypted(db, paths, new_files)
         _check_existing(db, paths, new_files)
         _initialise(db, paths, new_files)
         for name in SCHEMAS:
             _migrate(db, name, paths[name])
-    except sqlite3.DatabaseError as error:
+    except at_rest.AtRestError as error:
+        db.close()
+        raise StorageError(str(error)) from None
+    except at_rest.DATABASE_ERRORS as error:
         db.close()
         raise StorageError(f"cannot open the databases in {data_dir}: {error}") from error
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _check_encrypted(db, paths, new_files):
+    """The key opens every old file, and each is Parley's (its application_id)."""
+    for name, schema in SCHEMAS.items():
+        if name in new_files:
+            continue
+        label = os.path.join(os.path.dirname(paths[name]), f"{name}.db")
+        at_rest.check_key(db, schema, label)
+        found = db.execute(f"PRAGMA {schema}.application_id").fetchone()[0]
+        if found != APPLICATION_ID:
+            raise StorageError(f"{label} is not a Parley database (application_id "
+                               f"0x{found:08X}); refusing to touch it")
 
 
 def _check_existing(db, paths, new_files):
@@ -461,7 +491,7 @@ def _check_existing(db, paths, new_files):
         try:
             _check_version(db, name, schema, label)
             _quick_check(db, schema, label)
-        except sqlite3.DatabaseError as error:
+        except at_rest.DATABASE_ERRORS as error:
             raise StorageError(f"{label} cannot be read ({error}); "
                                f"refusing to touch it") from error
 
@@ -511,7 +541,7 @@ def _run_step(db, schema, sql, new_version, label):
               f"PRAGMA {schema}.user_version = {new_version};\nCOMMIT;")
     try:
         db.executescript(script)
-    except sqlite3.DatabaseError as error:
+    except at_rest.DATABASE_ERRORS as error:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise StorageError(f"migrating {label} to schema version {new_version} "

@@ -31,10 +31,9 @@ message body.
 """
 
 import json
-import sqlite3
 from typing import NamedTuple
 
-from Modules.database import blocks, mailbox, reserved_names
+from Modules.database import at_rest, blocks, mailbox, reserved_names
 from Modules.database.schema import (  # noqa: F401  (re-exported API)
     APPLICATION_ID,
     MIGRATIONS,
@@ -71,7 +70,7 @@ class NoSuchAccount(StorageError):
 
 def _rows(db, sql, params=()):
     cursor = db.cursor()
-    cursor.row_factory = sqlite3.Row
+    cursor.row_factory = at_rest.row_type(db)
     return cursor.execute(sql, params).fetchall()
 
 

@@ -23,10 +23,11 @@ was not durable is ever acknowledged.
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
+
+from Modules.database import at_rest
 
 log = logging.getLogger("parley.writer")
 _STOP = object()
@@ -183,7 +184,7 @@ class SingleWriter:
                 for job in batch:
                     self._run_job(conn, job)
             conn.execute("COMMIT")
-        except sqlite3.Error as error:
+        except at_rest.ERRORS as error:
             self._fail_batch(conn, batch, error)
         self.batches += 1
         self.jobs += len(batch)
@@ -217,7 +218,7 @@ class SingleWriter:
             conn.execute("BEGIN IMMEDIATE")
             result = self._repair(conn)
             conn.execute("COMMIT")
-        except sqlite3.Error as error:
+        except at_rest.ERRORS as error:
             log.error("repair after a failed commit did not work yet: %s", error)
             _rollback(conn)
             return
@@ -253,5 +254,5 @@ class SingleWriter:
 def _rollback(conn):
     try:
         conn.execute("ROLLBACK")
-    except sqlite3.Error:
+    except at_rest.ERRORS:
         pass

@@ -9,6 +9,10 @@ the command's status: 0 done, 1 refused or failed (no such account, no
 server running, not allowed), 2 not a valid command line. `admin help`
 lists the commands.
 
+`admin rekey --key-file PATH` is the one command that needs no running server:
+it refuses to run beside one, and moves an encrypted data dir to a new key
+in the database's own code (`Modules.database.monitor.rekey_offline`).
+
 The data dir defaults as the server's does (`--data-dir`, else
 PARLEY_DATA_DIR, else ./parley-data).
 
@@ -107,6 +111,8 @@ def main(argv, environ=os.environ, out=sys.stdout, err=sys.stderr):
     if not words:
         print("parley admin: give a command; `admin help` lists them", file=err)
         return 2
+    if words[0] == "rekey":
+        return rekey(data_dir, words[1:], environ, out, err)
     timeout = ANSWER_TIMEOUT
     if words[0].lower() == "backup" and len(words) == 2:
         words = [words[0], os.path.abspath(words[1])]     # the server has its own cwd
@@ -126,3 +132,21 @@ def main(argv, environ=os.environ, out=sys.stdout, err=sys.stderr):
     if status != 0:
         print(f"parley admin: {answer.get('text', 'failed')}", file=err)
     return status if status in (0, 1, 2) else 1
+
+
+
+def rekey(data_dir, words, environ, out, err):
+    """`admin rekey --key-file PATH`: offline (the server stopped), in the database's
+    own code; a new key file replaces the old one, atomically with every file."""
+    from Modules.database.monitor import rekey_offline
+
+    parser = argparse.ArgumentParser(prog="server_daemon.py admin rekey")
+    parser.add_argument("--key-file", default=environ.get("PARLEY_KEY_FILE"))
+    key_file = parser.parse_args(words).key_file
+    problem = rekey_offline(data_dir, key_file)
+    if problem:
+        print(f"parley admin: rekey refused: {problem}", file=err)
+        return 1
+    print(f"rekeyed {os.path.abspath(data_dir)}: the new key is in {key_file}; the old key "
+          "no longer opens it, so replace any copy of the key file you keep", file=out)
+    return 0

@@ -69,6 +69,7 @@ from Modules.runtime import (
     unix_user,
 )
 from Modules.server import console, containment, instance, listener, metrics, spares
+from Modules.server import options as server_options
 from Modules.server.admin_socket import AdminContext, AdminServer
 from Modules.server.admission import Admission
 from Modules.wire import protocol
@@ -128,6 +129,7 @@ def forkserver_context():
 class Daemon:
     def __init__(self, options):
         self.options = options
+        self.db_key = server_options.db_key_source(options, os.environ)   # before any child
         self.ctx = forkserver_context()
         self.selector = selectors.DefaultSelector()
         self.clients = {}            # pipe -> ClientRecord
@@ -135,15 +137,13 @@ class Daemon:
         self.runtime_dir = tempfile.mkdtemp(prefix="parley-")
         self.db_socket, self.jail = containment.socket_path(self.runtime_dir), None
         self.ticket_secret = os.urandom(32)
-        self.key = None
-        self.listener = self.db_proc = None
+        self.key = self.listener = self.db_proc = None
         self.instance = None         # our claim on the data dir (server/instance.py)
         self.admin = self.metrics = None   # the admin socket, --metrics-port (server/)
         self.console = console.Console(options)   # in a terminal, fd 2 is relayed from now on
         self.started_at, self.peak_connections = time.time(), 0
         self.db_restart_at, self.db_failures = None, 0
-        # --greeting/--motd go to the first database process only: one restarted
-        # later keeps what the operator has changed live since.
+        # --greeting/--motd go to the first database only: a restarted one keeps live changes.
         self.start_settings = {"greeting": options.greeting, "motd": options.motd}
         self.signals = 0
         self.idle_since = None       # since when no connection at all (--exit-when-idle)
@@ -167,7 +167,7 @@ class Daemon:
                 "lifeline": self.lifeline, "idle_timeout": self.options.idle_timeout}
 
     def _db_config(self):
-        return {**self._base_config(), "data_dir": self.options.data_dir,
+        return {**self._base_config(), "data_dir": self.options.data_dir, "db_key": self.db_key,
                 "server_private_key": self.key.private,     # only it holds the key
                 "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
                 **self._take_start_settings(),

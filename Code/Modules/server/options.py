@@ -180,6 +180,9 @@ SERVER_OPTIONS = [
     ("port", _port, DEFAULT_PORT, "TCP port (0 picks a free port)"),
     ("port_fallback", _port_fallback, 0, "if the port is taken, try the next N ports"),
     ("data_dir", str, DEFAULT_DATA_DIR, "directory for the databases and the server key"),
+    ("key_file", str, None, "encrypt the data dir at rest with the key in this file (kept "
+     "outside the data dir; made 0400 on the first start; losing it loses the data); "
+     "or $PARLEY_DB_KEY (hex) or the systemd credential parley-db-key"),
     ("log_level", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("log_file", _log_file, None, "also append the log to this file (plain text, 0600; "
      "reopened on SIGHUP and when logrotate moves it)"),
@@ -283,3 +286,10 @@ def parse_server_options(argv, environ=os.environ):
                 parser.error(f"bad value in {env_name}: {error}")
     parser.set_defaults(**defaults)
     return parser.parse_args(argv)
+
+
+def db_key_source(options, environ):
+    """Where the database process finds its key: --key-file, $PARLEY_DB_KEY (taken out of
+    this process's environment, so no child inherits it) or a systemd credential dir."""
+    return {"file": getattr(options, "key_file", None), "hex": environ.pop("PARLEY_DB_KEY", None),
+            "credentials": environ.get("CREDENTIALS_DIRECTORY")}

@@ -42,3 +42,13 @@ def test_control_characters_cannot_forge_lines(tmp_path):
 
 def test_stamp_is_iso_8601_utc():
     assert stamp(0) == "1970-01-01T00:00:00Z" and stamp(None) == "-"
+
+
+def test_with_the_data_dir_encrypted_entries_go_to_the_log_not_a_file(tmp_path, caplog):
+    audit = AuditLog(str(tmp_path), clock=lambda: 0.0, to_log=True)
+    with caplog.at_level("WARNING", logger="parley.audit"):
+        audit.action("root", "kick", "alice", "1 session ended")
+        assert audit.report("root", [{"username": "bob"}], {"logins": 1}) == "the server log"
+    assert os.listdir(tmp_path) == []
+    assert "audit: 1970-01-01T00:00:00Z action kick by root: alice" in caplog.text
+    assert "  bob  " in caplog.text

@@ -8,7 +8,8 @@ before the backup began is there, the real client reads them, and the
 ids of new messages and accounts are above every id handed out before
 the restore. Then the refusals, each one sentence: a target that exists,
 a target inside the data dir, a restore onto a running server's data dir,
-a backup whose file was changed.
+a backup whose file was changed. A backup of an encrypted data dir holds
+no plaintext and restores only with its key, still encrypted.
 """
 
 import os
@@ -17,9 +18,13 @@ import subprocess
 import sys
 import threading
 
+from Tests.database.test_at_rest import found_plaintext
 from Tests.support import of_type, run_admin, run_ok, wait_until
 from Tests.support.clients import send, session
 from Tests.support.processes import SERVER, WAIT, child_env
+
+
+NEEDLES = (b"wombatuser", b"zebra-subject-8812", b"quokka-body-5531", b"$argon2id$")
 
 
 class Sender(threading.Thread):
@@ -143,3 +148,34 @@ def test_a_relative_directory_is_the_operators_not_the_servers(make_server, tmp_
     assert "Backed up" in out
     assert (tmp_path / "here" / "copy" / "manifest.json").exists()
     assert offline_admin("check-backup", "copy", cwd=str(tmp_path / "here"))[0] == 0
+
+
+def test_a_backup_of_an_encrypted_data_dir_is_encrypted_and_restores_only_with_its_key(
+        make_server, tmp_path):
+    key_file = str(tmp_path / "parley.key")
+    server = make_server("--key-file", key_file)
+    run_ok(server, "wombatuser", create=True)
+    run_ok(server, "numbatuser", create=True)
+    run_ok(server, "wombatuser", ['send numbatuser "zebra-subject-8812" "quokka-body-5531"'])
+    target = str(tmp_path / "backup")
+    assert run_admin(server, "backup", target)[0] == 0
+    assert found_plaintext(target, NEEDLES) == []          # the copies stay encrypted
+    assert not [name for name in os.listdir(target) if name.endswith(".key")]
+    server.stop()
+
+    data_dir = str(tmp_path / "restored" / "data")
+    status, _out, stderr = offline_admin("restore", target, "--data-dir", data_dir)
+    assert status == 1 and "is encrypted at rest: give its key" in stderr
+    other = tmp_path / "other.key"
+    other.write_text(os.urandom(32).hex())
+    status, _out, stderr = offline_admin("restore", target, "--data-dir", data_dir,
+                                         "--key-file", str(other))
+    assert status == 1 and "the database key does not open" in stderr
+    assert not os.path.exists(data_dir)                    # neither touched anything
+    status, _out, stderr = offline_admin("restore", target, "--data-dir", data_dir,
+                                         "--key-file", key_file)
+    assert status == 0, stderr
+    assert found_plaintext(data_dir, NEEDLES) == []
+    restored = make_server("--key-file", key_file, subdir="restored")
+    inbox = of_type(run_ok(restored, "numbatuser", ["inbox"]), "inbox")
+    assert [m["subject"] for m in inbox[0]["messages"]] == ["zebra-subject-8812"]
