@@ -384,9 +384,9 @@ class Ledger:
 
 # -- the stored files --------------------------------------------------------------
 
-def storage_problems(data_dir, ledger):
+def storage_problems(data_dir, ledger, key=None):
     """check_consistency() plus: every acknowledged send stored exactly once."""
-    db = storage.open_databases(data_dir)
+    db = storage.open_databases(data_dir, key)
     try:
         problems = [f"check_consistency: {p}" for p in storage.check_consistency(db)]
         rows = db.execute("SELECT id, sender, recipient, subject, kind, delivered_at "
@@ -835,6 +835,7 @@ class RunConfig:
     pipeline: int = 1               # Sends each client keeps in flight
     timeout: float = 120.0          # the whole sending phase
     body_words: int = 20
+    server_args: tuple = ()         # more options for the server (e.g. a --key-file)
 
 
 @dataclasses.dataclass
@@ -888,7 +889,7 @@ class CrashRun:
         self.ledger = Ledger()
         self.runtime_dir = tempfile.mkdtemp(prefix="pcrash-")
         self.tree = ServerTree(self.base_dir, self.runtime_dir, self.ledger,
-                               extra_args=("--log-level", "INFO"))
+                               extra_args=("--log-level", "INFO", *config.server_args))
         self.names = [f"user{i}" for i in range(config.users)]
         self.clients = []
         self.clients_stop = threading.Event()
@@ -908,7 +909,8 @@ class CrashRun:
             self._stop_clients(killer)
             self._final_drain()
             self.ledger.violations += self.ledger.final_problems()
-            self.ledger.violations += storage_problems(self.tree.data_dir, self.ledger)
+            self.ledger.violations += storage_problems(self.tree.data_dir, self.ledger,
+                                                       self._db_key())
         finally:
             if killer is not None:
                 killer.stop.set()
@@ -959,6 +961,9 @@ class CrashRun:
         self.tree.check_alive()
         self.tree.stop()
 
+    def _db_key(self):
+        return db_key_of(self.config.server_args)
+
     def _final_drain(self):
         """A clean server: every user drains its backlog; a second pass finds nothing."""
         self.tree.start()
@@ -995,6 +1000,15 @@ class CrashRun:
                 self.ledger.record_message(name, message)
         finally:
             session.logout()
+
+
+def db_key_of(server_args):
+    """The database key a `--key-file` among the server's options holds, or None."""
+    args = list(server_args)
+    if "--key-file" not in args:
+        return None
+    with open(args[args.index("--key-file") + 1]) as handle:
+        return bytes.fromhex(handle.read().strip())
 
 
 def run_crash_test(base_dir, **options):
