@@ -87,12 +87,12 @@ def test_database_killed_during_bursts_of_sends_stores_each_acknowledged_once(tm
 def test_random_kills_with_the_data_dir_encrypted_lose_and_repeat_nothing(tmp_path):
     """SQLCipher under synchronous=FULL keeps the same promise (issue 15)."""
     key_file = str(tmp_path / "parley.key")
-    report = run_crash_test(tmp_path / "run", users=4, messages=120, kills=4,
+    report = run_crash_test(tmp_path, users=4, messages=120, kills=4,
                             seed=SEED + 2, kinds=("database", "user", "tree"),
                             timeout=90, server_args=("--key-file", key_file))
     assert_promise_kept(report)
     assert report.kills["database"] + report.kills["tree"] >= 1, report.figures()
-    with open(os.path.join(tmp_path, "run", "data", "messages.db"), "rb") as handle:
+    with open(os.path.join(tmp_path, "data", "messages.db"), "rb") as handle:
         assert not handle.read(16).startswith(b"SQLite format 3")   # it was encrypted
 
 
