@@ -269,7 +269,7 @@ def _export(path, old_key, new_key):
     finally:
         db.close()
     os.chmod(new_path, 0o600)
-    _fsync_file(new_path)
+    fsync_path(new_path)
 
 
 def _replace(data_dir, name):
@@ -280,12 +280,12 @@ def _replace(data_dir, name):
         except FileNotFoundError:
             pass
     os.replace(path + ".new", path)
-    _fsync_dir(data_dir)
+    fsync_path(data_dir)
 
 
 def _replace_small(data_dir, name):
     os.replace(os.path.join(data_dir, name) + ".new", os.path.join(data_dir, name))
-    _fsync_dir(data_dir)
+    fsync_path(data_dir)
 
 
 def _write_commit(data_dir, new_key):
@@ -298,7 +298,7 @@ def _write_commit(data_dir, new_key):
     finally:
         os.close(fd)
     os.replace(temporary, final)
-    _fsync_dir(data_dir)
+    fsync_path(data_dir)
 
 
 def _remove_commit(data_dir):
@@ -306,19 +306,16 @@ def _remove_commit(data_dir):
         os.unlink(os.path.join(data_dir, COMMIT_NAME))
     except FileNotFoundError:
         pass
-    _fsync_dir(data_dir)
+    fsync_path(data_dir)
 
 
-def _fsync_file(path):
+def fsync_path(path):
+    """fsync a file or a directory by its path (the database package's one way)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _fsync_dir(directory):
-    _fsync_file(directory)
 
 
 def _step_done(step):

@@ -248,7 +248,7 @@ def describe_files(directory):
     for relative in describe_names(directory):
         path = os.path.join(directory, relative)
         described[relative] = {"size": os.path.getsize(path), "sha256": file_sha256(path)}
-        _fsync_file(path)
+        at_rest.fsync_path(path)
     return described
 
 
@@ -267,24 +267,12 @@ def write_manifest(directory, manifest):
         json.dump(manifest, handle, indent=1, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
-    fsync_dir(os.path.join(directory, FILES_DIR))
-    fsync_dir(directory)
+    at_rest.fsync_path(os.path.join(directory, FILES_DIR))
+    at_rest.fsync_path(directory)
 
 
 def _publish(staging, target):
     """The staging directory becomes `target` (an empty `target` is replaced)."""
     os.rename(staging, target)
-    fsync_dir(os.path.dirname(target))
+    at_rest.fsync_path(os.path.dirname(target))
 
-
-def _fsync_file(path):
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

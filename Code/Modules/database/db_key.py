@@ -110,7 +110,7 @@ def write_key_file(path, key):
         os.fsync(fd)
     finally:
         os.close(fd)
-    at_rest._fsync_dir(directory)
+    at_rest.fsync_path(directory)
 
 
 def prepare(data_dir, source, log_file=None):
@@ -156,7 +156,7 @@ def _finish_rekey(data_dir, key_file, key):
     new_key = parse_key(_read(pending), f"the key file {pending}")
     if at_rest.committed_check_value(data_dir) == at_rest.key_check_value(new_key):
         os.replace(pending, os.path.abspath(key_file))
-        at_rest._fsync_dir(os.path.dirname(os.path.abspath(key_file)))
+        at_rest.fsync_path(os.path.dirname(os.path.abspath(key_file)))
         return new_key
     return key      # committed to another key: prepare says so
 
@@ -172,7 +172,7 @@ def rekey(data_dir, key_file, old_key):
 
     def key_file_in_place():
         os.replace(pending, key_file)
-        at_rest._fsync_dir(os.path.dirname(key_file))
+        at_rest.fsync_path(os.path.dirname(key_file))
 
     at_rest.convert(data_dir, old_key, new_key, after_replace=key_file_in_place)
     log.warning("rekeyed the data dir %s; the new key is in %s", data_dir, key_file)

@@ -110,15 +110,7 @@ def _write_new_key_file(path, data):
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
-
-
-def _fsync_directory(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    at_rest.fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 def new_file_key(storage_key, file_id):
@@ -314,7 +306,7 @@ class Writer:
         self.durable()
         self._file.close()
         os.replace(self.partial_path, self.final_path)
-        _fsync_directory(os.path.dirname(self.final_path))
+        at_rest.fsync_path(os.path.dirname(self.final_path))
 
     def close(self):
         self._file.close()

@@ -242,7 +242,7 @@ def _stage(backup_dir, staging, floors, connect):
     os.chmod(staging, 0o700)
     raise_id_floors(staging, floors, connect)
     backup.describe_files(staging)             # fsyncs every file
-    backup.fsync_dir(staging)
+    at_rest.fsync_path(staging)
 
 
 def _swap(data_dir, staging):
@@ -251,7 +251,7 @@ def _swap(data_dir, staging):
         aside = f"{data_dir}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}"
         os.rename(data_dir, aside)
     os.rename(staging, data_dir)
-    backup.fsync_dir(os.path.dirname(data_dir))
+    at_rest.fsync_path(os.path.dirname(data_dir))
     return aside
 
 
