@@ -3,7 +3,10 @@
 The server's long-term X25519 key lives in `<data dir>/server_key`, created
 on first start with mode 0600 and written atomically (temporary file opened
 with O_EXCL, fsync, then linked into place so a concurrent creator can never
-replace a key already in use). Clients remember each server's public key in
+replace a key already in use). With the data dir encrypted at rest the
+database process keeps that file wrapped under the database key (issue
+15), and the daemon reads only the public half, `server_key.pub`
+(`daemon_key`, `load_server_identity`). Clients remember each server's public key in
 a known-hosts file, one line per server: `host:port base64key`, with `#`
 comments and blank lines allowed; `KnownHosts.check()` says whether a key
 is the remembered one, new, or changed. `fingerprint()` gives the short
@@ -23,7 +26,7 @@ import hmac
 import os
 import secrets
 
-from Modules.wire.noise import DHLEN, KeyPair
+from Modules.wire.noise import DHLEN, DelegatedKey, KeyPair
 
 __all__ = [
     "IdentityError", "KeyPair", "KnownHosts", "load_or_create_server_key", "fingerprint",
@@ -32,6 +35,9 @@ __all__ = [
 
 KEY_FILE_NAME = "server_key"
 KEY_FILE_TAG = "parley-server-key-v1"
+PUBLIC_FILE_NAME = "server_key.pub"          # its public half, for the daemon (issue 15)
+PUBLIC_FILE_TAG = "parley-server-public-key-v1"
+WRAPPED_PREFIX = b"parley-wrapped-v1"        # `database/at_rest.py`'s WRAPPED_TAG
 MAX_KEY_FILE_SIZE = 4096
 MATCH, NEW, CHANGED = "match", "new", "changed"
 
@@ -52,6 +58,68 @@ def load_or_create_server_key(data_dir):
         pass
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     return _create_key_file(path)
+
+
+def load_server_identity(data_dir):
+    """(public key, KeyPair or None): the server key as far as the daemon may have it.
+
+    A plain `server_key` (created on first use) gives both, and its public half
+    is written to `server_key.pub`. One wrapped under the data dir's database
+    key (issue 15: the database process wraps it) gives only the public half,
+    from `server_key.pub`: the private key is the database process's alone."""
+    path = os.path.join(data_dir, KEY_FILE_NAME)
+    if is_wrapped_key_file(path):
+        return load_public_file(data_dir), None
+    keypair = load_or_create_server_key(data_dir)
+    public_path = os.path.join(data_dir, PUBLIC_FILE_NAME)
+    if not os.path.exists(public_path):
+        temp_path = _write_private_temp(data_dir, _encode_public_file(keypair.public))
+        os.replace(temp_path, public_path)
+        _fsync_directory(data_dir)
+    return keypair.public, keypair
+
+
+def daemon_key(data_dir):
+    """The daemon's server key: the KeyPair, or only its public half (a
+    `DelegatedKey`) when the database process keeps it wrapped."""
+    public, keypair = load_server_identity(data_dir)
+    return keypair or DelegatedKey(public)
+
+
+def is_wrapped_key_file(path):
+    try:
+        with open(path, "rb") as key_file:
+            return key_file.read(len(WRAPPED_PREFIX)) == WRAPPED_PREFIX
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise IdentityError(f"{path}: cannot read the server key ({error.strerror})") from None
+
+
+def load_public_file(data_dir):
+    path = os.path.join(data_dir, PUBLIC_FILE_NAME)
+    try:
+        with open(path, "rb") as public_file:
+            fields = public_file.read(MAX_KEY_FILE_SIZE).split()
+    except OSError as error:
+        raise IdentityError(f"{path}: cannot read the server's public key "
+                            f"({error.strerror}); the server key beside it is encrypted "
+                            "at rest, and the daemon needs its public half") from None
+    public = _b64decode(fields[1]) if len(fields) == 2 and \
+        fields[0] == PUBLIC_FILE_TAG.encode("ascii") else None
+    if public is None or len(public) != DHLEN:
+        raise IdentityError(f"{path}: not a valid Parley public key (expected one line "
+                            f"'{PUBLIC_FILE_TAG} <base64 of 32 bytes>')")
+    return public
+
+
+def _encode_public_file(public):
+    return f"{PUBLIC_FILE_TAG} {base64.b64encode(bytes(public)).decode('ascii')}\n".encode()
+
+
+def decode_private_key(path, content):
+    """The private key in a (plain) key file's content, or IdentityError."""
+    return _decode_key_file(path, content)
 
 
 def _load_key_file(path):

@@ -34,7 +34,7 @@ MAY_IMPORT = {
     "wire": {"rules", "operations"},
     "identity": {"wire"},
     "runtime": set(),
-    "database": {"rules", "operations", "wire", "runtime"},
+    "database": {"rules", "operations", "wire", "runtime", "identity"},
     "server": {"rules", "operations", "wire", "identity", "runtime",
                "database.link", "database.monitor"},
     "client": {"rules", "operations", "wire", "identity"},

@@ -47,7 +47,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 ERRORS = (sqlite3.Error, sqlcipher3.Error)
 DATABASE_ERRORS = (sqlite3.DatabaseError, sqlcipher3.DatabaseError)
 DIE_AFTER_ENV = "PARLEY_AT_REST_DIE_AFTER"
-WRAPPED_FILES = ("storage_key",)       # small key files kept wrapped under the db key
+WRAPPED_FILES = ("storage_key", "server_key")   # small key files kept wrapped under the db key
 WRAPPED_TAG = b"parley-wrapped-v1"
 
 
@@ -157,12 +157,26 @@ def unwrap(key, name, content, label):
                           "or the file is damaged") from None
 
 
+def wrap_in_place(data_dir, name, key):
+    """`name` wrapped under `key` if it is still plain: a new file renamed over it."""
+    path = os.path.join(data_dir, name)
+    if not os.path.exists(path):
+        return False
+    with open(path, "rb") as handle:
+        if is_wrapped(handle.read(4096)):
+            return False
+    _rewrap(data_dir, name, None, key)
+    os.replace(path + ".new", path)
+    fsync_path(data_dir)
+    return True
+
+
 def _rewrap(data_dir, name, old_key, new_key):
     """`name.new` beside `name`: its content under `new_key` (None: plain)."""
     path = os.path.join(data_dir, name)
     with open(path, "rb") as handle:
         content = handle.read(4096)
-    if old_key is not None:
+    if old_key is not None and is_wrapped(content):   # (a server_key the daemon just made is plain)
         content = unwrap(old_key, name, content, path)
     if new_key is not None:
         content = wrap(new_key, name, content)

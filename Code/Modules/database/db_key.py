@@ -140,6 +140,8 @@ def prepare(data_dir, source, log_file=None):
     if at_rest.has_plaintext_file(data_dir):
         log.warning("encrypting the plaintext data dir %s at rest (once)", data_dir)
         at_rest.convert(data_dir, None, key)
+    if at_rest.wrap_in_place(data_dir, "server_key", key):   # the daemon made it plain
+        log.info("the server key in %s is now kept under the database key", data_dir)
     return key
 
 

@@ -292,7 +292,7 @@ async def serve(config, ready):
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
     configure_operator_side(monitor, config)
     monitor.files = files.FileService.from_config(config, key)   # the storage key, the store
-    monitor.server_key = server_key.KeyHolder.from_config(config)   # for the handshakes
+    monitor.server_key = server_key.KeyHolder.from_config(config, key)   # for the handshakes
     await recover(monitor)
     await files.recover(monitor)
     await load_settings(monitor, config)
@@ -323,7 +323,8 @@ def configure_operator_side(monitor, config):
     monitor.audit = AuditLog(config["data_dir"], to_log=encrypted)
     monitor.key_paths = {"storage_key": config.get("storage_key") or os.path.join(
         config["data_dir"], files.KEY_FILE), "server_key": os.path.join(
-        config["data_dir"], "server_key")}
+        config["data_dir"], "server_key"), "server_key.pub": os.path.join(
+        config["data_dir"], "server_key.pub")}
 
 
 TRIM_EVERY = 5.0      # seconds between looks at whether memory can be given back

@@ -17,7 +17,9 @@ can so get one agreement, for a key of its choosing, in place of the one
 its own connection's handshake needed: it can neither read the key nor
 use it for another connection (each connection has its own process).
 The daemon passes the key to the database process only (its config);
-login and user processes are never given it.
+login and user processes are never given it. With the data dir encrypted
+at rest the daemon cannot read the key at all: this process unwraps
+`server_key` itself with the database key (`load_wrapped`).
 
 Talks to: the monitor's login connections (`KeyAnswers`, mixed into
 `answers.LoginAnswers`), /proc. Fails with a Refusal: "refused" for a
@@ -26,8 +28,11 @@ not an X25519 point, "unavailable" if no key was configured.
 """
 
 import logging
+import os
 from collections import OrderedDict
 
+from Modules import identity
+from Modules.database import at_rest
 from Modules.wire import noise
 from Modules.wire.errors import ProtocolError
 
@@ -48,6 +53,19 @@ def process_identity(pid):
         return None
 
 
+def load_wrapped(data_dir, db_key):
+    """The private key of `data_dir/server_key` kept wrapped under `db_key`, or None."""
+    path = os.path.join(data_dir, identity.KEY_FILE_NAME)
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read(identity.MAX_KEY_FILE_SIZE)
+    except FileNotFoundError:
+        return None
+    if at_rest.is_wrapped(content):
+        content = at_rest.unwrap(db_key, identity.KEY_FILE_NAME, content, path)
+    return identity.decode_private_key(path, content)
+
+
 class KeyHolder:
     """The static key pair and the login processes that have used it."""
 
@@ -57,8 +75,12 @@ class KeyHolder:
         self._used = OrderedDict()
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, db_key=None):
+        """From the daemon's config, or (a key wrapped under the database key,
+        which the daemon cannot read) from the data dir's `server_key` itself."""
         private = config.get("server_private_key")
+        if private is None and db_key is not None:
+            private = load_wrapped(config["data_dir"], db_key)
         return cls(private) if private else None
 
     def first_use(self, process):

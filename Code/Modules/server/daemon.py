@@ -168,7 +168,7 @@ class Daemon:
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir, "db_key": self.db_key,
-                "server_private_key": self.key.private,     # only it holds the key
+                "server_private_key": getattr(self.key, "private", None),   # it alone
                 "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
                 **self._take_start_settings(),
                 "live_tickets": [record.ticket for record in self.clients.values()
@@ -199,7 +199,7 @@ class Daemon:
         raise_fd_limit()
         self._listen()
         self.instance = instance.claim(self.options.data_dir)
-        self.key = identity.load_or_create_server_key(self.options.data_dir)
+        self.key = identity.daemon_key(self.options.data_dir)
         log.info("server key fingerprint %s", identity.fingerprint(self.key.public))
         self.jail = containment.prepare(self.options, self.runtime_dir)
         log.debug("runtime directory %s", self.runtime_dir)
@@ -573,7 +573,7 @@ def run(options):
         return 1
     if options.fingerprint:
         new = not os.path.exists(os.path.join(options.data_dir, identity.KEY_FILE_NAME))
-        key = identity.load_or_create_server_key(options.data_dir)
+        key = identity.daemon_key(options.data_dir)
         print(identity.fingerprint(key.public))
         if new:         # the wrong directory is the usual mistake: not the server's key
             print(f"parley: {options.data_dir} had no server key; this is a new one. A server "

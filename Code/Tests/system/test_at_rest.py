@@ -4,7 +4,9 @@ the data dir holds a known username, subject, body or an Argon2 hash; the same
 scan finds them all with encryption off (so it can fail). A wrong or missing key
 stops the start with one clear sentence and a non-zero exit."""
 
+import base64
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -91,6 +93,29 @@ def test_a_plaintext_data_dir_is_converted_on_a_keyed_start(tmp_path, key_file):
     finally:
         assert server.stop() == 0
     assert found(server.data_dir) == set()
+
+
+def test_the_server_key_is_kept_under_the_database_key_and_stays_the_same(tmp_path,
+                                                                         key_file):
+    plain = ServerProcess(tmp_path)
+    plain.start()
+    assert plain.stop() == 0
+    key_path = os.path.join(plain.data_dir, "server_key")
+    private = base64.b64decode(open(key_path, "rb").read().split()[1])
+    server = ServerProcess(tmp_path, "--key-file", key_file)
+    for first in (True, False):        # converted; then the daemon has only the public half
+        server.start()
+        try:
+            client, _ = session(server, OTHER, create=first)   # the unwrapped key's DH
+            client.close()
+        finally:
+            assert server.stop() == 0
+    assert open(key_path, "rb").read().startswith(b"parley-wrapped-v1")
+    secrets = (private, base64.b64encode(private))
+    assert {needle for _name, needle in found_plaintext(server.data_dir, secrets)} == set()
+    fingerprints = set(re.findall(r"server key fingerprint (\S+)", server.log()))
+    assert len(fingerprints) == 1 and len(re.findall("server key fingerprint",
+                                                     server.log())) == 3
 
 
 def test_a_wrong_key_and_a_missing_key_stop_the_start(tmp_path, key_file):
