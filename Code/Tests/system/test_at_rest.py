@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from Tests.database.test_at_rest import key_dir, key_file  # noqa: F401  (the same fixtures)
 from Tests.database.test_at_rest import found_plaintext
 from Tests.support import ServerProcess, send, session
 from Tests.support.processes import SERVER, run_admin
@@ -31,16 +32,6 @@ def exchange(server):
 
 def found(data_dir):
     return {needle for _name, needle in found_plaintext(data_dir, NEEDLES)}
-
-
-@pytest.fixture
-def key_file(tmp_path):
-    return str(tmp_path / "keys" / "parley.key")
-
-
-@pytest.fixture(autouse=True)
-def key_dir(tmp_path):
-    os.makedirs(tmp_path / "keys")
 
 
 def run_scanned(server):
