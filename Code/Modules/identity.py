@@ -75,7 +75,7 @@ def load_server_identity(data_dir):
     if not os.path.exists(public_path):
         temp_path = _write_private_temp(data_dir, _encode_public_file(keypair.public))
         os.replace(temp_path, public_path)
-        _fsync_directory(data_dir)
+        fsync_path(data_dir)
     return keypair.public, keypair
 
 
@@ -162,7 +162,7 @@ def _create_key_file(path):
         return _load_key_file(path)  # another process created it first
     finally:
         os.unlink(temp_path)
-    _fsync_directory(os.path.dirname(path) or ".")
+    fsync_path(os.path.dirname(path) or ".")
     return keypair
 
 
@@ -190,8 +190,9 @@ def _write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def _fsync_directory(directory):
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path):
+    """fsync a file or a directory by its path (the database package uses it too)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -16,6 +16,7 @@ from Modules.identity import (
     KnownHosts,
     default_known_hosts_path,
     fingerprint,
+    daemon_key,
     host_id,
     load_or_create_server_key,
 )
@@ -98,6 +99,20 @@ def test_unreadable_key_path_is_identity_error(tmp_path):
     (tmp_path / "server_key").mkdir()
     with pytest.raises(IdentityError):
         load_or_create_server_key(str(tmp_path))
+
+
+def test_the_daemon_gets_the_public_half_of_a_wrapped_key_and_nothing_without_it(tmp_path):
+    plain = daemon_key(str(tmp_path))                 # made plain; its public half beside it
+    assert isinstance(plain, KeyPair)
+    (tmp_path / "server_key").write_bytes(b"parley-wrapped-v1 \x00\x01 sealed")
+    public_only = daemon_key(str(tmp_path))           # as the database process leaves it
+    assert public_only.public == plain.public and not hasattr(public_only, "private")
+    (tmp_path / "server_key.pub").unlink()
+    with pytest.raises(IdentityError, match="cannot read the server's public key"):
+        daemon_key(str(tmp_path))
+    (tmp_path / "server_key.pub").write_text("parley-server-public-key-v1 not-base64!\n")
+    with pytest.raises(IdentityError, match="not a valid Parley public key"):
+        daemon_key(str(tmp_path))
 
 
 # ------------------------------------------------------------ fingerprints

@@ -40,6 +40,8 @@ import sqlite3
 import sqlcipher3
 from Crypto.Cipher import AES
 
+from Modules.identity import fsync_path   # the one fsync by path, here for the package
+
 KEY_SIZE = 32
 NAMES = ("users", "passwords", "messages")
 COMMIT_NAME = "at_rest.commit"
@@ -321,15 +323,6 @@ def _remove_commit(data_dir):
     except FileNotFoundError:
         pass
     fsync_path(data_dir)
-
-
-def fsync_path(path):
-    """fsync a file or a directory by its path (the database package's one way)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _step_done(step):

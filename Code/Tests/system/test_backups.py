@@ -166,6 +166,9 @@ def test_a_backup_of_an_encrypted_data_dir_is_encrypted_and_restores_only_with_i
     data_dir = str(tmp_path / "restored" / "data")
     status, _out, stderr = offline_admin("restore", target, "--data-dir", data_dir)
     assert status == 1 and "is encrypted at rest: give its key" in stderr
+    status, _out, stderr = offline_admin("restore", target, "--data-dir", data_dir,
+                                         "--key-file", str(tmp_path / "no.key"))
+    assert status == 1 and "no.key does not exist" in stderr
     other = tmp_path / "other.key"
     other.write_text(os.urandom(32).hex())
     status, _out, stderr = offline_admin("restore", target, "--data-dir", data_dir,
