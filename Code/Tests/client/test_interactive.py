@@ -66,7 +66,7 @@ def test_first_run_trusts_the_key_creates_the_account_and_sends_a_multiline_body
         pty.line("send bob")
         pty.expect(r"Subject \(to bob\):")
         pty.line("Plans")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("first line")
         pty.line("second line")
         pty.send("\x04")                       # Ctrl-D finishes the body
@@ -74,7 +74,7 @@ def test_first_run_trusts_the_key_creates_the_account_and_sends_a_multiline_body
         pty.line("send bob")
         pty.expect(r"Subject \(to bob\):")
         pty.line("Never mind")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("a draft")
         pty.send("\x03")                       # Ctrl-C cancels, the client stays
         pty.expect(r"Cancelled; nothing was sent\.")
@@ -106,7 +106,7 @@ def test_a_long_draft_is_not_thrown_away_by_one_ctrl_c_nor_an_empty_one_sent_una
         pty.line("")
         pty.expect(r"Send it with no subject\? \[y/N\]")
         pty.line("y")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("The first line of a long letter,")
         pty.line("and its second line.")
         pty.send("\x03")                                    # Ctrl-C: asked first
@@ -117,7 +117,7 @@ def test_a_long_draft_is_not_thrown_away_by_one_ctrl_c_nor_an_empty_one_sent_una
         pty.send("\x04")
         pty.expect(r"Sent message #\d+ to bob\.")
         pty.line("send bob Drop")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("Another long letter, two lines of it;")
         pty.line("this one goes.")
         pty.send("\x03")
@@ -125,7 +125,7 @@ def test_a_long_draft_is_not_thrown_away_by_one_ctrl_c_nor_an_empty_one_sent_una
         pty.line("y")
         pty.expect(r"Cancelled; nothing was sent\.")
         pty.line("send bob Empty")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.send("\x04")                                    # nothing typed
         pty.expect(r"The message is empty\. Send it anyway\? \[y/N\]")
         pty.line("")
@@ -201,15 +201,18 @@ def test_tab_completes_commands_and_the_people_one_knows(server, tmp_path):
     try:
         pty.expect(r"New message #\d+ from bob: Hello")   # the backlog, one line
         pty.expect("You have 1 unread message")            # its body was not shown
+        pty.expect("alice>")                               # the prompt reads keys now
         pty.send("inb\t")
         pty.expect("inbox")
         pty.line("")
         pty.expect(r"\*\s+\d+\s+bob\s+Hello")             # unread mark, id, from, subject
         pty.expect(r"1 message, 1 unread")
+        pty.expect("alice>")
         pty.send("send b\t")
         pty.expect("send bob")                             # heard from bob
         pty.line(' "Re" "ok"')
         pty.expect(r"Sent message #\d+ to bob\.")
+        pty.expect("alice>")
         pty.send("help rea\t")
         pty.expect("help read")
         pty.line("")
@@ -311,12 +314,12 @@ def test_a_dumb_terminal_does_not_echo_the_password_either(server, tmp_path):
         pty.line("send bob")
         pty.expect("Subject")
         pty.line("Plain")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("one")
         pty.line(".")
         pty.expect(r"Sent message #\d+ to bob\.")
         pty.line("send bob Second")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("two lines")
         pty.line("of a draft")
         pty.expect(r"of a draft\n")                # taken as a line, not mid-typing
@@ -401,7 +404,7 @@ def test_a_message_finished_while_disconnected_is_sent_once_the_server_is_back(
         pty.line("send bob")
         pty.expect(r"Subject \(to bob\):")
         pty.line("While away")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("typed before")
         first.kill_group()                               # gone while the body is open
         pty.expect(r"Connection lost")

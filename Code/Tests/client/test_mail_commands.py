@@ -184,7 +184,7 @@ def test_history_reply_and_sent_at_the_prompt(server, tmp_path):
         pty.expect("Your conversation with bob, oldest first:")
         pty.expect(rf"#{first} .*bob → alice: Lunch")
         pty.line(f"reply {first} --quote")
-        pty.expect("Finish with Ctrl-D")
+        pty.expect_editor()
         pty.line("Noon is fine.")
         pty.line(".")
         pty.expect(r"Sent message #(\d+) to bob\.")

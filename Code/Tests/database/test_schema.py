@@ -96,7 +96,8 @@ def test_foreign_sqlite_file_refused_and_unchanged(data_dir, victim):
 
 
 @pytest.mark.parametrize("garbage", [b"not sqlite", os.urandom(8192),
-                                     b"SQLite format 3\x00" + b"\xff" * 10])
+                                     b"SQLite format 3\x00" + b"\xff" * 10],
+                         ids=["text", "random", "sqlite-magic-then-junk"])   # stable ids: xdist
 def test_non_sqlite_file_refused_and_unchanged(data_dir, garbage):
     os.makedirs(data_dir, mode=0o700)
     with open(os.path.join(data_dir, "messages.db"), "wb") as handle:

@@ -47,7 +47,9 @@ def client_home():
 
 
 def child_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")
+           and k not in ("LINES", "COLUMNS")}   # xdist's workers set them; a child's own
+    #                                           terminal (a pty of the test's) decides
     env.update(TEST_ENV)
     env.update({"XDG_DATA_HOME": os.path.join(client_home(), "data"),
                 "XDG_CONFIG_HOME": os.path.join(client_home(), "config"),

@@ -105,7 +105,7 @@ class ClientPty(Pty):
 
     def __init__(self, tmp_path, port, *args, login=None, rows=40, term="xterm-256color"):
         """`login=NAME` logs in as NAME with PASSWORD and trusts a new server key."""
-        self.data_home = tmp_path / "xdg"
+        self.data_home, self.term = tmp_path / "xdg", term
         env = child_env({**TERMINAL_ENV, "TERM": term, "XDG_DATA_HOME": str(self.data_home),
                          "PARLEY_TEST_PASSWORD": PASSWORD})
         command = [CLIENT, "--port", str(port), "--known-hosts", str(tmp_path / "kh"), *args]
@@ -113,6 +113,22 @@ class ClientPty(Pty):
             command += ["--user", login, "--password-env", "PARLEY_TEST_PASSWORD",
                         "--accept-new-host-key"]
         super().__init__(sys.executable, command, env, rows=rows, timeout=WAIT)
+
+
+    def expect_editor(self):
+        """Wait until the body editor reads keys. Its hint is printed just before
+        it starts; a Ctrl-C sent in between would be the terminal's SIGINT, which
+        also throws away what was typed ahead. A running prompt has turned
+        bracketed paste on (ESC [?2004h); a dumb terminal's line prompts do not."""
+        self.expect("Finish with Ctrl-D")
+        if self.term == "dumb":
+            return
+        start = self.raw.rfind("Finish with Ctrl-D")
+        deadline = time.monotonic() + self.timeout
+        while "\x1b[?2004h" not in self.raw[start:]:
+            if time.monotonic() > deadline:
+                raise AssertionError("the body editor did not start")
+            self._read(0.1)
 
 
 def history_file(pty, port, user):
