@@ -47,6 +47,10 @@ NO_CONNECTION = "-"
 # Set by the operator's console (server/console.py) when standard error is a pipe
 # whose lines it shows on a terminal: the lines keep their colours. Inherited.
 STDERR_RELAYED = "PARLEY_STDERR_RELAYED_TO_TERMINAL"
+# The database process's exit status when the data dir's files cannot be used: the
+# daemon stops instead of restarting it (defined here, so the daemon need not import
+# the database package, which only the forkserver and its children load).
+EXIT_STORAGE_ERROR = 3
 
 
 class LogFileError(Exception):

@@ -53,6 +53,7 @@ from Modules.database.readers import ReadBudget, ReaderPool
 from Modules.database.writer import SingleWriter
 from Modules.runtime import (
     DAEMON_GONE,
+    EXIT_STORAGE_ERROR,
     keep_memory_returnable,
     restore_default_signals,
     return_free_memory,
@@ -61,7 +62,6 @@ from Modules.runtime import (
 
 log = logging.getLogger("parley.database")
 
-EXIT_STORAGE_ERROR = 3
 LOCK_FILE = "parley.lock"
 
 

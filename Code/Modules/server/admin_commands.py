@@ -47,6 +47,18 @@ class Command(NamedTuple):
     run: Callable
 
 
+def line_problem(line, dropped=0):
+    """Why a typed line cannot be a command line (one sentence), or None; `dropped`
+    characters were typed after it was already too long."""
+    if len(line) + dropped > LINE_MAX:
+        return (f"That line is {len(line) + dropped:,} characters long, and a command "
+                f"line is at most {LINE_MAX:,}; nothing was run.")
+    if not all(char.isprintable() for char in line):
+        return ("That line holds control characters or bytes that are not UTF-8 text; "
+                "nothing was run.")
+    return None
+
+
 def _when(seconds):
     return "-" if seconds is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
 

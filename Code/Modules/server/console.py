@@ -10,7 +10,9 @@ does nothing and nothing is ever read from standard input.
 
 What it does:
 
-* a prompt (prompt_toolkit) in a daemon thread of the daemon process; the
+* a prompt (prompt_toolkit, in `server/console_prompt.py`, which only the
+  console's thread imports: a daemon without a console never loads it) in a
+  daemon thread of the daemon process; the
   daemon's selector loop and its signal handlers stay in the main thread.
   Tab completes command names, and account names after the commands that
   take one; Up/Down and Ctrl-R recall earlier lines, kept in memory and in
@@ -49,18 +51,9 @@ import sys
 import threading
 import time
 
-from prompt_toolkit import PromptSession
-from prompt_toolkit.application import get_app
-from prompt_toolkit.completion import Completer, Completion
-from prompt_toolkit.filters import Condition
-from prompt_toolkit.history import FileHistory, InMemoryHistory
-from prompt_toolkit.input.vt100 import Vt100Input
-from prompt_toolkit.key_binding import KeyBindings, KeyPress
-from prompt_toolkit.keys import Keys
-from prompt_toolkit.patch_stdout import StdoutProxy
-
 from Modules.runtime import STDERR_RELAYED
 from Modules.server import admin_commands
+from Modules.server.admin_commands import line_problem
 from Modules.server.admin_socket import AdminContext, user_name
 
 log = logging.getLogger("parley.console")
@@ -68,13 +61,9 @@ log = logging.getLogger("parley.console")
 PROMPT = "parley> "
 WELCOME = ("Operator console: 'help' lists the commands, Tab completes them. "
            "'shutdown' or Ctrl-C on an empty line stops the server.")
-EOF_HINT = ("The server keeps running. To stop it, type 'shutdown' (or 'shutdown --in "
-            "SECONDS MESSAGE'), or press Ctrl-C on an empty line.")
 STOPPING = "Stopping the server cleanly (Ctrl-C again forces it)."
 STOP_WAIT = 5.0                  # seconds to wait for the prompt or the relay to end
 READ_SIZE = 65536
-USER_COMMANDS = sorted(name for name, command in admin_commands.COMMANDS.items()
-                       if command.usage.split()[1:2] in (["USER"], ["[USER]"]))
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 RED, RESET = "\x1b[31;1m", "\x1b[0m"
 
@@ -90,18 +79,6 @@ def wanted(options, stdin=None, stdout=None):
         return os.tcgetpgrp(stdin.fileno()) == os.getpgrp()   # not a background job
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def line_problem(line, dropped=0):
-    """Why a typed line cannot be a command line (one sentence), or None; `dropped`
-    characters were typed after it was already too long."""
-    if len(line) + dropped > admin_commands.LINE_MAX:
-        return (f"That line is {len(line) + dropped:,} characters long, and a command "
-                f"line is at most {admin_commands.LINE_MAX:,}; nothing was run.")
-    if not all(char.isprintable() for char in line):
-        return ("That line holds control characters or bytes that are not UTF-8 text; "
-                "nothing was run.")
-    return None
 
 
 def split_line(line, dropped=0):
@@ -121,96 +98,6 @@ def visible(text):
     return "".join(char if char == "\n" or char.isprintable() else
                    f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}"
                    for char in text)
-
-
-class _KeptHistory:
-    """Lines worth recalling only: not refused ones (too long, not text)."""
-
-    def append_string(self, string):
-        if line_problem(string) is None:
-            super().append_string(string)
-
-
-class _FileHistory(_KeptHistory, FileHistory):
-    pass
-
-
-class _MemoryHistory(_KeptHistory, InMemoryHistory):
-    pass
-
-
-def history_path(environ=os.environ):
-    state = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                          "state")
-    return os.path.join(state, "parley", "console_history")
-
-
-def open_history(path=None):
-    """The history on disk (made 0600, its folder 0700), else in memory only."""
-    path = path or history_path()
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        os.chmod(path, 0o600)
-        return _FileHistory(path)
-    except OSError as error:
-        log.warning("console history kept in memory only: cannot write %s (%s)", path,
-                    error.strerror or error)
-        return _MemoryHistory()
-
-
-class CommandCompleter(Completer):
-    """Command names; after a command that takes a USER, account names (on Tab)."""
-
-    def __init__(self, names_from):
-        self.names_from = names_from         # prefix -> account names (the monitor's)
-
-    def get_completions(self, document, complete_event):
-        before = document.text_before_cursor
-        if len(before) > 200:
-            return
-        words = before.split()
-        typing = bool(before) and not before[-1].isspace()
-        index = len(words) - 1 if typing else len(words)
-        current = words[-1] if typing else ""
-        if index == 0:
-            candidates = sorted(admin_commands.COMMANDS)
-        elif index == 1 and words[0].lower() in USER_COMMANDS and \
-                complete_event.completion_requested:
-            candidates = self.names_from(current)
-        else:
-            return
-        for candidate in candidates:
-            if candidate.startswith(current) and candidate != current:
-                yield Completion(candidate, start_position=-len(current))
-
-
-class FloodInput(Vt100Input):
-    """The terminal's keys, a long run of plain characters (a paste in a terminal
-    without bracketed paste) handed over as one paste: prompt_toolkit takes a
-    fraction of a millisecond per key, half a minute for 100 KB."""
-
-    RUN = 64
-
-    def read_keys(self):
-        return coalesce(super().read_keys(), self.RUN)
-
-
-def coalesce(keys, run):
-    """`keys` with each run of more than `run` plain characters made one paste."""
-    out, chars = [], []
-    for key in keys + [None]:
-        if key is not None and len(key.data) == 1 and key.key == key.data:
-            chars.append(key)
-            continue
-        if len(chars) > run:
-            out.append(KeyPress(Keys.BracketedPaste, "".join(k.data for k in chars)))
-        else:
-            out.extend(chars)
-        chars = []
-        if key is not None:
-            out.append(key)
-    return out
 
 
 class Console:
@@ -290,13 +177,15 @@ class Console:
         self._thread.start()
 
     def _run(self, daemon):
-        proxy = StdoutProxy(raw=True)
+        from Modules.server import console_prompt as prompt   # prompt_toolkit: only here
+
+        proxy = prompt.stdout_proxy()
         saved, sys.stdout = sys.stdout, proxy    # print() from any thread: above the prompt
         with self._lock:
             self._proxy = proxy
         try:
             self._say(WELCOME)
-            self._prompt_loop(daemon)
+            self._prompt_loop(daemon, prompt)
         except Exception:                    # never the server's end
             log.exception("the console failed; the server goes on without it")
         finally:
@@ -305,12 +194,8 @@ class Console:
                 sys.stdout = saved
                 proxy.close()
 
-    def _prompt_loop(self, daemon):
-        self._session = PromptSession(
-            history=open_history(), completer=CommandCompleter(
-                lambda prefix: self._account_names(daemon, prefix)),
-            key_bindings=self._key_bindings(), enable_history_search=True,
-            input=FloodInput(sys.stdin))
+    def _prompt_loop(self, daemon, prompt):
+        self._session = prompt.session(self, lambda words: self._account_names(daemon, words))
         while not self._stopping.is_set():
             self._dropped = 0
             try:
@@ -325,38 +210,6 @@ class Console:
                 return
             if not self._stopping.is_set():
                 self.run_line(daemon, line, self._dropped)
-
-    def _key_bindings(self):
-        """Ctrl-C and Ctrl-D as the module says; a line one character over the
-        limit takes no more (a huge paste would take minutes to draw), Enter
-        then refuses it."""
-        bindings = KeyBindings()
-        empty = Condition(lambda: not get_app().current_buffer.text)
-        full = Condition(lambda: len(get_app().current_buffer.text) > admin_commands.LINE_MAX)
-
-        @bindings.add("<any>", filter=full)
-        def _drop(event):
-            self._dropped += len(event.data)
-
-        @bindings.add(Keys.BracketedPaste)
-        def _paste(event):
-            data = event.data.replace("\r\n", "\n").replace("\r", "\n")
-            room = max(0, admin_commands.LINE_MAX + 1 - len(event.current_buffer.text))
-            self._dropped += max(0, len(data) - room)
-            event.current_buffer.insert_text(data[:room])
-
-        @bindings.add("c-c")
-        def _clear_or_stop(event):
-            if event.current_buffer.text:
-                event.current_buffer.reset()
-            else:
-                event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
-
-        @bindings.add("c-d", filter=empty)
-        def _say_how_to_stop(_event):
-            self._say(EOF_HINT)
-
-        return bindings
 
     def run_line(self, daemon, line, dropped=0):
         """One typed line: split, run, the answer printed."""
@@ -413,10 +266,10 @@ class Console:
             thread.join(0.05)
 
     def _end_prompt(self):
-        app = self._session.app if self._session is not None else None
-        loop = getattr(app, "loop", None)
-        if app is not None and app.is_running and loop is not None:
-            loop.call_soon_threadsafe(_exit_quietly, app)
+        if self._session is not None:          # made by console_prompt, so it is loaded
+            from Modules.server import console_prompt
+
+            console_prompt.end(self._session)
 
     def close(self):
         """Stop the prompt, let the last log lines through, give fd 2 back."""
@@ -434,12 +287,3 @@ class Console:
             os.close(self._terminal)
             os.close(self._pipe)
         self._terminal = None
-
-
-def _exit_quietly(app):
-    """End a running prompt with EOFError (in its loop); it may have ended already."""
-    try:
-        if app.is_running:
-            app.exit(exception=EOFError)
-    except Exception:                        # the result was set in between
-        pass

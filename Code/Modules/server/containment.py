@@ -57,10 +57,6 @@ import subprocess
 import sys
 import time
 
-from Crypto.Cipher import AES
-from passlib.hash import argon2
-
-from Modules.database import monitor as database_process
 from Modules.runtime import keep_log_file, restore_default_signals, start_process
 
 try:   # a ctypes binding over libseccomp.so.2 (Debian: libseccomp2, there by default)
@@ -272,13 +268,17 @@ def database_main(config, ready):
             os.setresuid(jail["db_uid"], jail["db_uid"], jail["db_uid"])
     elif jail:
         config = {**config, "runtime_dir": os.path.dirname(jail["dir"])}
-    database_process.main(config, ready)
+    from Modules.database import monitor   # preloaded by the forkserver: no import here;
+    monitor.main(config, ready)            # the daemon itself never needs it
 
 
 def _warm_up_database():
     """What the database loads on first use (argon2's backend, AES-GCM's code), loaded
     now, while the Python installation can surely be read: the data dir's owner may
     not be allowed to (here, one under /root)."""
+    from Crypto.Cipher import AES          # both preloaded by the forkserver
+    from passlib.hash import argon2
+
     argon2.get_backend()
     AES.new(bytes(32), AES.MODE_GCM, nonce=bytes(12)).encrypt_and_digest(b"")
 

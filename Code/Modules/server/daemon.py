@@ -56,8 +56,8 @@ import threading
 import time
 
 from Modules import identity
-from Modules.database import monitor as database_process
 from Modules.runtime import (
+    EXIT_STORAGE_ERROR,
     LogFileError,
     end_orphan,
     log_always,
@@ -232,7 +232,7 @@ class Daemon:
     @staticmethod
     def _db_failure(code):
         """The error for a database process that ended with status `code`."""
-        if code == database_process.EXIT_STORAGE_ERROR:
+        if code == EXIT_STORAGE_ERROR:
             return DataUnusable("the database files cannot be used (see the message above); "
                                 "nothing was changed")
         return DaemonError(f"the database process exited during start-up (status {code})")
@@ -475,7 +475,7 @@ class Daemon:
         old = self.db_proc
         self.selector.unregister(old.sentinel)
         old.join()
-        if old.exitcode == database_process.EXIT_STORAGE_ERROR:
+        if old.exitcode == EXIT_STORAGE_ERROR:
             raise self._db_failure(old.exitcode)
         log.error("the database process died (status %s); restarting it", old.exitcode)
         end_orphan(old.pid)   # the status came from a dead forkserver: it may live on

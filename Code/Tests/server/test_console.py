@@ -8,7 +8,8 @@ argument, a bad quote, bytes that are not text, a 100 KB line) followed by
 a `stats` that still answers, a log line arriving while a command is half
 typed, Ctrl-D, and `shutdown` (exit 0, "database closed cleanly"). With
 standard input not a terminal, or with --no-console, nothing is read.
-A few unit tests need no terminal (line checks, the key coalescing).
+A few unit tests need no terminal (line checks; the prompt's parts:
+test_console_prompt.py).
 
 No timing assertions and no fixed sleeps: every wait is an expect with a
 timeout (30 s). Every server is killed with its whole session at the end.
@@ -19,8 +20,6 @@ import subprocess
 import sys
 
 import pytest
-from prompt_toolkit.key_binding import KeyPress
-from prompt_toolkit.keys import Keys
 
 from Modules.server import admin_commands, console
 from Tests.support import SERVER, ServerProcess, child_env, session
@@ -149,28 +148,8 @@ def test_split_line_says_what_is_wrong_and_keeps_good_lines():
     assert "4,097 characters" in console.split_line("x" * 4000, dropped=97)[1]
 
 
-def test_a_flood_of_typed_characters_becomes_one_paste_and_enter_stays():
-    keys = [KeyPress(char, char) for char in "x" * 100] + [KeyPress(Keys.ControlM, "\r")]
-    merged = console.coalesce(keys, run=64)
-    assert [k.key for k in merged] == [Keys.BracketedPaste, Keys.ControlM]
-    assert merged[0].data == "x" * 100
-    few = [KeyPress("w", "w"), KeyPress("h", "h"), KeyPress(Keys.ControlM, "\r")]
-    assert console.coalesce(few, run=64) == few
-
-
 def test_visible_escapes_what_could_change_the_screen():
     assert console.visible("a\x1b[2Jb\nc\udcff") == "a\\x1b[2Jb\nc\\udcff"
-
-
-def test_history_on_disk_is_private_and_keeps_no_refused_line(tmp_path):
-    path = tmp_path / "state" / "parley" / "console_history"
-    history = console.open_history(str(path))
-    history.append_string("who")
-    history.append_string("x" * 5000)
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
-    assert "who" in path.read_text() and "x" * 5000 not in path.read_text()
-    assert console.history_path({"XDG_STATE_HOME": "/s"}) == "/s/parley/console_history"
 
 
 def test_a_console_only_in_the_foreground_of_a_terminal():
