@@ -27,7 +27,6 @@ from typing import Callable, NamedTuple
 
 from Modules import operations
 from Modules.database.link import DbError, DbUnavailable
-from Modules.server import metrics
 
 LINE_MAX = 4096                  # characters of one command line, at most
 
@@ -285,6 +284,8 @@ def _backup(context, words):
 
 
 def _metrics(context, _words):
+    from Modules.server import metrics     # prometheus_client: loaded when asked for
+
     values = metrics.read_figures(context)
     return _ok({"metrics": values}, metrics.render(values).rstrip("\n"))
 

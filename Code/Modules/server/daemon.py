@@ -68,7 +68,7 @@ from Modules.runtime import (
     start_process,
     unix_user,
 )
-from Modules.server import console, containment, instance, listener, metrics, spares
+from Modules.server import console, containment, instance, listener, spares
 from Modules.server import options as server_options
 from Modules.server.admin_socket import AdminContext, AdminServer
 from Modules.server.admission import Admission
@@ -242,8 +242,11 @@ class Daemon:
         try:
             self.listener = listener.listen(self.options.host, self.options.port,
                                             self.options.port_fallback)
-            self.metrics = metrics.serve(self.options.metrics_port,   # off with 0
-                                         lambda: AdminContext(self.db_socket, "metrics", self))
+            if self.options.metrics_port:      # prometheus_client only where it serves
+                from Modules.server import metrics
+
+                self.metrics = metrics.serve(self.options.metrics_port, lambda: AdminContext(
+                    self.db_socket, "metrics", self))
         except listener.ListenError as error:
             running = instance.find_running(self.options.data_dir)   # creates nothing
             if running and isinstance(running.get("pid"), int):     # the likelier cause
@@ -518,7 +521,8 @@ class Daemon:
         log.info("shutting down: telling %d connections", len(self.clients))
         self.console.stop()
         for server in (self.admin, self.metrics):   # the admin socket, --metrics-port
-            server.close()
+            if server is not None:                 # (none without the option)
+                server.close()
         self.selector.unregister(self.listener)
         self.listener.close()
         self._stop_children([r.proc for r in self.clients.values()] + self.exiting
