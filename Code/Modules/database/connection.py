@@ -1,7 +1,8 @@
 """One monitor connection: requests checked against its phase's table, answers out.
 
 Talks to: one login or user process over the monitor's Unix socket
-(length-prefixed frames of the binary serializer; `Modules/database/link.py`
+(length-prefixed frames of the internal msgpack codec,
+`Modules/database/codec.py`, strict on what it reads; `Modules/database/link.py`
 is the other end), and to the `Monitor` the whole process shares (the
 writer, the hasher, the throttle, the hub of subscribers).
 
@@ -41,12 +42,13 @@ import time
 from collections import deque
 
 from Modules import operations, rules
+from Modules.database import codec
 from Modules.database.answers import Refusal, refusal_for
 from Modules.database.dispatch import TABLES
 from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
 from Modules.wire.framing import NEED_DATA, FrameDecoder, encode_frame
 from Modules.wire.machine import Machine
-from Modules.wire.serializers import BINARY, Packet
+from Modules.wire.serializers import Packet
 
 log = logging.getLogger("parley.database")
 
@@ -152,7 +154,7 @@ class MonitorConnection(asyncio.Protocol):
         try:
             self.decoder.receive_data(data)
             while (frame := self.decoder.next_event()) is not NEED_DATA:
-                self.receive(BINARY.loads(frame))
+                self.receive(codec.loads_request(frame))
         except RemoteProtocolError as error:
             log.warning("closing %s connection (%s): %s", self.phase, self.describe(),
                         error.reason)
@@ -301,7 +303,7 @@ class MonitorConnection(asyncio.Protocol):
         if self._closed or self.transport is None or self.transport.is_closing():
             return
         try:
-            frame = encode_frame(BINARY.dumps(packet), MAX_FRAME)
+            frame = encode_frame(codec.dumps(packet), MAX_FRAME)
         except LocalProtocolError as error:   # a reply we cannot frame: this one ends
             log.error("cannot send %s to %s: %s; closing", packet.op, self.describe(),
                       error.reason)
