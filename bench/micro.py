@@ -1,6 +1,6 @@
 """Micro-measurements behind the proposals in docs/PERFORMANCE.md.
 
-    python bench/micro.py [crypto] [layers] [sqlite] [fork] [--json]
+    python bench/micro.py [crypto] [layers] [internal] [sqlite] [fork] [--json]
 
 * crypto: one ChaCha20-Poly1305 transport message: the server's
   CipherState (pycryptodome's C primitives through Modules/wire/aead.py),
@@ -12,6 +12,9 @@
   (DbProtocol.request), the Reply parsed back (DbProtocol.next_event) and
   the Result encrypted to the client (Connection.send); the recipient's
   side: Push parsed, Message encrypted.
+* internal: the codec of the Unix sockets between the processes, per
+  relayed message (Send, Reply, Push, Ack each encoded and decoded once):
+  the notebook's binary serializer against msgpack (issue 16).
 * sqlite: Modules.database.storage.store_message on a fresh data dir (the real
   schema and pragmas), one COMMIT per message against one COMMIT per 100,
   with synchronous FULL (the server's setting), NORMAL and OFF.
@@ -37,6 +40,7 @@ from Modules.wire import protocol  # noqa: E402
 from Modules.database.link import DbProtocol  # noqa: E402
 from Modules.wire.framing import encode_frame  # noqa: E402
 from Modules.wire.noise import CipherState, KeyPair  # noqa: E402
+from Modules.database import codec  # noqa: E402
 from Modules.wire.serializers import BINARY, Packet  # noqa: E402
 
 BODY = f"{time.monotonic_ns()} " + "x" * 48
@@ -107,7 +111,7 @@ def layers(n=5000):
     db = DbProtocol()
     fields = {"to": "bob", "subject": "bench", "body": BODY, "client_id": "c1.2.3"}
     out["user_db_request_us"] = _per_call_us(lambda: db.request("Send", fields), n)
-    reply = encode_frame(BINARY.dumps(Packet("Reply", {"rid": 1, "ok": True, "id": 123456,
+    reply = encode_frame(codec.dumps(Packet("Reply", {"rid": 1, "ok": True, "id": 123456,
                                                        "bounced": False,
                                                        "duplicate": False})), 1 << 20)
     def parse_reply():
@@ -118,7 +122,7 @@ def layers(n=5000):
     out["user_encrypt_result_us"] = _per_call_us(lambda: server.send(result), n)
     message = {"id": 123456, "from": "alice", "to": "bob", "subject": "bench", "body": BODY,
                "sent_at": time.time(), "kind": "message", "read": False}
-    push = encode_frame(BINARY.dumps(Packet("Push", {"messages": [message]})), 1 << 20)
+    push = encode_frame(codec.dumps(Packet("Push", {"messages": [message]})), 1 << 20)
     def parse_push():
         db.receive_data(push)
         db.next_event()
@@ -128,6 +132,34 @@ def layers(n=5000):
     out["binary_loads_send_us"] = _per_call_us(
         lambda b=BINARY.dumps(send): BINARY.loads(b), n)
     out["user_total_python_us"] = sum(v for k, v in out.items() if k.startswith("user_"))
+    return out
+
+
+def internal(n=20000):
+    """The codec of the Unix sockets per relayed message: the Send request, its
+    Reply, the Push and the Ack, each encoded once and decoded once; the notebook's
+    binary serializer (used there until issue 16) against msgpack (database/codec.py)."""
+    message = {"id": 123456, "from": "alice", "to": "bob", "subject": "bench", "body": BODY,
+               "sent_at": time.time(), "kind": "message", "read": False}
+    packets = {  # packet -> does the database read it (strict) or write it
+        "send": (Packet("Send", {"rid": 77, "to": "bob", "subject": "bench", "body": BODY,
+                                 "client_id": "c1.2.3"}), True),
+        "reply": (Packet("Reply", {"rid": 77, "ok": True, "id": 123456, "bounced": False,
+                                   "duplicate": False}), False),
+        "push": (Packet("Push", {"messages": [message]}), False),
+        "ack": (Packet("Ack", {"rid": 78, "ids": [123456], "read": []}), True),
+    }
+    out = {}
+    for name, (packet, to_database) in packets.items():
+        loads = codec.loads_request if to_database else codec.loads_reply
+        encoded, old = codec.dumps(packet), BINARY.dumps(packet)
+        out[f"internal_{name}_binary_us"] = (_per_call_us(lambda: BINARY.dumps(packet), n)
+                                             + _per_call_us(lambda: BINARY.loads(old), n))
+        out[f"internal_{name}_msgpack_us"] = (_per_call_us(lambda: codec.dumps(packet), n)
+                                              + _per_call_us(lambda: loads(encoded), n))
+    for form in ("binary", "msgpack"):
+        out[f"internal_per_message_{form}_us"] = sum(
+            v for k, v in out.items() if k.endswith(f"_{form}_us") and "per_message" not in k)
     return out
 
 
@@ -214,10 +246,11 @@ def main(argv=None):
     parser.add_argument("parts", nargs="*", default=[])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    parts = args.parts or ["crypto", "layers", "sqlite", "fork"]
+    parts = args.parts or ["crypto", "layers", "internal", "sqlite", "fork"]
     results = {}
     for part in parts:
-        results.update({"crypto": crypto, "layers": layers, "sqlite": sqlite,
+        results.update({"crypto": crypto, "layers": layers, "internal": internal,
+                        "sqlite": sqlite,
                         "fork": fork}[part]())
     if args.json:
         print(json.dumps(results, indent=1))

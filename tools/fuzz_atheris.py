@@ -58,6 +58,7 @@ with atheris.instrument_imports():
     from Modules.database import storage  # noqa: E402
     from Modules.server import login_dialogue as ld  # noqa: E402
     from Modules.server import user_process  # noqa: E402
+    from Modules.database import codec  # noqa: E402
     from Modules.database.link import DbProtocol  # noqa: E402
     from Modules.database.readers import ReaderPool  # noqa: E402
     from Modules.database.writer import SingleWriter  # noqa: E402
@@ -309,7 +310,7 @@ class FakeTransport:
         decoder = FrameDecoder(connection.MAX_FRAME)
         decoder.receive_data(data)
         for frame in drain(decoder):
-            packet = BINARY.loads(frame)
+            packet = codec.loads_reply(frame)
             assert packet.data.get("code") != "internal", packet
 
     def close(self):
@@ -401,6 +402,8 @@ def seeds(target):
         return [serializer.dumps(request), serializer.dumps(login)]
     if target == "framing":
         return [b"\x10" + encode_frame(b"hello", 100) * 2]
+    if target == "database":   # the monitor's Unix socket speaks msgpack (database/codec.py)
+        return [b"\x00\x01" + codec.dumps(request), b"\x01\x02" + codec.dumps(login)]
     if target == "handshake1":
         return [channel.SecureChannel("initiator").initiate()]
     if target == "handshake2":

@@ -1,7 +1,8 @@
 """One monitor connection: requests checked against its phase's table, answers out.
 
 Talks to: one login or user process over the monitor's Unix socket
-(length-prefixed frames of the binary serializer; `Modules/database/link.py`
+(length-prefixed frames of the internal msgpack codec,
+`Modules/database/codec.py`, strict on what it reads; `Modules/database/link.py`
 is the other end), and to the `Monitor` the whole process shares (the
 writer, the hasher, the throttle, the hub of subscribers).
 
@@ -17,8 +18,9 @@ therefore ends with the Bind's answer and the Hello refused in the user
 phase, and a pipelined `Bind`, `Subscribe` works as one would hope. If an
 accepted phase change is refused (a stale ticket), the connection closes.
 
-Output: replies and pushes of one loop turn leave in one write. Pushes are
-packed into `Push` packets of bounded size. Subscriptions are a state
+Output: replies and pushes of one loop turn leave in one write, at the end
+of that turn (one callback per connection and turn). Pushes are packed
+into `Push` packets of bounded size. Subscriptions are a state
 machine (`SUBSCRIPTION_MOVES`): until the stored backlog has been read
 and sent, new messages for the user are buffered, so the recipient sees
 everything in commit order, the backlog first. A process that stops
@@ -41,12 +43,13 @@ import time
 from collections import deque
 
 from Modules import operations, rules
+from Modules.database import codec
 from Modules.database.answers import Refusal, refusal_for
 from Modules.database.dispatch import TABLES
 from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
-from Modules.wire.framing import NEED_DATA, FrameDecoder, encode_frame
+from Modules.wire.framing import NEED_DATA, FrameDecoder, frame_prefix
 from Modules.wire.machine import Machine
-from Modules.wire.serializers import BINARY, Packet
+from Modules.wire.serializers import Packet
 
 log = logging.getLogger("parley.database")
 
@@ -120,6 +123,7 @@ class MonitorConnection(asyncio.Protocol):
         self._answer_sets = {}
         self._outbox = []                 # pushes waiting for the end of this loop turn
         self._wbuf = bytearray()          # frames waiting for the end of this loop turn
+        self._flush_due = False           # _flush_writes is scheduled for this turn
 
     # -- transport events ----------------------------------------------------
     def connection_made(self, transport):
@@ -152,7 +156,7 @@ class MonitorConnection(asyncio.Protocol):
         try:
             self.decoder.receive_data(data)
             while (frame := self.decoder.next_event()) is not NEED_DATA:
-                self.receive(BINARY.loads(frame))
+                self.receive(codec.loads_request(frame))
         except RemoteProtocolError as error:
             log.warning("closing %s connection (%s): %s", self.phase, self.describe(),
                         error.reason)
@@ -301,20 +305,31 @@ class MonitorConnection(asyncio.Protocol):
         if self._closed or self.transport is None or self.transport.is_closing():
             return
         try:
-            frame = encode_frame(BINARY.dumps(packet), MAX_FRAME)
+            payload = codec.dumps(packet)
+            prefix = frame_prefix(payload, MAX_FRAME)
         except LocalProtocolError as error:   # a reply we cannot frame: this one ends
             log.error("cannot send %s to %s: %s; closing", packet.op, self.describe(),
                       error.reason)
             self.close()
             return
-        if not self._wbuf:
+        self._wbuf += prefix
+        self._wbuf += payload
+        self._flush_soon()
+
+    def _flush_soon(self):
+        """One write at the end of this loop turn, for its replies and pushes alike."""
+        if not self._flush_due:
+            self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush_writes)
-        self._wbuf += frame
 
     def _flush_writes(self):
+        if self._outbox:                 # pushes of this turn, packed, behind its replies
+            messages, self._outbox = self._outbox, []
+            self._send_pushes(messages)
+        self._flush_due = False
         if not self._wbuf or self.transport.is_closing():
             return
-        data, self._wbuf = bytes(self._wbuf), bytearray()
+        data, self._wbuf = self._wbuf, bytearray()   # handed over whole: never reused
         self.transport.write(data)
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("%s does not read its pushes; disconnecting it", self.describe())
@@ -365,13 +380,8 @@ class MonitorConnection(asyncio.Protocol):
         if state == BUFFERING:
             self._buffered.append(message)
         elif state == LIVE:
-            if not self._outbox:
-                asyncio.get_running_loop().call_soon(self._flush_pushes)
             self._outbox.append(message)
-
-    def _flush_pushes(self):
-        messages, self._outbox = self._outbox, []
-        self._send_pushes(messages)
+            self._flush_soon()
 
     def _send_pushes(self, messages):
         """Push packets of at most PUSH_BYTES of text each (frames are bounded)."""

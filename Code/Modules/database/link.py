@@ -1,7 +1,8 @@
 """The login and user processes' end of the database process's Unix socket.
 
-`DbProtocol` is sans-IO: requests become frames of the binary serializer
-(`Packet(op, {"rid": n, ...})`), and incoming frames become `Reply`,
+`DbProtocol` is sans-IO: requests become length-prefixed frames of the
+internal msgpack codec (`Modules/database/codec.py`: `Packet(op, {"rid": n,
+...})` as `[op, data]`), and incoming frames become `Reply`,
 `Push` and `Notice` events. `DbLink` wraps it around a Unix socket, with a
 blocking `call()` for the login process and non-blocking helpers for the
 user process's event loop. Which requests exist, and which of them are
@@ -26,7 +27,7 @@ from typing import NamedTuple
 from Modules import operations
 from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
 from Modules.wire.framing import CLOSED, NEED_DATA, FrameDecoder, encode_frame
-from Modules.wire.serializers import BINARY, Packet
+from Modules.database import codec
 
 MAX_FRAME = 2 * 1024 * 1024   # above the 1 MiB a session packet may have
 _MONITOR_REQUESTS = frozenset(op.name for op in operations.OPERATIONS if op.reaches_monitor)
@@ -71,7 +72,7 @@ class DbProtocol:
         if op not in _MONITOR_REQUESTS:
             raise LocalProtocolError(f"{op} is not a monitor request", code="unknown_op")
         self._next_rid += 1
-        payload = BINARY.dumps(Packet(op, {"rid": self._next_rid, **fields}))
+        payload = codec.dumps((op, {"rid": self._next_rid, **fields}))
         return self._next_rid, encode_frame(payload, MAX_FRAME)
 
     def receive_data(self, data):
@@ -81,7 +82,7 @@ class DbProtocol:
         frame = self.decoder.next_event()
         if frame is NEED_DATA or frame is CLOSED:
             return frame
-        return self._event(BINARY.loads(frame))
+        return self._event(codec.loads_reply(frame))
 
     @staticmethod
     def _event(packet):

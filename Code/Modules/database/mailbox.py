@@ -54,10 +54,23 @@ class EmptySearch(ValueError):
 
 
 def limits_from(settings):
-    """The Limits the operator's settings say (defaults for those not set)."""
-    values = {field: int(settings[name]) for name, field in SETTING_NAMES.items()
-              if str(settings.get(name, "")).isdigit()}
-    return DEFAULT_LIMITS._replace(**values)
+    """The Limits the operator's settings say (defaults for those not set).
+
+    Asked for every Send: the answer is kept per pair of raw setting values
+    (a namedtuple's _replace was a tenth of the database thread's relay CPU)."""
+    key = tuple(map(settings.get, SETTING_NAMES))
+    limits = _LIMITS_SEEN.get(key)
+    if limits is None:
+        values = {field: int(settings[name]) for name, field in SETTING_NAMES.items()
+                  if str(settings.get(name, "")).isdigit()}
+        limits = DEFAULT_LIMITS._replace(**values)
+        if len(_LIMITS_SEEN) >= 16:   # the operator changed them many times
+            _LIMITS_SEEN.clear()
+        _LIMITS_SEEN[key] = limits
+    return limits
+
+
+_LIMITS_SEEN = {}   # (raw mailbox_messages, raw mailbox_bytes) -> Limits
 
 
 def size_of(subject, body):

@@ -35,12 +35,18 @@ CLOSED = _Sentinel("CLOSED")
 
 def encode_frame(payload, max_frame_size):
     """The bytes of one frame carrying `payload`."""
+    return frame_prefix(payload, max_frame_size) + payload
+
+
+def frame_prefix(payload, max_frame_size):
+    """The 4 bytes that go before `payload` (for a writer that appends both to its
+    buffer rather than copying them into one frame first)."""
     if len(payload) > max_frame_size:
         raise LocalProtocolError(
             f"frame of {len(payload)} bytes exceeds the limit of {max_frame_size}",
             code="frame_too_large",
         )
-    return _LENGTH.pack(len(payload)) + payload
+    return _LENGTH.pack(len(payload))
 
 
 class FrameDecoder:

@@ -5,16 +5,17 @@ import threading
 
 import pytest
 
+from Modules.database import codec
 from Modules.database.link import DbLink, DbProtocol, DbUnavailable, Notice, Push, Reply
 from Modules.wire.errors import RemoteProtocolError
 from Modules.wire.framing import NEED_DATA, encode_frame
-from Modules.wire.serializers import BINARY, Packet
+from Modules.wire.serializers import Packet
 
 WAIT = 60.0
 
 
 def frame(op, **data):
-    return encode_frame(BINARY.dumps(Packet(op, data)), 1 << 20)
+    return encode_frame(codec.dumps(Packet(op, data)), 1 << 20)
 
 
 def test_requests_get_increasing_rids_and_events_are_typed():
@@ -22,7 +23,7 @@ def test_requests_get_increasing_rids_and_events_are_typed():
     first, data = protocol.request("Exists", {"username": "alice"})
     second, _ = protocol.request("Exists", {"username": "bob"})
     assert (first, second) == (1, 2)
-    assert BINARY.loads(data[4:]) == Packet("Exists", {"rid": 1, "username": "alice"})
+    assert codec.loads_request(data[4:]) == Packet("Exists", {"rid": 1, "username": "alice"})
     protocol.receive_data(frame("Reply", rid=1, ok=True, exists=True)
                           + frame("Push", messages=[{"id": 3}]) + frame("Notice", event="x"))
     assert protocol.next_event() == Reply(1, True, {"rid": 1, "ok": True, "exists": True})

@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from Modules import operations, rules
+from Modules.database import codec
 from Modules.database.connection import MAX_FRAME as MONITOR_MAX_FRAME
 from Modules.database.link import DbLink
 from Modules.server import login_dialogue as ld
@@ -496,7 +497,7 @@ class RawDbLink:
 
     def send(self, item):
         """Send a packet or raw frame; False if the database has closed the connection."""
-        payload = BINARY.dumps(item) if isinstance(item, Packet) else item
+        payload = codec.dumps(item) if isinstance(item, Packet) else item
         try:
             self.sock.sendall(encode_frame(payload, MONITOR_MAX_FRAME))
         except (BrokenPipeError, ConnectionResetError):
@@ -517,7 +518,7 @@ class RawDbLink:
             if frame is NEED_DATA:
                 self.decoder.receive_data(self._recv())
                 continue
-            packet = BINARY.loads(frame)
+            packet = codec.loads_reply(frame)
             assert packet.op in ("Reply", "Push", "Notice"), packet
             if packet.op == "Reply":
                 replies.append(packet)
