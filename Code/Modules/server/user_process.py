@@ -77,6 +77,10 @@ BULK_OPERATIONS = frozenset({"FileOffer", "FileChunk", "FileFetch"})   # a sessi
 # read); CLOSING (this connection ends); HANDING_BACK (the account was deleted:
 # the connection goes back to a login process).
 RUNNING, DRAINING, CLOSING, HANDING_BACK = "RUNNING", "DRAINING", "CLOSING", "HANDING_BACK"
+# Parking (issue 16): PARKING once the idle session asked the database to Park (the
+# client is not read meanwhile: what it sends waits in the kernel and wakes the daemon);
+# PARKED when that was answered: the connection goes back to the daemon.
+PARKING, PARKED = "PARKING", "PARKED"
 _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
             "ended_by_admin", "cannot_send", "database_gone", "idle", "drained")
 # Notices from the monitor that end the session (the operator's kick, suspend,
@@ -91,8 +95,12 @@ SESSION_MOVES = {
     **{(DRAINING, event): CLOSING for event in _ENDINGS},
     **{(CLOSING, event): CLOSING for event in _ENDINGS + ("shutdown", "account_deleted")},
     **{(HANDING_BACK, event): HANDING_BACK for event in _ENDINGS + ("shutdown",)},
+    (RUNNING, "park"): PARKING,
+    (PARKING, "park_refused"): RUNNING,
+    (PARKING, "parked"): PARKED,
+    **{(PARKING, event): CLOSING for event in _ENDINGS if event != "drained"},
 }
-FINISHED = (CLOSING, HANDING_BACK)
+FINISHED = (CLOSING, HANDING_BACK, PARKED)
 # How a session ended, by the event that finished it, as its last log line says.
 # What the relay passes on, from the registry, looked up once.
 _REQUEST_FIELDS = {op.name: tuple(f.name for f in op.fields)
@@ -160,7 +168,16 @@ class UserSession:
         self.stop_at = None
         # --idle-timeout: a session with nothing from its client for that long ends.
         self.idle_timeout = config.get("idle_timeout") or None
-        self.heard_at = time.monotonic()
+        self.heard_at = time.monotonic() - max(0.0, handoff.get("idle_for") or 0.0)
+        # --park-after: an idle session hands its connection back to the daemon.
+        self.park_after = config.get("park_after") or None
+        self.quiet_since = time.monotonic()   # since when nothing stopped it parking
+        self.unacked = set()       # ids pushed to the client and not acknowledged yet
+        self.seen = 0              # the highest message id pushed to the client
+        self.park_rid = None
+        self.ending = handoff.get("ending")   # woken only to say why it ended (parking)
+        if handoff.get("resumed"):            # woken from parking: the client is in session
+            self.ready_sent = True
 
     @property
     def state(self):
@@ -178,6 +195,12 @@ class UserSession:
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._wake_w = wake_w
         signal.set_wakeup_fd(wake_w.fileno())   # a signal ends the select() at once
+        if self.ending:               # a parked session an operator ended: say so, close
+            log.info("%s: session ended by the server while parked (%s)", self.user,
+                     self.ending["event"])
+            self._send(_system(self.ending["event"], self.ending["message"]))
+            self.life.move("ended_by_admin")
+            return
         self._connect_db()
         self._drain_client_events()   # frames the login process had buffered
 
@@ -203,6 +226,7 @@ class UserSession:
             if self.shutdown_requested and self.state == RUNNING:
                 self.shutdown()
             self._end_if_idle()
+            self._park_if_idle()
             self._update_interest()
             for key, mask in self.selector.select(self._timeout()):
                 if mask & selectors.EVENT_WRITE:
@@ -230,9 +254,9 @@ class UserSession:
             return 0.2
         if self.paused_until is not None:
             return max(0.0, self.paused_until - time.monotonic())
-        if self.idle_timeout:
-            return max(0.0, self.heard_at + self.idle_timeout - time.monotonic())
-        return None
+        due = [at for at in (self.idle_timeout and self.heard_at + self.idle_timeout,
+                             self.park_after and self._park_due()) if at]
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _end_if_idle(self):
         """--idle-timeout: nothing from the client for that long (and nothing of its
@@ -250,13 +274,52 @@ class UserSession:
                                "session is closed. Log in again to go on."))
             self.life.move("idle")
 
+    # -- parking (issue 16) ----------------------------------------------------------
+    def _park_due(self):
+        return max(self.heard_at, self.quiet_since) + self.park_after
+
+    def _park_if_idle(self):
+        """--park-after: nothing from the client for that long, nothing of ours in
+        flight (no answer pending, no push unacknowledged, nothing buffered either
+        way): ask the database to Park; its answer hands the connection back."""
+        if not self.park_after or self.state != RUNNING or self.shutdown_requested:
+            return
+        now = time.monotonic()
+        if self.pending or self.paused_until is not None or self.unacked or self.out \
+                or self.db.out or not self.ready_sent or self.subscribe_rid is not None:
+            self.quiet_since = now
+            return
+        if now < self._park_due():
+            return
+        try:
+            self.park_rid = self.db.send_request("Park", now=False, seen=self.seen)
+        except DbUnavailable:
+            self.quiet_since = now
+            return
+        self.life.move("park")
+
+    def _on_park_reply(self, reply):
+        self.park_rid = None
+        if reply.ok:
+            self.life.move("parked")
+            log.debug("%s: parked", self.user)
+        else:                         # something moved meanwhile: later, perhaps
+            self.life.move("park_refused")
+            self.quiet_since = time.monotonic()
+
+    def park_payload(self):
+        """The hand-back to the daemon: the channel (nonces go on), and how long the
+        client has been silent (for --idle-timeout and the next park)."""
+        return {"action": "park", "state": self.conn.export_state(),
+                "idle_for": time.monotonic() - self.heard_at}
+
     def _update_interest(self):
         """Read from the client only while the database keeps up, and not while the
         client was told to wait (rate_limited); write when due."""
         if self.paused_until is not None and time.monotonic() >= self.paused_until:
             self.paused_until = None
         keeping_up = len(self.pending) < MAX_PENDING and len(self.db.out) < MAX_DB_BACKLOG \
-            and self.paused_until is None
+            and self.paused_until is None and self.state != PARKING
         self._interest(self.sock, "client", (selectors.EVENT_READ if keeping_up else 0)
                        | (selectors.EVENT_WRITE if self.out else 0))
         self._interest(self.db.sock, "db", selectors.EVENT_READ
@@ -367,6 +430,7 @@ class UserSession:
                                        message_size(fields.get("subject", ""), fields.get("body", "")))
         elif operation.name == "Ack" and isinstance(fields.get("ids"), list):
             self.trace.acknowledged(fields["ids"])
+            self.unacked.difference_update(fields["ids"])
 
     def _send(self, packet, force=False):
         """Queue a packet for the client; the loop encodes the turn's packets together."""
@@ -428,6 +492,8 @@ class UserSession:
             for message in event.messages:
                 self._send(Packet("Message", message))
                 self.trace.pushed(message)
+                self.unacked.add(message["id"])
+                self.seen = max(self.seen, message["id"])
         elif isinstance(event, Notice):
             self._on_notice(event)
         elif isinstance(event, Reply):
@@ -447,10 +513,13 @@ class UserSession:
 
     def _on_reply(self, reply):
         if reply.rid == self.subscribe_rid:
-            if not self.ready_sent:   # not again after a database reconnect
+            self.subscribe_rid = None
+            if not self.ready_sent:   # not again after a database reconnect, or a wake
                 self._send(_system("ready", "Logged in.", user=self.user))
                 self.ready_sent = True
             return
+        if reply.rid == self.park_rid:
+            return self._on_park_reply(reply)
         operation, rid = self.pending.pop(reply.rid, (None, None))
         note = self.send_notes.pop(reply.rid, None)
         if operation is None:
@@ -487,6 +556,9 @@ class UserSession:
                                              "this request; try again.", rid))
         self.pending.clear()
         self.send_notes.clear()
+        if self.state == PARKING:     # that Park's answer is lost with the link: go on
+            self.park_rid = None
+            self.life.move("park_refused")
         try:
             self._connect_db()
         except (DbUnavailable, DbError) as error:
@@ -534,6 +606,8 @@ def main(sock, handoff, back_channel, config):
     session.trace.ended(session.life.ended_by or "database_gone")
     if session.state == HANDING_BACK:
         back_channel.send(session.handback_payload())
+    elif session.state == PARKED:
+        back_channel.send(session.park_payload())
     else:
         close_connection(sock)
     back_channel.close()
