@@ -144,7 +144,7 @@ class ParkingLot:
         self.records[record.sock] = record
         self.selector.register(record.sock, selectors.EVENT_READ, ("parked", record))
         self._tell("Parked", record.ticket)
-        log.debug("%s parked", record.user, extra=record.about)
+        log.info("%s parked", record.user, extra=record.about)
         if record.wake_pending is not None:
             self.wake(record, record.wake_pending, reason="message")
 
@@ -185,7 +185,7 @@ class ParkingLot:
         if isinstance(why, dict):
             handoff["ending"] = why
         self.wakes += 1
-        log.debug("%s woken (%s)", record.user, reason if why is True else why["event"],
+        log.info("%s woken (%s)", record.user, reason if why is True else why["event"],
                   extra=record.about)
         try:
             self.daemon.spawn_user(record, handoff)
