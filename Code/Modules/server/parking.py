@@ -39,7 +39,10 @@ import socket
 import time
 
 from Modules.database.link import DbError, DbLink, DbUnavailable, Reply, Wake
+from Modules.wire import protocol
+from Modules.wire.errors import ProtocolError
 from Modules.wire.framing import CLOSED
+from Modules.wire.serializers import Packet
 
 log = logging.getLogger("parley.daemon")
 
@@ -69,6 +72,7 @@ class ParkingLot:
         link, wakes = DbLink(socket_path, connect_timeout=LINK_TIMEOUT), []
         try:
             link.connect()
+            link.sock.settimeout(LINK_TIMEOUT)   # a database that never answers: no hang
             rid = link.send_request("Daemon")
             while not isinstance(reply := link.read_event(), Reply) or reply.rid != rid:
                 if isinstance(reply, Wake):   # kept for us while no link was open
@@ -204,8 +208,23 @@ class ParkingLot:
             self.wake(record)
 
     def close_all(self):
+        """Shutdown: each parked client gets the goodbye an active one gets (System
+        shutdown), encrypted here from its channel state (no process per client;
+        nothing is read), then its connection closes."""
         for record in list(self.records.values()):
             self.selector.unregister(record.sock)
+            _say_shutdown(record)
             record.sock.close()
         self.records.clear()
         self.drop_link()
+
+
+def _say_shutdown(record):
+    try:
+        conn = protocol.Connection.from_state(record.handoff["state"])
+        data = conn.send(Packet("System", {"event": "shutdown",
+                                           "message": "The server is shutting down."}))
+        record.sock.setblocking(False)
+        record.sock.send(data)
+    except (OSError, ProtocolError, KeyError, ValueError):
+        pass                          # best effort, as for an active session

@@ -135,3 +135,13 @@ def test_admin_sessions_show_a_parked_session_as_parked(make_server):
     assert status == 0, err
     assert [(s["user"], s.get("parked")) for s in out["sessions"]] == [("bob", True)]
     assert request(bob, "Inbox").op == "Result"      # looking did not end it
+
+
+def test_a_parked_session_gets_the_shutdown_goodbye(make_server):
+    server = make_server(*PARK)
+    bob, _ = session(server, "bob")
+    parked(server, "bob")
+    assert server.stop() == 0
+    events = bob.events_until(lambda event: False)
+    assert events[-1] is CLOSED
+    assert [(e.op, e.data["event"]) for e in events[:-1]] == [("System", "shutdown")]
