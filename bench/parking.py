@@ -13,7 +13,9 @@ and one in-process load generator (`bench/loadgen.py`, codec "fast"):
    while its woken session is still active: send->push latency of both (p50/p99);
 3. broadcast: `admin broadcast` to the N parked sessions while two active
    sessions exchange paced traffic (50 messages/s): time from the admin command
-   to the last delivery (and first to last), and the paced traffic's p50/p99.
+   to the last delivery (and first to last), the paced traffic's p50/p99 (and for
+   5 s before, alone), and the server tree's CPU-seconds for it (per recipient:
+   the stable figure on a shared machine).
 
 Prints one JSON object of figures, with the load average. Latency and time
 figures are noisy on a shared 2-core machine; PSS is the stable one.
@@ -139,7 +141,11 @@ def broadcast(engine, server, inbox, n, figures):
     a, b = login_many(engine, ["parklive0", "parklive1"], 2, now_ns() + int(60e9),
                       handler=inbox)
     pump(engine, 1.0)
-    inbox.latency.pop("live", None)
+    paced_live(engine, a, b, 5.0)      # the live traffic alone first, for comparison
+    live = inbox.latency.pop("live", [])
+    figures["live_alone_p50_ms"] = round(pct(live, 50), 2)
+    figures["live_alone_p99_ms"] = round(pct(live, 99), 2)
+    cpu_before = server.cpu()["total"]
     started = now_ns()
     admin = subprocess.Popen([sys.executable, SERVER, "admin", "--data-dir", server.data_dir,
                               "broadcast", "broadcast to everyone"], env=server.env(),
@@ -152,6 +158,9 @@ def broadcast(engine, server, inbox, n, figures):
         turn += 1
         pump(engine, 0.02)             # 50 paced messages a second
     admin.wait(60)
+    cpu = server.cpu()["total"] - cpu_before
+    figures["broadcast_server_cpu_s"] = round(cpu, 2)
+    figures["broadcast_cpu_ms_per_parked_recipient"] = round(1000 * cpu / n, 2)
     figures["broadcast_delivered"] = inbox.got.get("broadcast", 0)
     figures["broadcast_expected"] = want
     figures["broadcast_all_delivered_s"] = round((inbox.last - started) / 1e9, 2)
@@ -160,6 +169,14 @@ def broadcast(engine, server, inbox, n, figures):
     figures["live_during_broadcast_p50_ms"] = round(pct(live, 50), 2)
     figures["live_during_broadcast_p99_ms"] = round(pct(live, 99), 2)
     figures["live_during_broadcast_count"] = len(live)
+
+
+def paced_live(engine, a, b, seconds):
+    deadline, turn = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        message(a if turn % 2 else b, (b if turn % 2 else a).name, "live")
+        turn += 1
+        pump(engine, 0.02)
 
 
 def main(argv):

@@ -184,8 +184,8 @@ class ParkingLot:
         self.selector.unregister(record.sock)
         self.records.pop(record.sock, None)
         record.wake_pending = None
-        handoff = {**record.handoff,
-                   "idle_for": time.monotonic() - record.silent_since}
+        handoff = {**record.handoff, "idle_for": time.monotonic() - record.silent_since,
+                   "woken_by": "client" if reason == "client" else "message"}
         if isinstance(why, dict):
             handoff["ending"] = why
         self.wakes += 1

@@ -69,6 +69,7 @@ MAX_CLIENT_BUFFER = 8 * 1024 * 1024
 MAX_PENDING = 1000
 MAX_DB_BACKLOG = 4 * 1024 * 1024   # bytes queued for the database before we stop reading
 SHUTDOWN_GRACE = 3.0
+QUICK_REPARK = 1.0                 # seconds: a session woken by a message parks again
 MAX_PAUSE = 10.0                   # seconds a rate_limited client is not read, at most
 BULK_OPERATIONS = frozenset({"FileOffer", "FileChunk", "FileFetch"})   # a session moving files
 
@@ -175,6 +176,10 @@ class UserSession:
         self.unacked = set()       # ids pushed to the client and not acknowledged yet
         self.seen = 0              # the highest message id pushed to the client
         self.park_rid = None
+        # Woken by a message, not by its client: parks again soon after the client's Ack
+        # (a broadcast to 10,000 parked sessions must not keep 10,000 processes for
+        # --park-after seconds), until the client itself sends a request.
+        self.client_spoke = handoff.get("woken_by") != "message"
         self.ending = handoff.get("ending")   # woken only to say why it ended (parking)
         if handoff.get("resumed"):            # woken from parking: the client is in session
             self.ready_sent = True
@@ -276,7 +281,8 @@ class UserSession:
 
     # -- parking (issue 16) ----------------------------------------------------------
     def _park_due(self):
-        return max(self.heard_at, self.quiet_since) + self.park_after
+        after = self.park_after if self.client_spoke else min(self.park_after, QUICK_REPARK)
+        return max(self.heard_at, self.quiet_since) + after
 
     def _park_if_idle(self):
         """--park-after: nothing from the client for that long, nothing of ours in
@@ -398,6 +404,8 @@ class UserSession:
             self._send(_system("goodbye", "Logged out. Goodbye."))
             self.life.move("logout")
         else:
+            if event.op != "Ack":
+                self.client_spoke = True
             self._relay(operations.BY_NAME[event.op], event)
 
     def _relay(self, operation, packet):
