@@ -3,7 +3,8 @@
 Talks to: login and user processes over a Unix socket (one
 `MonitorConnection` each, `Modules/database/connection.py`; the other end is
 `Modules/database/link.py`); the daemon through a readiness event, its
-lifeline and signals. Nothing else opens `passwords.db`, `users.db` or
+lifeline and signals, and its parking link (the daemon role, issue 16:
+`Modules/database/parking.py`). Nothing else opens `passwords.db`, `users.db` or
 `messages.db`, and no password hash leaves this process.
 
 This module is the process around the connections: it takes the data

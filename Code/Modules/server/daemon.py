@@ -23,6 +23,8 @@ stops the server.
 
 The daemon keeps its own copy of every client socket, so that whatever way a child ends
 (even SIGKILL) it notices the pipe closing and closes the connection; it never reads them.
+An idle session's connection comes back to it (parked, issue 16) and is held unread until
+its client sends or the database says a message came (`Modules/server/parking.py`).
 
 Start-up binds the port first (`Modules/server/listener.py`, `--port-fallback`), so a
 taken port is refused before anything exists in the data dir, and a port below 1024 works

@@ -3,8 +3,13 @@
 Talks to: the client over the TCP connection handed over by the login
 process (the Noise transport state continues, nonces included); the
 database process in the *user* role, bound by the ticket from the login;
-the daemon through a one-way pipe, used only to hand the connection back to
-a login process after the account is deleted. It is contained like a login
+the daemon through a one-way pipe, used only to hand the connection back: to
+a login process after the account is deleted, or to the daemon itself when the
+session parks (issue 16: `--park-after` seconds with nothing from the client
+and nothing in flight, `Park` answered by the database; the daemon wakes the
+connection into a new user process, whose hand-off says `resumed`: no second
+System "ready", and one woken by a message parks again QUICK_REPARK after
+its client's Ack; see docs/DESIGN.md "Parked sessions"). It is contained like a login
 process (`Modules/server/containment.py`) before it reads its client, and
 finds the database's socket in its empty root, again after a restart.
 
@@ -17,7 +22,8 @@ the client as Message packets. After subscribing it sends System "ready"
 once the stored backlog has been pushed, so the client prints the backlog
 before it runs its first command. The session's life is one table
 (`SESSION_MOVES`): RUNNING, DRAINING after SIGTERM, then CLOSING, or
-HANDING_BACK to a login process after the account was deleted. With
+HANDING_BACK to a login process after the account was deleted, or PARKING
+then PARKED. With
 `--idle-timeout`, a session that heard nothing from its client for that
 long (while no answer of ours was pending) tells it so in a System
 `idle_timeout` notice and closes. A session that moves a file (its first
