@@ -169,3 +169,17 @@ def test_a_session_woken_by_a_message_parks_again_soon_until_its_client_speaks()
     woken._process_client_bytes(client.send(Packet("Inbox", {"rid": 1})))
     assert woken.client_spoke
     assert woken._park_due() - max(woken.heard_at, woken.quiet_since) == 30
+
+
+def test_a_parked_connection_counts_against_max_clients(make_server):
+    from Modules.wire import channel
+    from Tests.support import RawClient
+
+    server = make_server(*PARK, "--max-clients", "1")
+    bob, _ = session(server, "bob")
+    parked(server, "bob")
+    second = RawClient(server.port)
+    second.write(second.conn.start())
+    notice = second.next_event()
+    assert isinstance(notice, channel.Notice) and "server full" in notice.text
+    assert request(bob, "Inbox").op == "Result"      # the parked one is still served
