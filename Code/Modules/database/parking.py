@@ -222,7 +222,9 @@ class ParkAnswers:
     async def park(self, args):
         conn = self.conn
         files = self.monitor.files
-        if conn.subscription.state != "LIVE" or conn.last_pushed > args["seen"] \
+        daemon = self.monitor.parking.daemon     # no link: no wake could reach it
+        if daemon is None or daemon.closed() or conn.subscription.state != "LIVE" \
+                or conn.last_pushed > args["seen"] \
                 or (files is not None and any(True for _ in files.uploads_on(conn))):
             return self.refusal("busy", BUSY)
         self.monitor.parking.park(conn)

@@ -68,3 +68,16 @@ def test_park_wake_bind_again_and_end(tmp_path):
         daemon.send_request("Ended", ticket=ticket)
         daemon.flush()
         assert rid and _online(config, carol) == ["carol"]
+
+
+def test_park_is_refused_while_no_daemon_link_could_wake_it(tmp_path):
+    with running_database(tmp_path) as (_, config):
+        bob = user_link(config, "bob")
+        bob.call("Subscribe")
+        rid = bob.send_request("Park", seen=0)
+        while not isinstance(reply := bob.read_event(), Reply) or reply.rid != rid:
+            pass
+        assert not reply.ok and reply.data["code"] == "busy"
+        daemon = _daemon_link(config)
+        assert bob.call("Park", seen=0)["ok"]
+        daemon.close()
