@@ -2,6 +2,7 @@
 
     python bench/parking.py --quick        # N = 1,000 parked sessions
     python bench/parking.py                # N = 10,000
+    python bench/parking.py --wake-costs   # CPU of one wake, by process role
 
 Runs the real server (tiny argon2, `bench/server.py`) with `--park-after 0.5`
 and one in-process load generator (`bench/loadgen.py`, codec "fast"):
@@ -179,7 +180,33 @@ def paced_live(engine, a, b, seconds):
         pump(engine, 0.02)
 
 
+def wake_costs(count=30):
+    """`--wake-costs`: the server tree's CPU per wake, by role, for `count` wakes by a
+    client's request (an Inbox) of one parked session (it parks again after each)."""
+    server = BenchServer(extra_args=("--park-after", str(PARK_AFTER))).start()
+    engine = loadgen.Engine(server.port)
+    figures = {"wakes": count, "load_average_start": load_average()}
+    try:
+        (client,) = login_many(engine, ["waker"], 1, now_ns() + int(60e9), handler=Inbox())
+        parked_all(server)
+        before = server.cpu()
+        for n in range(count):
+            client.send("Inbox", rid=n + 1)
+            pump(engine, 0.3)
+            parked_all(server)
+        after = server.cpu()
+        figures["cpu_ms_per_wake"] = {role: round(1000 * (after.get(role, 0) - value) / count,
+                                                  1) for role, value in before.items()}
+    finally:
+        figures["load_average_end"] = load_average()
+        server.stop()
+    return figures
+
+
 def main(argv):
+    if "--wake-costs" in argv:
+        print(json.dumps(wake_costs(), indent=1))
+        return
     quick = "--quick" in argv
     n = 1000 if quick else 10_000
     if "--sessions" in argv:           # a smaller run, to try the bench itself
