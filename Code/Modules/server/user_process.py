@@ -62,6 +62,7 @@ from Modules.runtime import (
     start_process,
 )
 from Modules.server import containment
+from Modules.server.session_parking import PARKED, PARKING, QUICK_REPARK, SessionParking  # noqa: F401
 from Modules.server.session_log import SessionLog, message_size
 from Modules.wire import protocol
 from Modules.wire.errors import LocalProtocolError, ProtocolError
@@ -75,7 +76,6 @@ MAX_CLIENT_BUFFER = 8 * 1024 * 1024
 MAX_PENDING = 1000
 MAX_DB_BACKLOG = 4 * 1024 * 1024   # bytes queued for the database before we stop reading
 SHUTDOWN_GRACE = 3.0
-QUICK_REPARK = 1.0                 # seconds: a session woken by a message parks again
 MAX_PAUSE = 10.0                   # seconds a rate_limited client is not read, at most
 BULK_OPERATIONS = frozenset({"FileOffer", "FileChunk", "FileFetch"})   # a session moving files
 
@@ -84,10 +84,8 @@ BULK_OPERATIONS = frozenset({"FileOffer", "FileChunk", "FileFetch"})   # a sessi
 # read); CLOSING (this connection ends); HANDING_BACK (the account was deleted:
 # the connection goes back to a login process).
 RUNNING, DRAINING, CLOSING, HANDING_BACK = "RUNNING", "DRAINING", "CLOSING", "HANDING_BACK"
-# Parking (issue 16): PARKING once the idle session asked the database to Park (the
-# client is not read meanwhile: what it sends waits in the kernel and wakes the daemon);
-# PARKED when that was answered: the connection goes back to the daemon.
-PARKING, PARKED = "PARKING", "PARKED"
+# Parking (issue 16, `session_parking.py`): PARKING once the idle session asked the
+# database to Park (the client is not read meanwhile); PARKED when that was answered.
 _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
             "ended_by_admin", "cannot_send", "database_gone", "idle", "drained")
 # Notices from the monitor that end the session (the operator's kick, suspend,
@@ -144,7 +142,7 @@ class SessionLife(Machine):
         return state
 
 
-class UserSession:
+class UserSession(SessionParking):
     """The relay between one client and the database process."""
 
     def __init__(self, sock, handoff, config):
@@ -284,46 +282,6 @@ class UserSession:
                                f"{self.idle_timeout:g} seconds, the server's limit; this "
                                "session is closed. Log in again to go on."))
             self.life.move("idle")
-
-    # -- parking (issue 16) ----------------------------------------------------------
-    def _park_due(self):
-        after = self.park_after if self.client_spoke else min(self.park_after, QUICK_REPARK)
-        return max(self.heard_at, self.quiet_since) + after
-
-    def _park_if_idle(self):
-        """--park-after: nothing from the client for that long, nothing of ours in
-        flight (no answer pending, no push unacknowledged, nothing buffered either
-        way): ask the database to Park; its answer hands the connection back."""
-        if not self.park_after or self.state != RUNNING or self.shutdown_requested:
-            return
-        now = time.monotonic()
-        if self.pending or self.paused_until is not None or self.unacked or self.out \
-                or self.db.out or not self.ready_sent or self.subscribe_rid is not None:
-            self.quiet_since = now
-            return
-        if now < self._park_due():
-            return
-        try:
-            self.park_rid = self.db.send_request("Park", now=False, seen=self.seen)
-        except DbUnavailable:
-            self.quiet_since = now
-            return
-        self.life.move("park")
-
-    def _on_park_reply(self, reply):
-        self.park_rid = None
-        if reply.ok:
-            self.life.move("parked")
-            log.debug("%s: parked", self.user)
-        else:                         # something moved meanwhile: later, perhaps
-            self.life.move("park_refused")
-            self.quiet_since = time.monotonic()
-
-    def park_payload(self):
-        """The hand-back to the daemon: the channel (nonces go on), and how long the
-        client has been silent (for --idle-timeout and the next park)."""
-        return {"action": "park", "state": self.conn.export_state(),
-                "idle_for": time.monotonic() - self.heard_at}
 
     def _update_interest(self):
         """Read from the client only while the database keeps up, and not while the

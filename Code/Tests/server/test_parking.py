@@ -14,7 +14,6 @@ import os
 import signal
 
 from Modules.wire.framing import CLOSED
-from Modules.wire.serializers import Packet
 from Tests.support import next_message, request, run_admin, send, session, wait_until
 
 PARK = ("--park-after", "0.5")
@@ -147,28 +146,6 @@ def test_a_parked_session_gets_the_shutdown_goodbye(make_server):
     events = bob.events_until(lambda event: False)
     assert events[-1] is CLOSED
     assert [(e.op, e.data["event"]) for e in events[:-1]] == [("System", "shutdown")]
-
-
-def test_a_session_woken_by_a_message_parks_again_soon_until_its_client_speaks():
-    """A broadcast to many parked sessions must not keep a process each for
-    --park-after seconds: woken by a message, a session parks again QUICK_REPARK
-    after its client's last bytes (an Ack), until the client sends a request."""
-    from Modules.server import user_process
-    from Modules.wire import protocol
-    from Tests.support.pairs import FakeDatabase, connection_pair
-
-    client, server = connection_pair(protocol.SESSION, serializers=("binary",), user="bob")
-    handoff = {"user": "bob", "ticket": "t", "state": server.export_state(),
-               "resumed": True, "woken_by": "message"}
-    woken = user_process.UserSession(None, handoff, {"db_socket": "/x", "park_after": 30})
-    woken.db = FakeDatabase()
-    base = max(woken.heard_at, woken.quiet_since)
-    assert woken._park_due() - base == user_process.QUICK_REPARK
-    woken._process_client_bytes(client.send(Packet("Ack", {"ids": [1]})))
-    assert not woken.client_spoke                       # an Ack is not the person
-    woken._process_client_bytes(client.send(Packet("Inbox", {"rid": 1})))
-    assert woken.client_spoke
-    assert woken._park_due() - max(woken.heard_at, woken.quiet_since) == 30
 
 
 def test_a_parked_connection_counts_against_max_clients(make_server):
