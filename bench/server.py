@@ -75,7 +75,8 @@ class BenchServer:
     """One server process tree in a temporary data dir."""
 
     def __init__(self, tiny_argon2=True, extra_env=None, max_clients=20000, keep_dir=False,
-                 cwd=None, default_limits=False):
+                 cwd=None, default_limits=False, extra_args=()):
+        self.extra_args = list(extra_args)   # more server options (e.g. --park-after)
         self.tiny_argon2 = tiny_argon2
         self.default_limits = default_limits   # keep the per-address limits (abuse scenarios)
         self.cwd = cwd                   # the daemon's working directory (None: ours)
@@ -101,6 +102,7 @@ class BenchServer:
     def start(self, timeout=60.0):
         command = [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir,
                    "--log-level", os.environ.get("PARLEY_BENCH_LOG_LEVEL", "WARNING"), "--max-clients", str(self.max_clients)]
+        command += self.extra_args
         if os.environ.get("PARLEY_BENCH_SECCOMP"):   # on/off: the syscall filter's cost
             command += ["--seccomp", os.environ["PARLEY_BENCH_SECCOMP"]]
         # Every load-generator connection comes from 127.0.0.1: it stands for many

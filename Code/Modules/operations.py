@@ -38,7 +38,8 @@ from typing import Callable, NamedTuple
 from Modules import rules
 
 NEW, LOGIN, USER, ADMIN, CLOSED = "new", "login", "user", "admin", "closed"
-ROLES = (NEW, LOGIN, USER, ADMIN)
+DAEMON = "daemon"                 # the daemon's link for parked sessions (issue 16)
+ROLES = (NEW, LOGIN, USER, ADMIN, DAEMON)
 ID_MAX = 2 ** 63 - 1              # message ids are positive 64-bit integers
 INBOX_PAGE_MAX = 200              # the most messages one Inbox answer lists
 INBOX_PAGE_DEFAULT = 50
@@ -187,6 +188,7 @@ def _absolute_path(value):
 
 ACCOUNT = Field("username", str, check=rules.check_recipient)   # an existing account's name
 TEXT = Field("text", str, low=1, high=TEXT_MAX, check=_operator_text)
+TICKET = Field("ticket", str, high=256)
 BLOCKED_NAME = Field("username", str, check=rules.check_recipient)   # block, unblock
 
 
@@ -247,7 +249,7 @@ OPERATIONS = (
               reply=("greeting?",),
               summary="a login process introduces itself (peer, address); the greeting"),
     Operation("Bind", NEW, "bind", once=True, phase=USER,
-              fields=(Field("ticket", str, high=256),
+              fields=(TICKET,
                       Field("peer", str, required=False, default="?", check=_short)),
               reply=("user",),
               summary="a user process binds the connection to its ticket's account"),
@@ -277,6 +279,11 @@ OPERATIONS = (
     # -- role "user": a user process, bound to one account ------------------------
     Operation("Subscribe", USER, "subscribe", once=True, reply=("backlog",),
               summary="push the stored backlog, then every new message"),
+    Operation("Park", USER, "park",
+              fields=(Field("seen", int, low=0, high=ID_MAX),),
+              summary="an idle session hands its connection back to the daemon: no more "
+                      "pushes here, the user stays online; refused (busy) if anything "
+                      "above message id `seen` was pushed meanwhile or a file is uploading"),
     Operation("Send", USER, "send", client=True, relayed=True, command="send",
               fields=(Field("to", str, check=rules.check_recipient),
                       Field("subject", str, check=rules.check_subject),
@@ -400,6 +407,15 @@ OPERATIONS = (
     Operation("Admin", NEW, "admin", once=True, phase=ADMIN,
               fields=(Field("operator", str, low=1, high=64, check=_short),),
               summary="the daemon opens an admin connection for `operator` (a Unix user)"),
+    # -- role "daemon": the daemon's link for parked sessions (issue 16) ------------
+    Operation("Daemon", NEW, "daemon", once=True, phase=DAEMON,
+              summary="the daemon opens its parking link (SO_PEERCRED pid must be the "
+                      "daemon's); the monitor sends it `Wake` packets"),
+    Operation("Parked", DAEMON, "parked", replies=False, fields=(TICKET,),
+              summary="the daemon holds this ticket's connection parked (after a hand-back "
+                      "the database may not have seen, e.g. across its restart)"),
+    Operation("Ended", DAEMON, "ended", replies=False, fields=(TICKET,),
+              summary="this ticket's connection is closed: a parked session of it is over"),
     Operation("Who", ADMIN, "who", reply=("sessions",),
               summary="who is online: user, address, since, idle seconds"),
     Operation("Users", ADMIN, "users", reply=("users", "more"),

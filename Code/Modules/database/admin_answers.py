@@ -74,7 +74,8 @@ class AdminAnswers(ReservedNameAnswers, _Answers):
     async def who(self, _args):
         now = time.time()
         sessions = [{"user": conn.user, "address": conn.address, "since": conn.bound_at,
-                     "idle": round(max(0.0, now - conn.last_request), 1)}
+                     "idle": round(max(0.0, now - conn.last_request), 1),
+                     **({"parked": True} if conn.parked else {})}
                     for conn in self.monitor.user_sessions()]
         sessions.sort(key=lambda s: (s["user"], s["since"]))
         return {"sessions": sessions}

@@ -43,6 +43,7 @@ from Modules.database import (
 )
 from Modules.database.blocks import BlockAnswers
 from Modules.database.files import FileAnswers
+from Modules.database.parking import DaemonAnswers, ParkAnswers
 from Modules.database.passwords import PasswordAnswers, predates_password_change
 from Modules.database.presence import PresenceAnswers
 from Modules.database.reserved_names import NameReserved
@@ -144,22 +145,42 @@ class NewAnswers(_Answers):
         self.conn.address = "admin"
         return {}
 
+    async def daemon(self, _args):
+        """The daemon's parking link (`parking.py`): only the daemon's pid, checked on
+        the socket (SO_PEERCRED), may open it; a login or user process never can."""
+        pid = self.conn.peer_pid()
+        if self.monitor.daemon_pid is None or pid != self.monitor.daemon_pid:
+            log.warning("a daemon link from pid %s, not the daemon's; refused", pid)
+            return Refusal("refused", "Only the Parley daemon may open this link.")
+        self.conn.address = "daemon"
+        self.monitor.parking.daemon_connected(self.conn)
+        return {}
+
     async def bind(self, args):
         """A ticket binds once, soon after its login, to an account still there."""
         ticket = auth.check_ticket(self.monitor.ticket_secret, args["ticket"])
+        # A parked session woken (parking.py): its ticket binds again, once per wake.
+        parked = self.monitor.parking.take(args["ticket"], self.conn) if ticket else None
         if ticket is None or predates_password_change(self.monitor, ticket) \
-                or not self.monitor.tickets.bind(ticket, self.conn):
-            return Refusal("bad_ticket", STALE_SESSION)
-        self.conn.ticket = ticket                      # its session ends with the connection
+                or not (parked or self.monitor.tickets.bind(ticket, self.conn)):
+            return self._stale(parked)
+        self.conn.ticket, self.conn.raw_ticket = ticket, args["ticket"]   # ends with it
         account = await self.query(storage.account, ticket.username)
         if not account or account["id"] != ticket.account_id or account["state"] != "active" \
                 or account["suspended"]:
-            return Refusal("bad_ticket", STALE_SESSION)
+            return self._stale(parked)
         self.conn.user = ticket.username
         self.conn.peer = args["peer"]                 # for the log only: "c17 10.0.0.1:5544"
         self.conn.address = self.monitor.session_addresses.pop(ticket.nonce, "?")
-        self.monitor.session_started(self.conn)
+        if parked:
+            self.conn.address = parked.address
+        self.monitor.session_started(self.conn, parked)
         return {"user": self.conn.user}
+
+    def _stale(self, parked):
+        if parked:                    # a woken parked session that cannot go on: it is over
+            self.monitor.parking.forget_taken(parked)
+        return Refusal("bad_ticket", STALE_SESSION)
 
 
 class LoginAnswers(KeyAnswers, _Answers):
@@ -277,7 +298,12 @@ class LoginAnswers(KeyAnswers, _Answers):
         return reply
 
 
-class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, _Answers):
+class DaemonLinkAnswers(DaemonAnswers, _Answers):
+    """Phase "daemon": the daemon's parking link (`parking.py`)."""
+
+
+class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, ParkAnswers,
+                  _Answers):
     """Phase "user": every answer acts as `conn.user`, the account Bind named."""
 
     async def subscribe(self, _args):

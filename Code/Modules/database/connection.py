@@ -78,6 +78,8 @@ class Hub:
 
     def __init__(self):
         self.subscribers = {}   # username -> set of MonitorConnection
+        self.parked = {}        # username -> their parked sessions (parking.Parking.by_user)
+        self.wake = None        # parking.Parking.wake_user, set by the monitor
 
     def add(self, conn):
         self.subscribers.setdefault(conn.user, set()).add(conn)
@@ -91,9 +93,12 @@ class Hub:
 
     def deliver(self, deliveries):
         """After-commit hook: push each (recipient, message) to its connections."""
+        parked = self.parked
         for recipient, message in deliveries:
             for conn in self.subscribers.get(recipient, ()):
                 conn.queue_push(message)
+            if recipient in parked:     # a parked session: its daemon wakes it (issue 16)
+                self.wake(recipient)
 
 
 
@@ -105,6 +110,9 @@ class MonitorConnection(asyncio.Protocol):
         self.phase = operations.NEW
         self.user = None                  # set by Bind, from the monitor's own record
         self.ticket = None                # the Ticket that bound it: dead when it closes
+        self.raw_ticket = None            # ... as the string Bind gave (parking's key)
+        self.parked = False               # Park answered: the session lives on parked
+        self.last_pushed = 0              # the highest message id pushed to it (Park)
         self.last_write = None            # the future of its latest write
         self.last_write_lazy = False      # whether that one was a lazy job (an Ack)
         self.peer = self.address = "?"
@@ -133,10 +141,14 @@ class MonitorConnection(asyncio.Protocol):
     def connection_lost(self, exc):
         self._closed = True
         self.monitor.connections.discard(self)
+        if self.parked:                      # not over: parked (the ticket stays live)
+            self.ticket = self.bound_at = None
         if self.ticket is not None:          # the session is over: its ticket is dead
             self.monitor.tickets.ended(self.ticket)
         if self.bound_at is not None:
             self.monitor.session_ended(self)
+        if self.phase == operations.DAEMON:
+            self.monitor.parking.daemon_lost(self)
         self.subscription_ended()
         if getattr(self.monitor, "files", None) is not None:   # its uploads will not finish
             self.monitor.files.connection_closed(self.monitor, self)
@@ -363,6 +375,7 @@ class MonitorConnection(asyncio.Protocol):
         self.subscription.move("backlog_sent")
         buffered, self._buffered = self._buffered, []
         last = rows[-1]["id"] if rows else 0
+        self.last_pushed = max(self.last_pushed, last)
         self._send_pushes(rows)
         for message in buffered:
             if message["id"] > last:
@@ -380,6 +393,7 @@ class MonitorConnection(asyncio.Protocol):
         if state == BUFFERING:
             self._buffered.append(message)
         elif state == LIVE:
+            self.last_pushed = max(self.last_pushed, message["id"])
             self._outbox.append(message)
             self._flush_soon()
 

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from Modules import operations
 from Modules.database.admin_answers import AdminAnswers
-from Modules.database.answers import LoginAnswers, NewAnswers, UserAnswers
+from Modules.database.answers import DaemonLinkAnswers, LoginAnswers, NewAnswers, UserAnswers
 
 
 class Entry(NamedTuple):
@@ -36,7 +36,8 @@ class Entry(NamedTuple):
 
 
 ANSWER_SETS = {operations.NEW: NewAnswers, operations.LOGIN: LoginAnswers,
-               operations.USER: UserAnswers, operations.ADMIN: AdminAnswers}
+               operations.USER: UserAnswers, operations.ADMIN: AdminAnswers,
+               operations.DAEMON: DaemonLinkAnswers}
 
 
 def _table(role):

@@ -60,6 +60,14 @@ class Notice(NamedTuple):
     message: str = ""
 
 
+class Wake(NamedTuple):
+    """To the daemon's link only: wake the parked connection of `ticket` (with `event`
+    and `message`: tell its client the session ended, and close it)."""
+    ticket: str
+    event: str = ""
+    message: str = ""
+
+
 class DbProtocol:
     """Frames and request ids, no socket."""
 
@@ -94,6 +102,9 @@ class DbProtocol:
         if packet.op == "Notice":
             message = data.get("message")
             return Notice(str(data.get("event")), message if isinstance(message, str) else "")
+        if packet.op == "Wake" and isinstance(data.get("ticket"), str):
+            return Wake(data["ticket"], str(data.get("event") or ""), str(data.get("message")
+                                                                          or ""))
         raise RemoteProtocolError(f"unexpected {packet.op} from the database process")
 
 

@@ -3,7 +3,8 @@
 Talks to: login and user processes over a Unix socket (one
 `MonitorConnection` each, `Modules/database/connection.py`; the other end is
 `Modules/database/link.py`); the daemon through a readiness event, its
-lifeline and signals. Nothing else opens `passwords.db`, `users.db` or
+lifeline and signals, and its parking link (the daemon role, issue 16:
+`Modules/database/parking.py`). Nothing else opens `passwords.db`, `users.db` or
 `messages.db`, and no password hash leaves this process.
 
 This module is the process around the connections: it takes the data
@@ -48,6 +49,7 @@ from Modules.database import (
 from Modules.database.answers import delete_account
 from Modules.database.audit import AuditLog
 from Modules.database.connection import Hub, MonitorConnection
+from Modules.database.parking import Parking
 from Modules.database.presence import PresenceTracker
 from Modules.database.readers import ReadBudget, ReaderPool
 from Modules.database.writer import SingleWriter
@@ -93,6 +95,8 @@ class Monitor:
         self.session_addresses = OrderedDict()    # ticket nonce -> the login's address
         self.password_changes = {}                # user -> when passwd changed it (Bind)
         self.presence = PresenceTracker(self)     # who comes and goes (issue 13)
+        self.parking = Parking(self)              # parked sessions (issue 16)
+        self.hub.parked, self.hub.wake = self.parking.by_user, self.parking.wake_user
         self.files = None                         # the FileService (issue 14), by serve()
         self.key_paths = None                     # key files a backup copies (issue 15)
 
@@ -115,8 +119,10 @@ class Monitor:
             self.session_addresses.popitem(last=False)
 
     def user_sessions(self):
+        """Every session: bound connections, and parked sessions (`parking.py`)."""
         return [conn for conn in self.connections
-                if conn.bound_at is not None and not conn.closed()]
+                if conn.bound_at is not None and not conn.closed()] \
+            + list(self.parking.sessions())
 
     def sessions_by_user(self):
         found = {}
@@ -124,8 +130,12 @@ class Monitor:
             found.setdefault(conn.user, []).append(conn)
         return found
 
-    def session_started(self, conn):
+    def session_started(self, conn, parked=None):
+        """`conn` bound; `parked`: the parked session it wakes (no news to anyone)."""
         conn.bound_at = conn.last_request = time.time()
+        if parked is not None:
+            conn.bound_at, conn.last_request = parked.bound_at, parked.last_request
+            return
         self.peak_sessions = max(self.peak_sessions, len(self.user_sessions()))
         self.presence.session_started(conn)
 
@@ -290,6 +300,8 @@ async def serve(config, ready):
     monitor.encrypted_at_rest = key is not None
     monitor.db_key = key                    # for the backup's copies (`backup.py`)
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
+    for raw_ticket in config.get("parked", ()):   # held by the daemon across our restart
+        monitor.parking.restore(raw_ticket, wake_if_waiting=True)
     configure_operator_side(monitor, config)
     monitor.files = files.FileService.from_config(config, key)   # the storage key, the store
     monitor.server_key = server_key.KeyHolder.from_config(config, key)   # for the handshakes

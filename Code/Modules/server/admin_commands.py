@@ -97,8 +97,9 @@ def _who(context, _words):
     sessions = context.call("Who")["sessions"]
     now = time.time()
     rows = [(s["user"], s["address"], _when(s["since"]), _duration(now - s["since"]),
-             _duration(s["idle"])) for s in sessions]
-    text = table(("user", "address", "since", "online", "idle"), rows) if rows else \
+             _duration(s["idle"]), "parked" if s.get("parked") else "active")
+            for s in sessions]
+    text = table(("user", "address", "since", "online", "idle", "state"), rows) if rows else \
         "Nobody is logged in."
     return _ok({"sessions": sessions}, text)
 
@@ -141,6 +142,7 @@ def _stats(context, words):
              ("connections now / peak", f"{figures['connections']} / "
                                         f"{figures['peak_connections']}"),
              ("sessions now / peak", f"{reply['sessions']} / {reply['peak_sessions']}"),
+             ("parked connections", figures.get("parked", 0)),
              ("accounts", totals["accounts"]),
              ("logins / failed / logoffs", f"{totals['logins']} / {totals['failed_logins']}"
                                            f" / {totals['logoffs']}"),

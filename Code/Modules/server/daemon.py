@@ -23,6 +23,8 @@ stops the server.
 
 The daemon keeps its own copy of every client socket, so that whatever way a child ends
 (even SIGKILL) it notices the pipe closing and closes the connection; it never reads them.
+An idle session's connection comes back to it (parked, issue 16) and is held unread until
+its client sends or the database says a message came (`Modules/server/parking.py`).
 
 Start-up binds the port first (`Modules/server/listener.py`, `--port-fallback`), so a
 taken port is refused before anything exists in the data dir, and a port below 1024 works
@@ -68,7 +70,7 @@ from Modules.runtime import (
     start_process,
     unix_user,
 )
-from Modules.server import console, containment, instance, listener, spares
+from Modules.server import console, containment, instance, listener, parking, spares
 from Modules.server import options as server_options
 from Modules.server.admin_socket import AdminContext, AdminServer
 from Modules.server.admission import Admission
@@ -96,13 +98,16 @@ class ClientRecord:
     """One TCP connection and the process serving it now."""
 
     __slots__ = ("sock", "peer", "address", "conn_id", "proc", "pipe", "kind", "user",
-                 "ticket")
+                 "ticket", "handoff", "wake_pending", "silent_since")
 
     def __init__(self, sock, peer, address, conn_id):
         self.sock, self.peer, self.address = sock, peer, address
         self.conn_id = conn_id      # "c17": on every log line about this connection
         self.proc = self.pipe = self.kind = self.user = None
         self.ticket = None          # the user process's, for a restarted database
+        self.handoff = None         # the login's hand-off: what a woken process gets
+        self.wake_pending = None    # a Wake that came while it was parking (parking.py)
+        self.silent_since = None    # parked: since when its client sent nothing
 
     @property
     def about(self):
@@ -133,6 +138,9 @@ class Daemon:
         self.ctx = forkserver_context()
         self.selector = selectors.DefaultSelector()
         self.clients = {}            # pipe -> ClientRecord
+        self.by_ticket = {}          # a logged-in connection's ticket -> its ClientRecord
+        self.parking = parking.ParkingLot(self)   # parked connections (issue 16)
+        self.idle_checked = 0.0
         self.exiting = []            # processes that handed off and are ending
         self.runtime_dir = tempfile.mkdtemp(prefix="parley-")
         self.db_socket, self.jail = containment.socket_path(self.runtime_dir), None
@@ -164,7 +172,8 @@ class Daemon:
     def _base_config(self):
         return {"log_level": self.options.log_level, "debug": self.options.debug, "jail": self.jail,
                 "log_file": self.options.log_file, "db_socket": self.db_socket,
-                "lifeline": self.lifeline, "idle_timeout": self.options.idle_timeout}
+                "lifeline": self.lifeline, "idle_timeout": self.options.idle_timeout,
+                "park_after": self.options.park_after}
 
     def _db_config(self):
         return {**self._base_config(), "data_dir": self.options.data_dir, "db_key": self.db_key,
@@ -173,6 +182,7 @@ class Daemon:
                 **self._take_start_settings(),
                 "live_tickets": [record.ticket for record in self.clients.values()
                                  if record.kind == "user" and record.ticket],
+                "parked": self.parking.tickets(),   # held parked by us (parking.py)
                 "registration": {"open": self.options.registration == "open",
                                  "per_address": self.options.registrations_per_address,
                                  "per_hour": self.options.registrations_per_hour},
@@ -228,6 +238,7 @@ class Daemon:
                 raise DaemonError("the database process did not become ready in time")
         self.db_proc = proc
         self.selector.register(proc.sentinel, selectors.EVENT_READ, "db")
+        self.parking.connect(self.db_socket)
 
     @staticmethod
     def _db_failure(code):
@@ -301,6 +312,10 @@ class Daemon:
                 self._reopen_log()
             if self.db_restart_at is not None and time.monotonic() >= self.db_restart_at:
                 self._restart_database()
+            self.parking.flush()
+            if time.monotonic() - self.idle_checked >= 1.0:
+                self.idle_checked = time.monotonic()
+                self.parking.expire_idle(self.options.idle_timeout)
             if not events:   # between connections: a process start delays no one
                 self.spares.refill()
         self.shutdown()
@@ -311,7 +326,7 @@ class Daemon:
         if not limit:
             return False
         now = time.monotonic()
-        if self.clients:
+        if self.clients or self.parking.records:
             self.idle_since = None
         elif self.idle_since is None:
             self.idle_since = now
@@ -336,6 +351,10 @@ class Daemon:
             self.wake_r.recv(64)
         elif isinstance(key.data, ClientRecord):
             self._on_pipe(key.data)
+        elif key.data == "parking":
+            self.parking.on_link_readable()
+        elif isinstance(key.data, tuple):          # ("parked", record): its client spoke
+            self.parking.on_parked_readable(key.data[1])
 
     def _accept(self):
         for _ in range(64):
@@ -446,23 +465,41 @@ class Daemon:
     def _hand_over(self, record, message):
         if record.kind == "login":
             record.user, record.ticket = message["user"], message["ticket"]
+            record.handoff = message
+            self.by_ticket[record.ticket] = record
             self._spawn(record, "user", message, self._base_config())
             self.admission.logged_in(record.address)
+        elif message.get("action") == "park":      # idle: the daemon holds it (parking.py)
+            self.parking.park(record, message)
         else:   # the account was deleted: the same connection logs in again
-            record.user = record.ticket = None
+            self.by_ticket.pop(record.ticket, None)
+            record.user = record.ticket = record.handoff = None
             self._spawn(record, "login", record.peer, self._login_config(), (message["state"],))
             self.admission.logged_out(record.address)
+
+    def spawn_user(self, record, handoff):
+        """A user process for a parked connection woken (`parking.py`)."""
+        self._spawn(record, "user", handoff, self._base_config())
+        record.kind = "user"
+
+    def connection_closed(self, record):
+        self._connection_ended(record)
+        record.kind = None
 
     def _connection_ended(self, record):
         log.info("connection from %s closed (%s)", record.peer,
                  f"user {record.user}" if record.kind == "user" else "not logged in",
                  extra=record.about)
         self.admission.ended(record.address, was_logging_in=record.kind == "login")
-        self.selector.unregister(record.pipe)
-        self.clients.pop(record.pipe, None)
-        record.pipe.close()
+        if record.pipe is not None:
+            self.selector.unregister(record.pipe)
+            self.clients.pop(record.pipe, None)
+            record.pipe.close()
+            self.exiting.append(record.proc)
         record.sock.close()
-        self.exiting.append(record.proc)
+        if record.kind == "user" and record.ticket:   # a parked session of it is over
+            self.by_ticket.pop(record.ticket, None)
+            self.parking._tell("Ended", record.ticket)
 
     def _reap(self):
         """Forget ended processes and release their descriptors (sentinels)."""
@@ -477,6 +514,7 @@ class Daemon:
     def _database_died(self):
         old = self.db_proc
         self.selector.unregister(old.sentinel)
+        self.parking.drop_link()
         old.join()
         if old.exitcode == EXIT_STORAGE_ERROR:
             raise self._db_failure(old.exitcode)
@@ -505,6 +543,7 @@ class Daemon:
         return {"uptime": time.time() - self.started_at,
                 "connections": self.admission.connections,
                 "logging_in": self.admission.pre_login,
+                "parked": len(self.parking.records),
                 "peak_connections": self.peak_connections}
 
     def set_log_level(self, level):
@@ -529,6 +568,7 @@ class Daemon:
                             + self.spares.close())
         for record in list(self.clients.values()):
             record.sock.close()
+        self.parking.close_all()
         self._stop_database()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         self.instance.release()

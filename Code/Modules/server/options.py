@@ -203,6 +203,9 @@ SERVER_OPTIONS = [
      "probes ask whether its client is still there (4 unanswered probes end it)"),
     ("idle_timeout", _off_or_seconds, 0.0, "end a logged-in session after this many "
      "seconds with nothing from its client, telling it why (0: never)"),
+    ("park_after", _off_or_seconds, 30.0, "hand an idle session's connection back to the "
+     "daemon after this many seconds with nothing from its client; it wakes at once when "
+     "the client sends or a message arrives (0: never)"),
     ("exit_when_idle", _off_or_seconds, 0.0, "stop cleanly after this many seconds with "
      "no connection at all (0: never)"),
     ("ledger_addresses", _ledger_addresses, 50, "addresses kept in each account's IP "

@@ -3,8 +3,13 @@
 Talks to: the client over the TCP connection handed over by the login
 process (the Noise transport state continues, nonces included); the
 database process in the *user* role, bound by the ticket from the login;
-the daemon through a one-way pipe, used only to hand the connection back to
-a login process after the account is deleted. It is contained like a login
+the daemon through a one-way pipe, used only to hand the connection back: to
+a login process after the account is deleted, or to the daemon itself when the
+session parks (issue 16: `--park-after` seconds with nothing from the client
+and nothing in flight, `Park` answered by the database; the daemon wakes the
+connection into a new user process, whose hand-off says `resumed`: no second
+System "ready", and one woken by a message parks again QUICK_REPARK after
+its client's Ack; see docs/DESIGN.md "Parked sessions"). It is contained like a login
 process (`Modules/server/containment.py`) before it reads its client, and
 finds the database's socket in its empty root, again after a restart.
 
@@ -17,7 +22,8 @@ the client as Message packets. After subscribing it sends System "ready"
 once the stored backlog has been pushed, so the client prints the backlog
 before it runs its first command. The session's life is one table
 (`SESSION_MOVES`): RUNNING, DRAINING after SIGTERM, then CLOSING, or
-HANDING_BACK to a login process after the account was deleted. With
+HANDING_BACK to a login process after the account was deleted, or PARKING
+then PARKED. With
 `--idle-timeout`, a session that heard nothing from its client for that
 long (while no answer of ours was pending) tells it so in a System
 `idle_timeout` notice and closes. A session that moves a file (its first
@@ -56,6 +62,7 @@ from Modules.runtime import (
     start_process,
 )
 from Modules.server import containment
+from Modules.server.session_parking import PARKED, PARKING, QUICK_REPARK, SessionParking  # noqa: F401
 from Modules.server.session_log import SessionLog, message_size
 from Modules.wire import protocol
 from Modules.wire.errors import LocalProtocolError, ProtocolError
@@ -77,6 +84,8 @@ BULK_OPERATIONS = frozenset({"FileOffer", "FileChunk", "FileFetch"})   # a sessi
 # read); CLOSING (this connection ends); HANDING_BACK (the account was deleted:
 # the connection goes back to a login process).
 RUNNING, DRAINING, CLOSING, HANDING_BACK = "RUNNING", "DRAINING", "CLOSING", "HANDING_BACK"
+# Parking (issue 16, `session_parking.py`): PARKING once the idle session asked the
+# database to Park (the client is not read meanwhile); PARKED when that was answered.
 _ENDINGS = ("client_closed", "protocol_error", "logout", "deleted_elsewhere",
             "ended_by_admin", "cannot_send", "database_gone", "idle", "drained")
 # Notices from the monitor that end the session (the operator's kick, suspend,
@@ -91,8 +100,12 @@ SESSION_MOVES = {
     **{(DRAINING, event): CLOSING for event in _ENDINGS},
     **{(CLOSING, event): CLOSING for event in _ENDINGS + ("shutdown", "account_deleted")},
     **{(HANDING_BACK, event): HANDING_BACK for event in _ENDINGS + ("shutdown",)},
+    (RUNNING, "park"): PARKING,
+    (PARKING, "park_refused"): RUNNING,
+    (PARKING, "parked"): PARKED,
+    **{(PARKING, event): CLOSING for event in _ENDINGS if event != "drained"},
 }
-FINISHED = (CLOSING, HANDING_BACK)
+FINISHED = (CLOSING, HANDING_BACK, PARKED)
 # How a session ended, by the event that finished it, as its last log line says.
 # What the relay passes on, from the registry, looked up once.
 _REQUEST_FIELDS = {op.name: tuple(f.name for f in op.fields)
@@ -129,7 +142,7 @@ class SessionLife(Machine):
         return state
 
 
-class UserSession:
+class UserSession(SessionParking):
     """The relay between one client and the database process."""
 
     def __init__(self, sock, handoff, config):
@@ -160,7 +173,20 @@ class UserSession:
         self.stop_at = None
         # --idle-timeout: a session with nothing from its client for that long ends.
         self.idle_timeout = config.get("idle_timeout") or None
-        self.heard_at = time.monotonic()
+        self.heard_at = time.monotonic() - max(0.0, handoff.get("idle_for") or 0.0)
+        # --park-after: an idle session hands its connection back to the daemon.
+        self.park_after = config.get("park_after") or None
+        self.quiet_since = time.monotonic()   # since when nothing stopped it parking
+        self.unacked = set()       # ids pushed to the client and not acknowledged yet
+        self.seen = 0              # the highest message id pushed to the client
+        self.park_rid = None
+        # Woken by a message, not by its client: parks again soon after the client's Ack
+        # (a broadcast to 10,000 parked sessions must not keep 10,000 processes for
+        # --park-after seconds), until the client itself sends a request.
+        self.client_spoke = handoff.get("woken_by") != "message"
+        self.ending = handoff.get("ending")   # woken only to say why it ended (parking)
+        if handoff.get("resumed"):            # woken from parking: the client is in session
+            self.ready_sent = True
 
     @property
     def state(self):
@@ -178,6 +204,12 @@ class UserSession:
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._wake_w = wake_w
         signal.set_wakeup_fd(wake_w.fileno())   # a signal ends the select() at once
+        if self.ending:               # a parked session an operator ended: say so, close
+            log.info("%s: session ended by the server while parked (%s)", self.user,
+                     self.ending["event"])
+            self._send(_system(self.ending["event"], self.ending["message"]))
+            self.life.move("ended_by_admin")
+            return
         self._connect_db()
         self._drain_client_events()   # frames the login process had buffered
 
@@ -203,6 +235,7 @@ class UserSession:
             if self.shutdown_requested and self.state == RUNNING:
                 self.shutdown()
             self._end_if_idle()
+            self._park_if_idle()
             self._update_interest()
             for key, mask in self.selector.select(self._timeout()):
                 if mask & selectors.EVENT_WRITE:
@@ -230,9 +263,9 @@ class UserSession:
             return 0.2
         if self.paused_until is not None:
             return max(0.0, self.paused_until - time.monotonic())
-        if self.idle_timeout:
-            return max(0.0, self.heard_at + self.idle_timeout - time.monotonic())
-        return None
+        due = [at for at in (self.idle_timeout and self.heard_at + self.idle_timeout,
+                             self.park_after and self._park_due()) if at]
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _end_if_idle(self):
         """--idle-timeout: nothing from the client for that long (and nothing of its
@@ -256,7 +289,7 @@ class UserSession:
         if self.paused_until is not None and time.monotonic() >= self.paused_until:
             self.paused_until = None
         keeping_up = len(self.pending) < MAX_PENDING and len(self.db.out) < MAX_DB_BACKLOG \
-            and self.paused_until is None
+            and self.paused_until is None and self.state != PARKING
         self._interest(self.sock, "client", (selectors.EVENT_READ if keeping_up else 0)
                        | (selectors.EVENT_WRITE if self.out else 0))
         self._interest(self.db.sock, "db", selectors.EVENT_READ
@@ -335,6 +368,8 @@ class UserSession:
             self._send(_system("goodbye", "Logged out. Goodbye."))
             self.life.move("logout")
         else:
+            if event.op != "Ack":
+                self.client_spoke = True
             self._relay(operations.BY_NAME[event.op], event)
 
     def _relay(self, operation, packet):
@@ -367,6 +402,7 @@ class UserSession:
                                        message_size(fields.get("subject", ""), fields.get("body", "")))
         elif operation.name == "Ack" and isinstance(fields.get("ids"), list):
             self.trace.acknowledged(fields["ids"])
+            self.unacked.difference_update(fields["ids"])
 
     def _send(self, packet, force=False):
         """Queue a packet for the client; the loop encodes the turn's packets together."""
@@ -428,6 +464,8 @@ class UserSession:
             for message in event.messages:
                 self._send(Packet("Message", message))
                 self.trace.pushed(message)
+                self.unacked.add(message["id"])
+                self.seen = max(self.seen, message["id"])
         elif isinstance(event, Notice):
             self._on_notice(event)
         elif isinstance(event, Reply):
@@ -447,10 +485,13 @@ class UserSession:
 
     def _on_reply(self, reply):
         if reply.rid == self.subscribe_rid:
-            if not self.ready_sent:   # not again after a database reconnect
+            self.subscribe_rid = None
+            if not self.ready_sent:   # not again after a database reconnect, or a wake
                 self._send(_system("ready", "Logged in.", user=self.user))
                 self.ready_sent = True
             return
+        if reply.rid == self.park_rid:
+            return self._on_park_reply(reply)
         operation, rid = self.pending.pop(reply.rid, (None, None))
         note = self.send_notes.pop(reply.rid, None)
         if operation is None:
@@ -487,6 +528,9 @@ class UserSession:
                                              "this request; try again.", rid))
         self.pending.clear()
         self.send_notes.clear()
+        if self.state == PARKING:     # that Park's answer is lost with the link: go on
+            self.park_rid = None
+            self.life.move("park_refused")
         try:
             self._connect_db()
         except (DbUnavailable, DbError) as error:
@@ -534,6 +578,8 @@ def main(sock, handoff, back_channel, config):
     session.trace.ended(session.life.ended_by or "database_gone")
     if session.state == HANDING_BACK:
         back_channel.send(session.handback_payload())
+    elif session.state == PARKED:
+        back_channel.send(session.park_payload())
     else:
         close_connection(sock)
     back_channel.close()

@@ -24,7 +24,7 @@ import time
 
 from Modules import identity
 from Modules.client import session as client_session
-from Tests.support import PASSWORD, terminal
+from Tests.support import PASSWORD, terminal, wait_until
 from Tests.support.clients import run_ok as ok
 
 WAIT = 20
@@ -191,6 +191,28 @@ def test_a_message_arriving_mid_line_leaves_the_typed_text_alone(server, tmp_pat
         pty.close()
     bodies = [m["body"] for m in messages_of(server, "bob") if m["subject"] == "Half"]
     assert bodies == ["typed line"]
+
+
+def test_a_message_for_a_parked_session_appears_at_its_prompt(make_server, tmp_path):
+    """Issue 16: the client cannot tell its session was parked (its user process gone)."""
+    server = make_server("--park-after", "0.5")
+    ok(server, "bob", create=True)
+    ok(server, "alice", create=True)
+    pty = Pty(tmp_path, server.port, login="alice")
+    try:
+        pty.expect("No unread messages")
+        pty.expect("alice>")
+        wait_until(lambda: not server.pids_titled("parley: user alice"), WAIT,
+                   message="alice's session to park")
+        ok(server, "bob", ['send alice "While parked" "wake up"'])
+        pty.expect(r"New message #\d+ from bob: While parked")
+        pty.expect("wake up")
+        pty.line("inbox")                            # and the session goes on
+        pty.expect("While parked")
+        pty.send("\x04")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
 
 
 def test_tab_completes_commands_and_the_people_one_knows(server, tmp_path):

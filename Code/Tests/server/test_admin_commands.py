@@ -94,8 +94,8 @@ def test_who_and_stats_render_tables():
                            "broadcasts")}, "sessions": 1, "peak_sessions": 2,
                            "database_bytes": 2 * 1048576})
     who = admin_commands.run(context, ["who"]).text.splitlines()
-    assert who[0].split() == ["user", "address", "since", "online", "idle"]
-    assert who[1].startswith("alice") and who[1].endswith("75s")
+    assert who[0].split() == ["user", "address", "since", "online", "idle", "state"]
+    assert who[1].startswith("alice") and who[1].split()[-2:] == ["75s", "active"]
     stats = admin_commands.run(context, ["stats"])
     assert "connections now / peak                   2 / 3" in stats.text
     assert stats.data["peak_connections"] == 3 and "2.0 MiB" in stats.text

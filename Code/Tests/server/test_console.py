@@ -44,7 +44,7 @@ def test_the_prompt_answers_help_and_who_after_a_real_login(operator):
     operator.expect(r"shutdown \[--in SECONDS\] \[MESSAGE\]")
     client, _ = session(operator, "alice")
     try:
-        operator.run("who", r"user\s+address\s+since\s+online\s+idle\s*\n\s*alice\s+127\.0\.0\.1")
+        operator.run("who", r"user\s+address\s+since\s+online\s+idle\s+state\s*\n\s*alice\s+127\.0\.0\.1")
     finally:
         client.close()
 
@@ -77,7 +77,7 @@ def test_a_log_line_while_a_command_is_half_typed_leaves_it_whole(operator):
         operator.expect(r"INFO .*\[parley: daemon\] c\d+ connection from 127\.0\.0\.1")
         operator.expect(r"parley> wh")        # the prompt is drawn again, "wh" on it
         operator.line("o")
-        operator.expect(r"user\s+address\s+since\s+online\s+idle\s*\n\s*bob\s+127\.0\.0\.1")
+        operator.expect(r"user\s+address\s+since\s+online\s+idle\s+state\s*\n\s*bob\s+127\.0\.0\.1")
     finally:
         client.close()
 

@@ -127,6 +127,24 @@ def a_normal_session(server, tmp_path, create=True):
 
 
 @AS_ROOT
+def test_a_session_woken_from_parking_is_contained_like_any_user_process(make_server):
+    """Issue 16: the user process a parked connection is woken into is an ordinary one."""
+    from Tests.support import request, session
+
+    server = make_server("--park-after", "0.5")
+    account = pwd.getpwnam(containment.DEFAULT_USER)
+    bob, _ = session(server, "bob")
+    wait_until(lambda: not server.pids_titled("parley: user bob"), message="bob parked")
+    assert request(bob, "Inbox").op == "Result"      # woken by the request
+    (pid,) = wait_until(lambda: server.pids_titled("parley: user bob"), message="woken")
+    seen = status(pid)
+    assert seen["Uid"].split() == [str(account.pw_uid)] * 4
+    assert seen["NoNewPrivs"] == "1" and seen["Seccomp"] == "2"
+    assert seen["CapEff"] == "0" * 16
+    assert os.readlink(f"/proc/{pid}/root") == jail_of(server)
+
+
+@AS_ROOT
 def test_every_login_user_and_spare_process_is_contained_and_reaches_no_data_file(
         make_server, tmp_path):
     server = make_server(env=PROBE)

@@ -96,6 +96,19 @@ def test_random_kills_with_the_data_dir_encrypted_lose_and_repeat_nothing(tmp_pa
         assert not handle.read(16).startswith(b"SQLite format 3")   # it was encrypted
 
 
+def test_random_kills_while_sessions_park_and_wake_lose_and_repeat_nothing(tmp_path):
+    """Issue 16: with a tiny --park-after, sessions park and wake all the time while
+    the daemon tree, user processes and the database are killed at random points."""
+    report = run_crash_test(tmp_path, users=6, messages=150, kills=6, seed=SEED + 3,
+                            kinds=("database", "user", "tree"), timeout=120,
+                            server_args=("--park-after", "0.05"))
+    assert_promise_kept(report)
+    logs = "".join(open(path, errors="replace").read()
+                   for path in glob.glob(os.path.join(tmp_path, "**", "*.log"), recursive=True))
+    assert " parked" in logs and "woken (message)" in logs, report.figures()
+    assert report.kills["database"] + report.kills["tree"] >= 1, report.figures()
+
+
 # -- a frozen recipient --------------------------------------------------------------
 
 def send_many(sender, to, count, tag):
