@@ -32,7 +32,7 @@ Such a process then reaches its client (the socket it holds), the database
 (`/db.sock` in its root, found again after the database restarts: the
 monitor binds the same path anew) and nothing else on disk. It imports nothing
 after entering: every module it needs is loaded in the forkserver
-(`server/daemon.py`'s PRELOAD, and this module's imports).
+(`server/children.py`'s PRELOAD, and this module's imports).
 
 Talks to: the kernel only (and `useradd` once, at start). Test-only hook:
 with PARLEY_TEST_CONTAINMENT_PROBE=1 in the environment, every contained

@@ -70,7 +70,7 @@ from Modules.runtime import (
     start_process,
     unix_user,
 )
-from Modules.server import console, containment, instance, listener, parking, spares
+from Modules.server import children, console, containment, instance, listener, parking, spares
 from Modules.server import options as server_options
 from Modules.server.admin_socket import AdminContext, AdminServer
 from Modules.server.admission import Admission
@@ -78,9 +78,6 @@ from Modules.wire import protocol
 
 log = logging.getLogger("parley.daemon")
 
-# Imported once by the forkserver and inherited by every child; preload (gc.freeze) last.
-PRELOAD = ["Modules.server.spares", "Modules.server.login_process", "Modules.server.user_process",
-           "Modules.database.monitor", "passlib.handlers.argon2", "Modules.server.preload"]
 DB_READY_TIMEOUT = 30.0
 CHILD_STOP_GRACE = 6.0
 
@@ -115,27 +112,11 @@ class ClientRecord:
         return {"conn_id": self.conn_id}
 
 
-def forkserver_context():
-    """The forkserver context, with PRELOAD really preloaded.
-
-    The forkserver is a fresh interpreter: Python 3.11 ignores the sys.path
-    it is given and silently skips a preload it cannot import, so `Modules`
-    must be findable through PYTHONPATH, whatever the working directory.
-    """
-    code_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if code_dir not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([code_dir] + [p for p in paths if p])
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
-    return ctx
-
-
 class Daemon:
     def __init__(self, options):
         self.options = options
         self.db_key = server_options.db_key_source(options, os.environ)   # before any child
-        self.ctx = forkserver_context()
+        self.ctx = children.forkserver_context()
         self.selector = selectors.DefaultSelector()
         self.clients = {}            # pipe -> ClientRecord
         self.by_ticket = {}          # a logged-in connection's ticket -> its ClientRecord
@@ -166,41 +147,12 @@ class Daemon:
             burst=2 * options.connection_rate_per_address,
             start=max(1, options.max_startups // 2), full=options.max_startups)
         self.spares = spares.SparePool(self._start_process, lambda: self.ctx.Pipe(duplex=True),
-                                       self._base_config, options.spare_processes)
-
-    # -- configuration handed to children ------------------------------------
-    def _base_config(self):
-        return {"log_level": self.options.log_level, "debug": self.options.debug, "jail": self.jail,
-                "log_file": self.options.log_file, "db_socket": self.db_socket,
-                "lifeline": self.lifeline, "idle_timeout": self.options.idle_timeout,
-                "park_after": self.options.park_after}
-
-    def _db_config(self):
-        return {**self._base_config(), "data_dir": self.options.data_dir, "db_key": self.db_key,
-                "server_private_key": getattr(self.key, "private", None),   # it alone
-                "socket_path": self.db_socket, "ticket_secret": self.ticket_secret,
-                **self._take_start_settings(),
-                "live_tickets": [record.ticket for record in self.clients.values()
-                                 if record.kind == "user" and record.ticket],
-                "parked": self.parking.tickets(),   # held parked by us (parking.py)
-                "registration": {"open": self.options.registration == "open",
-                                 "per_address": self.options.registrations_per_address,
-                                 "per_hour": self.options.registrations_per_hour},
-                "daemon_pid": os.getpid(),     # the only pid that may open an admin link
-                "ledger": {"addresses": self.options.ledger_addresses,
-                           "days": self.options.ledger_days},
-                "files": {name.removeprefix("file_"): value for name, value in  # --file-*
-                          vars(self.options).items() if name.startswith(("file_", "upload_"))},
-                "greeting": getattr(self.options, "greeting", None),
-                "motd": getattr(self.options, "motd", None)}
+                                       lambda: children.base_config(self),
+                                       options.spare_processes)
 
     def _take_start_settings(self):
         settings, self.start_settings = self.start_settings, {}
         return settings
-
-    def _login_config(self):
-        return {**self._base_config(), "server_public_key": self.key.public,
-                "deadline": time.time() + self.options.login_timeout}
 
     # -- start-up --------------------------------------------------------------
     def start(self):
@@ -225,7 +177,7 @@ class Daemon:
     def _start_database(self):
         ready = self.ctx.Event()
         try:
-            proc = self._start_process(containment.database_main, (self._db_config(), ready),
+            proc = self._start_process(containment.database_main, (children.db_config(self), ready),
                                        "parley: database")
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
             raise DaemonError(f"cannot start the database process: {error}") from None
@@ -383,7 +335,7 @@ class Daemon:
         log.info("connection from %s", peer, extra=record.about)
         self.peak_connections = max(self.peak_connections, self.admission.connections)
         try:
-            self._spawn(record, "login", peer, self._login_config())
+            self._spawn(record, "login", peer, children.login_config(self))
         except (OSError, EOFError) as error:   # EOFError: the forkserver died
             log.error("cannot start a login process for %s: %s", peer, error,
                       extra=record.about)
@@ -467,19 +419,19 @@ class Daemon:
             record.user, record.ticket = message["user"], message["ticket"]
             record.handoff = message
             self.by_ticket[record.ticket] = record
-            self._spawn(record, "user", message, self._base_config())
+            self._spawn(record, "user", message, children.base_config(self))
             self.admission.logged_in(record.address)
         elif message.get("action") == "park":      # idle: the daemon holds it (parking.py)
             self.parking.park(record, message)
         else:   # the account was deleted: the same connection logs in again
             self.by_ticket.pop(record.ticket, None)
             record.user = record.ticket = record.handoff = None
-            self._spawn(record, "login", record.peer, self._login_config(), (message["state"],))
+            self._spawn(record, "login", record.peer, children.login_config(self), (message["state"],))
             self.admission.logged_out(record.address)
 
     def spawn_user(self, record, handoff):
         """A user process for a parked connection woken (`parking.py`)."""
-        self._spawn(record, "user", handoff, self._base_config())
+        self._spawn(record, "user", handoff, children.base_config(self))
         record.kind = "user"
 
     def connection_closed(self, record):

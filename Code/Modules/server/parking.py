@@ -27,7 +27,7 @@ never saw. When a user connection ends, `Ended` tells the database, which
 ends a parked session of that ticket (say, its user process was killed after
 Park was answered).
 
-Talks to: the daemon (its selector, `_spawn`, `_base_config`), the database
+Talks to: the daemon (its selector, `_spawn`, `children.base_config`), the database
 process over its Unix socket. How it fails: a broken link is dropped and made
 again after the database restarts; a wake whose process cannot start closes
 that connection only.

@@ -8,6 +8,7 @@ statuses, and the one-line errors (no server, not allowed, bad command).
 """
 
 import os
+import signal
 
 from Modules.wire.framing import CLOSED
 from Tests.support import (
@@ -202,3 +203,16 @@ def test_mailbox_limits_are_shown_set_and_checked_and_a_full_inbox_bounces(serve
     assert second.data["note"] == ("The mailbox of 'bob' is full (1 messages); the message "
                                    "was not delivered.")
     alice.close()
+
+
+def test_a_motd_set_live_outlives_a_restart_of_the_database(make_server):
+    """--motd goes to the first database process only: one restarted after a crash
+    keeps what the operator set since (it was given --motd again, and lost it)."""
+    server = make_server("--motd", "Exam on Friday.")
+    admin_ok(server, "motd", "Exam moved to Monday.")
+    (old,) = server.pids_titled("parley: database")
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: "the database process is back" in server.log(),
+               message="the database process restarted")
+    shown = wait_until(lambda: run_admin(server, "motd"), message="an answer")
+    assert shown[0] == 0 and "Exam moved to Monday." in shown[1], shown

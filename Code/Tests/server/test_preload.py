@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from Modules.server import daemon
+from Modules.server import children
 from Tests.support import CODE_DIR, child_env
 
 PROBE = """
@@ -34,9 +34,9 @@ def run_probe(*names):
 
 
 def test_every_preloaded_module_imports_as_the_forkserver_imports_it():
-    found = run_probe(*daemon.PRELOAD)
-    assert found["modules"] == daemon.PRELOAD
-    assert daemon.PRELOAD[-1] == "Modules.server.preload"     # freezing comes last
+    found = run_probe(*children.PRELOAD)
+    assert found["modules"] == children.PRELOAD
+    assert children.PRELOAD[-1] == "Modules.server.preload"     # freezing comes last
 
 
 def test_preload_warms_up_in_memory_and_freezes_the_heap():
@@ -46,6 +46,6 @@ def test_preload_warms_up_in_memory_and_freezes_the_heap():
 
 
 def test_the_forkserver_finds_the_modules_through_pythonpath():
-    ctx = daemon.forkserver_context()
+    ctx = children.forkserver_context()
     assert CODE_DIR in os.environ["PYTHONPATH"].split(os.pathsep)
     assert ctx.get_start_method() == "forkserver"
