@@ -1,8 +1,14 @@
 """Fixtures that start real servers and always clean them up, even on failure."""
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from Tests.support import ServerProcess
+
+# No timing in tests, Hypothesis's own included: its deadline and its "input generation
+# is slow" check fail a correct test on a busy machine. Every @settings inherits this.
+settings.register_profile("parley", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("parley")
 
 
 @pytest.fixture

@@ -402,7 +402,8 @@ class UserSession(SessionParking):
                                        message_size(fields.get("subject", ""), fields.get("body", "")))
         elif operation.name == "Ack" and isinstance(fields.get("ids"), list):
             self.trace.acknowledged(fields["ids"])
-            self.unacked.difference_update(fields["ids"])
+            self.unacked.difference_update(   # the client's list, unchecked until the
+                i for i in fields["ids"] if type(i) is int)   # database answers: ints only
 
     def _send(self, packet, force=False):
         """Queue a packet for the client; the loop encodes the turn's packets together."""

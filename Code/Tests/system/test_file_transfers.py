@@ -67,17 +67,24 @@ def _download_dir(tmp_path):
 
 
 def _transfer_under_way(server, user, line, moved):
-    """A batch client of `user` that runs `line`, once `moved()` has reached CUT_AT."""
+    """A batch client of `user` that runs `line`, stopped (SIGSTOP) once `moved()` has
+    reached CUT_AT: on a busy machine a transfer could otherwise end before the test
+    interrupts it. `_go_on(client)` lets it carry on."""
     client = BatchClient(server, user)
     try:
         client.wait_type("ready")
         client.send(line)
-        wait_until(lambda: moved() >= CUT_AT, timeout=TRANSFER_WAIT,
+        wait_until(lambda: moved() >= CUT_AT, timeout=TRANSFER_WAIT, interval=0.01,
                    message="the transfer under way")
+        os.kill(client.proc.pid, signal.SIGSTOP)
     except BaseException:
         client.kill()
         raise
     return client
+
+
+def _go_on(client):
+    os.kill(client.proc.pid, signal.SIGCONT)
 
 
 def _part_bytes(server):
@@ -214,6 +221,7 @@ def test_an_upload_whose_user_process_is_killed_carries_on_when_sent_again(
                                 lambda: _part_bytes(server))
     try:
         _kill_one(server, "parley: user alice")
+        _go_on(first)
         assert first.proc.wait(WAIT) == 1                   # this run failed ...
         assert "run the same command again" in first.proc.stderr.read()
     finally:
@@ -234,6 +242,7 @@ def test_a_download_whose_user_process_is_killed_carries_on_when_run_again(
                                 lambda: _partial_bytes(target))
     try:
         _kill_one(server, "parley: user bob")
+        _go_on(first)
         assert first.proc.wait(WAIT) == 1
     finally:
         first.kill()
@@ -259,6 +268,7 @@ def test_a_transfer_rides_through_the_database_process_being_killed(server, tmp_
     client = _transfer_under_way(server, user, line, moved)
     try:
         old = _kill_one(server, "parley: database")
+        _go_on(client)
         resumed = client.wait_type("transfer_resumed", timeout=TRANSFER_WAIT)
         assert resumed["direction"] == direction and resumed["done"] > 0
         finished = client.wait_for(lambda o: o.get("type") in ("file_sent", "file_downloaded"),

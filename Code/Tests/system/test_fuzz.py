@@ -361,6 +361,7 @@ def feed_session(serializer, inputs, eof):
 @given(serializer=st.sampled_from(["binary", "json"]), inputs=SESSION_INPUT,
        eof=st.booleans())
 @example(serializer="binary", inputs=[TEXT_RID], eof=False)
+@example(serializer="binary", inputs=[Packet("Ack", {"ids": [[]], "read": []})], eof=False)
 def test_the_user_process_answers_any_command_with_legal_packets(serializer, inputs, eof):
     session, replies = feed_session(serializer, inputs, eof)
     malformed = [r for r in replies if isinstance(r, protocol.BadPacket)]
