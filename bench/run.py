@@ -1,5 +1,12 @@
 """Parley's benchmark harness: `python bench/run.py [SCENARIO...] [--json] [--quick]`.
 
+`python bench/run.py --compare prosody [relay paced offline memory] [--quick] [--json]`
+runs those scenarios against Parley and then, scenario by scenario, against a
+private Prosody 0.12 (bench/peers/prosody.py: its own config, data dir and
+port; it installs nothing, `apt-get install prosody` first, else it says so
+and exits 2) and prints both side by side with parley/prosody ratios
+(docs/PERFORMANCE.md section 14).
+
 Runs each scenario against a freshly started server (real daemon, port 0,
 temporary data dir) with load-generator processes speaking the real
 protocol (bench/loadgen.py) on 127.0.0.1, repeats it (3 runs by default)

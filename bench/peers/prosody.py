@@ -381,6 +381,9 @@ def compare(args):
         print(f"--compare prosody runs {' '.join(SCENARIOS)} only, not {' '.join(other)}.",
               file=sys.stderr)
         return 2
+    if not prosody_version().startswith("0.12"):
+        bench.log(f"[prosody] WARNING: prosody {prosody_version()} is not 0.12, the version "
+                  f"these scenarios and docs/PERFORMANCE.md section 14 were written for")
     opts = bench.Options(args)
     started = time.time()
     results = measure(opts, chosen)
