@@ -337,12 +337,13 @@ def side_by_side(results):
     parley, prosody = (bench.aggregate(results[side][0]) for side in ("parley", "prosody"))
     names = [n for n in KEY_FIGURES if n in parley or n in prosody]
     names += [n for n in parley if n in prosody and n not in names]
+    failed = sorted(n for n in set(parley) | set(prosody) if n.endswith("_failed"))
     rows = {}
-    for name in names:
+    for name in names + failed:   # "X_failed": a run of X did not finish (see the log)
         a, b = parley.get(name), prosody.get(name)
         ratio = a["median"] / b["median"] if a and b and b["median"] else None
         rows[name] = {"parley": a, "prosody": b, "ratio": ratio,
-                      "unit": (a or b)["unit"], "key": name in KEY_FIGURES}
+                      "unit": (a or b)["unit"], "key": name in KEY_FIGURES or name in failed}
     return rows
 
 
