@@ -114,6 +114,13 @@ class ProsodyServer:
         self.proc = None
 
     def start(self, timeout=30.0):
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()          # the temp dir goes too, whatever failed
+            raise
+
+    def _start(self, timeout):
         os.makedirs(os.path.join(self.tmp, "data"))
         with open(self.config, "w") as f:
             f.write(CONFIG.format(tmp=self.tmp, port=self.port, domain=DOMAIN,
@@ -132,9 +139,7 @@ class ProsodyServer:
                 return self
             except OSError:
                 time.sleep(0.1)
-        tail = self.log_tail()
-        self.stop()
-        raise RuntimeError(f"Prosody did not start; log:\n{tail}")
+        raise RuntimeError(f"Prosody did not start; log:\n{self.log_tail()}")
 
     def log_tail(self, size=3000):
         text = ""
