@@ -1,5 +1,12 @@
 """Parley's benchmark harness: `python bench/run.py [SCENARIO...] [--json] [--quick]`.
 
+`python bench/run.py --compare prosody [relay paced offline memory] [--quick] [--json]`
+runs those scenarios against Parley and then, scenario by scenario, against a
+private Prosody 0.12 (bench/peers/prosody.py: its own config, data dir and
+port; it installs nothing, `apt-get install prosody` first, else it says so
+and exits 2) and prints both side by side with parley/prosody ratios
+(docs/PERFORMANCE.md section 14).
+
 Runs each scenario against a freshly started server (real daemon, port 0,
 temporary data dir) with load-generator processes speaking the real
 protocol (bench/loadgen.py) on 127.0.0.1, repeats it (3 runs by default)
@@ -698,12 +705,53 @@ def git_head():
         return "?"
 
 
-def main(argv=None):
+def run_scenarios(opts, chosen, runners=None, tag="bench"):
+    """Every chosen scenario, opts.runs times: (runs, {scenario: loads}, failures).
+
+    `runners` (default: Parley's RUNNERS) lets bench/peers/prosody.py run its own.
+    """
+    runners = runners or RUNNERS
+    runs, loads, failures = [], {}, []
+    for scenario in chosen:
+        for index in range(opts.runs):
+            log(f"[{tag}] {scenario} run {index + 1}/{opts.runs} "
+                f"(load {' '.join(load_average())})")
+            t0 = time.monotonic()
+            try:
+                done = runners[scenario](opts)
+            except Exception as error:   # one failed run is reported, the rest go on
+                log(f"[{tag}] {scenario} run {index + 1} FAILED: {error}")
+                failures.append({"scenario": scenario, "run": index + 1, "error": str(error),
+                                 "load": load_average()})
+                continue
+            runs.extend(done)
+            loads.setdefault(scenario, []).extend(r.load for r in done)
+            log(f"[{tag}] {scenario} run {index + 1} took {time.monotonic() - t0:.1f} s: " +
+                ", ".join(f"{k}={fmt(v)}" for r in done for k, v in r.figures.items()
+                          if not k.endswith(("_util",))))
+    return runs, loads, failures
+
+
+def run_meta(opts, started, loads, failures):
+    return {"date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
+            **machine(), "runs": opts.runs, "quick": opts.quick, "codec": opts.codec,
+            "procs": opts.procs, "window": opts.window, "git": git_head(),
+            "server_cwd": opts.server_cwd or os.getcwd(), "profiled": bool(opts.profile),
+            "load": {k: v for k, v in loads.items()},
+            "elapsed_s": round(time.time() - started, 1), "failures": failures}
+
+
+def parse_args(argv=None, scenarios=None):
+    """The command line (bench/peers/prosody.py parses its own with `scenarios`)."""
+    scenarios = scenarios or SCENARIOS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                        help="any of: " + " ".join(SCENARIOS) + " (default: all)")
+                        help="any of: " + " ".join(scenarios) + " (default: all)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--compare", choices=["prosody"], default=None,
+                        help="run the same scenarios against a private Prosody 0.12 too and "
+                             "print both side by side (bench/peers/prosody.py)")
     parser.add_argument("--quick", action="store_true", help="short runs, 1 repetition")
     parser.add_argument("--runs", type=int, default=0, help="repetitions (default 3, quick 1)")
     parser.add_argument("--seconds", type=float, default=0.0,
@@ -723,37 +771,24 @@ def main(argv=None):
                         help="working directory of the server daemon (default: the "
                              "current one, like README's `python Code/server_daemon.py`)")
     args = parser.parse_args(argv)
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    unknown = [s for s in args.scenarios if s not in scenarios]
     if unknown:
-        parser.error(f"unknown scenario(s) {' '.join(unknown)}; choose from {' '.join(SCENARIOS)}")
+        parser.error(f"unknown scenario(s) {' '.join(unknown)}; choose from {' '.join(scenarios)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.compare:
+        sys.path.insert(0, os.path.join(HERE, "peers"))
+        import prosody   # bench/peers/prosody.py
+        return prosody.compare(args)
     opts = Options(args)
     chosen = args.scenarios or SCENARIOS
-    runs, loads, failures = [], {}, []
     started = time.time()
-    for scenario in chosen:
-        for index in range(opts.runs):
-            log(f"[bench] {scenario} run {index + 1}/{opts.runs} "
-                f"(load {' '.join(load_average())})")
-            t0 = time.monotonic()
-            try:
-                done = RUNNERS[scenario](opts)
-            except Exception as error:   # one failed run is reported, the rest go on
-                log(f"[bench] {scenario} run {index + 1} FAILED: {error}")
-                failures.append({"scenario": scenario, "run": index + 1, "error": str(error),
-                                 "load": load_average()})
-                continue
-            runs.extend(done)
-            loads.setdefault(scenario, []).extend(r.load for r in done)
-            log(f"[bench] {scenario} run {index + 1} took {time.monotonic() - t0:.1f} s: " +
-                ", ".join(f"{k}={fmt(v)}" for r in done for k, v in r.figures.items()
-                          if not k.endswith(("_util",))))
+    runs, loads, failures = run_scenarios(opts, chosen)
     figures = aggregate(runs)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
-            **machine(), "runs": opts.runs, "quick": opts.quick, "codec": opts.codec,
-            "procs": opts.procs, "window": opts.window, "git": git_head(),
-            "server_cwd": opts.server_cwd or os.getcwd(), "profiled": bool(opts.profile),
-            "load": {k: v for k, v in loads.items()},
-            "elapsed_s": round(time.time() - started, 1), "failures": failures}
+    meta = run_meta(opts, started, loads, failures)
     if args.json:
         details = {}
         for run in runs:
