@@ -130,13 +130,17 @@ def log(*parts):
 
 
 class Workers:
-    def __init__(self, port, count, codec):
+    """`count` load-generator processes, each running `target(pipe, *args)`
+    (Parley's loadgen by default; bench/peers/prosody.py gives its XMPP one)."""
+
+    def __init__(self, port, count, codec, target=None, args=None,
+                 name="parley-bench-loadgen"):
         ctx = multiprocessing.get_context("fork")
+        target, args = target or loadgen.worker_main, args or (port, codec)
         self.pipes, self.procs = [], []
         for _ in range(count):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=loadgen.worker_main, args=(child, port, codec),
-                               daemon=True, name="parley-bench-loadgen")
+            proc = ctx.Process(target=target, args=(child, *args), daemon=True, name=name)
             proc.start()
             child.close()
             self.pipes.append(parent)

@@ -37,7 +37,6 @@ How it fails: without a prosody binary it says so and how to install it
 is reported and the others go on, as in bench/run.py.
 """
 
-import multiprocessing
 import os
 import re
 import shutil
@@ -178,17 +177,9 @@ class ProsodyServer:
 class XmppWorkers(bench.Workers):
     """bench/run.py's Workers (call/recv/close), running xmpp_load.worker_main."""
 
-    def __init__(self, port, count):   # noqa: super().__init__ would start Parley's loadgen
-        ctx = multiprocessing.get_context("fork")
-        self.pipes, self.procs = [], []
-        for _ in range(count):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=xmpp_load.worker_main, args=(child, port, DOMAIN),
-                               daemon=True, name="parley-bench-xmpp")
-            proc.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(proc)
+    def __init__(self, port, count):
+        super().__init__(port, count, None, target=xmpp_load.worker_main, args=(port, DOMAIN),
+                         name="parley-bench-xmpp")
 
 
 class ProsodyRun:
@@ -225,38 +216,39 @@ def _pairs_online(run, pairs):
     run.accounts([[n for pair in ps for n in pair] for ps in per_worker])
 
 
-def scenario_relay(opts):
+def _runs_of_pairs(opts, cases):
+    """One fresh Prosody per case (procs, pair count, label, measure(run, pairs)); a case
+    that fails is a figure `<label>_failed` = 1 rather than the end of the bench."""
     out = []
-    for p in opts.relay_pairs:
-        run = ProsodyRun(opts, procs=min(opts.procs, p))
+    for procs, count, label, measure in cases:
+        run = ProsodyRun(opts, procs=procs)
         try:
-            pairs = bench._pair_names(p)
+            pairs = bench._pair_names(count)
             _pairs_online(run, pairs)
-            bench.relay_once(run, pairs, opts.relay_seconds, opts.window, f"relay_p{p}")
+            measure(run, pairs)
         except Exception as error:
-            bench.log(f"[prosody] relay P={p} FAILED: {error}")
-            run.figures[f"relay_p{p}_failed"] = 1.0
+            bench.log(f"[prosody] {label} FAILED: {error}")
+            run.figures[f"{label}_failed"] = 1.0
         finally:
             run.close()
         out.append(run)
     return out
+
+
+def scenario_relay(opts):
+    return _runs_of_pairs(opts, [
+        (min(opts.procs, p), p, f"relay_p{p}",
+         lambda run, pairs, p=p: bench.relay_once(run, pairs, opts.relay_seconds, opts.window,
+                                                  f"relay_p{p}"))
+        for p in opts.relay_pairs])
 
 
 def scenario_paced(opts):
-    out = []
-    for rate in opts.paced_rates:
-        run = ProsodyRun(opts, procs=opts.procs)
-        try:
-            pairs = bench._pair_names(opts.paced_pairs)
-            _pairs_online(run, pairs)
-            bench.paced_once(run, pairs, rate, opts.paced_seconds, f"paced_{rate}")
-        except Exception as error:
-            bench.log(f"[prosody] paced {rate}/s FAILED: {error}")
-            run.figures[f"paced_{rate}_failed"] = 1.0
-        finally:
-            run.close()
-        out.append(run)
-    return out
+    return _runs_of_pairs(opts, [
+        (opts.procs, opts.paced_pairs, f"paced_{rate}",
+         lambda run, pairs, rate=rate: bench.paced_once(run, pairs, rate, opts.paced_seconds,
+                                                        f"paced_{rate}"))
+        for rate in opts.paced_rates])
 
 
 def scenario_offline(opts):
