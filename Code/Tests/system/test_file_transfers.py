@@ -66,17 +66,18 @@ def _download_dir(tmp_path):
     return target
 
 
-def _transfer_under_way(server, user, line, moved):
-    """A batch client of `user` that runs `line`, stopped (SIGSTOP) once `moved()` has
-    reached CUT_AT: on a busy machine a transfer could otherwise end before the test
-    interrupts it. `_go_on(client)` lets it carry on."""
+def _transfer_under_way(server, user, line, moved, pause=None):
+    """A batch client of `user` that runs `line`, paused once `moved()` has reached
+    CUT_AT: on a busy machine a transfer could otherwise end before the test
+    interrupts it. `pause(client)` pauses it: by default the client is stopped
+    (SIGSTOP; `_go_on(client)` lets it carry on)."""
     client = BatchClient(server, user)
     try:
         client.wait_type("ready")
         client.send(line)
         wait_until(lambda: moved() >= CUT_AT, timeout=TRANSFER_WAIT, interval=0.01,
                    message="the transfer under way")
-        os.kill(client.proc.pid, signal.SIGSTOP)
+        (pause or (lambda c: os.kill(c.proc.pid, signal.SIGSTOP)))(client)
     except BaseException:
         client.kill()
         raise
@@ -265,10 +266,13 @@ def test_a_transfer_rides_through_the_database_process_being_killed(server, tmp_
         file_id = _sent(server, path)
         user, line, moved = "bob", f"download {file_id} {target}", \
             lambda: _partial_bytes(target)
-    client = _transfer_under_way(server, user, line, moved)
+    (old,) = server.pids_titled("parley: database")
+    # The database is stopped, not the client: the client's next requests then wait in
+    # the user process, which must answer them `unavailable` when the database dies.
+    client = _transfer_under_way(server, user, line, moved,
+                                 pause=lambda _client: os.kill(old, signal.SIGSTOP))
     try:
-        old = _kill_one(server, "parley: database")
-        _go_on(client)
+        os.kill(old, signal.SIGKILL)
         resumed = client.wait_type("transfer_resumed", timeout=TRANSFER_WAIT)
         assert resumed["direction"] == direction and resumed["done"] > 0
         finished = client.wait_for(lambda o: o.get("type") in ("file_sent", "file_downloaded"),
