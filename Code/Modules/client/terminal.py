@@ -29,8 +29,12 @@ raise `Cancelled` (the caller decides what that means); at the command
 prompt Ctrl-C gives an empty line and Ctrl-D raises EOFError (leave).
 """
 
+import contextlib
 import functools
 import getpass
+import signal
+import sys
+import termios
 import threading
 
 from prompt_toolkit import Application, PromptSession
@@ -138,6 +142,42 @@ def body_key_bindings():
         event.app.exit(exception=DraftInterrupted(event.current_buffer.text))
 
     return bindings
+
+
+@contextlib.contextmanager
+def ctrl_c_between_prompts():
+    """While a body is typed line by line (TERM=dumb): a SIGINT (Ctrl-C while no
+    prompt reads keys) only sets a flag, read by `pressed()`, instead of raising
+    between a line's return and its keeping; and the terminal keeps what was typed
+    ahead (NOFLSH) instead of throwing it away with the signal. Only the main
+    thread may set a handler; elsewhere this changes nothing."""
+    flag = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: flag.append(1))
+    except ValueError:                 # not the main thread
+        yield lambda: False
+        return
+    saved = _set_noflsh()
+    try:
+        yield lambda: bool(flag) and not flag.clear()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if saved is not None:
+            with contextlib.suppress(termios.error, OSError, ValueError):
+                termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, saved)
+
+
+def _set_noflsh():
+    """NOFLSH on standard input's terminal; its settings before, or None."""
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+        changed = list(saved)
+        changed[3] |= termios.NOFLSH
+        termios.tcsetattr(fd, termios.TCSANOW, changed)
+        return saved
+    except (termios.error, OSError, ValueError, AttributeError):
+        return None
 
 
 def strip_end_marker(text):
@@ -305,20 +345,25 @@ class Terminal:
                 raise Cancelled()
 
     def _body_lines(self, to):
-        """The body as plain lines, up to a '.' line or Ctrl-D; Ctrl-C as in the editor."""
+        """The body as plain lines, up to a '.' line or Ctrl-D; Ctrl-C as in the editor.
+        Between two line prompts the terminal is cooked, so a Ctrl-C there is a SIGINT:
+        it counts once the line just typed is kept (`ctrl_c_between_prompts`)."""
         lines = []
-        while True:
-            try:
-                line = self._prompt("line", "")
-            except EOFError:
-                break
-            except KeyboardInterrupt:
-                if self._throw_away(to, "\n".join(lines)):
-                    raise Cancelled() from None
-                continue
-            if line.strip() == ".":
-                break
-            lines.append(line)
+        with ctrl_c_between_prompts() as pressed:
+            while True:
+                try:
+                    if pressed():
+                        raise KeyboardInterrupt
+                    line = self._prompt("line", "")
+                except EOFError:
+                    break
+                except KeyboardInterrupt:
+                    if self._throw_away(to, "\n".join(lines)):
+                        raise Cancelled() from None
+                    continue
+                if line.strip() == ".":
+                    break
+                lines.append(line)
         return "\n".join(lines).rstrip("\n")
 
     def _throw_away(self, to, text):

@@ -2,8 +2,13 @@
 
 Tab completion of command names, people after `send` and help topics
 after `help`; the body editor's end: a closing '.' line and empty last
-lines are dropped.
+lines are dropped; a Ctrl-C between two body lines of a dumb terminal.
 """
+
+import os
+import signal
+
+from Modules.client import terminal
 
 
 def test_body_editor_end_marker():
@@ -36,3 +41,15 @@ def test_body_editor_drops_empty_last_lines():
     from Modules.client.terminal import strip_end_marker
     assert strip_end_marker("one\ntwo\n\n") == "one\ntwo"
     assert strip_end_marker("one\n.\n") == "one\n."     # only a final '.' line ends it
+
+
+def test_a_ctrl_c_between_two_body_lines_is_kept_for_the_next_prompt():
+    """TERM=dumb types a body line by line; between two prompts the terminal is
+    cooked and Ctrl-C is a SIGINT. It must not raise between a line's return and
+    its keeping (the line would be lost): it is a flag the next prompt reads."""
+    before = signal.getsignal(signal.SIGINT)
+    with terminal.ctrl_c_between_prompts() as pressed:
+        assert not pressed()
+        os.kill(os.getpid(), signal.SIGINT)          # no KeyboardInterrupt here
+        assert pressed() and not pressed()           # once
+    assert signal.getsignal(signal.SIGINT) is before
