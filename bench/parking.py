@@ -3,12 +3,15 @@
     python bench/parking.py --quick        # N = 1,000 parked sessions
     python bench/parking.py                # N = 10,000
     python bench/parking.py --wake-costs   # CPU of one wake, by process role
+    python bench/parking.py --hold 600     # N = 10,000, then held parked 10 minutes
 
 Runs the real server (tiny argon2, `bench/server.py`) with `--park-after 0.5`
 and one in-process load generator (`bench/loadgen.py`, codec "fast"):
 
 1. memory: PSS of the whole server tree idle, then with N sessions logged in
    and parked (every user process gone); per parked session = the difference / N;
+   with `--hold S`, the N sessions stay parked S seconds, the PSS sampled every 30 s
+   (growth and spread: is memory flat?);
 2. wake latency: an active sender sends to 200 (quick: 100) parked recipients,
    one every 250 ms; each recipient gets a second message 120 ms after the first,
    while its woken session is still active: send->push latency of both (p50/p99);
@@ -85,7 +88,23 @@ def message(client, to, tag):
                 client_id=f"{client.name}-{rid}")
 
 
-def run(n, latency_count):
+def hold(engine, server, seconds, figures, every=30.0):
+    """Keep the N sessions parked for `seconds`, the PSS of the tree sampled every
+    `every` s: is memory flat? (The load generator pumps its sockets meanwhile.)"""
+    samples, end = [], time.monotonic() + seconds
+    while True:
+        samples.append(server.pss_kib()["total"])
+        if time.monotonic() >= end:
+            break
+        pump(engine, min(every, max(0.0, end - time.monotonic())))
+    figures["hold_s"] = seconds
+    figures["hold_pss_samples_kib"] = samples
+    figures["hold_pss_growth_kib"] = samples[-1] - samples[0]
+    figures["hold_pss_spread_kib"] = max(samples) - min(samples)
+    figures["hold_still_parked"] = server.count_roles().get("user", 0) == 0
+
+
+def run(n, latency_count, hold_s=0.0):
     figures = {"parked_sessions": n, "load_average_start": load_average()}
     server = BenchServer(extra_args=("--park-after", str(PARK_AFTER))).start()
     inbox = Inbox()
@@ -105,6 +124,8 @@ def run(n, latency_count):
         figures["pss_parked_kib"] = pss["total"]
         figures["pss_per_parked_session_kib"] = round((pss["total"] - idle["total"]) / n, 1)
         figures["pss_by_role_kib"] = {k: v for k, v in pss.items() if k not in ("total",)}
+        if hold_s:
+            hold(engine, server, hold_s, figures)
         latency(engine, server, inbox, crowd[:latency_count], figures)
         broadcast(engine, server, inbox, n, figures)
     finally:
@@ -211,7 +232,8 @@ def main(argv):
     n = 1000 if quick else 10_000
     if "--sessions" in argv:           # a smaller run, to try the bench itself
         n = int(argv[argv.index("--sessions") + 1])
-    print(json.dumps(run(n, min(n, 100 if quick else 200)), indent=1))
+    hold_s = float(argv[argv.index("--hold") + 1]) if "--hold" in argv else 0.0
+    print(json.dumps(run(n, min(n, 100 if quick else 200), hold_s), indent=1))
 
 
 if __name__ == "__main__":
