@@ -16,8 +16,10 @@ a preload that cannot be imported is skipped by multiprocessing itself;
 interpreter, as the forkserver does, so that cannot go unnoticed.
 """
 
+import importlib.machinery
 import multiprocessing
 import os
+import sys
 import time
 
 # Imported once by the forkserver and inherited by every child; preload (gc.freeze) last.
@@ -38,7 +40,21 @@ def forkserver_context():
         os.environ["PYTHONPATH"] = os.pathsep.join([code_dir] + [p for p in paths if p])
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
+    _main_script_not_rerun()
     return ctx
+
+
+def _main_script_not_rerun():
+    """Started as `python Code/server_daemon.py`, the main module has a path and no
+    spec, and multiprocessing then runs that script again (as `__mp_main__`, compiled
+    from source) in every child before its target: ~2 CPU-ms per login and per user
+    process. Every target lives in `Modules`, so no child needs it: a main module
+    named "__main__" is one multiprocessing leaves alone (spawn._fixup_main_from_name).
+    (Preloading "__main__" would do it too, but Python 3.11's forkserver drops the
+    path that needs.)"""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
 
 
 def base_config(daemon):
