@@ -3,7 +3,7 @@
     python bench/parking.py --quick        # N = 1,000 parked sessions
     python bench/parking.py                # N = 10,000
     python bench/parking.py --wake-costs   # CPU of one wake, by process role
-    python bench/parking.py --hold 600     # N = 10,000, then held parked 10 minutes
+    python bench/parking.py --hold 600 --memory-only   # N = 10,000 held parked 10 minutes
 
 Runs the real server (tiny argon2, `bench/server.py`) with `--park-after 0.5`
 and one in-process load generator (`bench/loadgen.py`, codec "fast"):
@@ -104,7 +104,7 @@ def hold(engine, server, seconds, figures, every=30.0):
     figures["hold_still_parked"] = server.count_roles().get("user", 0) == 0
 
 
-def run(n, latency_count, hold_s=0.0):
+def run(n, latency_count, hold_s=0.0, memory_only=False):
     figures = {"parked_sessions": n, "load_average_start": load_average()}
     server = BenchServer(extra_args=("--park-after", str(PARK_AFTER))).start()
     inbox = Inbox()
@@ -126,8 +126,9 @@ def run(n, latency_count, hold_s=0.0):
         figures["pss_by_role_kib"] = {k: v for k, v in pss.items() if k not in ("total",)}
         if hold_s:
             hold(engine, server, hold_s, figures)
-        latency(engine, server, inbox, crowd[:latency_count], figures)
-        broadcast(engine, server, inbox, n, figures)
+        if not memory_only:
+            latency(engine, server, inbox, crowd[:latency_count], figures)
+            broadcast(engine, server, inbox, n, figures)
     finally:
         figures["load_average_end"] = load_average()
         server.stop()
@@ -233,7 +234,8 @@ def main(argv):
     if "--sessions" in argv:           # a smaller run, to try the bench itself
         n = int(argv[argv.index("--sessions") + 1])
     hold_s = float(argv[argv.index("--hold") + 1]) if "--hold" in argv else 0.0
-    print(json.dumps(run(n, min(n, 100 if quick else 200), hold_s), indent=1))
+    print(json.dumps(run(n, min(n, 100 if quick else 200), hold_s, "--memory-only" in argv),
+                     indent=1))
 
 
 if __name__ == "__main__":

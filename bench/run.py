@@ -380,6 +380,7 @@ def paced_once(run, pair_names, rate, seconds, label, go=None, nworkers=None):
     f[f"{label}_max_ms"] = max(lat)
     f[f"{label}_server_cpu_s_per_10k"] = server["total"] / received * 1e4
     f[f"{label}_loadgen_cpu_s_per_10k"] = lg_cpu / received * 1e4
+    f[f"{label}_server_switches_per_msg"] = server.get("switches", 0) / received
     f[f"{label}_send_lag_p99_ms"] = pct(lag, 99)
     f[f"{label}_send_error_fraction"] = (sum(r["send_errors"] for r in replies)
                                          / max(1, sum(r["sent"] for r in replies)))

@@ -55,7 +55,7 @@ for _path in (PEERS, BENCH):
 
 import run as bench  # noqa: E402  (bench/run.py: Options, relay_once, paced_once, tables)
 import xmpp_load  # noqa: E402
-from server import TICK, _raise_fd_limit, _stat_fields, load_average  # noqa: E402
+from server import TICK, _context_switches, _raise_fd_limit, _stat_fields, load_average  # noqa: E402
 
 DOMAIN = "localhost"
 SCENARIOS = ["relay", "paced", "offline", "memory"]
@@ -154,7 +154,9 @@ class ProsodyServer:
         fields = _stat_fields(self.proc.pid)
         own = (int(fields[11]) + int(fields[12])) / TICK
         reaped = (int(fields[13]) + int(fields[14])) / TICK
-        return {"total": own + reaped, "prosody": own}
+        switches = _context_switches(self.proc.pid)
+        return {"total": own + reaped, "prosody": own, "switches": switches,
+                "switches.prosody": switches}
 
     def pss_kib(self):
         with open(f"/proc/{self.proc.pid}/smaps_rollup") as f:
