@@ -125,8 +125,8 @@ class Parking:
         if holder is not None and not getattr(holder, "parked", False) \
                 and not holder.closed():
             return                    # a user process holds it bound: not parked
-        now = time.time()
-        entry = ParkedSession(self, ticket, raw_ticket, now, now)
+        now = time.time()   # logged in when its ticket was issued (admin `who`'s "since")
+        entry = ParkedSession(self, ticket, raw_ticket, min(ticket.issued_at, now), now)
         self._add(entry)
         self.monitor.tickets.resumable.discard(ticket.nonce)
         if wake_if_waiting:

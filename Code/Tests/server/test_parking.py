@@ -12,6 +12,7 @@ NAME` coming and going is the observable sign of parking and waking.
 
 import os
 import signal
+import time
 
 from Modules.wire.framing import CLOSED
 from Tests.support import next_message, request, run_admin, send, session, wait_until
@@ -136,6 +137,24 @@ def test_admin_sessions_show_a_parked_session_as_parked(make_server):
     assert status == 0, err
     assert [(s["user"], s.get("parked")) for s in out["sessions"]] == [("bob", True)]
     assert request(bob, "Inbox").op == "Result"      # looking did not end it
+
+
+def test_a_parked_session_keeps_its_login_time_across_a_database_restart(make_server):
+    server = make_server(*PARK)
+    bob, _ = session(server, "bob")
+    parked(server, "bob")
+
+    def since():
+        status, out, _err = run_admin(server, "who", as_json=True)
+        return out["sessions"][0]["since"] if status == 0 and out["sessions"] else None
+    before = wait_until(since, message="bob in admin who")
+    wait_until(lambda: time.time() > before + 2, message="two seconds after bob's login")
+    (database,) = server.pids_titled("parley: database")
+    os.kill(database, signal.SIGKILL)
+    wait_until(lambda: [pid for pid in server.pids_titled("parley: database")
+                        if pid != database], message="a new database process")
+    after = wait_until(since, message="bob in admin who after the restart")
+    assert abs(after - before) < 1.0       # when bob logged in, not when the database came back
 
 
 def test_a_parked_session_gets_the_shutdown_goodbye(make_server):
