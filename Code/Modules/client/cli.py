@@ -153,6 +153,8 @@ def build_parser():
     add("--accept-new-host-key", action="store_true",
         help="trust a server seen for the first time (never a changed key)")
     add("--no-color", action="store_true", help="no colours")
+    add("--gui", action="store_true", help="the windowed client (tkinter) instead of the "
+                                           "prompt")
     add("--no-retry", action="store_true", help="at the prompt, do not reconnect by "
                                                 "itself when the connection drops")
     return parser
@@ -413,6 +415,8 @@ def main(argv=None, environ=None, stdin=None):
         return 2
     except SystemExit as done:     # --help
         return done.code if isinstance(done.code, int) else 0
+    if args.gui:
+        return _windowed_client(args, environ)
     stdin = stdin or sys.stdin
     colour = colour_allowed(args.no_color, sys.stdout, environ)
     if args.batch or args.json or not is_terminal(stdin):
@@ -423,6 +427,17 @@ def main(argv=None, environ=None, stdin=None):
         print(f"parley: {error.reason}", file=sys.stderr)
         return 2
     return _run_guarded(_interactive_client(args, colour, password), environ)
+
+
+def _windowed_client(args, environ):
+    """The windows of `client_gui` (issue 17); imported only when asked for."""
+    try:
+        password = password_from(args, environ)
+    except UsageError as error:
+        print(f"parley: {error.reason}", file=sys.stderr)
+        return 2
+    from Modules.client.gui.app import run_gui
+    return run_gui(args, password, environ)
 
 
 def _interactive_client(args, colour, password):
