@@ -12,7 +12,8 @@ one entry per mapped widget, in tree order, with its place on the screen
 (root coordinates, what `xdotool mousemove` needs) and its visible text:
 a label's or button's text, an entry's contents (a password entry's shown
 as bullets, never its value), a text widget's contents, a list's or
-tree's rows ({"id", "values", "tags", "selected"}), a progress bar's
+tree's rows ({"id", "values", "tags", "selected"}; a tree row's "box" is
+its x, y, width, height inside the tree, empty when scrolled away), a progress bar's
 value, a notebook's selected tab. A window's title is the "text" of its
 Toplevel. Nothing is read back: the dump changes nothing in the windows.
 
@@ -65,7 +66,8 @@ def widget_text(widget):
 def _tree_rows(tree):
     selected = set(tree.selection())
     return [{"id": item, "values": [str(v) for v in tree.item(item, "values")],
-             "tags": list(tree.item(item, "tags")), "selected": item in selected}
+             "tags": list(tree.item(item, "tags")), "selected": item in selected,
+             "box": list(tree.bbox(item) or ())}
             for item in tree.get_children("")]
 
 

@@ -55,12 +55,18 @@ class MainWindow:
         self._build_menu()
         self._build_toolbar()
         self._build_panes()
-        self.status = tkinter.Label(self.frame, name="status", anchor="w", justify="left",
+        bar = ttk.Frame(self.frame, name="bar")
+        bar.pack(side="bottom", fill="x")
+        self.link_state = tkinter.Label(bar, name="link", anchor="w", relief="sunken",
+                                        padx=PAD, width=34)
+        self.link_state.pack(side="left")
+        self.status = tkinter.Label(bar, name="status", anchor="w", justify="left",
                                     relief="sunken", padx=PAD)
-        self.status.pack(side="bottom", fill="x")
+        self.status.pack(side="left", fill="x", expand=True)
         self.root.bind("<FocusIn>", self._focused, add="+")
-        count = f"{unread} unread message{'s' if unread != 1 else ''}"
-        self.say(f"Connected to {self.client.link.host_id} as {neutralise(user)}; {count}.")
+        self.connection("Connected")
+        self.say(f"Logged in as {neutralise(user)}; {unread} unread "
+                 f"message{'s' if unread != 1 else ''}.")
 
     # -- building --------------------------------------------------------------------------
     def _build_menu(self):
@@ -159,7 +165,12 @@ class MainWindow:
         self.client.command(tag, name, **args)
 
     def say(self, text, error=False):
+        """The last action's outcome, in the status line."""
         self.status.configure(text=text, foreground=RED if error else DARK)
+
+    def connection(self, text, error=False):
+        """The connection's state: connected, reconnecting in N s, offline."""
+        self.link_state.configure(text=text, foreground=RED if error else DARK)
 
     def _title(self):
         extra = f" ({self.new_while_away} new)" if self.new_while_away else ""
@@ -363,18 +374,20 @@ class MainWindow:
             self.root.after_cancel(self._countdown)
             self._countdown = None
         if state == "down":
-            self.say(f"Offline: {neutralise(detail)}", error=True)
+            self.connection("Offline", error=True)
+            self.say(f"Connection lost: {neutralise(detail)}", error=True)
         elif state == "waiting":
             self._count_down(int(round(detail)))
         elif state == "back":
-            self.say(f"Connected to {self.client.link.host_id} as {neutralise(detail)} "
-                     "(reconnected).")
+            self.connection("Connected")
+            self.say(f"Reconnected to {self.client.link.host_id} as {neutralise(detail)}.")
             self.refresh()
         elif state == "gave_up":
-            self.say(f"Offline: {neutralise(detail)}", error=True)
+            self.connection("Offline", error=True)
+            self.say(f"Stopped reconnecting: {neutralise(detail)}", error=True)
 
     def _count_down(self, seconds):
-        self.say(f"Reconnecting in {seconds} s…", error=True)
+        self.connection(f"Offline; reconnecting in {seconds} s…", error=True)
         if seconds > 0:
             self._countdown = self.root.after(1000, self._count_down, seconds - 1)
         else:

@@ -1,0 +1,200 @@
+"""Tests for Modules/client/gui/app.py: the real `python Code/client.py --gui`, end to end.
+
+Each test starts a real server and the real windowed client on a virtual
+X display (the fixtures of conftest.py; skipped with one reason when
+there is neither Xvfb nor a display), drives it with xdotool like a
+person (clicks on the widgets' places, typed text, keys), and checks what
+the windows show through the client's debugging dump (PARLEY_GUI_DUMP: the
+visible texts) and, on the screenshots of the main screens, that the
+widgets checked drew something (pixels). Other people are played by batch
+clients. Covered: the first run (trust the key, create the account), a
+live message arriving while a draft is half typed (the draft is kept),
+read / reply / delete, a server restart (reconnected by itself, a message
+finished meanwhile sent once it is back), a changed server key refused.
+"""
+
+import re
+
+from Modules import identity
+from Tests.support import PASSWORD, BatchClient, wait_until
+from Tests.support.clients import run_ok as ok
+from Tests.support.gui import distinct_colours
+
+LOGIN, MAIN = ".login", ".main"
+INBOX = ".main.split.tabs.inbox.list"
+VIEW = ".main.split.right.view.text"
+COMPOSE = ".main.split.right.compose"
+STATUS = ".main.bar.status"
+LINK = ".main.bar.link"
+
+
+def log_in(gui, user, password=PASSWORD, button="login"):
+    gui.fill(".login.user", user)
+    gui.fill(".login.password", password, masked=True)
+    gui.click(f".login.buttons.{button}")
+
+
+def logged_in(gui, user):
+    gui.wait(lambda d: d["title"] == f"Parley — {user}", f"the main window of {user}")
+    gui.wait_text(LINK, "Connected")
+
+
+def trusted_gui(make_gui, server, user, button="login"):
+    """A GUI logged in as `user` on a server already trusted (batch clients pinned it)."""
+    gui = make_gui(server, known_hosts=str(server.tmp_path / "known_hosts"))
+    log_in(gui, user, button=button)
+    logged_in(gui, user)
+    return gui
+
+
+def assert_drawn(gui, shot, path):
+    """The widget `path` put more than a flat background on the screenshot."""
+    if shot is None:          # no ImageMagick: the dump checks stand alone
+        return
+    entry = gui.widget(path)
+    assert distinct_colours(shot, (entry["x"], entry["y"], entry["width"],
+                                   entry["height"])) > 2
+
+
+# ------------------------------------------------------------ the first run
+
+
+def test_first_run_shows_the_fingerprint_trusts_it_and_creates_the_account(
+        make_gui, server, tmp_path):
+    gui = make_gui(server, known_hosts=str(tmp_path / "fresh_known_hosts"))
+    assert gui.text(".login.address") == f"127.0.0.1:{server.port}"
+    shot = gui.screenshot("login")
+    assert_drawn(gui, shot, ".login.buttons.create")
+    gui.fill(".login.user", "dave")
+    gui.fill(".login.password", PASSWORD, masked=True)
+    assert gui.text(".login.password") == "•" * len(PASSWORD)   # masked, in the dump too
+    gui.click(".login.buttons.create")
+    question = gui.wait_text(".trust.body.message", "Trust this server?")
+    shown = re.search(r"SHA256:\S+", question).group()
+    gui.screenshot("trust")
+    assert not (tmp_path / "fresh_known_hosts").exists()          # nothing trusted yet
+    gui.click(".trust.body.buttons.trust")
+    logged_in(gui, "dave")
+    pinned = identity.KnownHosts(str(tmp_path / "fresh_known_hosts"))
+    key = pinned.known_key(identity.host_id("127.0.0.1", server.port))
+    assert identity.fingerprint(key) == shown                      # the key shown is pinned
+    shot = gui.screenshot("main")
+    assert_drawn(gui, shot, STATUS)
+    assert ok(server, "dave")[0] == {"type": "login", "user": "dave", "created": False}
+
+
+def test_cancel_at_the_fingerprint_sends_nothing(make_gui, server, tmp_path):
+    gui = make_gui(server, known_hosts=str(tmp_path / "fresh_known_hosts"))
+    log_in(gui, "erin", button="create")
+    gui.wait_text(".trust.body.message", "Trust this server?")
+    gui.click(".trust.body.buttons.cancel")
+    gui.wait_text(".login.message", "The server was not trusted; nothing was sent.")
+    assert not (tmp_path / "fresh_known_hosts").exists()
+
+
+# ------------------------------------------------------------ mail, live
+
+
+def test_a_message_arriving_while_a_draft_is_half_typed_keeps_the_draft(
+        make_gui, server):
+    ok(server, "bob", create=True)
+    ok(server, "alice", create=True)
+    gui = trusted_gui(make_gui, server, "alice")
+    bob = BatchClient(server, "bob")
+    try:
+        gui.fill(f"{COMPOSE}.to", "bob")
+        gui.fill(f"{COMPOSE}.subject", "Plans")
+        gui.focus(f"{COMPOSE}.body")
+        gui.type("first half, ")
+        bob.send('send alice "Ping" "are you there?"')
+        gui.wait(lambda d: any("Ping" in r["values"] for r in gui.rows(INBOX)),
+                 "bob's message in the inbox")
+        row = gui.rows(INBOX)[0]
+        assert row["values"][:3] == ["●", "bob", "Ping"] and "unread" in row["tags"]
+        assert gui.text(f"{COMPOSE}.to") == "bob"                 # the draft is intact
+        assert gui.text(f"{COMPOSE}.subject") == "Plans"
+        assert gui.text(f"{COMPOSE}.body") == "first half, "
+        gui.type("second half")
+        gui.key("ctrl+Return")
+        message = bob.wait_type("message", subject="Plans")
+        assert message["from"] == "alice" and message["body"] == "first half, second half"
+        gui.wait(lambda d: not (gui.widget(f"{COMPOSE}.body", d) or {}).get("text"),
+                 "the compose pane cleared after sending")
+        gui.wait_text(STATUS, "Sent message #")
+    finally:
+        bob.close()
+
+
+def test_read_reply_and_delete(make_gui, server):
+    ok(server, "alice", create=True)
+    ok(server, "bob", ['send alice "Lunch?" "At noon,\x1b[31m red \u202e?"'], create=True)
+    gui = trusted_gui(make_gui, server, "alice")
+    gui.wait(lambda d: gui.rows(INBOX), "the inbox")
+    first = gui.rows(INBOX)[0]
+    assert first["values"][1:3] == ["bob", "Lunch?"] and "unread" in first["tags"]
+    gui.select_row(INBOX, first["id"])
+    body = gui.wait_text(VIEW, "At noon,")
+    assert "\\x1b[31m red \\u202e?" in body          # controls shown, never obeyed
+    assert "\x1b" not in body and "\u202e" not in body
+    gui.wait(lambda d: "unread" not in gui.rows(INBOX)[0]["tags"], "the row marked read")
+    gui.screenshot("message")
+    gui.click(".main.toolbar.reply")
+    gui.wait(lambda d: (gui.widget(f"{COMPOSE}.to", d) or {}).get("text") == "bob",
+             "the reply's recipient")
+    assert gui.text(f"{COMPOSE}.subject") == "Re: Lunch?"
+    gui.focus(f"{COMPOSE}.body")
+    gui.type("Yes!")
+    gui.click(f"{COMPOSE}.send")
+    gui.wait_text(STATUS, "Sent message #")
+    replies = [o for o in ok(server, "bob") if o["type"] == "message"]
+    assert [(m["from"], m["subject"], m["body"]) for m in replies] == [
+        ("alice", "Re: Lunch?", "Yes!")]
+    gui.select_row(INBOX, first["id"])
+    gui.click(".main.toolbar.delete")
+    gui.wait(lambda d: not gui.rows(INBOX), "the message deleted")
+    gui.wait_text(STATUS, f"Deleted #{first['id']}.")
+    assert [o for o in ok(server, "alice", ["inbox"]) if o["type"] == "inbox"][0][
+        "messages"] == []
+
+
+# ------------------------------------------------------------ the server goes away
+
+
+def test_a_server_restart_is_reconnected_and_the_outbox_sent(make_server, make_gui):
+    first = make_server()
+    ok(first, "bob", create=True)
+    ok(first, "alice", create=True)
+    gui = trusted_gui(make_gui, first, "alice")
+    first.kill_group()
+    gui.wait(lambda d: re.search(r"Offline; reconnecting in \d+ s", gui.text(LINK) or ""),
+             "the status line to say offline")
+    gui.screenshot("offline")
+    gui.fill(f"{COMPOSE}.to", "bob")
+    gui.fill(f"{COMPOSE}.subject", "While away")
+    gui.focus(f"{COMPOSE}.body")
+    gui.type("kept for later")
+    gui.key("ctrl+Return")
+    gui.wait_text(STATUS, "Not sent yet: the connection is down")
+    second = make_server("--port", str(first.port))     # same data dir, same key
+    gui.wait_text(LINK, "Connected", timeout=60)
+    gui.wait_text(STATUS, "Sent message #")               # by itself, once back
+    wait_until(lambda: [m for m in ok(second, "bob") if m["type"] == "message"])
+    messages = [m for m in ok(second, "bob", ["inbox"]) if m["type"] == "inbox"][0]
+    assert [m["subject"] for m in messages["messages"]] == ["While away"]
+    ok(second, "bob", ['send alice "Back" "again"'])
+    gui.wait(lambda d: any("Back" in r["values"] for r in gui.rows(INBOX)),
+             "a message after the reconnect")
+
+
+def test_a_changed_server_key_is_refused_naming_both_fingerprints(make_gui, server,
+                                                                  tmp_path):
+    pins = tmp_path / "changed_known_hosts"
+    other = bytes(range(32))
+    identity.KnownHosts(str(pins)).add(identity.host_id("127.0.0.1", server.port), other)
+    gui = make_gui(server, known_hosts=str(pins))
+    log_in(gui, "alice")
+    text = gui.wait_text(".login.message", "HAS CHANGED")
+    assert identity.fingerprint(other) in text
+    assert re.search(r"server key: SHA256:\S+", text)
+    assert "line 1 of" in text
+    gui.screenshot("changed_key")
