@@ -16,6 +16,8 @@ centre and clicks, types text, presses keys. `screenshot()` saves the
 whole screen as PNG with ImageMagick's `import` (None when it is not
 installed) and `screen_pixels()` checks that a widget's area on it is not
 blank. `close()` ends the process (and its group), also on failure.
+`log_in`, `logged_in` and `trusted_gui` are the steps most tests start with;
+INBOX, VIEW, COMPOSE, STATUS and LINK the paths of the main widgets.
 """
 
 import json
@@ -28,12 +30,17 @@ import sys
 
 import pytest
 
-from Tests.support.processes import CLIENT, WAIT, child_env, kill_session, wait_until
+from Tests.support.processes import CLIENT, PASSWORD, WAIT, child_env, kill_session, wait_until
 
 SKIP_REASON = ("The GUI tests need an X display: install Xvfb and xdotool (Debian: "
                "apt-get install xvfb xdotool imagemagick), or run them where DISPLAY is set "
                "and xdotool is installed.")
 SCREEN = "1280x800x24"
+INBOX = ".main.split.tabs.inbox.list"
+VIEW = ".main.split.right.view.text"
+COMPOSE = ".main.split.right.compose"
+STATUS = ".main.bar.status"
+LINK = ".main.bar.link"
 
 
 class VirtualDisplay:
@@ -209,6 +216,26 @@ class GuiProcess:
         x, y, width, height = row["box"]
         self.click(tree, dx=x + min(width, entry["width"]) // 2, dy=y + height // 2)
 
+    def tab(self, notebook, label):
+        """Click the tab `label` of a notebook and wait until it is shown."""
+        self.wait(lambda d: any(r["values"] == [label] and r.get("box")
+                                for r in (self.widget(notebook, d) or {}).get("rows", [])),
+                  f"the tab {label}")
+        x, y, width, height = next(r["box"] for r in self.rows(notebook)
+                                   if r["values"] == [label])
+        self.click(notebook, dx=x + width // 2, dy=y + height // 2)
+        self.wait(lambda d: (self.widget(notebook, d) or {}).get("text") == label,
+                  f"the tab {label} shown")
+
+    def choose(self, menubutton, label):
+        """Open the menu of a menu button and click its entry `label`."""
+        self.click(menubutton)
+        menu = f"{menubutton}.menu"
+        self.wait(lambda d: self.widget(menu, d) is not None, f"the menu {menu} open")
+        row = next(r for r in self.rows(menu) if r["values"] == [label])
+        x, y, width, height = row["box"]
+        self.click(menu, dx=width // 2, dy=y + height // 2)
+
     # -- pictures --------------------------------------------------------------------------
     def screenshot(self, name):
         """The whole screen as tmp_path/NAME.png; None without ImageMagick."""
@@ -247,3 +274,24 @@ def distinct_colours(png_path, box):
                           capture_output=True, text=True, timeout=WAIT)
     return int(crop.stdout.strip() or 0)
 
+
+# ------------------------------------------------------------ common steps
+
+
+def log_in(gui, user, password=PASSWORD, button="login"):
+    gui.fill(".login.user", user)
+    gui.fill(".login.password", password, masked=True)
+    gui.click(f".login.buttons.{button}")
+
+
+def logged_in(gui, user):
+    gui.wait(lambda d: d["title"] == f"Parley — {user}", f"the main window of {user}")
+    gui.wait_text(LINK, "Connected")
+
+
+def trusted_gui(make_gui, server, user, button="login"):
+    """A GUI logged in as `user` on a server already trusted (batch clients pinned it)."""
+    gui = make_gui(server, known_hosts=str(server.tmp_path / "known_hosts"))
+    log_in(gui, user, button=button)
+    logged_in(gui, user)
+    return gui

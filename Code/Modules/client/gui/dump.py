@@ -14,7 +14,8 @@ a label's or button's text, an entry's contents (a password entry's shown
 as bullets, never its value), a text widget's contents, a list's or
 tree's rows ({"id", "values", "tags", "selected"}; a tree row's "box" is
 its x, y, width, height inside the tree, empty when scrolled away), a progress bar's
-value, a notebook's selected tab. A window's title is the "text" of its
+value, a notebook's selected tab, an open menu's entries (with their
+boxes). A window's title is the "text" of its
 Toplevel. Nothing is read back: the dump changes nothing in the windows.
 
 It is meant for tests and for debugging a display problem; it holds what
@@ -52,11 +53,12 @@ def widget_text(widget):
             return {"value": float(widget.cget("value"))}
         if kind == "TNotebook":
             current = widget.select()
-            return {"text": widget.tab(current, "text") if current else ""}
-        if widget is widget.winfo_toplevel():      # a window: its title
-            return {"text": widget.title()}
+            return {"text": widget.tab(current, "text") if current else "",
+                    "rows": _tab_rows(widget)}
         if kind == "Menu":
             return {"rows": _menu_rows(widget)}
+        if widget is widget.winfo_toplevel():      # a window: its title
+            return {"text": widget.title()}
         text = widget.cget("text")
     except (tkinter.TclError, AttributeError):
         return {}
@@ -71,12 +73,47 @@ def _tree_rows(tree):
             for item in tree.get_children("")]
 
 
+def _tab_rows(notebook, strip=12, step=3):
+    """A notebook's tabs, each with its box (found by asking which tab is at
+    each point along the tab strip: ttk gives no box of a tab)."""
+    spans = {}
+    for x in range(0, notebook.winfo_width(), step):
+        try:
+            index = notebook.index(f"@{x},{strip}")
+        except tkinter.TclError:
+            continue
+        if isinstance(index, int) and notebook.identify(x, strip):
+            low, high = spans.get(index, (x, x))
+            spans[index] = (min(low, x), max(high, x))
+    selected = notebook.index("current") if notebook.select() else None
+    return [{"id": str(index), "values": [notebook.tab(index, "text")], "tags": [],
+             "selected": index == selected,
+             "box": list((spans[index][0], 0, spans[index][1] - spans[index][0] + 1,
+                          2 * strip)) if index in spans else []}
+            for index in range(notebook.index("end"))]
+
+
+def _ticked(menu, index):
+    """Whether a checkbutton entry is ticked (False for other entries)."""
+    if menu.type(index) != "checkbutton":
+        return False
+    try:
+        return str(menu.getvar(str(menu.entrycget(index, "variable")))) in ("1", "True")
+    except tkinter.TclError:
+        return False
+
+
 def _menu_rows(menu):
+    """A menu's entries; while it is open, each with its box inside the menu."""
     rows, last = [], menu.index("end")
-    for index in range(0 if last is None else last + 1):
+    count = 0 if last is None else last + 1
+    tops = [menu.yposition(index) for index in range(count)] + [menu.winfo_height()]
+    for index in range(count):
         if menu.type(index) in ("command", "checkbutton", "cascade"):
             rows.append({"id": str(index), "values": [menu.entrycget(index, "label")],
-                         "tags": [], "selected": False})
+                         "tags": [], "selected": _ticked(menu, index),
+                         "box": [0, tops[index], menu.winfo_width(),
+                                 tops[index + 1] - tops[index]]})
     return rows
 
 
@@ -86,7 +123,7 @@ def snapshot(root):
     stack = [root]
     while stack:
         widget = stack.pop(0)
-        if widget.winfo_class() != "Menu" and not widget.winfo_ismapped():
+        if not widget.winfo_ismapped():
             continue
         entry = {"path": str(widget), "class": widget.winfo_class(),
                  "x": widget.winfo_rootx(), "y": widget.winfo_rooty(),

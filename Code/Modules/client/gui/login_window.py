@@ -41,7 +41,7 @@ class LoginWindow:
                 ("password", "Password", password))):
             ttk.Label(self.frame, text=label + ":", name=f"{name}_label").grid(
                 row=row, column=0, sticky="w", pady=PAD // 2)
-            entry = ttk.Entry(self.frame, name=name, width=36,
+            entry = ttk.Entry(self.frame, name=name, width=48,
                               show="•" if name == "password" else "")
             entry.insert(0, value)
             entry.grid(row=row, column=1, sticky="ew", pady=PAD // 2)
@@ -56,7 +56,7 @@ class LoginWindow:
         self.create_button.pack(side="right", padx=(PAD, 0))
         self.login_button.pack(side="right")
         self.message = tkinter.Label(self.frame, name="message", text=note or "",
-                                     justify="left", anchor="w", wraplength=520)
+                                     justify="left", anchor="w", wraplength=640)
         self.message.grid(row=4, column=0, columnspan=2, sticky="ew")
         self.frame.columnconfigure(1, weight=1)
         self.dialog = None

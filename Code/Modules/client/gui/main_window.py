@@ -52,7 +52,6 @@ class MainWindow:
         self._send_failed = False
         self._countdown = None
         self._transfers = 0
-        self._build_menu()
         self._build_toolbar()
         self._build_panes()
         bar = ttk.Frame(self.frame, name="bar")
@@ -69,9 +68,10 @@ class MainWindow:
                  f"message{'s' if unread != 1 else ''}.")
 
     # -- building --------------------------------------------------------------------------
-    def _build_menu(self):
-        self.menu = tkinter.Menu(self.root, name="menubar")
-        account = tkinter.Menu(self.menu, name="account", tearoff=False)
+    def _build_menu(self, bar):
+        """The Account menu, on a menu button at the toolbar's left."""
+        button = ttk.Menubutton(bar, text="Account ▾", name="account")
+        account = tkinter.Menu(button, name="menu", tearoff=False)
         self.presence = tkinter.BooleanVar(value=True)
         account.add_command(label="Change password…", command=self.change_password)
         account.add_command(label="Blocked names…", command=self.blocked_names)
@@ -80,11 +80,13 @@ class MainWindow:
         account.add_separator()
         account.add_command(label="Delete account…", command=self.delete_account)
         account.add_command(label="Log out and quit", command=self.app.quit)
-        self.menu.add_cascade(label="Account", menu=account)
+        button.configure(menu=account)
+        button.pack(side="left", padx=(0, PAD))
 
     def _build_toolbar(self):
         bar = ttk.Frame(self.frame, name="toolbar", padding=(PAD, PAD, PAD, 0))
         bar.pack(side="top", fill="x")
+        self._build_menu(bar)
         for text, name, command in (("Reply", "reply", self.reply),
                                     ("Forward…", "forward", self.forward),
                                     ("Delete", "delete", self.delete),
@@ -144,7 +146,6 @@ class MainWindow:
         return frame
 
     def show(self):
-        self.root.configure(menu=self.menu)
         self.root.geometry("1180x720")
         self._title()
         self.frame.pack(fill="both", expand=True)
@@ -157,7 +158,6 @@ class MainWindow:
             self.dialog.destroy()
         if self._countdown is not None:
             self.root.after_cancel(self._countdown)
-        self.root.configure(menu="")
         self.frame.destroy()
 
     # -- small helpers ---------------------------------------------------------------------
@@ -327,7 +327,7 @@ class MainWindow:
         self.run("block", "blocked")
 
     def toggle_presence(self):
-        self.run("presence", "presence", state="on" if self.presence.get() else "off")
+        self.run("presence_set", "presence", state="on" if self.presence.get() else "off")
 
     def delete_account(self):
         self._dialog(dialogs.ConfirmDialog(
@@ -403,10 +403,13 @@ class MainWindow:
             return self.transfers.progress(tag, record)
         shown = {"inbox": self.inbox.page, "history": self.view.conversation,
                  "sent_list": self._sent_list, "search": self._found, "who": self._who,
-                 "files": self._files, "blocked": self._blocked,
-                 "presence": self._presence}.get(kind)
+                 "files": self._files, "blocked": self._blocked}.get(kind)
         if shown is not None:
             return shown(record)
+        if kind == "presence":
+            self.presence.set(record["presence"] == "on")
+            if tag != "presence_set":
+                return
         if kind == "deleted":
             self.inbox.remove(record["deleted"])
             self.view.clear()
@@ -463,6 +466,3 @@ class MainWindow:
         if isinstance(self.dialog, dialogs.BlockDialog):
             self.dialog.show([f"{neutralise(e['user'])}   since {local_time(e['since'])}"
                               for e in record["blocked"]])
-
-    def _presence(self, record):
-        self.presence.set(record["presence"] == "on")

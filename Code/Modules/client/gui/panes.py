@@ -38,8 +38,7 @@ class ListPane:
                                  columns=[c[0] for c in columns], selectmode="extended")
         for column, heading, width in columns:
             self.tree.heading(column, text=heading, anchor="w")
-            self.tree.column(column, width=width, stretch=column == columns[-1][0],
-                             anchor="w")
+            self.tree.column(column, width=width, stretch=width > 100, anchor="w")
         scroll = ttk.Scrollbar(self.frame, orient="vertical", command=self.tree.yview)
         self.tree.configure(yscrollcommand=lambda *a: self._scrolled(scroll, *a))
         self.tree.pack(side="left", fill="both", expand=True)

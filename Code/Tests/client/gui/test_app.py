@@ -18,34 +18,17 @@ import re
 from Modules import identity
 from Tests.support import PASSWORD, BatchClient, wait_until
 from Tests.support.clients import run_ok as ok
-from Tests.support.gui import distinct_colours
-
-LOGIN, MAIN = ".login", ".main"
-INBOX = ".main.split.tabs.inbox.list"
-VIEW = ".main.split.right.view.text"
-COMPOSE = ".main.split.right.compose"
-STATUS = ".main.bar.status"
-LINK = ".main.bar.link"
-
-
-def log_in(gui, user, password=PASSWORD, button="login"):
-    gui.fill(".login.user", user)
-    gui.fill(".login.password", password, masked=True)
-    gui.click(f".login.buttons.{button}")
-
-
-def logged_in(gui, user):
-    gui.wait(lambda d: d["title"] == f"Parley — {user}", f"the main window of {user}")
-    gui.wait_text(LINK, "Connected")
-
-
-def trusted_gui(make_gui, server, user, button="login"):
-    """A GUI logged in as `user` on a server already trusted (batch clients pinned it)."""
-    gui = make_gui(server, known_hosts=str(server.tmp_path / "known_hosts"))
-    log_in(gui, user, button=button)
-    logged_in(gui, user)
-    return gui
-
+from Tests.support.gui import (
+    COMPOSE,
+    INBOX,
+    LINK,
+    STATUS,
+    VIEW,
+    distinct_colours,
+    log_in,
+    logged_in,
+    trusted_gui,
+)
 
 def assert_drawn(gui, shot, path):
     """The widget `path` put more than a flat background on the screenshot."""
