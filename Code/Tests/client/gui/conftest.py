@@ -34,3 +34,14 @@ def make_gui(display, tmp_path):
     yield make
     for gui in started:
         gui.close()
+
+
+@pytest.fixture
+def tk_root(display):
+    """A Tk root of the test process on the display, for tests of one widget class."""
+    import tkinter
+    root = tkinter.Tk(screenName=display)
+    try:
+        yield root
+    finally:
+        root.destroy()
