@@ -2,7 +2,7 @@
 
     python Code/client.py [--host H] [--port P] [--user NAME] [--password-env VAR]
                           [--create] [--batch] [--json] [--known-hosts FILE]
-                          [--accept-new-host-key] [--no-color] [--no-retry]
+                          [--accept-new-host-key] [--no-color] [--no-retry] [--gui]
 
 --host defaults to $PARLEY_HOST or 127.0.0.1, --port to $PARLEY_PORT or
 7117. Exit status: 0 success; 1 refused or failed (server key not trusted,
@@ -15,6 +15,10 @@ password, offers to create a missing account, then shows a prompt with
 completion and history; messages that arrive are printed above it; a lost
 connection is retried (not with --no-retry). Type `help`. With --json at
 a terminal the older plain prompt below runs instead, printing JSON.
+
+Windowed mode (--gui): the tkinter windows of `Modules/client/gui/`
+(`app.run_gui`), over the same link, runner and commands as the prompt;
+--host/--port/--user/--password-env fill in its login window.
 
 Batch mode (--batch, or stdin not a terminal), a stable interface for
 other programs:

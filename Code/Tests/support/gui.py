@@ -20,6 +20,7 @@ blank. `close()` ends the process (and its group), also on failure.
 INBOX, VIEW, COMPOSE, STATUS and LINK the paths of the main widgets.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -32,9 +33,9 @@ import pytest
 
 from Tests.support.processes import CLIENT, PASSWORD, WAIT, child_env, kill_session, wait_until
 
-SKIP_REASON = ("The GUI tests need an X display: install Xvfb and xdotool (Debian: "
-               "apt-get install xvfb xdotool imagemagick), or run them where DISPLAY is set "
-               "and xdotool is installed.")
+SKIP_REASON = ("The GUI tests need an X display and xdotool: install them (Debian: "
+               "apt-get install xvfb xdotool imagemagick), or run the tests where DISPLAY "
+               "is set and xdotool is installed; skipping them.")
 SCREEN = "1280x800x24"
 INBOX = ".main.split.tabs.inbox.list"
 VIEW = ".main.split.right.view.text"
@@ -86,15 +87,24 @@ def _connects(path):
         sock.close()
 
 
+def missing():
+    """Why the GUI tests cannot run here (one sentence), or None."""
+    if importlib.util.find_spec("tkinter") is None:
+        return ("The GUI tests need Tk for Python (Debian: apt-get install python3-tk); "
+                "skipping them.")
+    if shutil.which("xdotool") is None or (shutil.which("Xvfb") is None
+                                           and not os.environ.get("DISPLAY")):
+        return SKIP_REASON
+    return None
+
+
 def display_or_skip():
     """A started VirtualDisplay, or None to use $DISPLAY; skips without either."""
-    if shutil.which("xdotool") is None:
-        pytest.skip(SKIP_REASON)
+    if missing():
+        pytest.skip(missing())
     if shutil.which("Xvfb") is not None:
         return VirtualDisplay().start()
-    if os.environ.get("DISPLAY"):
-        return None
-    pytest.skip(SKIP_REASON)
+    return None
 
 
 class GuiProcess:

@@ -45,6 +45,8 @@ class Dialog:
 
     def place(self, focus):
         self.buttons.pack(fill="x", pady=(PAD, 0))
+        parent = self.top.master
+        self.top.geometry(f"+{parent.winfo_rootx() + 40}+{parent.winfo_rooty() + 40}")
         self.top.bind("<Escape>", lambda _e: self.cancel())
         focus.focus_force()
 

@@ -93,7 +93,7 @@ def inbox_row(entry):
 class InboxPane(ListPane):
     """The inbox: newest first, unread marked, the next page fetched at the end."""
 
-    COLUMNS = (("mark", "", 24), ("from", "From", 120), ("subject", "Subject", 300),
+    COLUMNS = (("mark", "", 24), ("from", "From", 110), ("subject", "Subject", 240),
                ("time", "Received", 130))
 
     def __init__(self, parent, on_open, on_more):

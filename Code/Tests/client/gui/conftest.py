@@ -1,5 +1,11 @@
 """Fixtures of the GUI tests: one virtual X display per test process, and the
-real windowed client, both always stopped, even when a test fails."""
+real windowed client, both always stopped, even when a test fails.
+
+Without Tk, or without both Xvfb and a display (or without xdotool), each
+test that needs them is skipped with the same one-sentence reason saying
+what to install (`Tests.support.gui.missing`; `python Code/tests.py`
+lists the reasons of skipped tests at the end).
+"""
 
 import pytest
 

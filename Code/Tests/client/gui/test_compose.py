@@ -10,6 +10,9 @@ import pytest
 
 from Modules import rules
 from Modules.client.command_words import UsageError
+pytest.importorskip("tkinter", reason="The GUI tests need Tk for Python (Debian: "
+                    "apt-get install python3-tk); skipping them.")
+
 from Modules.client.gui.compose import ComposePane, check_draft, completions
 
 

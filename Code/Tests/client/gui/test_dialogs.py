@@ -7,6 +7,11 @@ check's sentence until its fields pass, and the block list shows names and
 hands on the one typed or picked.
 """
 
+import pytest
+
+pytest.importorskip("tkinter", reason="The GUI tests need Tk for Python (Debian: "
+                    "apt-get install python3-tk); skipping them.")
+
 from Modules.client.gui.dialogs import BlockDialog, ConfirmDialog, FormDialog, TrustDialog
 
 

@@ -10,8 +10,11 @@ test reads.
 import json
 import os
 import stat
-import tkinter
-from tkinter import ttk
+import pytest
+
+tkinter = pytest.importorskip("tkinter", reason="The GUI tests need Tk for Python (Debian: "
+                              "apt-get install python3-tk); skipping them.")
+from tkinter import ttk  # noqa: E402  (after the check that Tk is there)
 
 from Modules.client.gui.dump import Dumper, snapshot
 

@@ -7,6 +7,11 @@ next page only at its end and only while the server has more; the
 message view is read-only; a transfer row shows its bar and its result.
 """
 
+import pytest
+
+pytest.importorskip("tkinter", reason="The GUI tests need Tk for Python (Debian: "
+                    "apt-get install python3-tk); skipping them.")
+
 from Modules.client.gui.panes import UNREAD, InboxPane, MessageView, Transfers, inbox_row
 
 
