@@ -31,8 +31,15 @@ from Modules import rules
 from Modules.client.command_words import UsageError
 from Modules.client.file_commands import size_text
 from Modules.client.gui import dialogs
-from Modules.client.gui.compose import ComposePane, check_draft
-from Modules.client.gui.panes import TEXT, InboxPane, ListPane, MessageView, Transfers
+from Modules.client.gui.panes import (
+    TEXT,
+    ComposePane,
+    InboxPane,
+    ListPane,
+    MessageView,
+    Transfers,
+    check_draft,
+)
 from Modules.client.mail_commands import reply_subject
 from Modules.client.output import local_time, neutralise, subject_text
 from Modules.client.people_commands import idle_text

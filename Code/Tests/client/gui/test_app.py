@@ -9,7 +9,7 @@ visible texts) and, on the screenshots of the main screens, that the
 widgets checked drew something (pixels). Other people are played by batch
 clients. Covered: the first run (trust the key, create the account), a
 live message arriving while a draft is half typed (the draft is kept),
-read / reply / delete, a server restart (reconnected by itself, a message
+read / reply / forward / delete, a server restart (reconnected by itself, a message
 finished meanwhile sent once it is back), a changed server key refused.
 """
 
@@ -108,8 +108,9 @@ def test_a_message_arriving_while_a_draft_is_half_typed_keeps_the_draft(
         bob.close()
 
 
-def test_read_reply_and_delete(make_gui, server):
+def test_read_reply_forward_and_delete(make_gui, server):
     ok(server, "alice", create=True)
+    ok(server, "carol", create=True)
     ok(server, "bob", ['send alice "Lunch?" "At noon,\x1b[31m red \u202e?"'], create=True)
     gui = trusted_gui(make_gui, server, "alice")
     gui.wait(lambda d: gui.rows(INBOX), "the inbox")
@@ -132,6 +133,14 @@ def test_read_reply_and_delete(make_gui, server):
     replies = [o for o in ok(server, "bob") if o["type"] == "message"]
     assert [(m["from"], m["subject"], m["body"]) for m in replies] == [
         ("alice", "Re: Lunch?", "Yes!")]
+    gui.click(".main.toolbar.forward")
+    gui.fill(".forward.body.fields.to", "carol")
+    gui.fill(".forward.body.fields.note", "FYI")
+    gui.key("Return")
+    gui.wait_text(STATUS, "Sent message #")
+    forwarded = [o for o in ok(server, "carol") if o["type"] == "message"]
+    assert [(m["from"], m["subject"]) for m in forwarded] == [("alice", "Fwd: Lunch?")]
+    assert forwarded[0]["body"].startswith("FYI\n\n---------- Forwarded message")
     gui.select_row(INBOX, first["id"])
     gui.click(".main.toolbar.delete")
     gui.wait(lambda d: not gui.rows(INBOX), "the message deleted")

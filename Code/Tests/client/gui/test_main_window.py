@@ -3,7 +3,8 @@
 Like test_app.py: a real server, the real `client.py --gui` on a virtual X
 display driven with xdotool, checked through its dump (texts) and
 screenshots (pixels); other people are batch clients. Covered: a file
-downloaded with its progress bar and SHA-256 check, a file sent; the
+downloaded with its progress bar and SHA-256 check, a file sent, one
+declined; the
 tabs (sent mail, search, who is online, the conversation with one
 person); the account menu (presence off, blocking a name, changing the
 password, deleting the account after the confirmation); a message that
@@ -81,6 +82,24 @@ def test_a_file_is_sent_to_someone(make_gui, server, tmp_path):
     assert gui.widget(f"{TRANSFERS}.t0.bar")["value"] == 100.0
     files = [o for o in ok(server, "bob", ["files"]) if o["type"] == "files"][0]["files"]
     assert [(f["from"], f["name"], f["size"]) for f in files] == [("alice", "notes.txt", 11)]
+
+
+def test_a_file_offered_is_declined(make_gui, server, tmp_path):
+    ok(server, "alice", create=True)
+    source = tmp_path / "unwanted.txt"
+    source.write_text("no thanks\n")
+    ok(server, "bob", [f"send-file alice {source}"], create=True)
+    gui = trusted_gui(make_gui, server, "alice")
+    tab(gui, "Files")
+    gui.wait(lambda d: gui.rows(FILES), "the file offered")
+    gui.select_row(FILES, gui.rows(FILES)[0]["id"])
+    gui.click(".main.split.tabs.files.buttons.decline")
+    gui.wait_text(STATUS, "was sent back to its sender")
+    listed = [o for o in ok(server, "alice", ["files"]) if o["type"] == "files"][0]["files"]
+    gui.wait(lambda d: [r["values"][3] for r in gui.rows(FILES)] ==
+             [f["state"] for f in listed], "the list as the server has it")
+    files = [o for o in ok(server, "bob", ["files"]) if o["type"] == "files"][0]["files"]
+    assert [f["state"] for f in files] == ["declined"]
 
 
 # ------------------------------------------------------------ the tabs

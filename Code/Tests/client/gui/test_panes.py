@@ -5,6 +5,9 @@ shown as inert text (control characters and bidi overrides as visible
 escapes); the inbox marks unread rows, puts pushes on top, asks for the
 next page only at its end and only while the server has more; the
 message view is read-only; a transfer row shows its bar and its result.
+The compose pane: completion of known names, the checks before sending
+(the server's own limits), Tab completing the To field, Ctrl-Enter
+handing the draft over, `fill` starting a reply.
 """
 
 import pytest
@@ -12,7 +15,18 @@ import pytest
 pytest.importorskip("tkinter", reason="The GUI tests need Tk for Python (Debian: "
                     "apt-get install python3-tk); skipping them.")
 
-from Modules.client.gui.panes import UNREAD, InboxPane, MessageView, Transfers, inbox_row
+from Modules import rules  # noqa: E402
+from Modules.client.command_words import UsageError  # noqa: E402
+from Modules.client.gui.panes import (  # noqa: E402
+    UNREAD,
+    ComposePane,
+    InboxPane,
+    MessageView,
+    Transfers,
+    check_draft,
+    completions,
+    inbox_row,
+)
 
 
 def entry(number, subject="Hi", unread=True, sender="bob"):
@@ -74,3 +88,48 @@ def test_a_transfer_row_shows_progress_and_result(tk_root):
     assert float(bar.cget("value")) == 50.0 and result.cget("text").startswith("50%")
     rows.finished("file1", "Saved; SHA-256 checked: matches.")
     assert float(bar.cget("value")) == 100.0 and "matches" in result.cget("text")
+
+
+# ------------------------------------------------------------ the compose pane
+
+
+def test_completions_keep_the_order_and_ignore_case():
+    assert completions("b", ["bob", "alice", "Bea", "carol"]) == ["bob", "Bea"]
+    assert completions("", ["bob", "alice"]) == ["bob", "alice"]
+
+
+@pytest.mark.parametrize("draft, said", [
+    (("", "s", "body"), "Say whom the message is for (To)."),
+    (("bob", "s", "  \n"), "The message has no text yet."),
+    (("bob", "x" * (rules.SUBJECT_MAX + 1), "body"), "ubject"),
+])
+def test_a_draft_the_server_would_refuse_is_one_sentence(draft, said):
+    with pytest.raises(UsageError) as refused:
+        check_draft(*draft)
+    assert said in refused.value.reason
+
+
+def test_a_good_draft_is_passed_on_trimmed():
+    assert check_draft(" bob ", "Hi", "there") == ("bob", "Hi", "there")
+
+
+def test_tab_completes_and_ctrl_enter_sends(tk_root):
+    sent = []
+    pane = ComposePane(tk_root, lambda: ["bob", "bea"], lambda *d: sent.append(d))
+    pane.frame.pack()
+    tk_root.update()
+    pane.to.insert(0, "be")
+    assert pane.complete() == "break"
+    assert pane.to.get() == "bea"
+    pane.subject.insert(0, "Hello")
+    pane.body.insert("1.0", "two\nlines")
+    pane.body.focus_force()
+    tk_root.update()
+    pane.body.event_generate("<Control-Return>")
+    tk_root.update()
+    assert sent == [("bea", "Hello", "two\nlines")]
+    assert pane.draft() == ("bea", "Hello", "two\nlines")      # cleared only when sent
+    pane.fill("carol", "Re: x")
+    assert pane.draft() == ("carol", "Re: x", "")
+    pane.clear()
+    assert pane.draft() == ("", "", "")
