@@ -70,9 +70,9 @@ class App:
                                   self.args.user or "", self._password or "", note))
         self._password = None      # filled in once; never kept by the windows
 
-    def show_main(self, user, unread):
+    def show_main(self, user, unread, notices=()):
         from Modules.client.gui.main_window import MainWindow
-        self._replace(MainWindow(self, user, unread))
+        self._replace(MainWindow(self, user, unread, notices))
 
     def _replace(self, window):
         if self.window is not None:

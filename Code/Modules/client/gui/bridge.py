@@ -17,7 +17,8 @@ no Tk call is ever made from these threads. A question (trust this
 server key?) waits on an `Answer` that the Tk side fills in.
 
 Events (tuples): ("record", tag, record), ("note", tag, text), ("trust", text,
-answer), ("logged_in", user, unread), ("login_failed", message, code),
+answer), ("greeting", text), ("motd", text) (not again after a reconnect),
+("logged_in", user, unread), ("login_failed", message, code),
 ("link", state, detail), ("job_failed", tag, message), ("job_done", tag),
 ("account_deleted",). `tag` is what the window passed with the request,
 so that an answer finds its pane (None for pushes).
@@ -282,6 +283,14 @@ class GuiClient(MessageArrivals, Handlers):
 
     def when_back(self):
         return "as soon as the connection is back"
+
+    def on_greeting(self, text):
+        if not self.link.reconnecting:
+            self.post("greeting", text)
+
+    def on_motd(self, text):
+        if not self.link.reconnecting:
+            self.post("motd", text)
 
     def on_welcome(self, user, created):
         if self.store is None or self.link.user != user:

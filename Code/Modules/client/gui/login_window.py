@@ -11,7 +11,8 @@ the buttons until the answer comes back as an event (`handle`):
   (the refusal names both fingerprints and the known-hosts line to
   remove) are shown under the form in red, as the session layer words
   them, and the form can be tried again;
-* a login that worked replaces this window by the main window.
+* a login that worked replaces this window by the main window, which
+  shows the operator's greeting and message of the day, if any.
 
 Talks to: the `App` (its client and window switching) and Tk. Checks the
 address itself (one sentence for a bad one); everything else is the
@@ -60,6 +61,7 @@ class LoginWindow:
         self.message.grid(row=4, column=0, columnspan=2, sticky="ew")
         self.frame.columnconfigure(1, weight=1)
         self.dialog = None
+        self.notices = []         # the operator's greeting and message of the day
 
     def show(self):
         self.root.title("Parley — log in")
@@ -110,5 +112,8 @@ class LoginWindow:
             self._busy(False)
             self._say(neutralise(event[1], multiline=True), error=True)
             self.fields["password"].focus_force()
+        elif kind in ("greeting", "motd"):
+            label = "The server says" if kind == "greeting" else "Message of the day"
+            self.notices.append(f"{label}:\n{neutralise(event[1], multiline=True)}")
         elif kind == "logged_in":
-            self.app.show_main(event[1], event[2])
+            self.app.show_main(event[1], event[2], self.notices)

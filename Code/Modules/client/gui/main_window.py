@@ -13,7 +13,8 @@ goes; `handle(event)` (Tk thread, from the pump) puts each record in its
 pane. Texts of results (sent, deleted, saved, ...) are the terminal
 client's own renderings (`Output.render`). A message that arrives while
 the window is not focused puts the count in the window title and rings
-the bell. Reply fills the compose pane (To, "Re: " subject); Send sends
+the bell. The operator's greeting and message of the day, if any, fill
+the message view until a message is opened. Reply fills the compose pane (To, "Re: " subject); Send sends
 whatever the pane holds, and the pane is cleared only once the message
 was sent or kept in the outbox (the connection was down: it goes out by
 itself when the connection is back).
@@ -51,7 +52,7 @@ RED, DARK = "#b00020", "#222222"
 class MainWindow:
     """One logged-in run's window (see the module text)."""
 
-    def __init__(self, app, user, unread):
+    def __init__(self, app, user, unread, notices=()):
         self.app, self.root, self.client, self.user = app, app.root, app.client, user
         self.frame = ttk.Frame(self.root, name="main")
         self.dialog = None
@@ -70,6 +71,8 @@ class MainWindow:
                                     relief="sunken", padx=PAD)
         self.status.pack(side="left", fill="x", expand=True)
         self.root.bind("<FocusIn>", self._focused, add="+")
+        if notices:
+            self.view.clear("\n\n".join(notices))     # already neutralised
         self.connection("Connected")
         self.say(f"Logged in as {neutralise(user)}; {unread} unread "
                  f"message{'s' if unread != 1 else ''}.")

@@ -140,6 +140,15 @@ def test_sent_search_online_and_a_conversation(make_gui, server):
         bob.close()
 
 
+def test_the_greeting_and_the_message_of_the_day_are_shown(make_server, make_gui):
+    server = make_server("--greeting", "Welcome to the class server",
+                         "--motd", "Exams on Friday")
+    ok(server, "alice", create=True)
+    gui = trusted_gui(make_gui, server, "alice")
+    text = gui.wait_text(VIEW, "Message of the day:\nExams on Friday")
+    assert "The server says:\nWelcome to the class server" in text
+
+
 # ------------------------------------------------------------ the account menu
 
 
