@@ -14,10 +14,11 @@ while a file moves. Everything that happens (a record, a note, a pushed
 message, the link going down or coming back, a question) is put on
 `events`, a queue the Tk loop polls with `after()` (`client.gui.app`);
 no Tk call is ever made from these threads. A question (trust this
-server key?) waits on an `Answer` that the Tk side fills in.
+server key? the new password after the administrator reset it) waits on a
+`Question` that the Tk side answers.
 
 Events (tuples): ("record", tag, record), ("note", tag, text), ("trust", text,
-answer), ("greeting", text), ("motd", text) (not again after a reconnect),
+answer), ("new_password", message, answer), ("greeting", text), ("motd", text) (not again after a reconnect),
 ("logged_in", user, unread), ("login_failed", message, code),
 ("link", state, detail), ("job_failed", tag, message), ("job_done", tag),
 ("account_deleted",). `tag` is what the window passed with the request,
@@ -77,15 +78,17 @@ def format_address(host, port):
 
 
 class Question:
-    """A yes/no that a waiting network thread gets from the Tk side (`give`)."""
+    """An answer a waiting network thread gets from the Tk side (`give`): yes/no,
+    or a new password (None: cancelled)."""
 
     def __init__(self):
         self._done = threading.Event()
-        self.value = False
+        self.value = None
 
     def give(self, value):
-        self.value = bool(value)
-        self._done.set()
+        if not self._done.is_set():
+            self.value = value
+            self._done.set()
 
     def wait(self):
         self._done.wait()
@@ -127,7 +130,13 @@ class RecordOutput(Output):
 
 
 class GuiLogin(ScriptedLogin):
-    """The login window's answers: its name, password and button, said plainly."""
+    """The login window's answers: its name, password and button, said plainly;
+    after a password the administrator reset, `ask_new(message)` asks the window
+    for the new one (None: the person cancelled)."""
+
+    def __init__(self, user, password, create, ask_new, note=None):
+        super().__init__(user, password, create, note=note)
+        self.ask_new = ask_new
 
     def _on_username(self, data, times):
         if times == 1:
@@ -150,9 +159,12 @@ class GuiLogin(ScriptedLogin):
         return super()._on_new_password(data, times)
 
     def _on_changed_password(self, data, _times):
-        return Answer({"cancel": True}, f"The password of {self._name(data)} was reset by "
-                                        "the administrator; choose a new one once with the "
-                                        "terminal client (python Code/client.py).")
+        new = self.ask_new(neutralise(data["message"]))
+        if new is None:
+            return Answer({"cancel": True}, "The password was not changed; log in again "
+                                            "with the one-time password when you are ready.")
+        self.password = new            # what the link logs in with after a reconnect
+        return Answer({"new_password": new})
 
 
 class GuiRunner(InteractiveRunner):
@@ -233,7 +245,8 @@ class GuiClient(MessageArrivals, Handlers):
                          note=self.output.note)
         try:
             self.link.connect(self._ask_trust)
-            self.link.login(GuiLogin(user, password, create, note=self.output.note))
+            self.link.login(GuiLogin(user, password, create, self._ask_new_password,
+                                     note=self.output.note))
             unread, _complete = self.runner.count_unread()
         except ClientFailure as failure:
             self.link.close(say_goodbye=False)
@@ -245,6 +258,12 @@ class GuiClient(MessageArrivals, Handlers):
         answer = Question()
         self._questions.append(answer)      # the fingerprint was the note just before
         self.post("trust", f"{self.output.last_note}\n\n{question.split(' [')[0]}", answer)
+        return bool(answer.wait())
+
+    def _ask_new_password(self, message):
+        answer = Question()
+        self._questions.append(answer)
+        self.post("new_password", message, answer)
         return answer.wait()
 
     def command(self, tag, name, **args):
@@ -267,7 +286,7 @@ class GuiClient(MessageArrivals, Handlers):
     def close(self):
         """Log out (briefly waiting for the goodbye) and stop the worker."""
         for answer in self._questions:
-            answer.give(False)
+            answer.give(None)
         self._jobs.put(None)
         if self.link is not None:
             self.link.close()

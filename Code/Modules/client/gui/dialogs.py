@@ -5,8 +5,9 @@
 * `ConfirmDialog`: a yes/no (delete the account; delete messages);
 * `FormDialog`: a few fields, some masked (change password: current,
   new, repeated; forward to whom), OK / Cancel, Return is OK; it checks
-  what it can itself (`check(values) -> sentence or None`) and shows that
-  sentence in the dialog instead of closing;
+  what it can itself (`check(values) -> sentence or None`, such as
+  `new_password_problem`) and shows that sentence in the dialog instead
+  of closing;
 * `BlockDialog`: the names blocked, since when; a name to block or
   unblock.
 
@@ -18,6 +19,8 @@ caller. Tk only; nothing here can fail but Tk itself.
 
 import tkinter
 from tkinter import ttk
+
+from Modules import rules
 
 PAD = 8
 
@@ -100,9 +103,10 @@ class FormDialog(Dialog):
     """Fields (name, label, masked); `on_ok(values)` once `check(values)` is None."""
 
     def __init__(self, root, name, title, text, fields, on_ok, check=None,
-                 ok_text="OK", values=None):
+                 ok_text="OK", values=None, on_cancel=None):
         super().__init__(root, name, title, text)
         self.on_ok, self.check = on_ok, check or (lambda _values: None)
+        self.on_cancel = on_cancel
         grid = ttk.Frame(self.body, name="fields")
         grid.pack(fill="x", pady=(PAD, 0))
         self.entries = {}
@@ -121,6 +125,11 @@ class FormDialog(Dialog):
     def values(self):
         return {field: entry.get() for field, entry in self.entries.items()}
 
+    def cancel(self):
+        if not self.done and self.on_cancel is not None:
+            self.on_cancel()
+        self.close()
+
     def _ok(self):
         values = self.values()
         problem = self.check(values)
@@ -129,6 +138,18 @@ class FormDialog(Dialog):
             return
         self.close()
         self.on_ok(values)
+
+
+def new_password_problem(values):
+    """Why the new password of a form (fields "new", "repeat") will not do, or None:
+    the two differ, or it breaks the server's rule (`rules.check_password`)."""
+    if values["new"] != values["repeat"]:
+        return "The two new passwords differ; type them again."
+    try:
+        rules.check_password(values["new"])
+    except rules.RuleError as error:
+        return error.reason
+    return None
 
 
 class BlockDialog(Dialog):

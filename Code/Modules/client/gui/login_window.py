@@ -11,6 +11,8 @@ the buttons until the answer comes back as an event (`handle`):
   (the refusal names both fingerprints and the known-hosts line to
   remove) are shown under the form in red, as the session layer words
   them, and the form can be tried again;
+* after a one-time password (the administrator reset the password) a
+  dialog asks for the new one, twice, checked against the server's rule;
 * a login that worked replaces this window by the main window, which
   shows the operator's greeting and message of the day, if any.
 
@@ -24,7 +26,7 @@ import tkinter
 from tkinter import ttk
 
 from Modules.client.gui.bridge import parse_address
-from Modules.client.gui.dialogs import TrustDialog
+from Modules.client.gui.dialogs import FormDialog, TrustDialog, new_password_problem
 from Modules.client.output import neutralise
 
 PAD = 8
@@ -92,6 +94,15 @@ class LoginWindow:
         self._say("Creating the account…" if create else "Connecting…")
         self.app.client.login(host, port, user, password, create)
 
+    def _ask_new_password(self, message, answer):
+        """The administrator reset the password: choose a new one, twice."""
+        self._say(message)
+        self.dialog = FormDialog(
+            self.root, "new_password", "Parley — choose a new password", message,
+            (("new", "New password", True), ("repeat", "Repeat new password", True)),
+            lambda values: answer.give(values["new"]), new_password_problem,
+            on_cancel=lambda: answer.give(None))
+
     def _busy(self, busy):
         state = "disabled" if busy else "normal"
         for widget in (self.login_button, self.create_button):
@@ -112,6 +123,8 @@ class LoginWindow:
             self._busy(False)
             self._say(neutralise(event[1], multiline=True), error=True)
             self.fields["password"].focus_force()
+        elif kind == "new_password":
+            self._ask_new_password(event[1], event[2])
         elif kind in ("greeting", "motd"):
             label = "The server says" if kind == "greeting" else "Message of the day"
             self.notices.append(f"{label}:\n{neutralise(event[1], multiline=True)}")

@@ -28,7 +28,6 @@ import os
 import tkinter
 from tkinter import ttk
 
-from Modules import rules
 from Modules.client.command_words import UsageError
 from Modules.client.file_commands import size_text
 from Modules.client.gui import dialogs
@@ -315,20 +314,13 @@ class MainWindow:
 
     # -- the account menu ------------------------------------------------------------------
     def change_password(self):
-        def check(values):
-            if values["new"] != values["repeat"]:
-                return "The two new passwords differ; type them again."
-            try:
-                rules.check_password(values["new"])
-            except rules.RuleError as error:
-                return error.reason
-            return None
         self._dialog(dialogs.FormDialog(
             self.root, "passwd", "Parley — change password",
             "Your other sessions will be logged out.",
             (("old", "Current password", True), ("new", "New password", True),
              ("repeat", "Repeat new password", True)),
-            lambda v: self.run("passwd", "passwd", old=v["old"], new=v["new"]), check))
+            lambda v: self.run("passwd", "passwd", old=v["old"], new=v["new"]),
+            dialogs.new_password_problem))
 
     def blocked_names(self):
         self._dialog(dialogs.BlockDialog(

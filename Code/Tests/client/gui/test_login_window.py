@@ -4,14 +4,17 @@ The real `client.py --gui` on a virtual X display against a real server,
 driven with xdotool and read through its dump: each mistake a person can
 make at the login gets one sentence under the form, and the form can be
 tried again (Return submits); --user fills the name in and puts the focus
-on the password.
+on the password; after the administrator reset the password, a dialog
+asks for a new one (checked against the rule before it is sent).
 """
 
-from Tests.support import PASSWORD
+from Tests.support import PASSWORD, run_admin
+from Tests.support.clients import run_client
 from Tests.support.clients import run_ok as ok
 from Tests.support.gui import log_in, logged_in
 
 MESSAGE = ".login.message"
+NEW = "a brand new passphrase"
 
 
 def pinned(make_gui, server, *extra):
@@ -62,3 +65,22 @@ def test_user_fills_in_the_name_and_the_focus_waits_on_the_password(make_gui, se
     gui.type(PASSWORD)
     gui.key("Return")
     logged_in(gui, "alice")
+
+
+def test_after_a_password_reset_a_new_one_is_chosen_in_a_dialog(make_gui, server):
+    ok(server, "alice", create=True)
+    code, reset, _err = run_admin(server, "reset-password", "alice", as_json=True)
+    assert code == 0
+    gui = pinned(make_gui, server)
+    log_in(gui, "alice", password=reset["password"])
+    gui.wait_widget(".new_password.body.fields.new")
+    gui.fill(".new_password.body.fields.new", "short", masked=True)
+    gui.fill(".new_password.body.fields.repeat", "short", masked=True)
+    gui.key("Return")
+    gui.wait(lambda d: (gui.widget(".new_password.body.message", d) or {}).get("text", "")
+             .startswith("A password"), "the rule's sentence in the dialog")
+    gui.fill(".new_password.body.fields.new", NEW, masked=True)
+    gui.fill(".new_password.body.fields.repeat", NEW, masked=True)
+    gui.click(".new_password.body.buttons.ok")
+    logged_in(gui, "alice")
+    assert run_client(server, "alice", password=NEW)[0] == 0
