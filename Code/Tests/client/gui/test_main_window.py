@@ -2,7 +2,8 @@
 
 Like test_app.py: a real server, the real `client.py --gui` on a virtual X
 display driven with xdotool, checked through its dump (texts) and
-screenshots (pixels); other people are batch clients. Covered: a file
+screenshots (pixels); other people are batch clients. Covered: a long
+inbox fetched a page at a time as it is scrolled; a file
 downloaded with its progress bar and SHA-256 check, a file sent, one
 declined; the
 tabs (sent mail, search, who is online, the conversation with one
@@ -15,6 +16,7 @@ import hashlib
 import os
 import tkinter
 
+from Modules.client.gui.bridge import PAGE
 from Tests.support import PASSWORD, BatchClient
 from Tests.support.clients import run_client
 from Tests.support.clients import run_ok as ok
@@ -34,6 +36,28 @@ def tab(gui, name):
 
 def values_of(gui, tree):
     return [row["values"] for row in gui.rows(tree)]
+
+
+# ------------------------------------------------------------ a long inbox
+
+
+def test_a_long_inbox_is_fetched_a_page_at_a_time_as_it_is_scrolled(make_gui, server):
+    ok(server, "alice", create=True)
+    ok(server, "bob", [f'send alice "Note {n}" "number {n}"' for n in range(1, 61)],
+       create=True)
+    gui = trusted_gui(make_gui, server, "alice")
+    gui.wait(lambda d: len(gui.rows(INBOX)) == PAGE, "the first page")
+    subjects = [row["values"][2] for row in gui.rows(INBOX)]
+    assert subjects[:2] == ["Note 60", "Note 59"]              # newest first
+    box = gui.widget(INBOX)
+    gui.xdotool("mousemove", str(box["x"] + box["width"] // 2),
+                str(box["y"] + box["height"] // 2))
+    for _ in range(3):                                          # the wheel, down
+        gui.xdotool("click", "--repeat", "30", "--delay", "10", "5")
+        if len(gui.rows(INBOX)) > PAGE:
+            break
+    gui.wait(lambda d: len(gui.rows(INBOX)) == 60, "the next page at the end")
+    assert [row["values"][2] for row in gui.rows(INBOX)][-1] == "Note 1"
 
 
 # ------------------------------------------------------------ files
