@@ -7,7 +7,9 @@ window comes back. `Pump` is the one bridge from the network threads to
 Tk: every `POLL_MS` it takes all waiting events off the client's queue
 and hands each to the window on screen (`handle(event)`), on the Tk
 thread; no other thread ever calls Tk. With PARLEY_GUI_DUMP set, the
-debugging dump of `client.gui.dump` runs too.
+debugging dump of `client.gui.dump` runs too. An exception in a window's
+code is one sentence on stderr (the traceback with PARLEY_DEBUG=1), and
+the windows go on.
 
 Options used: --host, --port (the login window's server address starts
 as host:port), --user, --password-env (fill the login window in),
@@ -19,6 +21,7 @@ no display (is DISPLAY set?)."). Closing the window logs out.
 import os
 import queue
 import sys
+import traceback
 
 from Modules.client.gui.bridge import GuiClient, format_address
 
@@ -39,13 +42,15 @@ class Pump:
     def _poll(self):
         if self.stopped:
             return
-        for _ in range(EVENTS_PER_POLL):
-            try:
-                event = self.events.get_nowait()
-            except queue.Empty:
-                break
-            self.target().handle(event)
-        self.root.after(POLL_MS, self._poll)
+        try:
+            for _ in range(EVENTS_PER_POLL):
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                self.target().handle(event)
+        finally:                   # one event a window could not show stops nothing
+            self.root.after(POLL_MS, self._poll)
 
 
 class App:
@@ -88,6 +93,17 @@ class App:
             self.client.close()
 
 
+def _reporter(environ):
+    """Tk's handler of an exception in a callback: one sentence, not a traceback
+    (PARLEY_DEBUG=1 shows it); the window goes on."""
+    def report(kind, value, trace):
+        print(f"parley: unexpected error in the window ({kind.__name__}); please report "
+              "it.", file=sys.stderr)
+        if environ.get("PARLEY_DEBUG"):
+            traceback.print_exception(kind, value, trace)
+    return report
+
+
 def run_gui(args, password=None, environ=None):
     """Show the windows until they are closed; the exit status."""
     environ = os.environ if environ is None else environ
@@ -103,6 +119,7 @@ def run_gui(args, password=None, environ=None):
         why = "no display (is DISPLAY set?)" if "display" in str(error).lower() else error
         print(f"parley: Cannot open the window: {why}.", file=sys.stderr)
         return 1
+    root.report_callback_exception = _reporter(environ)
     app = App(root, args, password)
     app.start()
     from Modules.client.gui.dump import start_dump

@@ -10,13 +10,19 @@ widgets checked drew something (pixels). Other people are played by batch
 clients. Covered: the first run (trust the key, create the account), a
 live message arriving while a draft is half typed (the draft is kept),
 read / reply / forward / delete, a server restart (reconnected by itself, a message
-finished meanwhile sent once it is back), a changed server key refused.
+finished meanwhile sent once it is back), a changed server key refused;
+no display (one sentence, status 1); the pump from the network threads to
+Tk going on after a window failed on one event.
 """
 
+import queue
 import re
+import subprocess
+import sys
 
 from Modules import identity
-from Tests.support import PASSWORD, BatchClient, wait_until
+from Modules.client.gui.app import Pump
+from Tests.support import CLIENT, PASSWORD, BatchClient, child_env, wait_until
 from Tests.support.clients import run_ok as ok
 from Tests.support.gui import (
     COMPOSE,
@@ -190,3 +196,39 @@ def test_a_changed_server_key_is_refused_naming_both_fingerprints(make_gui, serv
     assert re.search(r"server key: SHA256:\S+", text)
     assert "line 1 of" in text
     gui.screenshot("changed_key")
+
+
+# ------------------------------------------------------------ the run itself
+
+
+def test_without_a_display_it_says_so_in_one_sentence(server):
+    env = child_env()
+    env.pop("DISPLAY", None)
+    done = subprocess.run([sys.executable, CLIENT, "--gui", "--port", str(server.port)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("parley: Cannot open the window: no display (is DISPLAY "
+                                   "set?).")
+
+
+def test_the_pump_goes_on_after_a_window_fails_on_one_event(tk_root):
+    events, handled = queue.Queue(), []
+    reported = []
+    tk_root.report_callback_exception = lambda *error: reported.append(error[0])
+
+    class Window:
+        def handle(self, event):
+            if event == "bad":
+                raise ValueError(event)
+            handled.append(event)
+
+    window = Window()
+    Pump(tk_root, events, lambda: window).start()
+    events.put("bad")
+    events.put("good")
+
+    def pumped():
+        tk_root.update()
+        return handled
+    wait_until(pumped, message="the event after the failing one")
+    assert handled == ["good"] and reported == [ValueError]
