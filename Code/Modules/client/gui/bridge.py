@@ -17,17 +17,19 @@ no Tk call is ever made from these threads. A question (trust this
 server key? the new password after the administrator reset it) waits on a
 `Question` that the Tk side answers.
 
-Events (tuples): ("record", tag, record), ("note", tag, text), ("trust", text,
-answer), ("new_password", message, answer), ("greeting", text), ("motd", text) (not again after a reconnect),
-("logged_in", user, unread), ("login_failed", message, code),
-("link", state, detail), ("job_failed", tag, message), ("job_done", tag),
-("account_deleted",). `tag` is what the window passed with the request,
+Events (tuples): ("record", tag, record), ("note", tag, text), ("system",
+event, message), ("trust", text, question), ("new_password", message,
+question), ("greeting", text) and ("motd", text) (not again after a
+reconnect), ("logged_in", user, unread), ("login_failed", message, code),
+("link", state, detail) (state: down, waiting, back, gave_up),
+("job_failed", tag, message), ("job_done", tag), ("account_deleted",). `tag` is what the window passed with the request,
 so that an answer finds its pane (None for pushes).
 
 Fails with one sentence, never a traceback: a `ClientFailure` of a job is a
 ("job_failed", tag, message) event; an unexpected exception is the same,
-naming only its type. Passwords go to the session only; they are never put
-on the queue.
+naming only its type. Passwords go from the login window (and the new
+password from its dialog, through a `Question`) to the session only; they
+are never put on the event queue, nor printed.
 """
 
 import queue
