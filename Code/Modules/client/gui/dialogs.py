@@ -7,7 +7,7 @@
   new, repeated; forward to whom), OK / Cancel, Return is OK; it checks
   what it can itself (`check(values) -> sentence or None`, such as
   `new_password_problem`) and shows that sentence in the dialog instead
-  of closing;
+  of closing; a path field can have a Browse… button (Tk's file chooser);
 * `BlockDialog`: the names blocked, since when; a name to block or
   unblock.
 
@@ -17,6 +17,7 @@ they show (a name in a question) is passed through `neutralise` by the
 caller. Tk only; nothing here can fail but Tk itself.
 """
 
+import os
 import tkinter
 from tkinter import ttk
 
@@ -103,7 +104,7 @@ class FormDialog(Dialog):
     """Fields (name, label, masked); `on_ok(values)` once `check(values)` is None."""
 
     def __init__(self, root, name, title, text, fields, on_ok, check=None,
-                 ok_text="OK", values=None, on_cancel=None):
+                 ok_text="OK", values=None, on_cancel=None, browse=None):
         super().__init__(root, name, title, text)
         self.on_ok, self.check = on_ok, check or (lambda _values: None)
         self.on_cancel = on_cancel
@@ -117,6 +118,10 @@ class FormDialog(Dialog):
             entry.grid(row=row, column=1, sticky="ew", pady=2)
             entry.bind("<Return>", lambda _e: self._ok())
             self.entries[field] = entry
+            if field in (browse or {}):
+                ttk.Button(grid, text="Browse…", name=f"browse_{field}",
+                           command=lambda f=field: self._browse(f, browse[f])).grid(
+                    row=row, column=2, padx=(PAD // 2, 0))
         grid.columnconfigure(1, weight=1)
         self.button("Cancel", "cancel", self.cancel)
         self.button(ok_text, "ok", self._ok)
@@ -124,6 +129,16 @@ class FormDialog(Dialog):
 
     def values(self):
         return {field: entry.get() for field, entry in self.entries.items()}
+
+    def _browse(self, field, kind):
+        """Tk's own file chooser: a file to open ("file") or a folder ("folder")."""
+        from tkinter import filedialog
+        ask = filedialog.askdirectory if kind == "folder" else filedialog.askopenfilename
+        chosen = ask(parent=self.top, initialdir=os.path.dirname(
+            self.entries[field].get()) or os.getcwd())
+        if chosen:
+            self.entries[field].delete(0, "end")
+            self.entries[field].insert(0, chosen)
 
     def cancel(self):
         if not self.done and self.on_cancel is not None:

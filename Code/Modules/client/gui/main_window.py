@@ -288,7 +288,7 @@ class MainWindow:
             self.root, "send_file", "Parley — send a file", "Send a file to someone:",
             (("to", "To", False), ("path", "File", False)), go,
             check=lambda v: None if v["to"].strip() and v["path"].strip()
-            else "Give both the name and the file."))
+            else "Give both the name and the file.", browse={"path": "file"}))
 
     def download(self):
         chosen = self.files.selected()
@@ -304,7 +304,8 @@ class MainWindow:
                                  path=os.path.expanduser(values["folder"].strip()))
         self._dialog(dialogs.FormDialog(
             self.root, "download", "Parley — download", f"Save file #{file_id} in:",
-            (("folder", "Folder", False),), go, values={"folder": os.getcwd()}))
+            (("folder", "Folder", False),), go, values={"folder": download_folder()},
+            browse={"folder": "folder"}))
 
     def decline(self):
         chosen = self.files.selected()
@@ -468,3 +469,9 @@ class MainWindow:
         if isinstance(self.dialog, dialogs.BlockDialog):
             self.dialog.show([f"{neutralise(e['user'])}   since {local_time(e['since'])}"
                               for e in record["blocked"]])
+
+
+def download_folder():
+    """Where a download goes unless changed: ~/Downloads if there is one, else here."""
+    downloads = os.path.expanduser("~/Downloads")
+    return downloads if os.path.isdir(downloads) else os.getcwd()

@@ -44,9 +44,11 @@ def test_a_form_stays_open_with_its_check_s_sentence(tk_root):
     got = []
     form = FormDialog(tk_root, "f", "Forward", "To whom?", (("to", "To", False),
                                                            ("secret", "Secret", True)),
-                      got.append, check=lambda v: None if v["to"] else "Say whom.")
+                      got.append, check=lambda v: None if v["to"] else "Say whom.",
+                      browse={"to": "file"})
     tk_root.update()
     assert form.entries["secret"].cget("show") == "•"
+    assert tk_root.nametowidget(".f.body.fields.browse_to").cget("text") == "Browse…"
     form._ok()
     assert got == [] and form.message.cget("text") == "Say whom." and not form.done
     form.entries["to"].insert(0, "bob")
