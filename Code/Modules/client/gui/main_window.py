@@ -422,6 +422,8 @@ class MainWindow:
                 self.run("files", "files")
         if kind in ("block", "unblock"):
             self.run("block", "blocked")
+        if kind == "sent" and record["bounced"]:
+            self.refresh()          # the returned copy is in the inbox, not pushed
         text = TEXT.render(record)
         if text:
             self.say(neutralise(text, multiline=True).replace("\n", " "))

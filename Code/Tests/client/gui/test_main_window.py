@@ -173,6 +173,19 @@ def test_the_greeting_and_the_message_of_the_day_are_shown(make_server, make_gui
     assert "The server says:\nWelcome to the class server" in text
 
 
+def test_a_message_to_nobody_comes_back_and_says_so(make_gui, server):
+    ok(server, "alice", create=True)
+    gui = trusted_gui(make_gui, server, "alice")
+    gui.fill(f"{COMPOSE}.to", "nobody")
+    gui.fill(f"{COMPOSE}.subject", "Hello?")
+    gui.focus(f"{COMPOSE}.body")
+    gui.type("anyone there")
+    gui.key("ctrl+Return")
+    gui.wait_text(STATUS, "Not delivered:")
+    gui.wait(lambda d: any(r["values"][2].startswith("Returned: Hello?")
+                           for r in gui.rows(INBOX)), "the returned message listed")
+
+
 # ------------------------------------------------------------ the account menu
 
 
