@@ -140,9 +140,9 @@ class MainWindow:
 
     def _build_files(self, parent):
         frame = ttk.Frame(parent, name="files")
-        self.files = ListPane(frame, "list", (("id", "#", 50), ("who", "From/To", 130),
-                                              ("size", "Size", 80), ("state", "State", 90),
-                                              ("name", "Name", 200)))
+        self.files = ListPane(frame, "list", (("id", "#", 40), ("who", "From/To", 120),
+                                              ("size", "Size", 70), ("state", "State", 100),
+                                              ("name", "Name", 190)))
         buttons = ttk.Frame(frame, name="buttons")
         for text, name, command in (("Send a file…", "send_file", self.send_file),
                                     ("Download…", "download", self.download),

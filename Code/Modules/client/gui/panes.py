@@ -205,13 +205,14 @@ class Transfers:
     def _row(self, tag, name):
         if tag not in self.rows:
             row = ttk.Frame(self.frame, name=f"t{len(self.rows)}")
-            label = ttk.Label(row, name="name", width=28, text=neutralise(name))
-            bar = ttk.Progressbar(row, name="bar", length=220, maximum=100)
-            result = ttk.Label(row, name="result", text="starting…")
-            label.pack(side="left")
-            bar.pack(side="left", padx=PAD)
-            result.pack(side="left", fill="x", expand=True)
-            row.pack(fill="x", pady=1)
+            label = ttk.Label(row, name="name", width=24, text=neutralise(name))
+            bar = ttk.Progressbar(row, name="bar", length=200, maximum=100)
+            result = ttk.Label(row, name="result", text="starting…", wraplength=460)
+            label.grid(row=0, column=0, sticky="w")
+            bar.grid(row=0, column=1, sticky="ew", padx=PAD)
+            result.grid(row=1, column=0, columnspan=2, sticky="w")
+            row.columnconfigure(1, weight=1)
+            row.pack(fill="x", pady=2)
             self.rows[tag] = (label, bar, result)
         return self.rows[tag]
 
@@ -219,7 +220,9 @@ class Transfers:
         self._row(tag, name)[2].configure(text=f"{direction} starting…")
 
     def progress(self, tag, record):
-        _label, bar, result = self._row(tag, record.get("name", ""))
+        label, bar, result = self._row(tag, record.get("name", ""))
+        if record.get("name"):
+            label.configure(text=neutralise(record["name"]))
         size = record.get("size") or 0
         percent = 100.0 if not size else 100.0 * record.get("done", 0) / size
         bar.configure(value=percent)
