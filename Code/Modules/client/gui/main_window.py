@@ -40,7 +40,7 @@ from Modules.client.gui.panes import (
     Transfers,
     check_draft,
 )
-from Modules.client.mail_commands import reply_subject
+from Modules.client.mail_commands import other_person, reply_subject
 from Modules.client.output import local_time, neutralise, subject_text
 from Modules.client.people_commands import idle_text
 
@@ -232,8 +232,8 @@ class MainWindow:
         if record is None or record.get("kind") != "message":
             return self.say("Open a message from someone first, then press Reply.",
                             error=True)
-        to = record["to"] if record["from"] == self.user else record["from"]
-        self.compose.fill(to, reply_subject(record.get("subject") or ""))
+        self.compose.fill(other_person(record, self.user),
+                          reply_subject(record.get("subject") or ""))
 
     def forward(self):
         item = self._selected_one()
@@ -257,8 +257,7 @@ class MainWindow:
         record = self._shown_message()
         if record is None or record.get("kind") != "message":
             return self.say("Open a message first: its conversation is shown.", error=True)
-        other = record["to"] if record["from"] == self.user else record["from"]
-        self.run("history", "history", **{"with": other})
+        self.run("history", "history", **{"with": other_person(record, self.user)})
 
     def search(self):
         text = self.search_entry.get().strip()
