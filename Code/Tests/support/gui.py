@@ -23,6 +23,7 @@ INBOX, VIEW, COMPOSE, STATUS and LINK the paths of the main widgets.
 import importlib.util
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -58,7 +59,8 @@ class VirtualDisplay:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         os.close(write)
         with os.fdopen(read) as numbers:       # written once it accepts connections
-            number = numbers.readline().strip()
+            ready, _, _ = select.select([numbers], [], [], WAIT)
+            number = numbers.readline().strip() if ready else ""
         if not number.isdigit():
             self.stop()
             raise RuntimeError("Xvfb did not start (no display number)")

@@ -232,8 +232,7 @@ def test_the_password_is_changed_and_the_account_deleted(make_gui, server):
     assert code == 1 and "There is no account alice" in stderr
 
 
-def test_a_message_while_unfocused_shows_in_the_title_and_rings(make_gui, server,
-                                                                 display):
+def test_a_message_while_unfocused_shows_in_the_title(make_gui, server, display):
     ok(server, "bob", create=True)
     ok(server, "alice", create=True)
     gui = trusted_gui(make_gui, server, "alice")
