@@ -173,9 +173,12 @@ def test_a_server_restart_is_reconnected_and_the_outbox_sent(make_server, make_g
     gui.type("kept for later")
     gui.key("ctrl+Return")
     gui.wait_text(STATUS, "Not sent yet: the connection is down")
+    gui.fill(f"{COMPOSE}.to", "bob")                      # a second draft, half done
+    gui.fill(f"{COMPOSE}.subject", "Half")
     second = make_server("--port", str(first.port))     # same data dir, same key
     gui.wait_text(LINK, "Connected", timeout=60)
     gui.wait_text(STATUS, "Sent message #")               # by itself, once back
+    assert (gui.text(f"{COMPOSE}.to"), gui.text(f"{COMPOSE}.subject")) == ("bob", "Half")
     wait_until(lambda: [m for m in ok(second, "bob") if m["type"] == "message"])
     messages = [m for m in ok(second, "bob", ["inbox"]) if m["type"] == "inbox"][0]
     assert [m["subject"] for m in messages["messages"]] == ["While away"]
