@@ -65,8 +65,12 @@ class VirtualDisplay:
             self.stop()
             raise RuntimeError("Xvfb did not start (no display number)")
         self.name = f":{number}"
-        wait_until(lambda: _connects(f"/tmp/.X11-unix/X{number}"), WAIT,
-                   message="the X display to accept connections")
+        try:
+            wait_until(lambda: _connects(f"/tmp/.X11-unix/X{number}"), WAIT,
+                       message="the X display to accept connections")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self):
