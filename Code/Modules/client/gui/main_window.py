@@ -69,7 +69,7 @@ class MainWindow:
         self.status = tkinter.Label(bar, name="status", anchor="w", justify="left",
                                     relief="sunken", padx=PAD)
         self.status.pack(side="left", fill="x", expand=True)
-        self.root.bind("<FocusIn>", self._focused, add="+")
+        self._focus_binding = self.root.bind("<FocusIn>", self._focused, add="+")
         if notices:
             self.view.clear("\n\n".join(notices))     # already neutralised
         self.connection("Connected")
@@ -167,6 +167,7 @@ class MainWindow:
             self.dialog.destroy()
         if self._countdown is not None:
             self.root.after_cancel(self._countdown)
+        self.root.unbind("<FocusIn>", self._focus_binding)
         self.frame.destroy()
 
     # -- small helpers ---------------------------------------------------------------------

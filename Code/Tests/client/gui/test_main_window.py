@@ -21,7 +21,7 @@ from Tests.support import PASSWORD, BatchClient
 from Tests.support.clients import run_client
 from Tests.support.clients import run_ok as ok
 from Tests.support.gui import distinct_colours
-from Tests.support.gui import COMPOSE, INBOX, STATUS, VIEW, trusted_gui
+from Tests.support.gui import COMPOSE, INBOX, STATUS, VIEW, log_in, logged_in, trusted_gui
 
 TABS = ".main.split.tabs"
 FILES = ".main.split.tabs.files.list.list"
@@ -230,6 +230,8 @@ def test_the_password_is_changed_and_the_account_deleted(make_gui, server):
     gui.wait_text(".login.message", "The account is deleted.")
     code, _objects, stderr = run_client(server, "alice", password=NEW_PASSWORD)
     assert code == 1 and "There is no account alice" in stderr
+    log_in(gui, "alicia", button="create")                # the same run goes on
+    logged_in(gui, "alicia")
 
 
 def test_a_message_while_unfocused_shows_in_the_title(make_gui, server, display):
