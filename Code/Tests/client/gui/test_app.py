@@ -57,6 +57,8 @@ def test_first_run_shows_the_fingerprint_trusts_it_and_creates_the_account(
     gui.fill(".login.user", "dave")
     gui.fill(".login.password", PASSWORD, masked=True)
     assert gui.text(".login.password") == "•" * len(PASSWORD)   # masked, in the dump too
+    with open(gui.dump_path, encoding="utf-8") as dump:
+        assert PASSWORD not in dump.read()
     gui.click(".login.buttons.create")
     question = gui.wait_text(".trust.body.message", "Trust this server?")
     shown = re.search(r"SHA256:\S+", question).group()
@@ -153,6 +155,8 @@ def test_read_reply_forward_and_delete(make_gui, server):
     gui.wait_text(STATUS, f"Deleted #{first['id']}.")
     assert [o for o in ok(server, "alice", ["inbox"]) if o["type"] == "inbox"][0][
         "messages"] == []
+    said = gui.read_log()                     # the client's own stdout and stderr
+    assert "Lunch" not in said and "noon" not in said and PASSWORD not in said
 
 
 # ------------------------------------------------------------ the server goes away
