@@ -31,7 +31,7 @@ def main(argv):
     sys.path.insert(0, code_dir)
     parallel = [] if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in argv) \
         else ["-n", str(workers())]
-    args = ["-q", "-p", "no:cacheprovider", "--rootdir", code_dir, *parallel,
+    args = ["-q", "-rs", "-p", "no:cacheprovider", "--rootdir", code_dir, *parallel,
             os.path.join(code_dir, "Tests")] + argv
     return pytest.main(args)
 

@@ -74,6 +74,8 @@ class InteractiveRunner(Runner):
     """Runs commands typed at the interactive prompt."""
 
     def __init__(self, client):     # no Runner.__init__: session and user are live
+        # The terminal asks what a command lacks; the windowed client has none (None):
+        # its windows give every command whole.
         self.client, self.output, self.ui = client, client.output, client.terminal
         self.sending = set()          # recipients of Sends waiting for their answer
         self.outbox = []              # Drafts cut off by a lost connection
@@ -219,6 +221,32 @@ class InteractiveRunner(Runner):
 
     def _logout(self, _args):
         return LOGOUT if self.client.may_leave() else OK
+
+
+class MessageArrivals:
+    """`on_message` for a client with a `runner`, a `shown` dict, `remember()` and an
+    `output`: the terminal prompt and the windowed client (`client.gui.bridge`).
+
+    A message is shown once per run, across reconnects (shown again after a
+    reconnect, it is only acknowledged: True if it was shown whole); a bounce of
+    a Send still waiting for its answer is left to that answer's one sentence;
+    its sender is remembered for completion (a broadcast has nobody to write
+    back to). True when the output showed its whole text (the Ack marks it read).
+    """
+
+    def on_message(self, message, via):
+        if message.get("id") in self.shown:
+            return self.shown[message.get("id")]   # shown before a reconnect, acked now
+        if message.get("kind") == "bounce" and message.get("original_to") in \
+                self.runner.sending:
+            self.shown[message.get("id")] = False
+            return False     # the answer to that Send says it, in one sentence
+        if message.get("kind") != "broadcast":      # nobody to write back to
+            self.remember(message.get("from"))
+        record = message_record(message, via)
+        self.output.emit(record)
+        self.shown[message.get("id")] = whole = self.output.shows_whole(record)
+        return whole
 
 
 class _Listing:

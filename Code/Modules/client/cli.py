@@ -2,7 +2,7 @@
 
     python Code/client.py [--host H] [--port P] [--user NAME] [--password-env VAR]
                           [--create] [--batch] [--json] [--known-hosts FILE]
-                          [--accept-new-host-key] [--no-color] [--no-retry]
+                          [--accept-new-host-key] [--no-color] [--no-retry] [--gui]
 
 --host defaults to $PARLEY_HOST or 127.0.0.1, --port to $PARLEY_PORT or
 7117. Exit status: 0 success; 1 refused or failed (server key not trusted,
@@ -15,6 +15,10 @@ password, offers to create a missing account, then shows a prompt with
 completion and history; messages that arrive are printed above it; a lost
 connection is retried (not with --no-retry). Type `help`. With --json at
 a terminal the older plain prompt below runs instead, printing JSON.
+
+Windowed mode (--gui): the tkinter windows of `Modules/client/gui/`
+(`app.run_gui`), over the same link, runner and commands as the prompt;
+--host/--port/--user/--password-env fill in its login window.
 
 Batch mode (--batch, or stdin not a terminal), a stable interface for
 other programs:
@@ -153,6 +157,8 @@ def build_parser():
     add("--accept-new-host-key", action="store_true",
         help="trust a server seen for the first time (never a changed key)")
     add("--no-color", action="store_true", help="no colours")
+    add("--gui", action="store_true", help="the windowed client (tkinter) instead of the "
+                                           "prompt")
     add("--no-retry", action="store_true", help="at the prompt, do not reconnect by "
                                                 "itself when the connection drops")
     return parser
@@ -413,6 +419,8 @@ def main(argv=None, environ=None, stdin=None):
         return 2
     except SystemExit as done:     # --help
         return done.code if isinstance(done.code, int) else 0
+    if args.gui:
+        return _windowed_client(args, environ)
     stdin = stdin or sys.stdin
     colour = colour_allowed(args.no_color, sys.stdout, environ)
     if args.batch or args.json or not is_terminal(stdin):
@@ -423,6 +431,17 @@ def main(argv=None, environ=None, stdin=None):
         print(f"parley: {error.reason}", file=sys.stderr)
         return 2
     return _run_guarded(_interactive_client(args, colour, password), environ)
+
+
+def _windowed_client(args, environ):
+    """The windows of `client_gui` (issue 17); imported only when asked for."""
+    try:
+        password = password_from(args, environ)
+    except UsageError as error:
+        print(f"parley: {error.reason}", file=sys.stderr)
+        return 2
+    from Modules.client.gui.app import run_gui
+    return run_gui(args, password, environ)
 
 
 def _interactive_client(args, colour, password):

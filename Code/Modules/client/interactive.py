@@ -36,7 +36,12 @@ prompt goes on.
 
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from Modules.client.actions import EXTRA_PARSERS, OFFLINE_COMMANDS, InteractiveRunner
+from Modules.client.actions import (
+    EXTRA_PARSERS,
+    OFFLINE_COMMANDS,
+    InteractiveRunner,
+    MessageArrivals,
+)
 from Modules.client.commands import (
     ACCOUNT_DELETED,
     FAILED,
@@ -51,7 +56,6 @@ from Modules.client.login import InteractiveLogin, LoginFailed
 from Modules.client.output import (
     greeting_record,
     login_record,
-    message_record,
     motd_record,
     neutralise,
     system_record,
@@ -87,7 +91,7 @@ STARTUP_NEXT_STEPS = {
 }
 
 
-class InteractiveClient(Handlers):
+class InteractiveClient(MessageArrivals, Handlers):
     """One interactive run: connect, log in, the prompt, reconnecting, leaving."""
 
     def __init__(self, args, output, password=None):
@@ -265,20 +269,6 @@ class InteractiveClient(Handlers):
     def on_motd(self, text):
         if not self.link.reconnecting:
             self.output.emit(motd_record(text))
-
-    def on_message(self, message, via):
-        if message.get("id") in self.shown:
-            return self.shown[message.get("id")]   # shown before a reconnect, acked now
-        if message.get("kind") == "bounce" and message.get("original_to") in \
-                self.runner.sending:
-            self.shown[message.get("id")] = False
-            return False     # the answer to that Send says it, in one sentence
-        if message.get("kind") != "broadcast":      # nobody to write back to
-            self.remember(message.get("from"))
-        record = message_record(message, via)
-        self.output.emit(record)
-        self.shown[message.get("id")] = whole = self.output.shows_whole(record)
-        return whole
 
     def on_system(self, event, message):
         if event not in PASSING_EVENTS:       # a presence notice is never why it ended

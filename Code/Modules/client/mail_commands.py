@@ -160,7 +160,7 @@ def _original(runner, message_number):
 
 def _run_reply(runner, args):
     original = _original(runner, args["id"])
-    to = original["to"] if original["from"] == runner.user else original["from"]
+    to = other_person(original, runner.user)
     subject = reply_subject(original["subject"])
     body = args.get("body")
     if body is None:
@@ -184,6 +184,12 @@ RUNS = {"sent": _run_sent, "unread": _run_unread, "history": _run_history,
 
 
 # ------------------------------------------------------------ texts and records
+
+
+def other_person(message, user):
+    """Whom a reply to `message` goes to: its sender, or for one's own sent copy
+    its recipient (the windowed client's Reply and Conversation use it too)."""
+    return message["to"] if message["from"] == user else message["from"]
 
 
 def prefixed(prefix, subject):

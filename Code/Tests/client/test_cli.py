@@ -80,3 +80,8 @@ def test_help_exits_0(capsys):
 def test_no_retry_flag_parses():
     assert client_cli.parse_args(["--no-retry"], {}).no_retry
     assert not client_cli.parse_args([], {}).no_retry
+
+
+def test_gui_flag_parses():     # the windows themselves: Tests/client/gui/
+    assert client_cli.parse_args(["--gui"], {}).gui
+    assert not client_cli.parse_args([], {}).gui

@@ -19,7 +19,7 @@ TESTS = os.path.join(CODE_DIR, "Tests")
 DOCUMENTS = ["README.md"] + [os.path.join("docs", name) for name in
                              sorted(os.listdir(os.path.join(ROOT, "docs")))
                              if name.endswith(".md")]
-CITATION = re.compile(r"(?<![\w/.])(?:Code/Tests/)?((?:[a-z]+/)?test_[a-z_0-9]+\.py)"
+CITATION = re.compile(r"(?<![\w/.])(?:Code/Tests/)?((?:[a-z]+/)*test_[a-z_0-9]+\.py)"
                       r"(?:::(test_\w+))?")
 PROMISE_DOCUMENTS = ("README.md", "docs/SECURITY.md", "docs/RELIABILITY.md")
 
