@@ -10,6 +10,8 @@ process's config carries a secret (the database key's source, the server's
 private key, the ticket secret), and a login or user process's carries
 none (`Tests/server/test_children.py`).
 
+`stop_after_failure` kills them all when the daemon itself fails.
+
 Talks to: nothing (it reads the daemon object it is given). How it fails:
 a preload that cannot be imported is skipped by multiprocessing itself;
 `Tests/server/test_preload.py` imports every name of PRELOAD in a fresh
@@ -19,6 +21,7 @@ interpreter, as the forkserver does, so that cannot go unnoticed.
 import importlib.machinery
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 
@@ -91,3 +94,13 @@ def login_config(daemon):
     """A login process's: the server's public key and the login's deadline."""
     return {**base_config(daemon), "server_public_key": daemon.key.public,
             "deadline": time.time() + daemon.options.login_timeout}
+
+
+def stop_after_failure(daemon):
+    """After the daemon failed: every child killed (a spare waiting for its job would
+    keep multiprocessing's exit handler waiting for ever, and the daemon would never
+    exit for a supervisor to restart it), the runtime dir removed."""
+    daemon.signals = 2
+    for proc in multiprocessing.active_children():
+        proc.kill()
+    shutil.rmtree(daemon.runtime_dir, ignore_errors=True)

@@ -46,7 +46,6 @@ restarted: the daemon says why and exits 1.
 """
 
 import logging
-import multiprocessing
 import os
 import selectors
 import shutil
@@ -257,8 +256,7 @@ class Daemon:
     def serve(self):
         while not self.signals and not self._idle_long_enough():
             events = self.selector.select(timeout=self._select_timeout())
-            for key, _mask in events:
-                self._dispatch(key)
+            self._dispatch_ready(events)
             self._reap()
             if self.hangups:
                 self._reopen_log()
@@ -293,6 +291,17 @@ class Daemon:
         if self.db_restart_at is None:
             return 1.0
         return max(0.0, min(1.0, self.db_restart_at - time.monotonic()))
+
+    def _dispatch_ready(self, events):
+        """Each ready key of this turn, but not one that an earlier event of the same
+        turn unregistered or registered anew (a database death drops the parking
+        link, a wake or a close ends a parked connection): its event is stale."""
+        registered = self.selector.get_map()
+        for key, _mask in events:
+            current = registered.get(key.fd)
+            if current is None or current.data is not key.data:
+                continue
+            self._dispatch(key)
 
     def _dispatch(self, key):
         if key.data == "listen":
@@ -553,9 +562,7 @@ class Daemon:
             self.db_proc.kill()
 
     def _force_exit(self):
-        for proc in multiprocessing.active_children():
-            proc.kill()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        children.stop_after_failure(self)
         os._exit(1)
 
 
@@ -587,10 +594,14 @@ def run(options):
         print(f"parley: cannot run the server: {error}", file=sys.stderr, flush=True)
         log_always(log, "cannot run the server: %s", error, level=logging.ERROR,
                    stderr=False)                   # said above; the log file learns it too
-        daemon.signals = 2
-        for proc in multiprocessing.active_children():
-            proc.kill()
-        shutil.rmtree(daemon.runtime_dir, ignore_errors=True)
+        children.stop_after_failure(daemon)
+        return 1
+    except Exception as error:   # noqa: BLE001 -- a bug: exit, so a supervisor can restart us
+        daemon.console.close()
+        log.critical("the daemon failed; stopping every process of the server: %s", error,
+                     exc_info=True)
+        children.stop_after_failure(daemon)
         return 1
     daemon.console.close()                         # the last lines, then fd 2 back
     return 0
+

@@ -12,7 +12,9 @@ loopback then drops every packet, `Tests/support/netns.py`).
 """
 
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +22,12 @@ import time
 import pytest
 
 from Modules import identity
+from Modules.server.daemon import Daemon
+from Modules.server.options import parse_server_options
 from Modules.wire import channel
 from Modules.wire.framing import CLOSED
 from Tests.support import (
+    CODE_DIR,
     SERVER,
     WAIT,
     RawClient,
@@ -305,3 +310,76 @@ def test_keepalive_ends_a_client_that_vanished_and_frees_its_place(make_server):
         alice.close()
     finally:
         network.close()
+
+
+def test_an_event_made_stale_earlier_in_the_same_turn_is_not_dispatched(tmp_path):
+    """A database death, dispatched first, drops the parking link; the link's own
+    readable event of that same select() must not reach the dropped link (it killed
+    the daemon with an AttributeError: found by bench/crash_soak.py)."""
+    daemon = Daemon(parse_server_options(["--data-dir", str(tmp_path / "data"), "--port", "0",
+                                          "--no-console"]))
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        for name, (ours, theirs) in zip(("db", "parking", "listen"), pairs):
+            daemon.selector.register(ours, selectors.EVENT_READ, name)
+            theirs.send(b"x")
+        dispatched = []
+
+        def dispatch(key):
+            dispatched.append(key.data)
+            if key.data == "db":                    # as _database_died drops the link
+                daemon.selector.unregister(pairs[1][0])
+                daemon.selector.modify(pairs[2][0], selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                       "listen")     # only its events change: still current
+        daemon._dispatch = dispatch
+        events = daemon.selector.select(timeout=5)
+        events.sort(key=lambda event: ("db", "parking", "listen").index(event[0].data))
+        daemon._dispatch_ready(events)
+        assert dispatched == ["db", "listen"]
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+        daemon.lifeline.close()
+        os.rmdir(daemon.runtime_dir)
+
+
+# A daemon whose loop fails with an error nobody expected, after its children started.
+FAILING_DAEMON = """
+import sys
+from Modules.server import daemon
+from Modules.server.options import parse_server_options
+
+def serve(self):
+    raise RuntimeError("an unexpected failure in the daemon's loop")
+
+daemon.Daemon.serve = serve
+sys.exit(daemon.run(parse_server_options(sys.argv[1:])))
+"""
+
+
+def test_a_daemon_failing_unexpectedly_exits_and_leaves_no_process(tmp_path):
+    """It used to hang in multiprocessing's exit handler, joining spares that waited
+    for a job on pipes it still held: no exit, so no supervisor could restart it."""
+    script = tmp_path / "failing_daemon.py"
+    script.write_text(FAILING_DAEMON)
+    proc = subprocess.Popen([sys.executable, str(script), "--data-dir", str(tmp_path / "data"),
+                             "--port", "0", "--no-console"], cwd=tmp_path, start_new_session=True,
+                            env=child_env({"PYTHONPATH": CODE_DIR}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _out, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1
+    assert "an unexpected failure in the daemon's loop" in err
+
+    def group_gone():
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    wait_until(group_gone, message="every process of the failed daemon gone")
