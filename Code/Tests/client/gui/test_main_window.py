@@ -4,8 +4,8 @@ Like test_app.py: a real server, the real `client.py --gui` on a virtual X
 display driven with xdotool, checked through its dump (texts) and
 screenshots (pixels); other people are batch clients. Covered: a long
 inbox fetched a page at a time as it is scrolled; a file
-downloaded with its progress bar and SHA-256 check, a file sent, one
-declined; the
+downloaded with its progress bar and SHA-256 check, the window answering
+while a download is held up, a file sent, one declined; the
 tabs (sent mail, search, who is online, the conversation with one
 person); the account menu (presence off, blocking a name, changing the
 password, deleting the account after the confirmation); a message that
@@ -14,6 +14,7 @@ arrives while another window has the focus puts the count in the title.
 
 import hashlib
 import os
+import signal
 import tkinter
 
 from Modules.client.gui.bridge import PAGE
@@ -88,6 +89,38 @@ def test_a_file_downloads_with_a_progress_bar_and_its_check(make_gui, server, tm
         assert distinct_colours(shot, (bar["x"], bar["y"], bar["width"], bar["height"])) > 1
     saved = target / "report.bin"
     assert hashlib.sha256(saved.read_bytes()).digest() == \
+        hashlib.sha256(source.read_bytes()).digest()
+
+
+def test_the_window_answers_while_a_download_is_held_up(make_gui, server, tmp_path):
+    """Network work runs off the Tk loop: with alice's user process stopped (SIGSTOP)
+    as she starts a download, the window still takes what is typed, and the download
+    finishes, checked, once the process goes on."""
+    ok(server, "alice", create=True)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(2 * 1024 * 1024))
+    ok(server, "bob", [f"send-file alice {source}"], create=True)
+    gui = trusted_gui(make_gui, server, "alice")
+    tab(gui, "Files")
+    gui.wait(lambda d: gui.rows(FILES), "the file offered")
+    gui.select_row(FILES, gui.rows(FILES)[0]["id"])
+    gui.click(".main.split.tabs.files.buttons.download")
+    target = tmp_path / "downloads"
+    target.mkdir()
+    gui.fill(".download.body.fields.folder", str(target))
+    (user_process,) = server.pids_titled("parley: user alice")
+    os.kill(user_process, signal.SIGSTOP)            # the download cannot go on
+    try:
+        gui.click(".download.body.buttons.ok")
+        gui.fill(f"{COMPOSE}.subject", "typed while the file waits")
+        gui.wait(lambda d: (gui.widget(f"{COMPOSE}.subject", d) or {}).get("text")
+                 == "typed while the file waits", "the window to take the typing")
+        result = gui.widget(f"{TRANSFERS}.t0.result") or {}
+        assert "SHA-256" not in (result.get("text") or "")
+    finally:
+        os.kill(user_process, signal.SIGCONT)
+    assert "matches" in gui.wait_text(f"{TRANSFERS}.t0.result", "SHA-256 checked")
+    assert hashlib.sha256((target / "big.bin").read_bytes()).digest() == \
         hashlib.sha256(source.read_bytes()).digest()
 
 
