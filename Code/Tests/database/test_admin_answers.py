@@ -12,7 +12,7 @@ import pytest
 
 from Modules.database.audit import AUDIT_NAME
 from Modules.database.link import DbError, DbUnavailable, Notice, Push
-from Tests.support import PASSWORD, running_database
+from Tests.support import PASSWORD, running_database, wait_until
 from Tests.support.monitor import admin_link, link, login_link, ticket_for, user_link
 
 
@@ -87,10 +87,8 @@ def test_a_logoff_is_counted_when_a_session_ends(database):
     config = database[1]
     user_link(config, "alice").close()
     admin = admin_link(config)
-    for _ in range(200):
-        if admin.call("UserStats", username="alice")["user"]["logoffs"] == 1:
-            break
-    assert admin.call("UserStats", username="alice")["user"]["logoffs"] == 1
+    wait_until(lambda: admin.call("UserStats", username="alice")["user"]["logoffs"] == 1,
+               message="alice's logoff counted")      # a deadline, not 200 quick tries
     assert admin.call("Who")["sessions"] == []
 
 
