@@ -26,6 +26,14 @@ def parked(server, name):
                message=f"{name}'s session to park")
 
 
+def restart_database(server):
+    """SIGKILL the database process; back when the daemon has started another."""
+    (database,) = server.pids_titled("parley: database")
+    os.kill(database, signal.SIGKILL)
+    wait_until(lambda: [pid for pid in server.pids_titled("parley: database")
+                        if pid != database], message="a new database process")
+
+
 def test_an_idle_session_parks_and_its_next_request_wakes_it(make_server):
     server = make_server(*PARK)
     alice, _ = session(server, "alice")
@@ -97,10 +105,7 @@ def test_a_parked_session_wakes_for_a_message_after_the_database_restarted(make_
     bob, _ = session(server, "bob")
     alice, _ = session(server, "alice")
     parked(server, "bob")
-    (database,) = server.pids_titled("parley: database")
-    os.kill(database, signal.SIGKILL)
-    wait_until(lambda: [pid for pid in server.pids_titled("parley: database")
-                        if pid != database], message="a new database process")
+    restart_database(server)
 
     def sent():
         answer = send(alice, "bob", body="after the restart")
@@ -149,10 +154,7 @@ def test_a_parked_session_keeps_its_login_time_across_a_database_restart(make_se
         return out["sessions"][0]["since"] if status == 0 and out["sessions"] else None
     before = wait_until(since, message="bob in admin who")
     wait_until(lambda: time.time() > before + 2, message="two seconds after bob's login")
-    (database,) = server.pids_titled("parley: database")
-    os.kill(database, signal.SIGKILL)
-    wait_until(lambda: [pid for pid in server.pids_titled("parley: database")
-                        if pid != database], message="a new database process")
+    restart_database(server)
     after = wait_until(since, message="bob in admin who after the restart")
     assert abs(after - before) < 1.0       # when bob logged in, not when the database came back
 
