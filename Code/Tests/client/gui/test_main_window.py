@@ -64,21 +64,33 @@ def test_a_long_inbox_is_fetched_a_page_at_a_time_as_it_is_scrolled(make_gui, se
 # ------------------------------------------------------------ files
 
 
-def test_a_file_downloads_with_a_progress_bar_and_its_check(make_gui, server, tmp_path):
+def offered_to_alice(make_gui, server, source):
+    """alice's window on its Files tab, once bob's file `source` is offered to her."""
     ok(server, "alice", create=True)
-    source = tmp_path / "report.bin"
-    source.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
     ok(server, "bob", [f"send-file alice {source}"], create=True)
     gui = trusted_gui(make_gui, server, "alice")
     tab(gui, "Files")
     gui.wait(lambda d: gui.rows(FILES), "the file offered")
-    offered = gui.rows(FILES)[0]
-    assert offered["values"][1:] == ["from bob", "3.0 MiB", "offered", "report.bin"]
-    gui.select_row(FILES, offered["id"])
+    return gui
+
+
+def download_into(gui, tmp_path):
+    """The selected file's Download dialog, its folder filled in (not yet OK'd)."""
     gui.click(".main.split.tabs.files.buttons.download")
     target = tmp_path / "downloads"
     target.mkdir()
     gui.fill(".download.body.fields.folder", str(target))
+    return target
+
+
+def test_a_file_downloads_with_a_progress_bar_and_its_check(make_gui, server, tmp_path):
+    source = tmp_path / "report.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    gui = offered_to_alice(make_gui, server, source)
+    offered = gui.rows(FILES)[0]
+    assert offered["values"][1:] == ["from bob", "3.0 MiB", "offered", "report.bin"]
+    gui.select_row(FILES, offered["id"])
+    target = download_into(gui, tmp_path)
     gui.click(".download.body.buttons.ok")
     result = gui.wait_text(f"{TRANSFERS}.t0.result", "SHA-256 checked")
     assert "matches" in result
@@ -96,18 +108,11 @@ def test_the_window_answers_while_a_download_is_held_up(make_gui, server, tmp_pa
     """Network work runs off the Tk loop: with alice's user process stopped (SIGSTOP)
     as she starts a download, the window still takes what is typed, and the download
     finishes, checked, once the process goes on."""
-    ok(server, "alice", create=True)
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(2 * 1024 * 1024))
-    ok(server, "bob", [f"send-file alice {source}"], create=True)
-    gui = trusted_gui(make_gui, server, "alice")
-    tab(gui, "Files")
-    gui.wait(lambda d: gui.rows(FILES), "the file offered")
+    gui = offered_to_alice(make_gui, server, source)
     gui.select_row(FILES, gui.rows(FILES)[0]["id"])
-    gui.click(".main.split.tabs.files.buttons.download")
-    target = tmp_path / "downloads"
-    target.mkdir()
-    gui.fill(".download.body.fields.folder", str(target))
+    target = download_into(gui, tmp_path)
     (user_process,) = server.pids_titled("parley: user alice")
     os.kill(user_process, signal.SIGSTOP)            # the download cannot go on
     try:
@@ -142,13 +147,9 @@ def test_a_file_is_sent_to_someone(make_gui, server, tmp_path):
 
 
 def test_a_file_offered_is_declined(make_gui, server, tmp_path):
-    ok(server, "alice", create=True)
     source = tmp_path / "unwanted.txt"
     source.write_text("no thanks\n")
-    ok(server, "bob", [f"send-file alice {source}"], create=True)
-    gui = trusted_gui(make_gui, server, "alice")
-    tab(gui, "Files")
-    gui.wait(lambda d: gui.rows(FILES), "the file offered")
+    gui = offered_to_alice(make_gui, server, source)
     gui.select_row(FILES, gui.rows(FILES)[0]["id"])
     gui.click(".main.split.tabs.files.buttons.decline")
     gui.wait_text(STATUS, "was sent back to its sender")
