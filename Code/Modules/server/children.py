@@ -50,7 +50,7 @@ def forkserver_context():
 def _main_script_not_rerun():
     """Started as `python Code/server_daemon.py`, the main module has a path and no
     spec, and multiprocessing then runs that script again (as `__mp_main__`, compiled
-    from source) in every child before its target: ~2 CPU-ms per login and per user
+    from source) in every child before its target: ~1.5 CPU-ms per login and per user
     process. Every target lives in `Modules`, so no child needs it: a main module
     named "__main__" is one multiprocessing leaves alone (spawn._fixup_main_from_name).
     (Preloading "__main__" would do it too, but Python 3.11's forkserver drops the
