@@ -90,10 +90,11 @@ class InteractiveRunner(Runner):
     def user(self):
         return self.client.link.user
 
-    def wait_for_connection(self):
-        """A file transfer cut off by the lost connection waits for it to come
-        back (True) for up to TRANSFER_WAIT seconds; False if it does not."""
-        return self.client.link.wait_until_back(TRANSFER_WAIT)
+    def wait_for_connection(self, lost):
+        """A file transfer cut off by the lost connection (session `lost`) waits
+        for it to come back (True) for up to TRANSFER_WAIT seconds; False if it
+        does not."""
+        return self.client.link.wait_until_back(TRANSFER_WAIT, lost)
 
     # -- send and the outbox ----------------------------------------------------------
     def _send(self, args):

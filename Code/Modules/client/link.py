@@ -17,7 +17,7 @@ can log in again without asking. After the connection drops:
   of a restarted server do not all come back in the same instant;
 * `wake()` makes the retrying thread try now (a message waits to be sent);
 * `reconnect_now()` (the `reconnect` command) tries at once;
-* `wait_until_back(timeout)` lets a file transfer wait for the retrying
+* `wait_until_back(timeout, lost)` lets a file transfer wait for the retrying
   thread to bring the session back, and carry on;
 * a server whose key changed, or that no longer accepts the name and
   password (or the account is suspended), stops the retrying: trying
@@ -225,12 +225,14 @@ class Link:
         if self._retrier is not None and self._retrier.is_alive():
             self._wake.set()
 
-    def wait_until_back(self, timeout, poll=0.2):
-        """For a transfer the lost connection cut off: True once a session is up
-        again (brought back by the retrying thread); False when it will not come
-        back by itself, or after `timeout` seconds."""
+    def wait_until_back(self, timeout, lost, poll=0.2):
+        """For a transfer the loss of session `lost` cut off: True once another
+        session is up (brought back by the retrying thread); False when it will
+        not come back by itself, or after `timeout` seconds. `lost` itself may
+        still look up for a moment: the transfer's sender can see the broken
+        socket before the reader thread has marked the session closed."""
         deadline = time.monotonic() + timeout
-        while not self.connected:
+        while not self.connected or self.session is lost:
             if not self.retry or self.ended_by is not None or self.fatal is not None \
                     or self._stop.is_set() or time.monotonic() >= deadline:
                 return False

@@ -207,7 +207,10 @@ class Retry:
         time.sleep(PAUSES[min(self.stalls, len(PAUSES) - 1)])
         self.stalls += 1
 
-    def lost(self, lost, progress):
+    def lost(self, lost, progress, session):
+        """The connection of `session` was lost: wait for another one (at the
+        prompt) or give up. Not `session` again: its sender can see the loss
+        before its reader thread has marked it closed."""
         wait = getattr(self.runner, "wait_for_connection", None)
         if self.stalls >= STALLS:
             raise lost
@@ -217,7 +220,7 @@ class Retry:
                                     f"({percent(progress.done, progress.size)}); it goes on "
                                     "from there once the connection is back (Ctrl-C to "
                                     "stop).")
-            if wait():
+            if wait(session):
                 return
         self.runner.output.note(f"The {self.what} stopped at "
                                 f"{percent(progress.done, progress.size)}; run the same "
@@ -276,8 +279,9 @@ def send_file(runner, handle, fields, progress):
     wherever the server has it; (FileDone's data, the SHA-256 that matched)."""
     retry, attempts = Retry(runner, "upload"), 1
     while True:
+        session = runner.session
         try:
-            return _upload_once(runner, handle, fields, progress, retry), fields["sha256"]
+            return _upload_once(session, handle, fields, progress, retry), fields["sha256"]
         except RequestFailed as failure:
             if failure.code == "hash_mismatch" and attempts < ATTEMPTS:
                 attempts += 1
@@ -288,11 +292,10 @@ def send_file(runner, handle, fields, progress):
                 continue
             retry.refused(failure)
         except ConnectionLost as lost:
-            retry.lost(lost, progress)
+            retry.lost(lost, progress, session)
 
 
-def _upload_once(runner, handle, fields, progress, retry):
-    session = runner.session
+def _upload_once(session, handle, fields, progress, retry):
     try:
         offer = session.request("FileOffer", **fields)
     except RequestFailed as failure:
@@ -397,12 +400,12 @@ def fetch_file(runner, file_id, target, force, progress_of):
     the Progress once the size is known."""
     retry, attempts, progress = Retry(runner, "download", PASSING), 1, None
     while True:
+        session = runner.session
         try:
-            first = {**runner.session.request("FileFetch", id=file_id, index=0),
-                     "id": file_id}
+            first = {**session.request("FileFetch", id=file_id, index=0), "id": file_id}
             path = target(first)
             progress = progress or progress_of(first)
-            _download_once(runner, first, path, force, progress, retry)
+            _download_once(session, first, path, force, progress, retry)
             return first, path
         except RequestFailed as failure:
             if failure.code == "hash_mismatch" and attempts < ATTEMPTS:
@@ -413,10 +416,10 @@ def fetch_file(runner, file_id, target, force, progress_of):
                 continue
             retry.refused(failure)
         except ConnectionLost as lost:
-            retry.lost(lost, progress or Progress(runner.output, "download", "", 1))
+            retry.lost(lost, progress or Progress(runner.output, "download", "", 1), session)
 
 
-def _download_once(runner, first, path, force, progress, retry):
+def _download_once(session, first, path, force, progress, retry):
     partial = Partial(path, first)
     try:
         progress.start(first["id"], partial.done)
@@ -429,7 +432,7 @@ def _download_once(runner, first, path, force, progress, retry):
             retry.made(partial.next_index)
             progress.advance(partial.done)
 
-        windowed(runner.session, (("FileFetch", {"id": first["id"], "index": index})
+        windowed(session, (("FileFetch", {"id": first["id"], "index": index})
                                   for index in range(partial.next_index,
                                                      first.get("chunks", 1))), arrived)
     except (RequestFailed, ConnectionLost) as failure:

@@ -4,7 +4,9 @@ Pure: the progress bar's text; --json progress records at the start, at
 most every JSON_EVERY seconds and at the end, and a transfer_resumed record
 only when a transfer does not start at zero; a partial download keeps its
 whole chunks (a torn end goes) and refuses to follow a symlink; a refusal
-that waiting cannot help is raised at once. Against a real server: a file
+that waiting cannot help is raised at once; a download cut off waits for
+a new session, not for the lost one that still looks up for a moment
+(sessions served from memory). Against a real server: a file
 that changes while it is sent is hashed and sent again (the server's
 hash_mismatch is not the end); a partial download whose bytes went bad is
 downloaded again from the start, and only the right file is kept. The
@@ -14,16 +16,17 @@ Tests/system/test_file_transfers.py.
 
 import io
 import os
+import threading
 
 import pytest
 
 from Modules import identity
 from Modules.client import transfers
 from Modules.client.login import ScriptedLogin, check_server_key, run_login
-from Modules.client.session import ClientSession, RequestFailed
+from Modules.client.session import ClientSession, ConnectionLost, RequestFailed
 from Tests.support import of_type, run_client, run_ok
 from Tests.support.files import known_bytes, sha256
-from Tests.support.processes import PASSWORD
+from Tests.support.processes import PASSWORD, WAIT
 
 CHUNK = transfers.CHUNK
 MIB = 1024 * 1024
@@ -117,6 +120,58 @@ def test_a_refusal_that_waiting_cannot_help_is_raised_at_once():
     with pytest.raises(RequestFailed):
         retry.refused(final)
     assert retry.stalls == 0
+
+
+class FileServing:
+    """A session that serves FileFetch for one file from memory (or, when
+    `broken`, fails every request as a lost connection while it still looks
+    open, as a session does whose reader thread has not seen the loss yet)."""
+
+    closed = False
+
+    def __init__(self, data, broken=False):
+        self.data, self.broken, self.answers, self.rid = data, broken, {}, 0
+
+    def request(self, op, **fields):
+        return self.finish_request(self.start_request(op, **fields))
+
+    def start_request(self, op, **fields):
+        self.rid += 1
+        self.answers[self.rid] = fields["index"]
+        return self.rid
+
+    def finish_request(self, rid):
+        if self.broken:
+            raise ConnectionLost("The server closed the connection.", "closed")
+        index = self.answers.pop(rid)
+        return {"index": index, "data": _b64(self.data[index * CHUNK:(index + 1) * CHUNK]),
+                "name": "back.bin", "size": len(self.data), "sha256": sha256(self.data),
+                "chunks": -(-len(self.data) // CHUNK)}
+
+
+def test_a_download_waits_for_a_new_session_not_for_the_one_it_lost(tmp_path):
+    from Modules.client.link import Link
+    data = known_bytes(3 * CHUNK + 5)
+    link = Link("127.0.0.1", 1, "kh", None, retry=True)
+    link.session, link.logged_in = FileServing(data, broken=True), True
+
+    class PromptRunner:
+        output = Recorder()
+        session = property(lambda self: link.session)
+
+        def wait_for_connection(self, *lost):
+            waiting.set()
+            return link.wait_until_back(WAIT, *lost)
+    waiting = threading.Event()
+    # The retrying thread brings a new session once the loss was seen.
+    threading.Thread(target=lambda: waiting.wait(WAIT) and setattr(
+        link, "session", FileServing(data)), daemon=True).start()
+    first, path = transfers.fetch_file(
+        PromptRunner(), 4, lambda first: str(tmp_path / first["name"]), False,
+        lambda first: transfers.Progress(PromptRunner.output, "download", first["name"],
+                                         first["size"]))
+    assert first["sha256"] == sha256(data) and open(path, "rb").read() == data
+    assert len([note for note in PromptRunner.output.notes if "was lost" in note]) == 1
 
 
 # ------------------------------------------------------------ against a real server

@@ -7,6 +7,11 @@ what it forwarded (`forwarded`, bytes), keeps every byte with
 the clear), and `cut()` ends every connection it carries at once, as a
 network that drops: both ends see the connection close, and the next
 connection is forwarded again. `close()` stops listening and cuts.
+
+`hold_at(n)` makes the relay itself stop forwarding, both ways, once it
+has forwarded `n` bytes (`held` is then set) until `release()`: a test
+interrupts a transfer at a point the relay decides, not at whatever point
+the test's own polling happens to see on a busy machine.
 """
 
 import socket
@@ -24,6 +29,9 @@ class Relay:
         self.forwarded = 0
         self.lock = threading.Lock()
         self.live = set()
+        self.hold_limit = None
+        self.held = threading.Event()
+        self.released = threading.Event()
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
     def _accept_loop(self):
@@ -55,6 +63,10 @@ class Relay:
                 self.forwarded += len(data)
                 if self.record:
                     self.recorded += data
+                holding = self.hold_limit is not None and self.forwarded >= self.hold_limit
+            if holding:
+                self.held.set()
+                self.released.wait()
             try:
                 sink.sendall(data)
             except OSError:
@@ -70,6 +82,18 @@ class Relay:
             with self.lock:
                 self.live.discard(sock)
 
+    def hold_at(self, limit):
+        """Stop forwarding (both ways) once `limit` bytes have been forwarded."""
+        with self.lock:
+            self.hold_limit = limit
+        self.released.clear()
+
+    def release(self):
+        """Forward again what was held, and everything after it."""
+        with self.lock:
+            self.hold_limit = None
+        self.released.set()
+
     def cut(self):
         """End every connection carried now (new ones are forwarded again)."""
         with self.lock:
@@ -78,4 +102,5 @@ class Relay:
 
     def close(self):
         self.listener.close()
+        self.release()
         self.cut()

@@ -66,18 +66,32 @@ def _download_dir(tmp_path):
     return target
 
 
-def _transfer_under_way(server, user, line, moved, pause=None):
-    """A batch client of `user` that runs `line`, paused once `moved()` has reached
-    CUT_AT: on a busy machine a transfer could otherwise end before the test
-    interrupts it. `pause(client)` pauses it: by default the client is stopped
-    (SIGSTOP; `_go_on(client)` lets it carry on)."""
-    client = BatchClient(server, user)
+@pytest.fixture
+def relays():
+    """Relays a test opens; every one is closed afterwards, whatever happened."""
+    opened = []
+    yield lambda server: opened.append(Relay(server.port)) or opened[-1]
+    for relay in opened:
+        relay.close()
+
+
+def _transfer_under_way(server, relays, user, line, moved, pause=None):
+    """A batch client of `user` that runs `line` through a relay, paused once
+    `moved()` has reached CUT_AT. The relay itself stops forwarding at twice
+    that, so on a busy machine the transfer cannot end before the test has
+    seen it under way and paused it. `pause(client)` pauses it: by default
+    the client is stopped (SIGSTOP; `_go_on(client)` lets it carry on); the
+    relay then forwards again."""
+    relay = relays(server)
+    client = BatchClient(Via(server, relay.port), user)
     try:
         client.wait_type("ready")
+        relay.hold_at(relay.forwarded + 2 * CUT_AT)
         client.send(line)
         wait_until(lambda: moved() >= CUT_AT, timeout=TRANSFER_WAIT, interval=0.01,
                    message="the transfer under way")
         (pause or (lambda c: os.kill(c.proc.pid, signal.SIGSTOP)))(client)
+        relay.release()
     except BaseException:
         client.kill()
         raise
@@ -162,11 +176,13 @@ def test_an_upload_cut_off_by_the_network_carries_on_by_itself_at_the_prompt(
     pty = ClientPty(tmp_path, relay.port, login="alice")
     try:
         pty.expect("alice>")
+        relay.hold_at(relay.forwarded + 2 * CUT_AT)         # it cannot end before the cut
         pty.line(f"send-file bob {path}")
         pty.expect(r"cut\.bin \[[#-]{20}\] +\d+%  [\d.]+ of 24\.0 MiB  [\d.]+ MiB/s")
         wait_until(lambda: _part_bytes(server) >= CUT_AT, timeout=TRANSFER_WAIT,
                    message="the upload under way")
         relay.cut()
+        relay.release()
         pty.expect(r"The connection was lost during the upload")
         pty.expect(r"Resuming the upload of cut\.bin at \d+%", timeout=TRANSFER_WAIT)
         pty.expect(r"Sent cut\.bin \(24\.0 MiB\) to bob as file #(\d+)",
@@ -187,10 +203,12 @@ def test_a_download_cut_off_by_the_network_carries_on_by_itself_at_the_prompt(
     pty = ClientPty(tmp_path, relay.port, login="bob")
     try:
         pty.expect("bob>")
+        relay.hold_at(relay.forwarded + 2 * CUT_AT)         # it cannot end before the cut
         pty.line(f"download {file_id} {target}")
         wait_until(lambda: _partial_bytes(target) >= CUT_AT, timeout=TRANSFER_WAIT,
                    message="the download under way")
         relay.cut()
+        relay.release()
         pty.expect(r"The connection was lost during the download")
         pty.expect(r"Resuming the download of cut\.bin at \d+%", timeout=TRANSFER_WAIT)
         pty.expect(r"Saved file #\d+ as .*cut\.bin", timeout=TRANSFER_WAIT)
@@ -216,9 +234,9 @@ def _download_matches(server, tmp_path, data):
 
 
 def test_an_upload_whose_user_process_is_killed_carries_on_when_sent_again(
-        server, tmp_path):
+        server, tmp_path, relays):
     path, data = _alice_and_bob_with(server, tmp_path, "kill.bin")
-    first = _transfer_under_way(server, "alice", f"send-file bob {path}",
+    first = _transfer_under_way(server, relays, "alice", f"send-file bob {path}",
                                 lambda: _part_bytes(server))
     try:
         _kill_one(server, "parley: user alice")
@@ -235,11 +253,11 @@ def test_an_upload_whose_user_process_is_killed_carries_on_when_sent_again(
 
 
 def test_a_download_whose_user_process_is_killed_carries_on_when_run_again(
-        server, tmp_path):
+        server, tmp_path, relays):
     path, data = _alice_and_bob_with(server, tmp_path, "kill.bin")
     file_id = _sent(server, path)
     target = _download_dir(tmp_path)
-    first = _transfer_under_way(server, "bob", f"download {file_id} {target}",
+    first = _transfer_under_way(server, relays, "bob", f"download {file_id} {target}",
                                 lambda: _partial_bytes(target))
     try:
         _kill_one(server, "parley: user bob")
@@ -257,7 +275,7 @@ def test_a_download_whose_user_process_is_killed_carries_on_when_run_again(
 
 @pytest.mark.parametrize("direction", ["upload", "download"])
 def test_a_transfer_rides_through_the_database_process_being_killed(server, tmp_path,
-                                                                    direction):
+                                                                    relays, direction):
     path, data = _alice_and_bob_with(server, tmp_path, "db.bin")
     target = _download_dir(tmp_path)
     if direction == "upload":
@@ -269,7 +287,7 @@ def test_a_transfer_rides_through_the_database_process_being_killed(server, tmp_
     (old,) = server.pids_titled("parley: database")
     # The database is stopped, not the client: the client's next requests then wait in
     # the user process, which must answer them `unavailable` when the database dies.
-    client = _transfer_under_way(server, user, line, moved,
+    client = _transfer_under_way(server, relays, user, line, moved,
                                  pause=lambda _client: os.kill(old, signal.SIGSTOP))
     try:
         os.kill(old, signal.SIGKILL)
@@ -299,11 +317,11 @@ def test_the_progress_of_a_download_in_json_ends_at_its_size(server, tmp_path):
     assert of_type(objects, "transfer_resumed") == []
 
 
-def test_an_upload_left_unfinished_goes_after_its_expiry_and_then_starts_over(make_server,
-                                                                              tmp_path):
+def test_an_upload_left_unfinished_goes_after_its_expiry_and_then_starts_over(
+        make_server, tmp_path, relays):
     server = make_server("--upload-expiry-hours", "0.0003")       # about a second
     path, data = _alice_and_bob_with(server, tmp_path, "left.bin")
-    first = _transfer_under_way(server, "alice", f"send-file bob {path}",
+    first = _transfer_under_way(server, relays, "alice", f"send-file bob {path}",
                                 lambda: _part_bytes(server))
     first.kill()                                    # the sender walks away
     wait_until(lambda: _part_bytes(server) == 0, timeout=TRANSFER_WAIT,
