@@ -16,7 +16,9 @@ tree's rows ({"id", "values", "tags", "selected"}; a tree row's "box" is
 its x, y, width, height inside the tree, empty when scrolled away), a progress bar's
 value, a notebook's selected tab, an open menu's entries (with their
 boxes). A window's title is the "text" of its
-Toplevel. Nothing is read back: the dump changes nothing in the windows.
+Toplevel. Tk's own dialogs (the file chooser) are dumped too, though
+tkinter did not create their widgets. Nothing is read back: the dump
+changes nothing in the windows.
 
 It is meant for tests and for debugging a display problem; it holds what
 the screen holds (subjects, bodies), so it is off unless asked for. Talks
@@ -57,7 +59,7 @@ def widget_text(widget):
                     "rows": _tab_rows(widget)}
         if kind == "Menu":
             return {"rows": _menu_rows(widget)}
-        if widget is widget.winfo_toplevel():      # a window: its title
+        if str(widget.tk.call("winfo", "toplevel", widget._w)) == str(widget._w):  # a window
             return {"text": widget.title()}
         text = widget.cget("text")
     except (tkinter.TclError, AttributeError):
@@ -130,17 +132,36 @@ def snapshot(root):
                  "width": widget.winfo_width(), "height": widget.winfo_height()}
         entry.update(widget_text(widget))
         widgets.append(entry)
-        stack.extend(widget.winfo_children())
-    focus = root.focus_get() if _has_focus(root) else None
-    return {"title": root.title(), "focus": str(focus) if focus else None,
-            "widgets": widgets}
+        stack.extend(_children(widget))
+    focus = str(root.tk.call("focus"))       # a path string, also inside Tk's dialogs
+    return {"title": root.title(), "focus": focus or None, "widgets": widgets}
 
 
-def _has_focus(root):
-    try:
-        return root.focus_get() is not None
-    except (KeyError, tkinter.TclError):     # a focus inside a Tk-internal widget
-        return False
+# tkinter classes for widgets Tk's own dialogs create in Tcl (the file chooser)
+_FOREIGN_KINDS = {"Entry": tkinter.Entry, "TEntry": tkinter.Entry, "Text": tkinter.Text,
+                  "Listbox": tkinter.Listbox, "Menu": tkinter.Menu,
+                  "Toplevel": tkinter.Toplevel}
+
+
+def _children(widget):
+    """Every child of `widget`, also those tkinter did not create (its own
+    `winfo_children` leaves out Tk's dialogs); those are read through a
+    stand-in of the matching tkinter class that creates nothing."""
+    children = []
+    for path in widget.tk.splitlist(widget.tk.call("winfo", "children", widget._w)):
+        try:
+            children.append(widget.nametowidget(path))
+        except KeyError:
+            children.append(_stand_in(widget, str(path)))
+    return children
+
+
+def _stand_in(master, path):
+    kind = _FOREIGN_KINDS.get(master.tk.call("winfo", "class", path), tkinter.Widget)
+    stand_in = kind.__new__(kind)
+    stand_in.tk, stand_in._w, stand_in.master = master.tk, path, master
+    stand_in.children, stand_in.widgetName = {}, None
+    return stand_in
 
 
 class Dumper:

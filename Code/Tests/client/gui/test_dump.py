@@ -2,9 +2,9 @@
 
 Real Tk widgets on the test's virtual display (the `tk_root` fixture): what
 each kind of widget puts in the dump, a password shown as bullets only,
-hidden widgets left out, and the file written (privately) only when what
-is visible changed. The real client's use of it is what every other GUI
-test reads.
+hidden widgets left out, widgets Tk's own dialogs create in Tcl
+included, and the file written (privately) only when what is visible
+changed. The real client's use of it is what every other GUI test reads.
 """
 
 import json
@@ -57,6 +57,19 @@ def test_the_visible_texts_of_each_kind_of_widget(tk_root):
     assert shown[".f.bar"]["value"] == 40.0
     assert ".f.hidden" not in shown
     assert shown[".f.label"]["width"] > 0 and shown[".f.label"]["x"] >= 0
+
+
+def test_widgets_made_in_tcl_as_tks_own_dialogs_make_them_are_dumped_too(tk_root):
+    """Tk's file chooser creates its widgets in Tcl; tkinter knows none of them."""
+    tk_root.tk.eval("toplevel .__chooser; ttk::entry .__chooser.ent; pack .__chooser.ent;"
+                    " .__chooser.ent insert 0 /tmp/picked.txt; label .__chooser.l"
+                    " -text {File name:}; pack .__chooser.l")
+    tk_root.tk.call("focus", "-force", ".__chooser.ent")
+    tk_root.update()
+    dumped = by_path(snapshot(tk_root))
+    assert dumped[".__chooser.ent"]["text"] == "/tmp/picked.txt"
+    assert dumped[".__chooser.l"]["text"] == "File name:"
+    assert dumped[".__chooser"]["class"] == "Toplevel"
 
 
 def test_the_file_is_private_and_rewritten_only_after_a_change(tk_root, tmp_path):
