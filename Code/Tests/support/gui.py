@@ -158,13 +158,14 @@ class GuiProcess:
         return [] if entry is None else entry.get("rows", [])
 
     def wait(self, predicate, what, timeout=WAIT):
+        """Until `predicate(dump)` is true; what it returned."""
         def holds():
             if self.proc.poll() is not None:
                 raise AssertionError(f"the GUI ended ({self.proc.returncode}) while "
                                      f"waiting for {what}; log:\n{self.read_log()}")
             return predicate(self.dump())
         try:
-            wait_until(holds, timeout, message=what)
+            return wait_until(holds, timeout, message=what)
         except AssertionError as error:
             raise AssertionError(f"{error}; on screen: {self.texts()}") from None
 

@@ -8,8 +8,10 @@ downloaded with its progress bar and SHA-256 check, the window answering
 while a download is held up, a file sent, one declined; the
 tabs (sent mail, search, who is online, the conversation with one
 person); the account menu (presence off, blocking a name, changing the
-password, deleting the account after the confirmation); a message that
-arrives while another window has the focus puts the count in the title.
+password, deleting the account after the confirmation); a file to send
+picked with Tk's file chooser (Browse…); a message that arrives while
+another window has the focus puts the count in the title and rings the
+bell, as the X server hears it (XKB BellNotify, `Tests/support/xbell.py`).
 """
 
 import hashlib
@@ -23,6 +25,8 @@ from Tests.support.clients import run_client
 from Tests.support.clients import run_ok as ok
 from Tests.support.gui import distinct_colours
 from Tests.support.gui import COMPOSE, INBOX, STATUS, VIEW, log_in, logged_in, trusted_gui
+from Tests.support.processes import WAIT
+from Tests.support.xbell import BellWatcher
 
 TABS = ".main.split.tabs"
 FILES = ".main.split.tabs.files.list.list"
@@ -144,6 +148,33 @@ def test_a_file_is_sent_to_someone(make_gui, server, tmp_path):
     assert gui.widget(f"{TRANSFERS}.t0.bar")["value"] == 100.0
     files = [o for o in ok(server, "bob", ["files"]) if o["type"] == "files"][0]["files"]
     assert [(f["from"], f["name"], f["size"]) for f in files] == [("alice", "notes.txt", 11)]
+
+
+def test_a_file_to_send_can_be_picked_with_the_file_chooser(make_gui, server, tmp_path):
+    ok(server, "bob", create=True)
+    ok(server, "alice", create=True)
+    source = tmp_path / "picked.txt"
+    source.write_text("chosen, not typed\n")
+    gui = trusted_gui(make_gui, server, "alice")
+    tab(gui, "Files")
+    gui.click(".main.split.tabs.files.buttons.send_file")
+    gui.fill(".send_file.body.fields.to", "bob")
+    gui.click(".send_file.body.fields.browse_path")
+    chooser = gui.wait(lambda d: _file_name_entry(gui, d), "Tk's file chooser")
+    gui.fill(chooser, str(source))
+    gui.key("Return")
+    gui.wait(lambda d: _file_name_entry(gui, d) is None, "the chooser closed")
+    gui.wait_text(".send_file.body.fields.path", str(source))
+    gui.click(".send_file.body.buttons.ok")
+    gui.wait_text(f"{TRANSFERS}.t0.result", "the server checked its SHA-256")
+    files = [o for o in ok(server, "bob", ["files"]) if o["type"] == "files"][0]["files"]
+    assert [(f["name"], f["size"]) for f in files] == [("picked.txt", 18)]
+
+
+def _file_name_entry(gui, dump):
+    """The path of the file chooser's "File name" entry, while it is open."""
+    return next((w["path"] for w in dump["widgets"] if "__tk_filedialog" in w["path"]
+                 and w["class"] in ("Entry", "TEntry") and w["path"].endswith("ent")), None)
 
 
 def test_a_file_offered_is_declined(make_gui, server, tmp_path):
@@ -273,6 +304,7 @@ def test_a_message_while_unfocused_shows_in_the_title(make_gui, server, display)
     ok(server, "alice", create=True)
     gui = trusted_gui(make_gui, server, "alice")
     other = tkinter.Tk(screenName=display)           # another program takes the focus
+    bells = BellWatcher(display)
     try:
         other.geometry("200x100+1000+600")
         other.update()
@@ -281,7 +313,9 @@ def test_a_message_while_unfocused_shows_in_the_title(make_gui, server, display)
         gui.wait(lambda d: d["focus"] is None, "the GUI to lose the focus")
         ok(server, "bob", ['send alice "Ping" "hello"'])
         gui.wait(lambda d: d["title"] == "Parley — alice (1 new)", "the count in the title")
+        bells.wait_for(1, WAIT)                       # and the X server rang the bell
     finally:
+        bells.close()
         other.destroy()
     gui.focus(f"{COMPOSE}.to")                        # back: the title is plain again
     gui.wait(lambda d: d["title"] == "Parley — alice", "the plain title")
