@@ -120,7 +120,7 @@ class AdminAnswers(ReservedNameAnswers, _Answers):
     # -- telling people ------------------------------------------------------------
     async def broadcast(self, args):
         deliveries = await self.job(administration.store_broadcast, args["text"], _now(),
-                                    after=self.monitor.hub.deliver)
+                                    delivers=lambda deliveries: deliveries)
         live = len({recipient for recipient, _ in deliveries
                     if recipient in self.monitor.hub.subscribers})
         self._done("broadcast", f"{len(args['text'])} characters",

@@ -105,9 +105,10 @@ class _Answers:
         """A Refusal, for the answer mixins of other modules (they cannot import this one)."""
         return Refusal(code, reason, retry_after)
 
-    def job(self, fn, *args, after=None, lazy=False):
+    def job(self, fn, *args, after=None, delivers=None, lazy=False):
         """A write on the single writer, in this connection's owner's line."""
-        future = self.monitor.job(fn, *args, after=after, lazy=lazy, owner=self.conn.owner)
+        future = self.monitor.job(fn, *args, after=after, delivers=delivers, lazy=lazy,
+                                  owner=self.conn.owner)
         self.conn.last_write, self.conn.last_write_lazy = future, lazy
         return future
 
@@ -316,7 +317,7 @@ class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, P
         result = await self.job(
             storage.store_message, self.conn.user, args["to"], args["subject"], args["body"],
             args["client_id"], _now(), mailbox.limits_from(self.monitor.settings),
-            after=lambda stored: self.monitor.hub.deliver(stored["deliveries"]))
+            delivers=lambda stored: stored["deliveries"])
         fields = {"id": result["id"], "bounced": result["bounced"],
                   "duplicate": result["duplicate"]}
         if result.get("note"):
@@ -325,6 +326,7 @@ class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, P
 
     async def ack(self, args):
         """No reply: the commit may wait to share a later transaction (lazy)."""
+        self.conn.acked(args["ids"])
         await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(),
                        args["read"], lazy=True)
 
@@ -396,10 +398,10 @@ async def delete_account(monitor, username):
     mail, then files never downloaded, go back to their senders (the count)."""
     await monitor.job(storage.mark_deleting, username)
     bounces = await monitor.job(storage.bounce_and_clear_inbox, username, _now(),
-                                after=monitor.hub.deliver)
+                                delivers=lambda bounces: bounces)
     files_back, file_ids = await monitor.job(
         file_records.return_undownloaded, username, _now(),
-        after=lambda found: monitor.hub.deliver(found[0]))
+        delivers=lambda found: found[0])
     for file_id in file_ids:          # a crash here: the start-up sweep removes them
         await monitor.files.run(monitor.files.store.remove, file_id)
     await monitor.job(storage.remove_password, username)

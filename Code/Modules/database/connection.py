@@ -80,6 +80,7 @@ class Hub:
         self.subscribers = {}   # username -> set of MonitorConnection
         self.parked = {}        # username -> their parked sessions (parking.Parking.by_user)
         self.wake = None        # parking.Parking.wake_user, set by the monitor
+        self.signals = None     # mail_signals.MailSignals when servers share PostgreSQL
 
     def add(self, conn):
         self.subscribers.setdefault(conn.user, set()).add(conn)
@@ -113,6 +114,7 @@ class MonitorConnection(asyncio.Protocol):
         self.raw_ticket = None            # ... as the string Bind gave (parking's key)
         self.parked = False               # Park answered: the session lives on parked
         self.last_pushed = 0              # the highest message id pushed to it (Park)
+        self.unacked = None               # ids pushed, not acked (a set across servers)
         self.last_write = None            # the future of its latest write
         self.last_write_lazy = False      # whether that one was a lazy job (an Ack)
         self.peer = self.address = "?"
@@ -366,6 +368,8 @@ class MonitorConnection(asyncio.Protocol):
         if self.subscription.state == ENDED:   # the connection was lost meanwhile
             return
         self.subscription.move("subscribe")
+        if self.monitor.hub.signals is not None:   # several servers: ids not monotonic
+            self.unacked = set()
         self.monitor.hub.add(self)
 
     def push_backlog(self, rows):
@@ -376,10 +380,25 @@ class MonitorConnection(asyncio.Protocol):
         buffered, self._buffered = self._buffered, []
         last = rows[-1]["id"] if rows else 0
         self.last_pushed = max(self.last_pushed, last)
+        if self.unacked is not None:
+            self.unacked.update(row["id"] for row in rows)
         self._send_pushes(rows)
+        sent = {row["id"] for row in rows}
         for message in buffered:
-            if message["id"] > last:
+            if message["id"] not in sent and (self.unacked is not None or message["id"] > last):
                 self.queue_push(message)
+
+    def push_unseen(self, rows):
+        """Undelivered messages read after another server's announcement: push those
+        this session was not pushed (`mail_signals.py`); the rest it has."""
+        for message in rows:
+            if self.unacked is None or message["id"] not in self.unacked:
+                self.queue_push(message)
+
+    def acked(self, ids):
+        """The client acknowledged `ids`: no longer to be remembered as pushed."""
+        if self.unacked:
+            self.unacked.difference_update(ids)
 
     def subscription_ended(self):
         if self.subscription.state != UNSUBSCRIBED:
@@ -393,6 +412,10 @@ class MonitorConnection(asyncio.Protocol):
         if state == BUFFERING:
             self._buffered.append(message)
         elif state == LIVE:
+            if self.unacked is not None:
+                if message["id"] in self.unacked:
+                    return                       # pushed already (another server's news)
+                self.unacked.add(message["id"])
             self.last_pushed = max(self.last_pushed, message["id"])
             self._outbox.append(message)
             self._flush_soon()

@@ -347,7 +347,7 @@ async def expire_offers(monitor, settings, now):
     while True:
         _deliveries, ids = await monitor.job(
             return_expired, offered_before, now, period,
-            after=lambda found: monitor.hub.deliver(found[0]))
+            delivers=lambda found: found[0])
         await remove_content(monitor, ids)
         total += len(ids)
         if len(ids) < BATCH:

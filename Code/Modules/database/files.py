@@ -303,7 +303,7 @@ class FileAnswers:
         result = await self.job(
             file_records.finish_upload, upload.file_id, time.time(),
             mailbox.limits_from(self.monitor.settings),
-            after=lambda stored: self.monitor.hub.deliver(stored["deliveries"]))
+            delivers=lambda stored: stored["deliveries"])
         if result["bounced"]:
             await files.run(files.store.remove, upload.file_id)
         log.info("%s sent file %d (%d bytes)%s", self.conn.user, upload.file_id, writer.size,
@@ -347,7 +347,7 @@ class FileAnswers:
         files = self.monitor.files
         deliveries = await self.job(
             file_records.decline, self.conn.user, args["id"], args["note"], time.time(),
-            after=lambda found: self.monitor.hub.deliver(found or ()))
+            delivers=lambda found: found or ())
         if deliveries is None:
             return self.refusal("not_found", f"You have no file {args['id']} to decline.")
         await files.run(files.store.remove, args["id"])

@@ -42,6 +42,7 @@ from Modules.database import (
     file_upkeep,
     files,
     mailbox,
+    mail_signals,
     server_key,
     statistics,
     storage,
@@ -100,9 +101,19 @@ class Monitor:
         self.files = None                         # the FileService (issue 14), by serve()
         self.key_paths = None                     # key files a backup copies (issue 15)
 
-    def job(self, fn, *args, after=None, lazy=False, owner=None):
-        """A write (or a read that must see the writer's order) on the single writer."""
+    def job(self, fn, *args, after=None, delivers=None, lazy=False, owner=None):
+        """A write (or a read that must see the writer's order) on the single writer.
+        `delivers(result)` -> [(recipient, message)]: mail the job stored, pushed to the
+        recipients' sessions after the commit (and, when servers share PostgreSQL,
+        announced to the others inside the job's transaction: `mail_signals.py`)."""
+        if delivers is not None:
+            if self.hub.signals is not None:
+                fn = mail_signals.delivering(fn, delivers, self.hub.signals.server_id)
+            after = self._pushing(delivers)
         return self.writer.submit(fn, *args, after=after, lazy=lazy, owner=owner)
+
+    def _pushing(self, delivers):
+        return lambda result: self.hub.deliver(delivers(result))
 
     def hasher_idle(self):
         return not any(self.hasher.in_flight.values())
