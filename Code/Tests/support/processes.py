@@ -6,7 +6,8 @@ children move to a process group of their own, but never leave the
 session) and always kills everything in that session when the test ends
 (the `server` fixture in conftest.py guarantees it, even on failure). `running_database()` starts a real database process (a
 forkserver child on real SQLite files) for tests that talk to the monitor
-directly. `wait_until` waits on a condition, never a fixed time.
+directly. `wait_until` waits on a condition, never a fixed time;
+`unread_by(pid)` is what a (stopped) process has not read from its sockets.
 """
 
 import atexit
@@ -206,6 +207,14 @@ def parent_of(pid):
         return int(proc_stat(pid)[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def unread_by(pid):
+    """Bytes waiting unread in the connected Unix sockets of process `pid` (from
+    `ss`): a stopped process that holds requests it has not read yet."""
+    lines = subprocess.run(["ss", "-xpnH", "state", "established"], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    return sum(int(line.split()[1]) for line in lines if f"pid={pid}," in line)
 
 
 def run_admin(server, *words, as_json=False, preexec_fn=None, data_dir=None):

@@ -24,7 +24,7 @@ import pytest
 
 from Tests.support import BatchClient, of_type, run_client, run_ok, wait_until
 from Tests.support.files import MARK, known_bytes, plaintext_on_disk, sha256
-from Tests.support.processes import WAIT
+from Tests.support.processes import WAIT, unread_by
 from Tests.support.relay import Relay
 from Tests.support.terminal import ClientPty
 
@@ -290,6 +290,10 @@ def test_a_transfer_rides_through_the_database_process_being_killed(server, tmp_
     client = _transfer_under_way(server, relays, user, line, moved,
                                  pause=lambda _client: os.kill(old, signal.SIGSTOP))
     try:
+        # Killed only once a request of the transfer waits in it: one that reached the
+        # user process after the kill would go to the new database, and nothing resumes.
+        wait_until(lambda: unread_by(old) > 0, timeout=TRANSFER_WAIT,
+                   message="a request waiting in the stopped database")
         os.kill(old, signal.SIGKILL)
         resumed = client.wait_type("transfer_resumed", timeout=TRANSFER_WAIT)
         assert resumed["direction"] == direction and resumed["done"] > 0
