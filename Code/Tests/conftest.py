@@ -31,3 +31,30 @@ def make_server(tmp_path):
 @pytest.fixture
 def server(make_server):
     return make_server()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL cluster for this test worker (`Tests/support/postgres.py`)."""
+    from Tests.support.postgres import PostgresCluster, find_binaries
+
+    if find_binaries() is None:
+        pytest.skip("The PostgreSQL tests need PostgreSQL's server binaries (Debian: "
+                    "apt-get install postgresql); skipping them.")
+    cluster = PostgresCluster()
+    try:
+        yield cluster.init().start()
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_dsn(postgres):
+    """A fresh empty database in that cluster, dropped afterwards: its DSN."""
+    if postgres.pid() is None:                 # an earlier test stopped or killed it
+        postgres.start()
+    dsn = postgres.create_database()
+    yield dsn
+    if postgres.pid() is None:
+        postgres.start()
+    postgres.drop_database(dsn.rsplit("/", 1)[1].split("?")[0])

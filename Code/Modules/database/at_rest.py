@@ -95,7 +95,10 @@ def check_key(db, schema, label):
 
 
 def row_type(db):
-    """The Row class of `db`'s library."""
+    """The Row class of `db`'s library (a PostgreSQL connection names its own)."""
+    own = getattr(db, "row_class", None)
+    if own is not None:
+        return own
     return sqlcipher3.Row if isinstance(db, sqlcipher3.Connection) else sqlite3.Row
 
 

@@ -249,8 +249,12 @@ def _in_progress(upload):
 
 def kept_files(db):
     """(ids of the files whose content must be on disk, the highest id ever given)."""
-    row = db.execute("SELECT seq FROM msg.sqlite_sequence WHERE name = 'files'").fetchone()
-    return file_records.stored_ids(db), row[0] if row else 0
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        row = db.execute("SELECT pg_sequence_last_value("
+                         "pg_get_serial_sequence('msg.files', 'id'))").fetchone()
+    else:
+        row = db.execute("SELECT seq FROM msg.sqlite_sequence WHERE name = 'files'").fetchone()
+    return file_records.stored_ids(db), (row[0] or 0) if row else 0
 
 
 def _stored_names(store):

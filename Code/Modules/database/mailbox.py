@@ -190,7 +190,10 @@ def match_expression(text):
 
 def index_pending(db):
     """Bring the text index up to date: the messages stored since the last call
-    go into it in one batch (one FTS5 segment, not one per commit). How many."""
+    go into it in one batch (one FTS5 segment, not one per commit). How many.
+    PostgreSQL's index (`backends/pg_schema.py`) is always up to date: none."""
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        return 0
     through = db.execute("SELECT indexed_through FROM msg.text_index_state").fetchone()[0]
     newest = db.execute("SELECT coalesce(max(id), 0) FROM msg.messages").fetchone()[0]
     if newest <= through:
@@ -209,10 +212,19 @@ def search(db, username, text, before_id=None, limit=50):
     upper = _NO_UPPER_BOUND if before_id is None else before_id
     params = {"me": username, "query": match_expression(text), "upper": upper,
               "n": limit + 1, "preview": PREVIEW_CHARS}
-    rows = _rows(db, f"SELECT {_ENTRY_COLUMNS} FROM msg.messages AS m WHERE m.id IN "
-                     "(SELECT rowid FROM msg.messages_text WHERE messages_text MATCH :query) "
-                     f"AND {_MINE} AND m.id < :upper ORDER BY m.id DESC LIMIT :n", params)
+    rows = _rows(db, f"SELECT {_ENTRY_COLUMNS} FROM msg.messages AS m WHERE "
+                     f"{_text_match(db)} AND {_MINE} AND m.id < :upper "
+                     "ORDER BY m.id DESC LIMIT :n", params)
     return [_entry(row, username) for row in rows[:limit]], len(rows) > limit
+
+
+def _text_match(db):
+    """Which messages hold every word of :query: FTS5 on SQLite; on PostgreSQL the
+    expression index of `pg_schema.py` (the quoted words are plain words to
+    plainto_tsquery, which wants every one of them)."""
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        return "msg.text_words(m.subject, m.body) @@ msg.query_words(:query)"
+    return "m.id IN (SELECT rowid FROM msg.messages_text WHERE messages_text MATCH :query)"
 
 
 # -- dropping copies -----------------------------------------------------------

@@ -48,7 +48,7 @@ def add_total(db, name, count=1):
     """Add `count` to one server total."""
     if count:
         db.execute("INSERT INTO totals (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                   "DO UPDATE SET value = value + excluded.value", (name, count))
+                   "DO UPDATE SET value = totals.value + excluded.value", (name, count))
 
 
 def record_login(db, username, address, now, success, limits=LedgerLimits()):
@@ -70,9 +70,10 @@ def record_login(db, username, address, now, success, limits=LedgerLimits()):
 def _note_address(db, username, address, now, success, most):
     db.execute("INSERT INTO ledger (username, address, attempts, successes, first_seen, "
                "last_seen, last_success) VALUES (:u, :a, 1, :s, :now, :now, "
-               "CASE WHEN :s THEN :now END) ON CONFLICT (username, address) DO UPDATE SET "
-               "attempts = attempts + 1, successes = successes + :s, last_seen = :now, "
-               "last_success = CASE WHEN :s THEN :now ELSE last_success END",
+               "CASE WHEN :s = 1 THEN :now END) ON CONFLICT (username, address) DO UPDATE "
+               "SET attempts = ledger.attempts + 1, successes = ledger.successes + :s, "
+               "last_seen = :now, "
+               "last_success = CASE WHEN :s = 1 THEN :now ELSE ledger.last_success END",
                {"u": username, "a": address, "s": int(success), "now": now})
     db.execute("DELETE FROM ledger WHERE username = ? AND address NOT IN (SELECT address "
                "FROM ledger WHERE username = ? ORDER BY last_seen DESC LIMIT ?)",

@@ -285,11 +285,13 @@ def insert_message(db, sender, recipient, subject, body, now, kind="message",
 
 def _deliver(db, sender, recipient, subject, body, now):
     message = insert_message(db, sender, recipient, subject, body, now, sender_copy=True)
-    db.execute("UPDATE users SET undelivered = undelivered + (username = :to), "
-               "messages_received = messages_received + (username = :to), "
-               "stored_messages = stored_messages + (username = :to), "
-               "stored_bytes = stored_bytes + (username = :to) * :size, "
-               "messages_sent = messages_sent + (username = :from) "
+    to_me, from_me = "CASE WHEN username = :to THEN 1 ELSE 0 END", \
+        "CASE WHEN username = :from THEN 1 ELSE 0 END"      # (both databases' SQL)
+    db.execute(f"UPDATE users SET undelivered = undelivered + {to_me}, "
+               f"messages_received = messages_received + {to_me}, "
+               f"stored_messages = stored_messages + {to_me}, "
+               f"stored_bytes = stored_bytes + {to_me} * :size, "
+               f"messages_sent = messages_sent + {from_me} "
                "WHERE username IN (:to, :from)",
                {"to": recipient, "from": sender, "size": mailbox.size_of(subject, body)})
     add_total(db, "messages_accepted")
@@ -323,12 +325,14 @@ def _insert_bounce(db, to, subject, body, now, note, original_to):
 
 # -- receiving and reading ---------------------------------------------------
 
+_EVERY_ROW = 2 ** 62         # "no limit" that both databases take (PostgreSQL refuses -1)
+
 def undelivered(db, username, after_id=0, limit=None):
     """Messages to `username` not yet delivered, oldest (lowest id) first."""
     rows = _rows(db, f"SELECT {_MESSAGE_COLUMNS} FROM msg.messages "
                      "WHERE recipient = ? AND delivered_at IS NULL AND id > ? "
                      "AND recipient_copy ORDER BY id LIMIT ?",
-                 (username, after_id, -1 if limit is None else limit))
+                 (username, after_id, _EVERY_ROW if limit is None else limit))
     return [_message(row) for row in rows]
 
 
@@ -532,8 +536,8 @@ def _count_problems(db):
 
 
 def _orphan_message_problems(db):
-    rows = _rows(db, "SELECT recipient, COUNT(*) AS total, "
-                     "SUM(delivered_at IS NULL) AS waiting FROM msg.messages AS m "
+    rows = _rows(db, "SELECT recipient, COUNT(*) AS total, SUM(CASE WHEN delivered_at "
+                     "IS NULL THEN 1 ELSE 0 END) AS waiting FROM msg.messages AS m "
                      "WHERE recipient_copy AND NOT EXISTS "
                      "(SELECT 1 FROM users WHERE username = m.recipient) "
                      "GROUP BY recipient ORDER BY recipient")

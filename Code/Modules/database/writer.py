@@ -50,8 +50,10 @@ class _Job:
 class SingleWriter:
     """Owns the connection made by `connect()`; closes it with `close(conn)`."""
 
-    def __init__(self, loop, connect, close, max_batch=1000, repair=None, on_repaired=None):
+    def __init__(self, loop, connect, close, max_batch=1000, repair=None, on_repaired=None,
+                 errors=at_rest.ERRORS):
         self.loop = loop
+        self._errors = errors           # what a statement or COMMIT of the backend raises
         self._connect, self._close = connect, close
         self._repair, self._on_repaired = repair, on_repaired
         self._needs_repair = False
@@ -184,7 +186,7 @@ class SingleWriter:
                 for job in batch:
                     self._run_job(conn, job)
             conn.execute("COMMIT")
-        except at_rest.ERRORS as error:
+        except self._errors as error:
             self._fail_batch(conn, batch, error)
         self.batches += 1
         self.jobs += len(batch)
@@ -218,9 +220,9 @@ class SingleWriter:
             conn.execute("BEGIN IMMEDIATE")
             result = self._repair(conn)
             conn.execute("COMMIT")
-        except at_rest.ERRORS as error:
+        except self._errors as error:
             log.error("repair after a failed commit did not work yet: %s", error)
-            _rollback(conn)
+            _rollback(conn, self._errors)
             return
         self._needs_repair = False
         if self._on_repaired is not None:
@@ -228,7 +230,7 @@ class SingleWriter:
 
     def _fail_batch(self, conn, batch, error):
         log.error("transaction of %d jobs not committed: %s", len(batch), error)
-        _rollback(conn)
+        _rollback(conn, self._errors)
         self._needs_repair = self._repair is not None
         failure = CommitFailed(f"the database could not store this change ({error})")
         for job in batch:
@@ -251,8 +253,8 @@ class SingleWriter:
                 job.future.set_exception(job.error)
 
 
-def _rollback(conn):
+def _rollback(conn, errors):
     try:
         conn.execute("ROLLBACK")
-    except at_rest.ERRORS:
+    except errors:
         pass

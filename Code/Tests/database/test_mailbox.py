@@ -101,7 +101,8 @@ def test_search_finds_words_in_subject_and_body_of_ones_own_copies_only(db):
     make_users(db, "alice", "bob", "carol")
     lunch = send(db, "alice", "bob", subject="Lunch", body="At noon, Café Müller?")["id"]
     other = send(db, "carol", "bob", subject="lunch too", body="x")["id"]
-    assert run(db, mailbox.index_pending) == 2
+    indexed = 0 if getattr(db, "dialect", "") == "postgresql" else 2   # PG's: always current
+    assert run(db, mailbox.index_pending) == indexed
     assert ids(mailbox.search(db, "alice", "lunch")) == [lunch]
     assert ids(mailbox.search(db, "bob", "LUNCH")) == [other, lunch]
     assert ids(mailbox.search(db, "bob", "cafe muller")) == [lunch]   # accents, case
@@ -125,6 +126,7 @@ def test_search_text_is_never_fts_syntax(db, text):
         mailbox.search(db, "bob", text)      # no sqlite3.OperationalError
 
 
+@pytest.mark.sqlite_only           # FTS5's own table
 def test_the_row_and_its_index_entry_go_with_the_last_copy(db):
     make_users(db, "alice", "bob")
     message = send(db, "alice", "bob", body="unique words here")["id"]
@@ -142,6 +144,7 @@ def fts_intact(db):
     return True
 
 
+@pytest.mark.sqlite_only           # FTS5's batches
 def test_the_index_takes_new_messages_in_batches_and_skips_those_gone_meanwhile(db):
     make_users(db, "alice", "bob")
     kept = send(db, "alice", "bob", body="batch word")["id"]

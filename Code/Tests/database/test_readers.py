@@ -1,6 +1,6 @@
 """Tests for Modules/database/readers.py: reader threads beside the writer, and budgets.
 
-On real SQLite files: readers see what the writer committed and cannot
+On both backends (`db`): readers see what the writer committed and cannot
 write; owners take turns (one owner's queued reads do not go ahead of
 another's); a query's exception comes back to its caller and the reader
 goes on; the read budget spends rows, refills with time and says how long
@@ -8,12 +8,11 @@ to wait.
 """
 
 import asyncio
-import sqlite3
 import threading
 
 import pytest
 
-from Modules.database import storage
+from Modules.database import backends, storage
 from Modules.database.readers import ReadBudget, ReaderPool
 from Tests.support import WAIT
 from Tests.support.storage import make_users, send_stored
@@ -23,9 +22,11 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, WAIT))
 
 
-async def started_readers(data_dir, workers=1):
-    pool = ReaderPool(asyncio.get_running_loop(), lambda: storage.open_reader(data_dir),
-                      storage.close_databases, workers=workers)
+async def started_readers(data_dir, db, workers=1):
+    """Readers on the storage of `db` (SQLite in data_dir, or db's PostgreSQL)."""
+    backend = backends.open_backend(getattr(db, "dsn", None), data_dir)
+    pool = ReaderPool(asyncio.get_running_loop(), backend.open_reader, backend.close,
+                      workers=workers)
     pool.start()
     return pool
 
@@ -35,11 +36,12 @@ def test_readers_see_what_was_committed_and_cannot_write(data_dir, db):
     send_stored(db, "alice", "bob")
 
     async def main():
-        pool = await started_readers(data_dir)
+        pool = await started_readers(data_dir, db)
         try:
             page, more = await pool.submit("bob", storage.inbox, "bob")
             assert [entry["from"] for entry in page] == ["alice"] and more is False
-            with pytest.raises(sqlite3.OperationalError):
+            with pytest.raises(backends.open_backend(getattr(db, "dsn", None),
+                                                     data_dir).errors):
                 await pool.submit("bob", storage.mark_deleting, "bob")
             assert await pool.submit("bob", storage.user_exists, "bob") is True  # goes on
         finally:
@@ -60,7 +62,7 @@ def test_owners_take_turns(data_dir, db):
         order.append(name)
 
     async def main():
-        pool = await started_readers(data_dir, workers=1)
+        pool = await started_readers(data_dir, db, workers=1)
         try:
             held = pool.submit("first", gate)
             await asyncio.get_running_loop().run_in_executor(None, started.wait, WAIT)

@@ -27,6 +27,9 @@ from Tests.support.storage import send_stored as send
 
 FILES = ("users.db", "passwords.db", "messages.db")
 
+pytestmark = pytest.mark.sqlite_only    # the SQLite files themselves
+
+
 
 def mode_of(path):
     return stat.S_IMODE(os.stat(path).st_mode)

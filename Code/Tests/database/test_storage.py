@@ -273,6 +273,7 @@ def test_deletion_refuses_to_clear_an_active_account(db):
     assert storage.check_consistency(db) == []
 
 
+@pytest.mark.sqlite_only           # copies the files as a crash leaves them
 @pytest.mark.parametrize("done", [1, 2, 3, 4])
 def test_deletion_survives_a_crash_after_each_step(tmp_path, data_dir, db, done):
     populate_for_deletion(db)
