@@ -74,9 +74,11 @@ class AdminAnswers(ReservedNameAnswers, _Answers):
     async def who(self, _args):
         now = time.time()
         sessions = [{"user": conn.user, "address": conn.address, "since": conn.bound_at,
-                     "idle": round(max(0.0, now - conn.last_request), 1),
-                     **({"parked": True} if conn.parked else {})}
-                    for conn in self.monitor.user_sessions()]
+                     "idle": None if conn.last_request is None  # on another server
+                     else round(max(0.0, now - conn.last_request), 1),
+                     **({"parked": True} if conn.parked else {}),
+                     **({"server": conn.server} if hasattr(conn, "server") else {})}
+                    for conn in self.monitor.user_sessions(everywhere=True)]
         sessions.sort(key=lambda s: (s["user"], s["since"]))
         return {"sessions": sessions}
 
@@ -223,6 +225,11 @@ class AdminAnswers(ReservedNameAnswers, _Answers):
 
     async def backup(self, args):
         """Issue 15: the online backup (`Modules/database/backup.py`)."""
+        backend = getattr(self.monitor, "backend", None)
+        if backend is not None and not backend.supports_backup:
+            return Refusal("bad_request", "The data is in PostgreSQL: back it up with "
+                           "PostgreSQL's own tools (pg_dump, or pg_basebackup with WAL "
+                           "archiving); see docs/postgresql.md.")
         try:
             manifest = await backup.take(self.monitor, args["directory"],
                                          key_paths=self.monitor.key_paths)

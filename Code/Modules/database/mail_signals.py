@@ -92,15 +92,48 @@ def delivering(fn, delivers, server_id):
     return job
 
 
+def _ignore(_payload):
+    pass
+
+
+async def _first_to_end(*coroutines):
+    """Run them together until one ends (a lost connection raises); cancel the rest."""
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(coroutine) for coroutine in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done:
+        task.result()
+
+
 class MailSignals:
-    """Listens for the other servers' announcements and pushes what they stored."""
+    """Listens for the other servers' announcements and pushes what they stored.
+    Other modules share its link: `listen(channel, handler, on_connect)` adds a
+    channel (the session roster, `roster.py`), `send(channel, text)` notifies on
+    one, in order, from a second connection of its own."""
 
     def __init__(self, dsn, hub, read, server_id=None):
         self.dsn, self.hub, self.read = dsn, hub, read
         self.server_id = server_id or new_server_id()
         self.connected = asyncio.Event()
+        self._handlers = {CHANNEL: self.received}
+        self._on_connect = [self.catch_up_everyone]
+        self._outgoing = asyncio.Queue()
         self._looking = {}          # user -> True while a catch-up runs (True: run again)
         self._tasks = set()
+
+    def listen(self, channel, handler, on_connect=None):
+        self._handlers[channel] = handler
+        if on_connect is not None:
+            self._on_connect.append(on_connect)
+
+    def send(self, channel, text):
+        """Queued; sent while connected (dropped while not: `on_connect` resends)."""
+        if self.connected.is_set():
+            self._outgoing.put_nowait((channel, text))
 
     async def run(self):
         """Listen until cancelled, reconnecting after any failure."""
@@ -110,23 +143,40 @@ class MailSignals:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                        self.dsn, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                        self.dsn, autocommit=True) as conn, \
+                        await psycopg.AsyncConnection.connect(
+                            self.dsn, autocommit=True) as sender:
+                    for channel in self._handlers:
+                        await conn.execute(f"LISTEN {channel}")
                     if down_since is not None:
-                        log.warning("listening for other servers' mail again")
+                        log.warning("listening to the other servers again")
                     pause, down_since = RETRY_FIRST, None
-                    self.connected.set()
-                    self.catch_up_everyone()
-                    async for note in conn.notifies():
-                        self.received(note.payload)
+                    await self._connected()
+                    await _first_to_end(self._listen_all(conn), self._send_all(sender))
             except (psycopg.Error, OSError) as error:
                 self.connected.clear()
                 if down_since is None:
                     down_since = asyncio.get_running_loop().time()
-                    log.warning("lost the link that hears other servers' mail (%s); "
-                                "retrying", type(error).__name__)
+                    log.warning("lost the link to the other servers (%s); retrying",
+                                type(error).__name__)
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_MOST)
+
+    async def _connected(self):
+        while not self._outgoing.empty():   # from before the outage: the hooks resend
+            self._outgoing.get_nowait()
+        self.connected.set()
+        for hook in self._on_connect:
+            hook()
+
+    async def _listen_all(self, conn):
+        async for note in conn.notifies():
+            self._handlers.get(note.channel, _ignore)(note.payload)
+
+    async def _send_all(self, sender):
+        while True:
+            channel, text = await self._outgoing.get()
+            await sender.execute("SELECT pg_notify(%s, %s)", (channel, text))
 
     def received(self, payload):
         parsed = parse(payload)

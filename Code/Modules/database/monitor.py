@@ -38,11 +38,14 @@ from collections import OrderedDict
 from Modules.database import (
     administration,
     auth,
+    backends,
     db_key,
+    deployment,
     file_upkeep,
     files,
     mailbox,
     mail_signals,
+    roster,
     server_key,
     statistics,
     storage,
@@ -100,6 +103,7 @@ class Monitor:
         self.hub.parked, self.hub.wake = self.parking.by_user, self.parking.wake_user
         self.files = None                         # the FileService (issue 14), by serve()
         self.key_paths = None                     # key files a backup copies (issue 15)
+        self.roster = None                        # other servers' sessions (issue 18)
 
     def job(self, fn, *args, after=None, delivers=None, lazy=False, owner=None):
         """A write (or a read that must see the writer's order) on the single writer.
@@ -129,15 +133,20 @@ class Monitor:
         while len(self.session_addresses) > SESSION_ADDRESSES_KEPT:
             self.session_addresses.popitem(last=False)
 
-    def user_sessions(self):
-        """Every session: bound connections, and parked sessions (`parking.py`)."""
-        return [conn for conn in self.connections
-                if conn.bound_at is not None and not conn.closed()] \
+    def user_sessions(self, everywhere=False):
+        """Every session: bound connections, and parked sessions (`parking.py`);
+        `everywhere`: also those on the other servers of a shared PostgreSQL
+        (`roster.py`), which cannot be told anything from here."""
+        local = [conn for conn in self.connections
+                 if conn.bound_at is not None and not conn.closed()] \
             + list(self.parking.sessions())
+        if everywhere and self.roster is not None:
+            return local + self.roster.sessions()
+        return local
 
-    def sessions_by_user(self):
+    def sessions_by_user(self, everywhere=False):
         found = {}
-        for conn in self.user_sessions():
+        for conn in self.user_sessions(everywhere):
             found.setdefault(conn.user, []).append(conn)
         return found
 
@@ -146,12 +155,17 @@ class Monitor:
         conn.bound_at = conn.last_request = time.time()
         if parked is not None:
             conn.bound_at, conn.last_request = parked.bound_at, parked.last_request
+        if self.roster is not None:
+            self.roster.session_started(conn)
+        if parked is not None:
             return
         self.peak_sessions = max(self.peak_sessions, len(self.user_sessions()))
         self.presence.session_started(conn)
 
     def session_ended(self, conn):
         """Count the logoff (every end: logout, disconnect, kick, shutdown)."""
+        if self.roster is not None:
+            self.roster.session_ended(conn)
         self.presence.session_ended(conn)
         try:
             future = self.job(statistics.record_logoff, conn.user)
@@ -264,7 +278,16 @@ def lock_data_dir(data_dir, wait=10.0):
 
 
 def prepare_key(config):
-    """The data dir's key (None: not encrypted at rest), any conversion finished."""
+    """The data dir's key (None: not encrypted at rest), any conversion finished.
+    With PostgreSQL there is none: its disk is encrypted, if at all, by the operator."""
+    if config.get("storage"):
+        source = config.get("db_key") or {}
+        if source.get("file") or source.get("hex") or os.path.exists(os.path.join(
+                source.get("credentials") or "/nonexistent", db_key.CREDENTIAL_NAME)):
+            raise storage.StorageError("a database key encrypts the SQLite files at rest; "
+                                       "with PostgreSQL storage encrypt its disk instead "
+                                       "(docs/postgresql.md)")
+        return None
     try:
         return db_key.prepare(config["data_dir"], config.get("db_key"), config.get("log_file"))
     except db_key.AtRestError as error:
@@ -295,19 +318,24 @@ async def serve(config, ready):
     loop = asyncio.get_running_loop()
     lock_data_dir(config["data_dir"])
     key = prepare_key(config)
-    writer = SingleWriter(loop, lambda: storage.open_databases(config["data_dir"], key),
-                          storage.close_databases, repair=storage.repair_torn_writes,
+    backend = backends.open_backend(config.get("storage"), config["data_dir"], key)
+    writer = SingleWriter(loop, backend.open_writer, backend.close, repair=backend.repair,
                           on_repaired=lambda result: repaired_after_failed_commit(monitor,
-                                                                                  result))
+                                                                                  result),
+                          errors=backend.errors)
     writer.start()
-    readers = ReaderPool(loop, lambda: storage.open_reader(config["data_dir"], key),
-                         storage.close_databases, workers=config.get("readers", 2))
+    readers = ReaderPool(loop, backend.open_reader, backend.close,
+                         workers=config.get("readers", 2))
     readers.start()
+    if backend.shared:                  # one of several servers: their secret, their key
+        config = {**config, "ticket_secret": await writer.submit(
+            deployment.join, config["ticket_secret"], public_key_of(config, key))}
     argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
     hasher = auth.PasswordHasher(**argon2, workers=config.get("hash_workers", 2))
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"],
                       resumable_tickets(config), config.get("registration"))
     monitor.readers = readers
+    monitor.backend = backend
     monitor.encrypted_at_rest = key is not None
     monitor.db_key = key                    # for the backup's copies (`backup.py`)
     monitor.read_budget = ReadBudget(**config.get("read_budget", {}))
@@ -319,6 +347,7 @@ async def serve(config, ready):
     await recover(monitor)
     await files.recover(monitor)
     await load_settings(monitor, config)
+    between_servers = join_the_others(monitor, backend) if backend.shared else []
     server = await loop.create_unix_server(lambda: MonitorConnection(monitor),
                                            config["socket_path"])
     os.chmod(config["socket_path"], config.get("socket_mode", 0o600))   # 0666 in a jail dir
@@ -329,13 +358,32 @@ async def serve(config, ready):
     indexing = loop.create_task(index_text(monitor))
     upkeep = loop.create_task(file_upkeep.keep_up(monitor, file_upkeep.settings_from(config)))
     ready.set()
-    log.info("database ready (%s)", config["data_dir"])
+    log.info("database ready (%s)", backend.describe())
     await stop.wait()
+    for task in between_servers:
+        task.cancel()
     trimming.cancel()
     pruning.cancel()
     indexing.cancel()
     upkeep.cancel()
     await shutdown(server, monitor)
+
+
+def public_key_of(config, key):
+    """This server's public key (the deployment's, `deployment.py`)."""
+    holder = server_key.KeyHolder.from_config(config, key)
+    if holder is None:
+        raise storage.StorageError("a server sharing PostgreSQL needs its server key")
+    return holder.key.public
+
+
+def join_the_others(monitor, backend):
+    """Several servers on one PostgreSQL: hear their mail and sessions (issue 18)."""
+    signals = mail_signals.MailSignals(backend.dsn, monitor.hub, monitor.read)
+    monitor.hub.signals = signals
+    monitor.roster = roster.Roster(monitor, signals)
+    loop = asyncio.get_running_loop()
+    return [loop.create_task(signals.run()), loop.create_task(monitor.roster.keep_alive())]
 
 
 def configure_operator_side(monitor, config):

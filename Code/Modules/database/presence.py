@@ -154,8 +154,8 @@ class PresenceTracker:
         self._resuming = set(monitor.tickets.resumable)
 
     def _others_online(self, conn):
-        return any(other is not conn
-                   for other in self.monitor.sessions_by_user().get(conn.user, ()))
+        others = self.monitor.sessions_by_user(everywhere=True).get(conn.user, ())
+        return any(other is not conn for other in others)
 
     def session_started(self, conn):
         """`conn` just bound: its user comes online unless already there (or it is a
@@ -179,8 +179,12 @@ class PresenceTracker:
         pending = self._changed.get(user)
         if pending is not None and pending[1] is None:   # came or went this window:
             self._changed[user] = (pending[0], was_hidden)  # hidden as it was all along
-        elif self.monitor.sessions_by_user().get(user):
+        elif self.monitor.sessions_by_user(everywhere=True).get(user):
             self._note(user, True, was_hidden)
+
+    def remote_change(self, user, was_online):
+        """`user` came or went on another server (`roster.py`): news as for ours."""
+        self._note(user, was_online)
 
     def _note(self, user, was_online, was_hidden=None):
         self._changed.setdefault(user, (was_online, was_hidden))
@@ -217,7 +221,7 @@ class PresenceTracker:
 
     async def _flush(self, changed):
         hidden, blocked = await self.monitor.read(READER_OWNER, notice_facts, list(changed))
-        online = self.monitor.sessions_by_user()
+        online = self.monitor.sessions_by_user(everywhere=True)
         came, went = [], []
         for user, (was_online, was_hidden) in changed.items():
             before = was_online and not (user in hidden if was_hidden is None else was_hidden)
@@ -250,8 +254,11 @@ def _consume(future):
 
 # -- the answers ------------------------------------------------------------------
 def _person(user, conns, now):
+    """Idle: since the last request of any session; for one on another server, whose
+    requests are not heard of here, since its login (`roster.py`)."""
+    latest = max(conn.last_request or conn.bound_at for conn in conns)
     return {"user": user, "since": min(conn.bound_at for conn in conns),
-            "idle": round(max(0.0, now - max(conn.last_request for conn in conns)), 1)}
+            "idle": round(max(0.0, now - latest), 1)}
 
 
 class PresenceAnswers:
@@ -275,7 +282,8 @@ class PresenceAnswers:
             raise
         now = time.time()
         people = sorted(
-            (_person(user, conns, now) for user, conns in self.monitor.sessions_by_user().items()
+            (_person(user, conns, now)
+             for user, conns in self.monitor.sessions_by_user(everywhere=True).items()
              if user == me or (user not in hidden and user not in blockers)),
             key=lambda person: person["user"])
         if after is not None:
@@ -304,7 +312,7 @@ class PresenceAnswers:
         seen = await self.query(seen_by, name, self.conn.user)
         if seen is None:
             return reply
-        sessions = self.monitor.sessions_by_user().get(name)
+        sessions = self.monitor.sessions_by_user(everywhere=True).get(name)
         if sessions:
             reply.update(online=True, since=min(conn.bound_at for conn in sessions))
         elif seen["last_seen"] is not None:

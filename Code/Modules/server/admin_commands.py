@@ -93,11 +93,17 @@ def _help(context, _words):
         ("command", "what it does"), rows))
 
 
+def _state(session):
+    if "server" in session:              # one of the other servers on a shared database
+        return f"on {session['server']}"
+    return "parked" if session.get("parked") else "active"
+
+
 def _who(context, _words):
     sessions = context.call("Who")["sessions"]
     now = time.time()
     rows = [(s["user"], s["address"], _when(s["since"]), _duration(now - s["since"]),
-             _duration(s["idle"]), "parked" if s.get("parked") else "active")
+             "-" if s["idle"] is None else _duration(s["idle"]), _state(s))
             for s in sessions]
     text = table(("user", "address", "since", "online", "idle", "state"), rows) if rows else \
         "Nobody is logged in."

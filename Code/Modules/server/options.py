@@ -77,6 +77,17 @@ def _log_file(text):
     return os.path.abspath(os.path.expanduser(text))
 
 
+def _storage(text):
+    """Where the database process keeps the data: "" or "sqlite" for the three SQLite
+    files in the data dir, or a PostgreSQL URL (issue 18; docs/postgresql.md)."""
+    cleaned = text.strip()
+    if cleaned in ("", "sqlite"):
+        return None
+    if not cleaned.startswith(("postgresql://", "postgres://")):
+        raise ValueError("use sqlite (the default) or a URL postgresql://[user@]host/dbname")
+    return cleaned
+
+
 def _spares(text):
     value = int(text)
     if not 0 <= value <= 64:
@@ -180,6 +191,9 @@ SERVER_OPTIONS = [
     ("port", _port, DEFAULT_PORT, "TCP port (0 picks a free port)"),
     ("port_fallback", _port_fallback, 0, "if the port is taken, try the next N ports"),
     ("data_dir", str, DEFAULT_DATA_DIR, "directory for the databases and the server key"),
+    ("storage", _storage, None, "keep accounts and messages in SQLite in the data dir "
+     "(sqlite) or in PostgreSQL, a URL postgresql://[user@]host[:port]/dbname shared by "
+     "several servers (a password belongs in ~/.pgpass, not in the URL)"),
     ("key_file", str, None, "encrypt the data dir at rest with the key in this file (kept "
      "outside the data dir; made 0400 on the first start; losing it loses the data); "
      "or $PARLEY_DB_KEY (hex) or the systemd credential parley-db-key"),
@@ -288,7 +302,11 @@ def parse_server_options(argv, environ=os.environ):
             except ValueError as error:
                 parser.error(f"bad value in {env_name}: {error}")
     parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    if options.storage and options.key_file:
+        parser.error("--key-file encrypts the SQLite files at rest; with --storage "
+                     "postgresql:// encrypt PostgreSQL's disk instead (docs/postgresql.md)")
+    return options
 
 
 def db_key_source(options, environ):

@@ -116,7 +116,7 @@ class _Monitor:
         self.db, self.conns = db, []
         self.tickets = types.SimpleNamespace(resumable=set())
 
-    def sessions_by_user(self):
+    def sessions_by_user(self, everywhere=False):
         found = {}
         for conn in self.conns:
             if not conn.closed():

@@ -26,6 +26,7 @@ EVERY_OPTION = [
     ("metrics_port", "9464", "9100"),
     ("greeting", "Welcome to the lab.", "Hello from the environment."),
     ("motd", "Exam on Friday.", "No class today."),
+    ("storage", "postgresql://parley@db1/parley", "postgres:///parley?host=/run/pg"),
 ]
 CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
            "log_level": str.upper, "port_fallback": int, "keepalive": int,
@@ -155,6 +156,22 @@ def test_a_bad_greeting_or_motd_stops_the_start(capsys, text, words):
         err = exits(capsys, argv, environ)
         assert where in err and words in err and "Traceback" not in err
         assert len(err.splitlines()[-1]) < 300  # a long text is not echoed whole
+
+
+def test_storage_defaults_to_sqlite_and_takes_a_postgresql_url():
+    assert parse().storage is None
+    assert parse(["--storage", "sqlite"]).storage is None
+    assert parse(environ={"PARLEY_STORAGE": " postgresql://h/db "}).storage == "postgresql://h/db"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--storage", "mysql://h/db"], "bad value 'mysql://h/db' for --storage: use sqlite"),
+    (["--storage", "postgresql://h/db", "--key-file", "/k"], "encrypt PostgreSQL's disk"),
+])
+def test_a_bad_storage_stops_the_start(capsys, argv, words):
+    with pytest.raises(SystemExit) as stopped:
+        parse(argv)
+    assert stopped.value.code == 2 and words in capsys.readouterr().err
 
 
 def test_file_limits_take_bytes_with_an_optional_unit():

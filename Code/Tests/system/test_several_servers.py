@@ -1,0 +1,139 @@
+"""Several Parley servers on one PostgreSQL database (issue 18), end to end.
+
+Real daemons (each with its own data dir and port) started with `--storage`
+pointing at one database of the tests' own PostgreSQL cluster (the
+`pg_dsn` fixture), the second one given a copy of the first one's server
+key, as docs/postgresql.md tells an operator to do. The real client in
+batch mode on either. Checked: accounts made on one server log in on the
+other; a message sent on one server reaches a session on the other live,
+and both sessions of a person logged in on both; `who` (the person's and
+the operator's) lists the sessions of every server; a server with another
+key is refused at start with both fingerprints named.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from Tests.support import BatchClient, ServerProcess, run_admin, run_ok, wait_until
+
+
+def _ok(server, user, lines=(), create=False):
+    return run_ok(server, user, lines, create=create)
+
+
+@pytest.fixture
+def start_server(tmp_path, pg_dsn):
+    """Factory: start_server(name, key_from=None) -> a ServerProcess on the shared
+    database; `key_from`: a server whose key files this one's data dir gets first."""
+    started = []
+
+    def start(name, key_from=None):
+        server = ServerProcess(_directory(tmp_path, name), "--storage", pg_dsn)
+        if key_from is not None:
+            os.makedirs(server.data_dir, mode=0o700)
+            for file_name in ("server_key", "server_key.pub"):
+                shutil.copy2(os.path.join(key_from.data_dir, file_name), server.data_dir)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.kill_group()
+
+
+def _directory(tmp_path, name):
+    directory = tmp_path / name
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def two_servers(start_server):
+    first = start_server("a")
+    return first, start_server("b", key_from=first)
+
+
+def test_an_account_made_on_one_server_logs_in_on_the_other(two_servers):
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    objects = _ok(second, "alice", ["inbox"])
+    assert any(o["type"] == "ready" for o in objects)
+
+
+def test_a_message_sent_on_one_server_reaches_a_session_on_the_other_live(two_servers):
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    bob = BatchClient(second, "bob", create=True)
+    try:
+        bob.wait_type("ready")
+        _ok(first, "alice", ['send bob "Across" "From server A"'])
+        pushed = bob.wait_type("message", via="push")
+        assert (pushed["from"], pushed["body"]) == ("alice", "From server A")
+        assert bob.close() == 0
+    finally:
+        bob.kill()
+    later = [o for o in _ok(first, "bob") if o["type"] == "message"]
+    assert later == []                  # acknowledged on B: not shown again on A
+
+
+def test_a_person_logged_in_on_both_servers_gets_the_push_on_both(two_servers):
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    _ok(first, "bob", create=True)
+    on_first, on_second = BatchClient(first, "bob"), BatchClient(second, "bob")
+    try:
+        on_first.wait_type("ready")
+        on_second.wait_type("ready")
+        _ok(second, "alice", ['send bob "Both" "To every session"'])
+        for client in (on_first, on_second):
+            assert client.wait_type("message", via="push")["subject"] == "Both"
+    finally:
+        on_first.kill()
+        on_second.kill()
+
+
+def test_who_lists_the_sessions_of_every_server(two_servers):
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    bob = BatchClient(second, "bob", create=True)
+    try:
+        bob.wait_type("ready")
+
+        def people_seen_by_alice():
+            objects = _ok(first, "alice", ["who"])
+            return [p["user"] for o in objects if o["type"] == "who" for p in o["people"]]
+        wait_until(lambda: "bob" in people_seen_by_alice(), message="bob in alice's who")
+
+        def operator_sees_bob():
+            status, out, _ = run_admin(first, "who", as_json=True)
+            assert status == 0, out
+            sessions = out["sessions"]
+            return [s for s in sessions if s["user"] == "bob" and "server" in s]
+        wait_until(operator_sees_bob, message="bob on the other server in admin who")
+    finally:
+        bob.kill()
+
+
+def test_a_server_with_another_key_is_refused_naming_both_fingerprints(start_server, pg_dsn,
+                                                                       tmp_path):
+    start_server("a")
+    stranger = ServerProcess(_directory(tmp_path, "c"), "--storage", pg_dsn)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            stranger.start()
+    finally:
+        stranger.kill_group()
+    assert "is not the one the other servers of this database use" in str(refused.value)
+    assert str(refused.value).count("SHA256:") >= 2
+
+
+def test_a_person_not_logged_in_anywhere_gets_mail_sent_on_either_server(two_servers):
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    _ok(second, "bob", create=True)
+    _ok(first, "alice", ['send bob "One" "from A"'])
+    _ok(second, "alice", ['send bob "Two" "from B"'])
+    bodies = [o["body"] for o in _ok(first, "bob") if o["type"] == "message"]
+    assert sorted(bodies) == ["from A", "from B"]
