@@ -118,7 +118,7 @@ async def take(monitor, target, connect=None, key_paths=None):
             raise
         manifest = await _on_background_thread(
             copy_everything, snapshot, data_dir, staging, connect,
-            key_paths or default_key_paths(data_dir))
+            key_paths or default_key_paths(data_dir), _files_directory(monitor))
         _publish(staging, target)
     except (OSError, *at_rest.ERRORS, storage.StorageError) as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -158,7 +158,13 @@ def _make_staging(target):
 
 # -- on the copying thread -----------------------------------------------------------
 
-def copy_everything(snapshot, data_dir, staging, connect, key_paths):
+def _files_directory(monitor):
+    """Where the stored files are: --files-dir, or files/ in the data dir."""
+    store = getattr(getattr(monitor, "files", None), "store", None)
+    return store.directory if store is not None else os.path.join(monitor.data_dir, FILES_DIR)
+
+
+def copy_everything(snapshot, data_dir, staging, connect, key_paths, files_dir=None):
     """Databases from the pinned snapshot, then stored files, keys and the manifest."""
     try:
         for name in DATABASES:
@@ -167,7 +173,8 @@ def copy_everything(snapshot, data_dir, staging, connect, key_paths):
     finally:
         snapshot.close()                       # ends the read transaction
     ids = highest_ids(staging, connect)
-    missing = copy_stored_files(data_dir, staging, kept_file_ids(staging, connect))
+    missing = copy_stored_files(files_dir or os.path.join(data_dir, FILES_DIR), staging,
+                                kept_file_ids(staging, connect))
     for name, path in key_paths.items():
         if os.path.exists(path):
             shutil.copyfile(path, os.path.join(staging, name))
@@ -219,12 +226,13 @@ def kept_file_ids(directory, connect):
         db.close()
 
 
-def copy_stored_files(data_dir, staging, file_ids):
-    """Copy `files/<id>.blob` of each id; the ids whose blob was already gone."""
+def copy_stored_files(files_dir, staging, file_ids):
+    """Copy `<files_dir>/<id>.blob` of each id into the backup's files/; the ids whose
+    blob was already gone."""
     os.mkdir(os.path.join(staging, FILES_DIR), 0o700)
     missing = []
     for file_id in file_ids:
-        source = os.path.join(data_dir, FILES_DIR, f"{file_id}.blob")
+        source = os.path.join(files_dir, f"{file_id}.blob")
         try:
             shutil.copyfile(source, os.path.join(staging, FILES_DIR, f"{file_id}.blob"))
             os.chmod(os.path.join(staging, FILES_DIR, f"{file_id}.blob"), 0o600)

@@ -17,6 +17,11 @@ by server A must resume its session on server B after A fails. So:
   fingerprint; a server started with another key is refused at start
   with both fingerprints named, instead of making clients behind the
   balancer see a changed key at random.
+* **The storage key** (which wraps each file's own key, `filestore.py`)
+  is copied the same way (`storage_key`), and checked the same way by a
+  check value that is not the key; the files themselves are in a directory
+  every server mounts (`--files-dir`), so a file uploaded through one
+  server downloads through any other.
 
 With SQLite (one server) none of this runs: the ticket secret is the
 daemon's, and the key is the data dir's.
@@ -25,6 +30,8 @@ Talks to: the storage connection of the single writer (one job at start).
 How it fails: a mismatched key raises `StorageError` with one sentence;
 database errors propagate to the start-up, which stops.
 """
+
+import hashlib
 
 from Modules.database.schema import StorageError
 from Modules.identity import fingerprint
@@ -37,15 +44,28 @@ def _shared(db, name, proposed):
                             (name,)).fetchone()[0])
 
 
-def join(db, ticket_secret, public_key):
-    """Writer job at start: the deployment's ticket secret, after checking that this
-    server's key is the deployment's (the first server's becomes it). The table
-    `pw.deployment` is `backends/pg_schema.py`'s."""
-    ours = fingerprint(public_key).encode("ascii")
-    theirs = _shared(db, "server_key_fingerprint", ours)
+def storage_key_check(storage_key):
+    """A public check value of a storage key (never the key): 16 hex digits."""
+    return hashlib.sha256(b"parley storage key check\x00" + storage_key).hexdigest()[:16]
+
+
+def _same(db, name, ours, what, files):
+    theirs = _shared(db, name, ours.encode("ascii")).decode("ascii")
     if theirs != ours:
         raise StorageError(
-            f"this server's key ({ours.decode()}) is not the one the other servers of "
-            f"this database use ({theirs.decode()}); copy server_key and server_key.pub "
-            "from another server's data dir into this one's (docs/postgresql.md)")
+            f"this server's {what} ({ours}) is not the one the other servers of this "
+            f"database use ({theirs}); copy {files} from another server's data dir into "
+            "this one's (docs/postgresql.md)")
+
+
+def join(db, ticket_secret, public_key, storage_key=None):
+    """Writer job at start: the deployment's ticket secret, after checking that this
+    server's key, and its storage key (which wraps every file's key), are the
+    deployment's (the first server's become them). The table `pw.deployment` is
+    `backends/pg_schema.py`'s."""
+    _same(db, "server_key_fingerprint", fingerprint(public_key), "key",
+          "server_key and server_key.pub")
+    if storage_key is not None:
+        _same(db, "storage_key_check", storage_key_check(storage_key), "storage key",
+              "storage_key")
     return _shared(db, "ticket_secret", bytes(ticket_secret))

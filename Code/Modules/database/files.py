@@ -113,14 +113,16 @@ class Upload:
 class FileService:
     """The store, the storage key, the limits and the uploads of one database process."""
 
-    def __init__(self, data_dir, limits=FileLimits(), key_path=None, db_key=None):
+    def __init__(self, data_dir, limits=FileLimits(), key_path=None, db_key=None,
+                 directory=None):
         try:
             self.storage_key = filestore.load_or_create_storage_key(
                 key_path or os.path.join(data_dir, KEY_FILE),
                 db_key if key_path is None else None)   # only the data dir's is wrapped
         except StoreError as error:
             raise StorageError(str(error)) from None
-        self.store = FileStore(os.path.join(data_dir, FILES_DIR))
+        # `directory` (--files-dir): one that several servers share (docs/postgresql.md)
+        self.store = FileStore(directory or os.path.join(data_dir, FILES_DIR))
         self.limits = limits
         self.uploads = {}                   # file id -> Upload
         # Bulk work gives way to messages when the CPU is short (PERFORMANCE.md 4.06).
@@ -132,7 +134,8 @@ class FileService:
         settings = config.get("files") or {}
         limits = FileLimits(**{name: int(settings[name]) for name in FileLimits._fields
                                if settings.get(name)})
-        return cls(config["data_dir"], limits, config.get("storage_key"), db_key)
+        return cls(config["data_dir"], limits, config.get("storage_key"), db_key,
+                   config.get("files_dir"))
 
     def run(self, fn, *args):
         """`fn(*args)` on the I/O thread, in the order asked (one thread: a

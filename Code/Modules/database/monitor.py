@@ -327,9 +327,11 @@ async def serve(config, ready):
     readers = ReaderPool(loop, backend.open_reader, backend.close,
                          workers=config.get("readers", 2))
     readers.start()
-    if backend.shared:                  # one of several servers: their secret, their key
+    file_service = files.FileService.from_config(config, key)   # the storage key, the store
+    if backend.shared:                  # one of several servers: their secret, their keys
         config = {**config, "ticket_secret": await writer.submit(
-            deployment.join, config["ticket_secret"], public_key_of(config, key))}
+            deployment.join, config["ticket_secret"], public_key_of(config, key),
+            file_service.storage_key)}
     argon2 = config.get("argon2") or auth.argon2_params_from_env()   # PARLEY_ARGON2_*
     hasher = auth.PasswordHasher(**argon2, workers=config.get("hash_workers", 2))
     monitor = Monitor(writer, hasher, auth.LoginThrottle(), config["ticket_secret"],
@@ -342,7 +344,7 @@ async def serve(config, ready):
     for raw_ticket in config.get("parked", ()):   # held by the daemon across our restart
         monitor.parking.restore(raw_ticket, wake_if_waiting=True)
     configure_operator_side(monitor, config)
-    monitor.files = files.FileService.from_config(config, key)   # the storage key, the store
+    monitor.files = file_service
     monitor.server_key = server_key.KeyHolder.from_config(config, key)   # for the handshakes
     await recover(monitor)
     await files.recover(monitor)

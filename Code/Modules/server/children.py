@@ -75,6 +75,7 @@ def db_config(daemon):
     database binds them again) and of those parked."""
     return {**base_config(daemon), "data_dir": daemon.options.data_dir, "db_key": daemon.db_key,
             "storage": daemon.options.storage,      # None: SQLite in the data dir
+            "files_dir": daemon.options.files_dir,  # None: files/ in the data dir
             "server_private_key": getattr(daemon.key, "private", None),   # it alone
             "socket_path": daemon.db_socket, "ticket_secret": daemon.ticket_secret,
             **daemon._take_start_settings(),

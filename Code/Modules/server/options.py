@@ -77,6 +77,13 @@ def _log_file(text):
     return os.path.abspath(os.path.expanduser(text))
 
 
+def _directory(text):
+    """An absolute directory path (the database process may start elsewhere)."""
+    if not text.strip():
+        raise ValueError("give a directory")
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def _storage(text):
     """Where the database process keeps the data: "" or "sqlite" for the three SQLite
     files in the data dir, or a PostgreSQL URL (issue 18; docs/postgresql.md)."""
@@ -194,6 +201,9 @@ SERVER_OPTIONS = [
     ("storage", _storage, None, "keep accounts and messages in SQLite in the data dir "
      "(sqlite) or in PostgreSQL, a URL postgresql://[user@]host[:port]/dbname shared by "
      "several servers (a password belongs in ~/.pgpass, not in the URL)"),
+    ("files_dir", _directory, None, "directory of the files people send each other, "
+     "encrypted (default: files/ in the data dir); several servers on one PostgreSQL "
+     "share one, on a shared mount"),
     ("key_file", str, None, "encrypt the data dir at rest with the key in this file (kept "
      "outside the data dir; made 0400 on the first start; losing it loses the data); "
      "or $PARLEY_DB_KEY (hex) or the systemd credential parley-db-key"),

@@ -27,6 +27,7 @@ EVERY_OPTION = [
     ("greeting", "Welcome to the lab.", "Hello from the environment."),
     ("motd", "Exam on Friday.", "No class today."),
     ("storage", "postgresql://parley@db1/parley", "postgres:///parley?host=/run/pg"),
+    ("files_dir", "/srv/parley-files", "/mnt/shared/files"),
 ]
 CONVERT = {"port": int, "max_clients": int, "login_timeout": float,
            "log_level": str.upper, "port_fallback": int, "keepalive": int,

@@ -3,12 +3,14 @@
 Real daemons (each with its own data dir and port) started with `--storage`
 pointing at one database of the tests' own PostgreSQL cluster (the
 `pg_dsn` fixture), the second one given a copy of the first one's server
-key, as docs/postgresql.md tells an operator to do. The real client in
+key and storage key, and both one files directory, as docs/postgresql.md
+tells an operator to do. The real client in
 batch mode on either. Checked: accounts made on one server log in on the
 other; a message sent on one server reaches a session on the other live,
 and both sessions of a person logged in on both; `who` (the person's and
-the operator's) lists the sessions of every server; a server with another
-key is refused at start with both fingerprints named.
+the operator's) lists the sessions of every server; a file sent through
+one server downloads through the other, verified; a server with another
+key, or another storage key, is refused at start with both named.
 """
 
 import os
@@ -16,7 +18,11 @@ import shutil
 
 import pytest
 
-from Tests.support import BatchClient, ServerProcess, run_admin, run_ok, wait_until
+from Tests.support import BatchClient, ServerProcess, of_type, run_admin, run_ok, wait_until
+from Tests.support.files import known_bytes, sha256
+
+
+KEY_FILES = ("server_key", "server_key.pub", "storage_key")   # as docs/postgresql.md says
 
 
 def _ok(server, user, lines=(), create=False):
@@ -29,11 +35,14 @@ def start_server(tmp_path, pg_dsn):
     database; `key_from`: a server whose key files this one's data dir gets first."""
     started = []
 
-    def start(name, key_from=None):
-        server = ServerProcess(_directory(tmp_path, name), "--storage", pg_dsn)
+    shared_files = tmp_path / "shared-files"         # one directory every server mounts
+
+    def start(name, key_from=None, key_files=KEY_FILES):
+        server = ServerProcess(_directory(tmp_path, name), "--storage", pg_dsn,
+                               "--files-dir", str(shared_files))
         if key_from is not None:
             os.makedirs(server.data_dir, mode=0o700)
-            for file_name in ("server_key", "server_key.pub"):
+            for file_name in key_files:
                 shutil.copy2(os.path.join(key_from.data_dir, file_name), server.data_dir)
         started.append(server)
         return server.start()
@@ -137,3 +146,26 @@ def test_a_person_not_logged_in_anywhere_gets_mail_sent_on_either_server(two_ser
     _ok(second, "alice", ['send bob "Two" "from B"'])
     bodies = [o["body"] for o in _ok(first, "bob") if o["type"] == "message"]
     assert sorted(bodies) == ["from A", "from B"]
+
+
+def test_a_file_sent_through_one_server_downloads_through_the_other(two_servers, tmp_path):
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    _ok(second, "bob", create=True)
+    data = known_bytes(3 * 1024 * 1024 + 5)
+    path = tmp_path / "report.bin"
+    path.write_bytes(data)
+    (sent,) = of_type(_ok(first, "alice", [f"send-file bob {path}"]), "file_sent")
+    target = tmp_path / "got"
+    target.mkdir()
+    (got,) = of_type(_ok(second, "bob", [f"download {sent['id']} {target}"]),
+                     "file_downloaded")
+    assert got["verified"] and got["sha256"] == sha256(data)
+    assert (target / "report.bin").read_bytes() == data
+
+
+def test_a_server_with_another_storage_key_is_refused(start_server, tmp_path):
+    first = start_server("a")
+    with pytest.raises(RuntimeError) as refused:
+        start_server("d", key_from=first, key_files=("server_key", "server_key.pub"))
+    assert "storage key" in str(refused.value) and "copy storage_key" in str(refused.value)
