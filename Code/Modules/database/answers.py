@@ -116,13 +116,18 @@ class _Answers:
         """A read on a reader thread, answered only after this connection's earlier
         writes are on disk: a pipelined Delete then Inbox agrees, and as on the
         writer, a request sent after an Ack is answered once the Ack is stored
-        (RELIABILITY C14). A lazy Ack is not waited out: a no-op job behind it
-        ends its wait for company, and it commits now."""
+        (RELIABILITY C14), and refused `unavailable` if it could not be. A lazy
+        Ack is not waited out: a no-op job behind it ends its wait for company,
+        and it commits now."""
         pending = self.conn.last_write
         if pending is not None and not pending.done():
-            if self.conn.last_write_lazy:
-                pending = self.job(_nothing)
-            await asyncio.wait([pending])
+            await asyncio.wait([self.job(_nothing) if self.conn.last_write_lazy else pending])
+        if pending is not None and pending.done() and not pending.cancelled() \
+                and isinstance(pending.exception(), CommitFailed):
+            # That earlier write (an Ack: it has no reply) was not stored: this answer
+            # must not tell the client it was, as an answer after an Ack does (C14).
+            self.conn.last_write = None
+            raise CommitFailed("an earlier change of this connection was not stored")
         return await self.monitor.read(self.conn.owner, fn, *args)
 
 
@@ -326,7 +331,6 @@ class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, P
 
     async def ack(self, args):
         """No reply: the commit may wait to share a later transaction (lazy)."""
-        self.conn.acked(args["ids"])
         await self.job(storage.mark_delivered, self.conn.user, args["ids"], _now(),
                        args["read"], lazy=True)
 

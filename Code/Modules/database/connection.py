@@ -93,9 +93,15 @@ class Hub:
                 del self.subscribers[conn.user]
 
     def deliver(self, deliveries):
-        """After-commit hook: push each (recipient, message) to its connections."""
+        """After-commit hook: push each (recipient, message) to its connections. With
+        several servers a session is instead caught up from the database (in id
+        order, `mail_signals.look`): another server may have committed an earlier
+        message for the same person that this one has not heard of yet."""
         parked = self.parked
         for recipient, message in deliveries:
+            if self.signals is not None:
+                self.signals.look(recipient)
+                continue
             for conn in self.subscribers.get(recipient, ()):
                 conn.queue_push(message)
             if recipient in parked:     # a parked session: its daemon wakes it (issue 16)
@@ -114,7 +120,6 @@ class MonitorConnection(asyncio.Protocol):
         self.raw_ticket = None            # ... as the string Bind gave (parking's key)
         self.parked = False               # Park answered: the session lives on parked
         self.last_pushed = 0              # the highest message id pushed to it (Park)
-        self.unacked = None               # ids pushed, not acked (a set across servers)
         self.last_write = None            # the future of its latest write
         self.last_write_lazy = False      # whether that one was a lazy job (an Ack)
         self.peer = self.address = "?"
@@ -368,8 +373,6 @@ class MonitorConnection(asyncio.Protocol):
         if self.subscription.state == ENDED:   # the connection was lost meanwhile
             return
         self.subscription.move("subscribe")
-        if self.monitor.hub.signals is not None:   # several servers: ids not monotonic
-            self.unacked = set()
         self.monitor.hub.add(self)
 
     def push_backlog(self, rows):
@@ -380,25 +383,20 @@ class MonitorConnection(asyncio.Protocol):
         buffered, self._buffered = self._buffered, []
         last = rows[-1]["id"] if rows else 0
         self.last_pushed = max(self.last_pushed, last)
-        if self.unacked is not None:
-            self.unacked.update(row["id"] for row in rows)
         self._send_pushes(rows)
-        sent = {row["id"] for row in rows}
         for message in buffered:
-            if message["id"] not in sent and (self.unacked is not None or message["id"] > last):
+            if message["id"] > last:
                 self.queue_push(message)
 
     def push_unseen(self, rows):
-        """Undelivered messages read after another server's announcement: push those
-        this session was not pushed (`mail_signals.py`); the rest it has."""
-        for message in rows:
-            if self.unacked is None or message["id"] not in self.unacked:
+        """Undelivered messages read from the database (several servers,
+        `mail_signals.py`): push those past the last one pushed, in id order. Per
+        recipient the ids are given in commit order (`storage.insert_message` locks
+        the recipient's row first), so an id at or below `last_pushed` was pushed
+        already, even if the read began before its acknowledgement committed."""
+        for message in sorted(rows, key=lambda row: row["id"]):
+            if message["id"] > self.last_pushed:
                 self.queue_push(message)
-
-    def acked(self, ids):
-        """The client acknowledged `ids`: no longer to be remembered as pushed."""
-        if self.unacked:
-            self.unacked.difference_update(ids)
 
     def subscription_ended(self):
         if self.subscription.state != UNSUBSCRIBED:
@@ -412,10 +410,6 @@ class MonitorConnection(asyncio.Protocol):
         if state == BUFFERING:
             self._buffered.append(message)
         elif state == LIVE:
-            if self.unacked is not None:
-                if message["id"] in self.unacked:
-                    return                       # pushed already (another server's news)
-                self.unacked.add(message["id"])
             self.last_pushed = max(self.last_pushed, message["id"])
             self._outbox.append(message)
             self._flush_soon()

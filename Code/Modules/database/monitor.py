@@ -322,7 +322,7 @@ async def serve(config, ready):
     writer = SingleWriter(loop, backend.open_writer, backend.close, repair=backend.repair,
                           on_repaired=lambda result: repaired_after_failed_commit(monitor,
                                                                                   result),
-                          errors=backend.errors)
+                          errors=backend.errors, lost=backend.lost)
     writer.start()
     readers = ReaderPool(loop, backend.open_reader, backend.close,
                          workers=config.get("readers", 2))

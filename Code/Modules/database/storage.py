@@ -276,6 +276,12 @@ def insert_message(db, sender, recipient, subject, body, now, kind="message",
     values = {"sender": sender, "recipient": recipient, "sent_at": now,
               "subject": subject, "body": body, "kind": kind, "note": note,
               "original_to": original_to, "sender_copy": int(sender_copy)}
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        # Several servers write at once: the recipient's row is locked before the id
+        # is taken, so one person's messages get their ids in commit order, and a
+        # session pushed id N was pushed everything before it (connection.push_unseen).
+        # (SQLite has one writer: ids are in commit order already.)
+        db.execute("SELECT 1 FROM users WHERE username = ? FOR UPDATE", (recipient,))
     cursor = db.execute(
         "INSERT INTO msg.messages (sender, recipient, sent_at, subject, body, "
         "kind, note, original_to, sender_copy) VALUES (:sender, :recipient, :sent_at, "

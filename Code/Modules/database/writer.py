@@ -51,9 +51,10 @@ class SingleWriter:
     """Owns the connection made by `connect()`; closes it with `close(conn)`."""
 
     def __init__(self, loop, connect, close, max_batch=1000, repair=None, on_repaired=None,
-                 errors=at_rest.ERRORS):
+                 errors=at_rest.ERRORS, lost=()):
         self.loop = loop
         self._errors = errors           # what a statement or COMMIT of the backend raises
+        self._lost = lost               # what a job raises when the database is unreachable
         self._connect, self._close = connect, close
         self._repair, self._on_repaired = repair, on_repaired
         self._needs_repair = False
@@ -203,14 +204,16 @@ class SingleWriter:
                 return False
         return True
 
-    @staticmethod
-    def _run_job(conn, job):
+    def _run_job(self, conn, job):
         job.error = None
         conn.execute("SAVEPOINT job")
         try:
             job.result = job.fn(conn, *job.args)
         except Exception as error:  # goes back to the caller
             job.error = error
+            if isinstance(error, self._lost):     # not the job's fault: try again later
+                job.error = CommitFailed(f"the database could not store this change "
+                                         f"({error})")
             conn.execute("ROLLBACK TO job")
         conn.execute("RELEASE job")
 

@@ -14,6 +14,14 @@ log in again after any break, and retry a Send whose answer was lost (the
 connection broke, or Error "unavailable") with the SAME client_id until it
 is acknowledged; each keeps up to `RunConfig.pipeline` Sends in flight.
 
+Several servers (issue 18): with `servers=N` and `storage=` a PostgreSQL URL,
+N servers share that database (and a files directory; the first server's
+key files are copied to the others), each client connects to a server
+picked at random at every (re)connection, as behind a TCP balancer, each
+kill hits a server picked at random, and the kind "postgres" is a SIGKILL
+of the PostgreSQL cluster itself (`postgres=`, a `Tests.support.postgres`
+cluster), started again at once. The promise checked is the same.
+
 Acknowledgements: an `Ack` has no reply, so a client sends each `Ack`
 together with an `Inbox` request in one write (the *barrier*): the user
 process forwards both in order on one database connection and the database
@@ -47,7 +55,7 @@ import threading
 import time
 from collections import Counter
 
-from Modules.database import storage
+from Modules.database import backends, storage
 from Modules.wire import channel as channel_mod
 from Modules.wire import protocol
 from Modules.wire.errors import ProtocolError
@@ -61,7 +69,8 @@ SEND_TIMEOUT = 10.0
 STEP_TIMEOUT = 15.0          # one login step or one reply
 POLL = 0.05                  # how long a client waits for an event per turn
 KINDS = ("database", "user", "login", "tree")   # what issue 5 names
-EXTRA_KINDS = ("forkserver", "daemon")          # also killable on request
+EXTRA_KINDS = ("forkserver", "daemon", "postgres")   # also killable on request
+KEY_FILES = ("server_key", "server_key.pub", "storage_key")   # one deployment's keys
 
 
 class Disconnected(Exception):
@@ -384,9 +393,11 @@ class Ledger:
 
 # -- the stored files --------------------------------------------------------------
 
-def storage_problems(data_dir, ledger, key=None):
-    """check_consistency() plus: every acknowledged send stored exactly once."""
-    db = storage.open_databases(data_dir, key)
+def storage_problems(data_dir, ledger, key=None, storage_url=None):
+    """check_consistency() plus: every acknowledged send stored exactly once (in the
+    data dir's SQLite files, or in the PostgreSQL database at `storage_url`)."""
+    backend = backends.open_backend(storage_url, data_dir, key)
+    db = backend.open_unlocked()
     try:
         problems = [f"check_consistency: {p}" for p in storage.check_consistency(db)]
         rows = db.execute("SELECT id, sender, recipient, subject, kind, delivered_at "
@@ -394,7 +405,7 @@ def storage_problems(data_dir, ledger, key=None):
         sent_ids = db.execute("SELECT sender, client_id, message_id FROM msg.sent_ids"
                               ).fetchall()
     finally:
-        storage.close_databases(db)
+        backend.close(db)
     return problems + _row_problems(rows, ledger) + _sent_id_problems(sent_ids, ledger)
 
 
@@ -477,7 +488,7 @@ class Client(threading.Thread):
     def _one_connection(self):
         self._reset_connection_state()
         self.relogin.clear()
-        link = Link(self.run_.tree.port)
+        link = Link(self.rng.choice(self.run_.trees).port)   # any server of the balancer
         try:
             log_in(link, self.name_)
             self.ledger.count("logins")
@@ -721,10 +732,12 @@ class KillStep:
     delay: float      # then wait this long (a random moment)
 
 
-def kill_plan(rng, kills, messages, kinds=KINDS):
-    """Seeded steps; with enough kills every kind appears at least once."""
+def kill_plan(rng, kills, messages, kinds=KINDS, ordered=False):
+    """Seeded steps; with enough kills every kind appears at least once (`ordered`:
+    in the order given, so the first kind is the first kill, which always happens)."""
     chosen = list(kinds)[:kills] + [rng.choice(kinds) for _ in range(kills - len(kinds))]
-    rng.shuffle(chosen)
+    if not ordered:
+        rng.shuffle(chosen)
     points = sorted(int(rng.uniform(0.05, 0.85) * messages) for _ in chosen)
     return [KillStep(at, kind, rng.uniform(0.0, 0.05)) for at, kind in zip(points, chosen)]
 
@@ -756,16 +769,18 @@ class Killer(threading.Thread):
         if not self._wait_for(lambda: self._acks() >= step.at):
             return False
         time.sleep(step.delay)
-        ready_before, acks_before = self.run_.tree.ready_count(), self._acks()
-        killed = self._kill(step.kind)
+        tree = self.rng.choice(self.run_.trees)      # with several servers: any of them
+        ready_before, acks_before = tree.ready_count(), self._acks()
+        killed = self._kill(tree, step.kind)
         if killed or not self.stop.is_set():     # a kill cut short by the end is no miss
             (self.done if killed else self.missed)[step.kind] += 1
-        return self._wait_for(lambda: self._recovered(step.kind, ready_before, acks_before))
+        return self._wait_for(lambda: self._recovered(tree, step.kind, ready_before,
+                                                      acks_before))
 
-    def _recovered(self, kind, ready_before, acks_before):
+    def _recovered(self, tree, kind, ready_before, acks_before):
         """A new database said 'ready' (if one died) and a Send succeeded since."""
         restarted = ("database", "tree", "daemon")
-        if kind in restarted and self.run_.tree.ready_count() <= ready_before:
+        if kind in restarted and tree.ready_count() <= ready_before:
             return False
         return self._acks() > acks_before
 
@@ -776,12 +791,15 @@ class Killer(threading.Thread):
         while not condition():
             if self.stop.is_set() or time.monotonic() > self.run_.deadline:
                 return False
-            self.run_.tree.check_alive()
+            self.run_.check_alive()
             time.sleep(0.01)
         return True
 
-    def _kill(self, kind):
-        tree = self.run_.tree
+    def _kill(self, tree, kind):
+        if kind == "postgres":                # the shared database's crash, and its restart
+            self.run_.config.postgres.kill()
+            self.run_.config.postgres.start()
+            return True
         if kind == "tree":
             tree.kill_tree()
             return True
@@ -791,16 +809,16 @@ class Killer(threading.Thread):
         if kind == "login":
             return self._kill_a_login()
         if kind == "forkserver":
-            return self._kill_one("", patience=0.0, match="multiprocessing.forkserver")
-        return self._kill_one("parley: database" if kind == "database" else "parley: user ",
-                              patience=3.0)
+            return self._kill_one(tree, "", patience=0.0, match="multiprocessing.forkserver")
+        return self._kill_one(tree, "parley: database" if kind == "database"
+                              else "parley: user ", patience=3.0)
 
-    def _kill_one(self, prefix, patience=0.0, match=""):
+    def _kill_one(self, tree, prefix, patience=0.0, match=""):
         """SIGKILL one process titled `prefix` (containing `match`), waiting up to
         `patience` s for one to exist."""
         deadline = time.monotonic() + patience
         while True:
-            pids = self.run_.tree.pids(prefix, match)
+            pids = tree.pids(prefix, match)
             if pids:
                 try:
                     os.kill(self.rng.choice(pids), signal.SIGKILL)
@@ -817,7 +835,8 @@ class Killer(threading.Thread):
         """Make a random client log in again and kill its login process."""
         for _ in range(3):
             self.rng.choice(self.run_.clients).request_relogin()
-            if self._kill_one("parley: login", patience=3.0):
+            if any(self._kill_one(tree, "parley: login", patience=3.0 / len(self.run_.trees))
+                   for tree in self.run_.trees):
                 return True
         return False
 
@@ -836,6 +855,10 @@ class RunConfig:
     timeout: float = 120.0          # the whole sending phase
     body_words: int = 20
     server_args: tuple = ()         # more options for the server (e.g. a --key-file)
+    ordered: bool = False           # kills in the order of `kinds` (else shuffled)
+    servers: int = 1                # several servers on one PostgreSQL (issue 18) ...
+    storage: str = None             # ... its URL (`--storage`)
+    postgres: object = None         # ... and its cluster, for the "postgres" kill
 
 
 @dataclasses.dataclass
@@ -888,8 +911,17 @@ class CrashRun:
         self.rng = random.Random(config.seed)
         self.ledger = Ledger()
         self.runtime_dir = tempfile.mkdtemp(prefix="pcrash-")
-        self.tree = ServerTree(self.base_dir, self.runtime_dir, self.ledger,
-                               extra_args=("--log-level", "INFO", *config.server_args))
+        args = ["--log-level", "INFO", *config.server_args]
+        if config.storage:
+            args += ["--storage", config.storage,
+                     "--files-dir", os.path.join(self.base_dir, "shared-files")]
+        bases = [self.base_dir] if config.servers == 1 else \
+            [os.path.join(self.base_dir, f"server{n}") for n in range(config.servers)]
+        for base in bases:
+            os.makedirs(base, exist_ok=True)
+        self.trees = [ServerTree(base, self.runtime_dir, self.ledger, extra_args=args)
+                      for base in bases]
+        self.tree = self.trees[0]             # the one that makes the accounts and drains
         self.names = [f"user{i}" for i in range(config.users)]
         self.clients = []
         self.clients_stop = threading.Event()
@@ -898,24 +930,39 @@ class CrashRun:
     def should_stop_clients(self):
         return self.clients_stop.is_set()
 
+    def check_alive(self):
+        for tree in self.trees:
+            tree.check_alive()
+
+    def _start_servers(self):
+        """The first server, then the others with copies of its key files (as an
+        operator gives every server of one deployment the same keys)."""
+        self.tree.start()
+        for tree in self.trees[1:]:
+            os.makedirs(tree.data_dir, mode=0o700, exist_ok=True)
+            for name in KEY_FILES:
+                shutil.copy2(os.path.join(self.tree.data_dir, name), tree.data_dir)
+            tree.start()
+
     def run(self):
         """Run it all; a Report. Every process started is killed before returning."""
         started = time.monotonic()
         killer = None
         try:
-            self.tree.start()
+            self._start_servers()
             self._create_accounts()
             killer = self._send_under_fire()
             self._stop_clients(killer)
             self._final_drain()
             self.ledger.violations += self.ledger.final_problems()
             self.ledger.violations += storage_problems(self.tree.data_dir, self.ledger,
-                                                       self._db_key())
+                                                       self._db_key(), self.config.storage)
         finally:
             if killer is not None:
                 killer.stop.set()
             self.clients_stop.set()
-            self.tree.kill_all()
+            for tree in self.trees:
+                tree.kill_all()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         return Report(self.config, time.monotonic() - started,
                       killer.done if killer else Counter(),
@@ -934,7 +981,7 @@ class CrashRun:
         self.clients = [Client(self, name, [s for s in specs if s.sender == name],
                                seed=self.rng.random()) for name in self.names]
         plan = kill_plan(self.rng, self.config.kills, self.config.messages,
-                         self.config.kinds)
+                         self.config.kinds, self.config.ordered)
         killer = Killer(self, plan, seed=self.rng.random())
         for thread in (*self.clients, killer):
             thread.start()
@@ -947,7 +994,7 @@ class CrashRun:
                 self.ledger.violation(f"the sending phase did not finish within "
                                       f"{self.config.timeout:.0f} s (a hang?)")
                 return
-            self.tree.check_alive()
+            self.check_alive()
             time.sleep(0.05)
 
     def _stop_clients(self, killer):
@@ -958,8 +1005,9 @@ class CrashRun:
             client.join(30)
             if client.is_alive():
                 self.ledger.violation(f"{client.name_} did not stop")
-        self.tree.check_alive()
-        self.tree.stop()
+        self.check_alive()
+        for tree in self.trees:
+            tree.stop()
 
     def _db_key(self):
         return db_key_of(self.config.server_args)

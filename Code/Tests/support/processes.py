@@ -121,6 +121,8 @@ class ServerProcess:
 
     def kill_group(self):
         """SIGKILL to everything the server started (its whole session), at once."""
+        if self.proc is None:                  # it never started (its start failed early)
+            return
         kill_session(self.proc.pid)
         try:
             self.proc.wait(5)

@@ -5,6 +5,8 @@ What it checks (docs/RELIABILITY.md lists each promise beside its test):
   receiving while database, user and login processes and the whole daemon
   tree are killed; every acknowledged send delivered exactly once, in
   acceptance order, nothing phantom, the three files consistent;
+* the same across two servers on one PostgreSQL (issue 18), PostgreSQL itself
+  killed and restarted among the kills;
 * SIGKILL of the database process in the middle of bursts of sends (each
   client keeps 8 Sends in flight);
 * a recipient whose client freezes (SIGSTOP, or stops reading) loses
@@ -107,6 +109,19 @@ def test_random_kills_while_sessions_park_and_wake_lose_and_repeat_nothing(tmp_p
                    for path in glob.glob(os.path.join(tmp_path, "**", "*.log"), recursive=True))
     assert " parked" in logs and "woken (message)" in logs, report.figures()
     assert report.kills["database"] + report.kills["tree"] >= 1, report.figures()
+
+
+def test_random_kills_across_two_servers_on_postgresql_lose_and_repeat_nothing(
+        tmp_path, pg_dsn, postgres):
+    """Issue 18: two servers on one PostgreSQL, clients on either (any reconnect may go
+    to the other one); the database process, user processes and a whole server tree of
+    either killed, and PostgreSQL itself killed and restarted."""
+    report = run_crash_test(tmp_path, users=6, messages=300, kills=4, seed=SEED + 4,
+                            kinds=("postgres", "database", "user", "tree"), ordered=True,
+                            timeout=120, servers=2, storage=pg_dsn, postgres=postgres)
+    assert_promise_kept(report)
+    assert report.kills["postgres"] >= 1, report.figures()        # the first kill
+    assert report.counts["logins"] > 6, report.figures()
 
 
 # -- a frozen recipient --------------------------------------------------------------

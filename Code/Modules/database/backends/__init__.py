@@ -10,7 +10,9 @@ may share (issue 18, docs/postgresql.md). Both give the same things:
   PostgreSQL one is `pg_connection.PgConnection`); `close(conn)`;
 * `repair`: the writer's repair after a failed commit (SQLite's commits are
   per file and can tear; PostgreSQL's cannot, so it has none);
-* `errors`: the exceptions a statement or a commit may raise;
+* `errors`: the exceptions a statement or a commit may raise; `lost`: those
+  that mean the database cannot be reached (a job they stop is answered
+  `unavailable`, to be tried again, not `internal`);
 * `shared`: whether other servers may use the same data at once;
 * `supports_backup`: whether `admin backup` applies (PostgreSQL has pg_dump);
 * `describe()`: where the data is, without any password;
@@ -47,6 +49,7 @@ class SqliteBackend:
     supports_backup = True
     dsn = None
     errors = at_rest.ERRORS
+    lost = ()
 
     def __init__(self, data_dir, key=None):
         self.data_dir, self.key = data_dir, key
@@ -87,6 +90,7 @@ class PostgresBackend:
         self._pg = pg_connection
         self.dsn = url
         self.errors = pg_connection.ERRORS + at_rest.ERRORS
+        self.lost = pg_connection.LOST
 
     def _connect(self, servers_lock=True):
         try:

@@ -54,6 +54,7 @@ SEARCH_PATH = "main, msg, pw, public"
 ID_TABLES = ("users", "messages", "files")
 FLAGS = ("recipient_copy", "sender_copy", "stored")
 ERRORS = (psycopg.Error,)
+LOST = (psycopg.OperationalError,)       # the link or the server is gone (or restarting)
 
 _INSERT_WITH_ID = re.compile(
     r"^\s*INSERT\s+INTO\s+(?:main\.|msg\.)?(" + "|".join(ID_TABLES) + r")\s*\(", re.I)
