@@ -9,5 +9,7 @@ if CODE_DIR not in sys.path:
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "both_backends: its servers run on SQLite and on "
+                            "PostgreSQL storage (issue 18)")
     config.addinivalue_line("markers", "sqlite_only: a storage test about SQLite itself "
                             "(its files, pragmas or torn commits): not run on PostgreSQL")

@@ -11,15 +11,32 @@ settings.register_profile("parley", deadline=None, suppress_health_check=[Health
 settings.load_profile("parley")
 
 
+def pytest_generate_tests(metafunc):
+    """A module or test marked `both_backends` runs its servers on SQLite and on
+    PostgreSQL (a fresh database of the tests' own cluster for each test)."""
+    if "storage_args" in metafunc.fixturenames and \
+            metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("storage_args", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def make_server(tmp_path):
+def storage_args(request):
+    """The storage options of the servers a test starts: none (SQLite), or
+    `--storage` and a fresh PostgreSQL database (`both_backends`)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return ()
+    return ("--storage", request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+def make_server(tmp_path, storage_args):
     """Factory: make_server(*args, env=..., prefix=...) -> a started ServerProcess."""
     started = []
 
     def make(*args, env=None, subdir="srv", prefix=()):
         directory = tmp_path / subdir
         directory.mkdir(exist_ok=True)
-        server = ServerProcess(directory, *args, env=env, prefix=prefix)
+        server = ServerProcess(directory, *storage_args, *args, env=env, prefix=prefix)
         started.append(server)
         return server.start()
 

@@ -43,7 +43,7 @@ import time
 from collections import deque
 
 from Modules import operations, rules
-from Modules.database import codec
+from Modules.database import codec, mail_signals
 from Modules.database.answers import Refusal, refusal_for
 from Modules.database.dispatch import TABLES
 from Modules.wire.errors import LocalProtocolError, RemoteProtocolError
@@ -92,18 +92,21 @@ class Hub:
             if not conns:
                 del self.subscribers[conn.user]
 
-    def deliver(self, deliveries):
+    def deliver(self, deliveries, recent=None):
         """After-commit hook: push each (recipient, message) to its connections. With
-        several servers a session is instead caught up from the database (in id
-        order, `mail_signals.look`): another server may have committed an earlier
-        message for the same person that this one has not heard of yet."""
+        several servers (`recent`: each recipient's undelivered messages up to the
+        new one, read in the storing transaction) a session is pushed those in id
+        order instead: another server may have committed an earlier message for
+        the same person that this one has not heard of yet. If they may not reach
+        back to what the session has, it is caught up from the database
+        (`mail_signals.look`)."""
         parked = self.parked
         for recipient, message in deliveries:
-            if self.signals is not None:
-                self.signals.look(recipient)
-                continue
             for conn in self.subscribers.get(recipient, ()):
-                conn.queue_push(message)
+                if recent is None:
+                    conn.queue_push(message)
+                elif not conn.push_unseen(recent.get(recipient, ()), mail_signals.RECENT):
+                    self.signals.look(recipient)
             if recipient in parked:     # a parked session: its daemon wakes it (issue 16)
                 self.wake(recipient)
 
@@ -388,15 +391,21 @@ class MonitorConnection(asyncio.Protocol):
             if message["id"] > last:
                 self.queue_push(message)
 
-    def push_unseen(self, rows):
+    def push_unseen(self, rows, window=None):
         """Undelivered messages read from the database (several servers,
         `mail_signals.py`): push those past the last one pushed, in id order. Per
         recipient the ids are given in commit order (`storage.insert_message` locks
         the recipient's row first), so an id at or below `last_pushed` was pushed
-        already, even if the read began before its acknowledgement committed."""
-        for message in sorted(rows, key=lambda row: row["id"]):
+        already, even if the read began before its acknowledgement committed.
+        `window`: the most rows the read returned; False (nothing pushed) if it
+        returned that many and they may not reach back to what was pushed."""
+        rows = sorted(rows, key=lambda row: row["id"])
+        if window is not None and len(rows) >= window and rows[0]["id"] > self.last_pushed:
+            return False
+        for message in rows:
             if message["id"] > self.last_pushed:
                 self.queue_push(message)
+        return True
 
     def subscription_ended(self):
         if self.subscription.state != UNSUBSCRIBED:

@@ -81,12 +81,24 @@ def announce(db, server_id, recipients):
         db.execute("SELECT pg_notify(?, ?)", (CHANNEL, text))
 
 
-def delivering(fn, delivers, server_id):
+RECENT = 50           # undelivered rows read back with each delivery (see `delivering`)
+
+
+def delivering(fn, delivers, server_id, recent):
     """The writer's job `fn`, announcing the recipients of its deliveries before the
-    commit (`delivers(result)` -> [(recipient, message)])."""
+    commit (`delivers(result)` -> [(recipient, message)]). It also reads back, in
+    the same transaction, each recipient's undelivered messages up to the new one
+    (at most RECENT, into `recent[recipient]`): the after-commit hook pushes them
+    to this server's sessions in id order at once (`Hub.deliver`), so that mail
+    another server committed just before is not overtaken, and the push still
+    leaves before the sender's reply, as with SQLite."""
     def job(db, *args):
         result = fn(db, *args)
-        announce(db, server_id, [recipient for recipient, _ in delivers(result)])
+        deliveries = delivers(result)
+        announce(db, server_id, [recipient for recipient, _ in deliveries])
+        recent.clear()
+        for recipient, message in deliveries:
+            recent[recipient] = storage.undelivered_up_to(db, recipient, message["id"], RECENT)
         return result
     job.__name__ = getattr(fn, "__name__", "job")
     return job

@@ -112,8 +112,11 @@ class Monitor:
         announced to the others inside the job's transaction: `mail_signals.py`)."""
         if delivers is not None:
             if self.hub.signals is not None:
-                fn = mail_signals.delivering(fn, delivers, self.hub.signals.server_id)
-            after = self._pushing(delivers)
+                recent = {}                  # filled by the job, read by its after-hook
+                fn = mail_signals.delivering(fn, delivers, self.hub.signals.server_id, recent)
+                after = lambda result: self.hub.deliver(delivers(result), recent)  # noqa: E731
+            else:
+                after = self._pushing(delivers)
         return self.writer.submit(fn, *args, after=after, lazy=lazy, owner=owner)
 
     def _pushing(self, delivers):

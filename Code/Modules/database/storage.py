@@ -333,6 +333,16 @@ def _insert_bounce(db, to, subject, body, now, note, original_to):
 
 _EVERY_ROW = 2 ** 62         # "no limit" that both databases take (PostgreSQL refuses -1)
 
+def undelivered_up_to(db, username, last_id, most):
+    """The newest `most` undelivered messages to `username` with ids up to
+    `last_id`, oldest first (several servers: `mail_signals.delivering`)."""
+    rows = _rows(db, f"SELECT {_MESSAGE_COLUMNS} FROM msg.messages "
+                     "WHERE recipient = ? AND delivered_at IS NULL AND id <= ? "
+                     "AND recipient_copy ORDER BY id DESC LIMIT ?",
+                 (username, last_id, most))
+    return [_message(row) for row in reversed(rows)]
+
+
 def undelivered(db, username, after_id=0, limit=None):
     """Messages to `username` not yet delivered, oldest (lowest id) first."""
     rows = _rows(db, f"SELECT {_MESSAGE_COLUMNS} FROM msg.messages "

@@ -9,13 +9,14 @@ cluster restarts, the listener reconnects and catches every session up.
 """
 
 import asyncio
-import types
 
 import pytest
 
-from Modules.database import mail_signals
+from Modules.database import backends, mail_signals, storage
+from Modules.database.backends import pg_connection
 from Modules.database.mail_signals import PAYLOAD_MAX, MailSignals, parse, payloads
 from Tests.support import WAIT
+from Tests.support.storage import T0, make_users, run_committed, send_stored
 
 
 def test_payloads_name_every_recipient_once_and_stay_under_postgresqls_limit():
@@ -65,7 +66,6 @@ def stored_mail(counter):
 
 
 async def _announce(dsn, server_id, users, commit=True):
-    from Modules.database.backends import pg_connection
     db = pg_connection.connect(dsn)
     try:
         db.execute("BEGIN")
@@ -123,10 +123,21 @@ def test_the_listener_comes_back_after_a_postgresql_restart_and_catches_up(postg
     asyncio.run(scenario())
 
 
-def test_a_job_announces_the_recipients_of_its_deliveries():
-    executed = []
-    db = types.SimpleNamespace(execute=lambda sql, params: executed.append(params))
-    job = mail_signals.delivering(lambda _db, n: {"deliveries": [("bob", n), ("ann", n)]},
-                                  lambda stored: stored["deliveries"], "me")
-    assert job(db, 7) == {"deliveries": [("bob", 7), ("ann", 7)]}
-    assert executed == [("parley_mail", "me ann bob")]
+def test_a_job_announces_its_recipients_and_reads_back_their_mail_in_order(pg_dsn,
+                                                                           tmp_path):
+    backend = backends.open_backend(pg_dsn, str(tmp_path))
+    db, listener = backend.open_writer(), pg_connection.connect(pg_dsn)
+    try:
+        make_users(db, "alice", "bob")
+        first = send_stored(db, "alice", "bob", client_id="first")["id"]
+        listener.execute("LISTEN parley_mail")
+        recent = {}
+        job = mail_signals.delivering(storage.store_message,
+                                      lambda stored: stored["deliveries"], "me", recent)
+        second = run_committed(db, job, "alice", "bob", "s", "b", "second", T0 + 2)["id"]
+        assert [m["id"] for m in recent["bob"]] == [first, second]
+        (heard,) = listener._conn.notifies(timeout=WAIT, stop_after=1)
+        assert (heard.channel, heard.payload) == ("parley_mail", "me bob")
+    finally:
+        backend.close(db)
+        listener.close()

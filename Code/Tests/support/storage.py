@@ -12,8 +12,7 @@ pid may).
 
 import time
 
-from Modules.database import administration, auth, storage
-from Modules.database.schema import close_databases, open_databases
+from Modules.database import administration, auth, backends, storage
 
 T0 = 1_700_000_000.0
 
@@ -45,14 +44,21 @@ def send_stored(db, sender, recipient, client_id=None, subject="hi", body="secre
 
 
 
-def offline(data_dir, function, *args):
-    """One storage (or administration) function on the files of a server that is
-    not running, committed as the writer would; its result."""
-    db = open_databases(data_dir)
+def offline(place, function, *args):
+    """One storage (or administration) function on the storage of a server that is
+    not running, committed as the writer would; its result. `place`: its data dir,
+    or the ServerProcess (then its `--storage`, SQLite or PostgreSQL, is used)."""
+    backend = backends.open_backend(_storage_option(place), getattr(place, "data_dir", place))
+    db = backend.open_unlocked()
     try:
         return run_committed(db, function, *args)
     finally:
-        close_databases(db)
+        backend.close(db)
+
+
+def _storage_option(place):
+    args = list(getattr(place, "args", ()))
+    return args[args.index("--storage") + 1] if "--storage" in args else None
 
 
 def change_account_offline(data_dir, username, suspended=None, one_time_password=None):

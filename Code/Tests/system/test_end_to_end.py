@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 import pexpect
+import pytest
 
 from Modules import identity
 from Tests.support import (
@@ -33,6 +34,9 @@ from Tests.support import (
 from Tests.support.clients import of_type
 from Tests.support.clients import run_ok as ok
 from Tests.support.storage import broadcast_offline, change_account_offline
+
+pytestmark = pytest.mark.both_backends     # SQLite and PostgreSQL storage (issue 18)
+
 
 
 def test_create_login_and_wrong_password(server):
@@ -210,7 +214,7 @@ def test_a_broadcast_is_marked_in_the_backlog_the_inbox_and_read(make_server):
     server = make_server()
     ok(server, "alice", create=True)
     server.stop()
-    broadcast_offline(server.data_dir, "Exam moved\nThe exam is on Monday now.")
+    broadcast_offline(server, "Exam moved\nThe exam is on Monday now.")
     server = make_server()
     objects = ok(server, "alice", ["inbox"])
     (pushed,) = of_type(objects, "message")
@@ -230,7 +234,7 @@ def test_a_suspended_account_is_told_why_and_the_client_fails(make_server):
     server = make_server()
     ok(server, "carl", create=True)
     server.stop()
-    change_account_offline(server.data_dir, "carl", suspended=True)
+    change_account_offline(server, "carl", suspended=True)
     server = make_server()
     code, objects, stderr = run_client(server, "carl", ["inbox"])
     assert code == 1
@@ -257,7 +261,7 @@ def test_a_reset_password_is_changed_at_the_terminal(make_server, tmp_path):
     server = make_server()
     ok(server, "dora", create=True)
     server.stop()
-    change_account_offline(server.data_dir, "dora", one_time_password="one-time-1234")
+    change_account_offline(server, "dora", one_time_password="one-time-1234")
     server = make_server()
     code, _objects, stderr = run_client(server, "dora", password="one-time-1234")
     assert code == 1 and "without --batch" in stderr           # a script cannot choose
