@@ -169,3 +169,26 @@ def test_a_server_with_another_storage_key_is_refused(start_server, tmp_path):
     with pytest.raises(RuntimeError) as refused:
         start_server("d", key_from=first, key_files=("server_key", "server_key.pub"))
     assert "storage key" in str(refused.value) and "copy storage_key" in str(refused.value)
+
+
+def test_three_servers_deliver_live_and_show_everyone_online(start_server):
+    first = start_server("a")
+    second, third = start_server("b", key_from=first), start_server("c", key_from=first)
+    for server, name in ((first, "alice"), (second, "bob"), (third, "carol")):
+        _ok(server, name, create=True)
+    bob, carol = BatchClient(second, "bob"), BatchClient(third, "carol")
+    try:
+        bob.wait_type("ready")
+        carol.wait_type("ready")
+        _ok(first, "alice", ['send bob "To B" "via A"', 'send carol "To C" "via A"'])
+        assert bob.wait_type("message", via="push")["subject"] == "To B"
+        assert carol.wait_type("message", via="push")["subject"] == "To C"
+
+        def online_seen_on_first():
+            objects = _ok(first, "alice", ["who"])
+            return {p["user"] for o in objects if o["type"] == "who" for p in o["people"]}
+        wait_until(lambda: {"bob", "carol"} <= online_seen_on_first(),
+                   message="bob (on B) and carol (on C) online as seen on A")
+    finally:
+        bob.kill()
+        carol.kill()
