@@ -13,6 +13,12 @@ their own, but stay in the daemon's session):
   snapshots counts every CPU-second the server used in between, whether
   the process that used it is still alive or not. Clock ticks (10 ms).
   Also by role (daemon, forkserver, database main thread / other threads, user, login, exited) for the profile of each figure.
+* PostgreSQL (`PARLEY_BENCH_POSTGRES=on`, issue 18): the server keeps its
+  data in a fresh database of a private cluster the bench starts once
+  (`Code/Tests/support/postgres.py`: initdb in a temporary directory,
+  fsync on, a Unix socket), and the CPU of that cluster's processes (the
+  postmaster and every backend) is counted in the total as role
+  "postgres": the database's work is the server's cost either way.
 * Memory: proportional set size (Pss in /proc/PID/smaps_rollup) summed
   over the session: shared pages are split between the processes sharing
   them, so the sum is the real footprint of the tree.
@@ -29,6 +35,9 @@ import sys
 import tempfile
 import threading
 import time
+
+CODE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Code")
+_CLUSTER = []                # the private PostgreSQL cluster, started on first use
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -53,7 +62,21 @@ def _cmdline(pid):
         return ""
 
 
+def postgres_storage():
+    """A fresh database in the bench's private cluster (started on first use): its URL."""
+    if not _CLUSTER:
+        sys.path.insert(0, CODE)
+        from Tests.support.postgres import PostgresCluster   # noqa: E402
+        import atexit
+        cluster = PostgresCluster()
+        _CLUSTER.append(cluster.init().start())
+        atexit.register(cluster.remove)
+    return _CLUSTER[0].create_database()
+
+
 def role_of(title):
+    if title == "postgres":
+        return "postgres"
     if title.startswith("parley: user"):
         return "user"
     if title.startswith("parley: login"):
@@ -88,6 +111,7 @@ class BenchServer:
         self.log_path = os.path.join(self.tmp, "server.log")
         self.proc = None
         self.port = None
+        self.storage = None              # PostgreSQL: this server's own fresh database
 
     def env(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
@@ -96,6 +120,8 @@ class BenchServer:
         env.update(self.extra_env)
         if os.environ.get("PARLEY_BENCH_DB_KEY") == "on":   # the data dir encrypted at rest
             env["PARLEY_DB_KEY"] = os.urandom(32).hex()
+        if os.environ.get("PARLEY_BENCH_POSTGRES") == "on":   # PostgreSQL storage (issue 18)
+            env["PARLEY_STORAGE"] = self.storage = self.storage or postgres_storage()
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -177,10 +203,25 @@ class BenchServer:
             counts[role] = counts.get(role, 0) + 1
         return counts
 
+    def _measured(self):
+        """The tree's processes, and (PostgreSQL storage) the cluster's."""
+        found = self.pids()
+        if _CLUSTER:
+            postmaster = _CLUSTER[0].pid()
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        parent = int(_stat_fields(entry)[1])
+                    except (OSError, ValueError):
+                        continue
+                    if int(entry) == postmaster or parent == postmaster:
+                        found[int(entry)] = "postgres"
+        return found
+
     def cpu(self):
         """{"total": s, role: s, ...}: CPU-seconds used so far by the tree."""
         out = {"total": 0.0}
-        for pid, title in self.pids().items():
+        for pid, title in self._measured().items():
             try:
                 fields = _stat_fields(pid)
             except (OSError, ValueError):
