@@ -100,3 +100,10 @@ def test_a_transaction_cut_by_a_restart_fails_until_rolled_back(conn, postgres):
     conn.execute("ROLLBACK")
     assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
     assert not conn.in_transaction
+
+
+def test_a_url_is_described_without_its_password_and_other_storage_is_refused():
+    assert backends.describe_url("postgresql://parley:s3cret@db1:5433/parley?sslmode=require") \
+        == "postgresql://parley:***@db1:5433/parley"
+    with pytest.raises(backends.StorageError, match="not a storage Parley knows"):
+        backends.open_backend("mysql://u:pw@h/db", "/nonexistent")
