@@ -116,7 +116,7 @@ def test_random_kills_across_two_servers_on_postgresql_lose_and_repeat_nothing(
     """Issue 18: two servers on one PostgreSQL, clients on either (any reconnect may go
     to the other one); the database process, user processes and a whole server tree of
     either killed, and PostgreSQL itself killed and restarted."""
-    report = run_crash_test(tmp_path, users=6, messages=300, kills=4, seed=SEED + 4,
+    report = run_crash_test(tmp_path, users=6, messages=200, kills=4, seed=SEED + 4,
                             kinds=("postgres", "database", "user", "tree"), ordered=True,
                             timeout=120, servers=2, storage=pg_dsn, postgres=postgres)
     assert_promise_kept(report)

@@ -55,25 +55,24 @@ def test_ensure_runs_again_and_at_once_from_two_servers(pg_dsn):
         db.close()
 
 
-def test_a_newer_schema_is_refused_and_left_alone(pg_dsn):
+@pytest.fixture
+def made(pg_dsn):
+    """A connection to a database with Parley's tables."""
     db = pg_connection.connect(pg_dsn)
-    try:
-        pg_schema.ensure(db)
-        db.execute("UPDATE pw.deployment SET value = ? WHERE name = 'schema_version'",
-                   (str(pg_schema.VERSION + 1).encode(),))
-        with pytest.raises(StorageError, match="newer than this server knows"):
-            pg_schema.ensure(db)
-        assert pg_schema.version(db) == pg_schema.VERSION + 1
-    finally:
-        db.close()
+    pg_schema.ensure(db)
+    yield db
+    db.close()
 
 
-def test_new_ids_go_on_past_copied_ones(pg_dsn):
-    db = pg_connection.connect(pg_dsn)
-    try:
-        pg_schema.ensure(db)
-        db.execute("INSERT INTO users (id, username) VALUES (41, 'copied')")
-        pg_schema.raise_sequences(db, ["main.users"])
-        assert db.execute("INSERT INTO users (username) VALUES ('new')").lastrowid == 42
-    finally:
-        db.close()
+def test_a_newer_schema_is_refused_and_left_alone(made):
+    made.execute("UPDATE pw.deployment SET value = ? WHERE name = 'schema_version'",
+                 (str(pg_schema.VERSION + 1).encode(),))
+    with pytest.raises(StorageError, match="newer than this server knows"):
+        pg_schema.ensure(made)
+    assert pg_schema.version(made) == pg_schema.VERSION + 1
+
+
+def test_new_ids_go_on_past_copied_ones(made):
+    made.execute("INSERT INTO users (id, username) VALUES (41, 'copied')")
+    pg_schema.raise_sequences(made, ["main.users"])
+    assert made.execute("INSERT INTO users (username) VALUES ('new')").lastrowid == 42
