@@ -8,6 +8,9 @@ the clear), and `cut()` ends every connection it carries at once, as a
 network that drops: both ends see the connection close, and the next
 connection is forwarded again. `close()` stops listening and cuts.
 
+Given a list of ports, each new connection goes to the first one that
+accepts it: a TCP balancer in front of several servers, failing over.
+
 `hold_at(n)` makes the relay itself stop forwarding, both ways, once it
 has forwarded `n` bytes (`held` is then set) until `release()`: a test
 interrupts a transfer at a point the relay decides, not at whatever point
@@ -40,15 +43,25 @@ class Relay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
+            server = self._connect_to_a_target()
+            if server is None:
                 client.close()
                 continue
             with self.lock:
                 self.live.update((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _connect_to_a_target(self):
+        """The first target that takes the connection (a balancer's failover), or None."""
+        ports = self.target_port if isinstance(self.target_port, (list, tuple)) \
+            else [self.target_port]
+        for port in ports:
+            try:
+                return socket.create_connection(("127.0.0.1", port))
+            except OSError:
+                continue
+        return None
 
     def _pump(self, source, sink):
         while True:

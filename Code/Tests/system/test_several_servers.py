@@ -20,6 +20,8 @@ import pytest
 
 from Tests.support import BatchClient, ServerProcess, of_type, run_admin, run_ok, wait_until
 from Tests.support.files import known_bytes, sha256
+from Tests.support.relay import Relay
+from Tests.support.terminal import ClientPty
 
 
 KEY_FILES = ("server_key", "server_key.pub", "storage_key")   # as docs/postgresql.md says
@@ -192,3 +194,37 @@ def test_three_servers_deliver_live_and_show_everyone_online(start_server):
     finally:
         bob.kill()
         carol.kill()
+
+
+def test_a_client_whose_server_dies_carries_on_through_the_balancer_with_the_other(
+        two_servers, tmp_path):
+    """The real interactive client behind a balancer (a relay that fails over to the
+    next server): its server is killed while a message is being written; the client
+    reconnects by itself, lands on the other server, sends the message once and gets
+    mail sent there."""
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    _ok(first, "bob", create=True)
+    balancer = Relay([first.port, second.port])
+    pty = ClientPty(tmp_path, balancer.port, login="alice")
+    try:
+        pty.expect("alice>")
+        pty.line("send bob")
+        pty.expect(r"Subject \(to bob\):")
+        pty.line("Through the balancer")
+        pty.expect_editor()
+        pty.line("written on A")
+        first.kill_group()                               # server A dies
+        pty.expect(r"Connection lost")
+        pty.send("\x04")                                 # Ctrl-D: finish the body
+        pty.expect(rf"Reconnected to 127\.0\.0\.1:{balancer.port} as alice\.", timeout=60)
+        pty.expect(r"Sent message #\d+ to bob\.")
+        got = [o for o in _ok(second, "bob", ['send alice "Hello B" "from bob"'])
+               if o["type"] == "message"]
+        pty.expect("Hello B")
+        pty.line("quit")
+        assert pty.wait_exit() == 0
+    finally:
+        pty.close()
+        balancer.close()
+    assert [m["body"] for m in got if m["subject"] == "Through the balancer"] == ["written on A"]
