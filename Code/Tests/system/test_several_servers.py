@@ -8,7 +8,8 @@ tells an operator to do. The real client in
 batch mode on either. Checked: accounts made on one server log in on the
 other; a message sent on one server reaches a session on the other live,
 and both sessions of a person logged in on both; `who` (the person's and
-the operator's) lists the sessions of every server; a file sent through
+the operator's) lists the sessions of every server, and someone coming
+and going on another server is told as presence; a file sent through
 one server downloads through the other, verified; a server with another
 key, or another storage key, is refused at start with both named.
 """
@@ -228,3 +229,22 @@ def test_a_client_whose_server_dies_carries_on_through_the_balancer_with_the_oth
         pty.close()
         balancer.close()
     assert [m["body"] for m in got if m["subject"] == "Through the balancer"] == ["written on A"]
+
+
+def test_someone_coming_and_going_on_another_server_is_told_as_presence(two_servers):
+    first, second = two_servers
+    _ok(first, "alice", create=True)
+    _ok(second, "bob", create=True)
+    alice = BatchClient(first, "alice")
+    try:
+        alice.wait_type("ready")
+        bob = BatchClient(second, "bob")
+        try:
+            bob.wait_type("ready")
+            assert alice.wait_type("system", event="presence")["message"] == "bob is online"
+            assert bob.close() == 0
+        finally:
+            bob.kill()
+        assert alice.wait_type("system", event="presence")["message"] == "bob went offline"
+    finally:
+        alice.kill()
