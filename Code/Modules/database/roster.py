@@ -114,7 +114,7 @@ class Roster:
         online_before = set(self.monitor.sessions_by_user(everywhere=True))
         server = self.servers.get(server_id)
         before = self._people(server)
-        for event in text.split(" "):
+        for event in filter(None, text.split(" ")):
             server = self._apply(server_id, server, event)
         self._changed(before ^ self._people(server), online_before)
 
@@ -175,10 +175,11 @@ def _began(session):
 
 
 def _chunks(events):
-    """Events joined by spaces, at most EVENTS_MAX bytes a text."""
+    """Events joined by spaces, at most EVENTS_MAX bytes (UTF-8: a host name may not
+    be ASCII) a text."""
     texts, current = [], ""
     for event in events:
-        if current and len(current) + 1 + len(event) > EVENTS_MAX:
+        if current and len(current.encode()) + 1 + len(event.encode()) > EVENTS_MAX:
             texts.append(current)
             current = ""
         current = f"{current} {event}" if current else event

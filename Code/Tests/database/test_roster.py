@@ -302,3 +302,9 @@ def test_a_big_snapshot_is_split_into_payloads_postgresql_accepts_losing_nothing
         hearer.received(text)
     assert len(hearer.sessions()) == 500
     assert {s.server for s in hearer.sessions()} == {"hostA"}
+
+
+def test_an_empty_event_is_no_news_and_no_warning(caplog):
+    the_roster, monitor, _, _ = make()
+    the_roster.received(f"{OTHER}  ~ ")
+    assert "skipped" not in caplog.text and monitor.presence.changes == []
