@@ -244,11 +244,20 @@ def store_message(db, sender, recipient, subject, body, client_id, now,
 
 def _active_among(db, *usernames):
     """{name: (stored messages, stored bytes)} of the active accounts among
-    `usernames` (one query)."""
+    `usernames` (one query). On PostgreSQL their rows are locked too, in name
+    order: every Send takes its two people's locks at once and in one order
+    (fewer deadlocks between servers), and the recipient's before the id is
+    taken (`insert_message`)."""
     marks = ", ".join("?" * len(usernames))
+    lock = " ORDER BY username FOR UPDATE" if _shared(db) else ""
     return {row[0]: (row[1], row[2]) for row in db.execute(
         f"SELECT username, stored_messages, stored_bytes FROM users "
-        f"WHERE username IN ({marks}) AND state = 'active'", usernames)}
+        f"WHERE username IN ({marks}) AND state = 'active'{lock}", usernames)}
+
+
+def _shared(db):
+    """Several writers at once (PostgreSQL), not SQLite's one."""
+    return getattr(db, "dialect", "sqlite") == "postgresql"
 
 
 def _previous_send(db, sender, client_id):
@@ -270,13 +279,14 @@ def _previous_send(db, sender, client_id):
 
 
 def insert_message(db, sender, recipient, subject, body, now, kind="message",
-                    note=None, original_to=None, sender_copy=False):
+                    note=None, original_to=None, sender_copy=False, locked=False):
     """Insert a row (the recipient's copy, and the sender's if `sender_copy`);
-    returns its message dict. The caller counts it in the recipient's mailbox."""
+    returns its message dict. The caller counts it in the recipient's mailbox
+    (`locked`: the caller holds the recipient's row lock already)."""
     values = {"sender": sender, "recipient": recipient, "sent_at": now,
               "subject": subject, "body": body, "kind": kind, "note": note,
               "original_to": original_to, "sender_copy": int(sender_copy)}
-    if getattr(db, "dialect", "sqlite") == "postgresql":
+    if _shared(db) and not locked:
         # Several servers write at once: the recipient's row is locked before the id
         # is taken, so one person's messages get their ids in commit order, and a
         # session pushed id N was pushed everything before it (connection.push_unseen).
@@ -290,7 +300,8 @@ def insert_message(db, sender, recipient, subject, body, now, kind="message",
 
 
 def _deliver(db, sender, recipient, subject, body, now):
-    message = insert_message(db, sender, recipient, subject, body, now, sender_copy=True)
+    message = insert_message(db, sender, recipient, subject, body, now, sender_copy=True,
+                             locked=True)        # by _active_among
     to_me, from_me = "CASE WHEN username = :to THEN 1 ELSE 0 END", \
         "CASE WHEN username = :from THEN 1 ELSE 0 END"      # (both databases' SQL)
     db.execute(f"UPDATE users SET undelivered = undelivered + {to_me}, "
