@@ -14,6 +14,7 @@ messages, in commit order.
 
 import os
 import signal
+import subprocess
 import socket
 
 import pytest
@@ -202,6 +203,24 @@ def test_a_read_after_an_ack_is_answered_only_once_the_ack_is_on_disk(tmp_path):
         secret = config["ticket_secret"]
     with running_database(tmp_path, ticket_secret=secret) as (_proc, config):
         assert user_link(config, "bob").call("Subscribe")["backlog"] == 0
+
+
+def test_a_read_after_an_ack_that_could_not_be_stored_is_refused(database):
+    """RELIABILITY C30: an answer after an Ack tells the client the Ack is kept
+    (C14), so when its commit fails (a full disk here; PostgreSQL gone on several
+    servers) the read must be refused, and the message stays undelivered."""
+    proc, config = database
+    alice, bob = user_link(config, "alice"), user_link(config, "bob")
+    sent = alice.call("Send", to="bob", subject="s", body="b", client_id="c1")["id"]
+    limit = ["prlimit", "--pid", str(proc.pid)]
+    subprocess.run(limit + ["--fsize=4096:unlimited"], check=True)   # writes past 4 KiB fail
+    try:
+        replies, _ = pipelined(bob, [("Ack", {"ids": [sent]}), ("Inbox", {})])
+    finally:
+        subprocess.run(limit + ["--fsize=unlimited:unlimited"], check=True)
+    assert not replies[0].ok and replies[0].data["code"] == "unavailable", replies
+    assert bob.call("Inbox")["messages"][0]["id"] == sent           # the next read: fine
+    assert user_link(config, "bob").call("Subscribe")["backlog"] == 1   # not delivered
 
 
 def test_reads_beyond_the_budget_are_rate_limited_with_a_wait(tmp_path):

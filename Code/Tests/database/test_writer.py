@@ -404,3 +404,31 @@ def test_connect_error_of_any_kind_is_raised_by_start():
             writer.start()
 
     run(main())
+
+
+class LinkLost(Exception):
+    """Stands for the backend's "the database cannot be reached" (psycopg's
+    OperationalError on PostgreSQL)."""
+
+
+def test_a_job_stopped_by_a_lost_database_fails_as_not_stored_and_the_others_commit(db_path):
+    def cut_off(_conn):
+        raise LinkLost("server closed the connection")
+
+    async def main():
+        writer = await started_writer(db_path, lost=(LinkLost,))
+        try:
+            release, gate = hold(writer)
+            kept, lost = writer.submit(insert, "kept"), writer.submit(cut_off)
+            release.set()
+            await gate
+            assert await kept > 0
+            with pytest.raises(CommitFailed):     # answered `unavailable`: send it again
+                await lost
+            with pytest.raises(ValueError):       # any other error stays the job's own
+                await writer.submit(lambda _conn: int("x"))
+        finally:
+            writer.stop()
+
+    run(main())
+    assert on_disk(db_path) == ["kept"]

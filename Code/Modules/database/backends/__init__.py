@@ -138,16 +138,14 @@ def is_postgresql(url):
 
 
 def open_backend(url, data_dir, key=None):
-    """The backend for `url` (None or "sqlite": the data dir's SQLite files)."""
+    """The backend for `url` (None or "sqlite": the data dir's SQLite files, with the
+    database `key` if they are encrypted at rest)."""
     if not url or url == "sqlite":
         return SqliteBackend(data_dir, key)
     if not is_postgresql(url):
         raise StorageError(f"{describe_url(url)} is not a storage Parley knows "
                            "(give postgresql://HOST/DATABASE, or nothing for SQLite)")
-    if key is not None:
-        raise StorageError("a database key encrypts SQLite files; PostgreSQL storage "
-                           "takes none (docs/postgresql.md)")
-    return PostgresBackend(url)
+    return PostgresBackend(url)     # a database key is refused before (monitor.prepare_key)
 
 
 def describe_url(url):
