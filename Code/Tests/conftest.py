@@ -74,4 +74,5 @@ def pg_dsn(postgres):
     yield dsn
     if postgres.pid() is None:
         postgres.start()
-    postgres.drop_database(dsn.rsplit("/", 1)[1].split("?")[0])
+    from Tests.support.postgres import database_name
+    postgres.drop_database(database_name(dsn))

@@ -11,6 +11,12 @@ run as root the cluster runs as `nobody`, the directory handed to it.
 layout; the newest version wins); None when there are none, and the
 fixtures then skip with a sentence saying what to install.
 
+`init(tcp_port=N)` also listens on 127.0.0.1:N with TLS required and
+scram-sha-256 passwords for every TCP connection (a deployment of several
+hosts: `make_tls_certificate` makes its self-signed certificate, and
+`add_login(role, password)` a role that is not a superuser, for
+`create_database(owner=role)`, as an operator would give Parley).
+
 How it fails: `start()` raises RuntimeError with the server's log when the
 cluster does not come up; `stop()` always ends the postmaster (fast
 shutdown, then SIGKILL) and is safe to call twice, `remove()` also deletes
@@ -68,6 +74,7 @@ class PostgresCluster:
         self.socket_dir = os.path.join(self.directory, "socket")
         self.log_path = os.path.join(self.directory, "postgres.log")
         self._created = 0
+        self.tcp_port = None
 
     def _run(self, tool, *args, check=True, timeout=None):
         return subprocess.run([os.path.join(self.binaries, tool), *args],
@@ -75,7 +82,7 @@ class PostgresCluster:
                               capture_output=True, text=True, check=check,
                               timeout=timeout or WAIT * 4)
 
-    def init(self):
+    def init(self, tcp_port=None):
         os.makedirs(self.socket_dir, exist_ok=True)
         if os.geteuid() == 0:
             user = pwd.getpwnam("nobody")
@@ -87,7 +94,38 @@ class PostgresCluster:
             conf.write(f"listen_addresses = ''\nunix_socket_directories = '{self.socket_dir}'\n"
                        "fsync = on\nshared_buffers = 16MB\nmax_connections = 200\n"
                        "dynamic_shared_memory_type = posix\n")
+        if tcp_port is not None:
+            self._listen_with_tls(tcp_port)
         return self
+
+    def _listen_with_tls(self, port):
+        """127.0.0.1:`port`, TLS only, passwords checked (scram-sha-256)."""
+        self.tcp_port = port
+        made = make_tls_certificate(self.data, owner=_owner_ids())
+        self.certificate = os.path.join(self.directory, "root.crt")   # the clients' copy
+        shutil.copyfile(made, self.certificate)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as conf:
+            conf.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nssl = on\n"
+                       "password_encryption = 'scram-sha-256'\n")
+        with open(os.path.join(self.data, "pg_hba.conf"), "w") as hba:   # initdb's trusts TCP
+            hba.write("local all all trust\n"
+                      "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+                      "host all all 127.0.0.1/32 reject\n")
+
+    def add_login(self, role, password):
+        """A role that logs in with `password`, not a superuser (what an operator
+        gives Parley: `create_database(owner=role)` then gives it a database)."""
+        import psycopg
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                psycopg.sql.Identifier(role), psycopg.sql.Literal(password)))
+
+    def tcp_dsn(self, role, database, password=None, **query):
+        """A libpq URL over TCP that checks the server's certificate."""
+        secret = f":{password}" if password is not None else ""
+        options = {"sslmode": "verify-full", "sslrootcert": self.certificate, **query}
+        return (f"postgresql://{role}{secret}@127.0.0.1:{self.tcp_port}/{database}?"
+                + "&".join(f"{key}={value}" for key, value in options.items()))
 
     def start(self):
         done = self._run("pg_ctl", "-D", self.data, "-l", self.log_path, "-w",
@@ -130,7 +168,7 @@ class PostgresCluster:
         # A killed postmaster may stay a zombie until init reaps it, and PostgreSQL
         # takes a zombie's pid in a lock file for a running server: remove the files.
         for lock in (os.path.join(self.data, "postmaster.pid"),
-                     os.path.join(self.socket_dir, ".s.PGSQL.5432.lock")):
+                     os.path.join(self.socket_dir, f".s.PGSQL.{self.tcp_port or 5432}.lock")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
 
@@ -144,25 +182,62 @@ class PostgresCluster:
         return pid if _alive(pid) else None
 
     def dsn(self, dbname="postgres"):
-        return f"postgresql://{SUPERUSER}@/{dbname}?host={self.socket_dir}"
+        port = f"&port={self.tcp_port}" if self.tcp_port else ""    # it names the socket
+        return f"postgresql://{SUPERUSER}@/{dbname}?host={self.socket_dir}{port}"
 
-    def create_database(self, name=None):
+    def create_database(self, name=None, owner=SUPERUSER):
         """A new empty database; its DSN."""
         self._created += 1
         name = name or f"test_{os.getpid()}_{self._created}"
-        self._run("createdb", "-h", self.socket_dir, "-U", SUPERUSER, name)
+        self._run("createdb", "-h", self.socket_dir, "-p", str(self.tcp_port or 5432),
+                  "-U", SUPERUSER, "-O", owner, name)
         return self.dsn(name)
 
     def drop_database(self, name):
-        self._run("dropdb", "-h", self.socket_dir, "-U", SUPERUSER, "--force", "--if-exists",
+        self._run("dropdb", "-h", self.socket_dir, "-p", str(self.tcp_port or 5432),
+                  "-U", SUPERUSER, "--force", "--if-exists",
                   name, check=False)
 
     def log(self):
+        return self.log_text()[-4000:]
+
+    def log_text(self):
+        """The server's whole log (what it reported: errors such as deadlocks)."""
         try:
             with open(self.log_path, errors="replace") as file:
-                return file.read()[-4000:]
+                return file.read()
         except OSError:
             return ""
+
+
+def database_name(dsn):
+    """The database a DSN of `dsn()` or `tcp_dsn()` names."""
+    return dsn.split("?", 1)[0].rsplit("/", 1)[1]
+
+
+def make_tls_certificate(directory, owner=None):
+    """A self-signed certificate for 127.0.0.1 (`server.crt`, `server.key` in
+    `directory`, the key 0600 and owned by `owner` (uid, gid), as PostgreSQL
+    insists); the certificate's path, which clients use as their root."""
+    crt, key = os.path.join(directory, "server.crt"), os.path.join(directory, "server.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", crt], check=True, capture_output=True,
+                   timeout=WAIT * 2)
+    os.chmod(key, 0o600)
+    os.chmod(crt, 0o644)
+    if owner is not None:
+        for path in (crt, key):
+            os.chown(path, *owner)
+    return crt
+
+
+def _owner_ids():
+    """The (uid, gid) the cluster runs as, or None when that is us."""
+    if os.geteuid() != 0:
+        return None
+    user = pwd.getpwnam("nobody")
+    return user.pw_uid, user.pw_gid
 
 
 def _children(pid):
