@@ -412,6 +412,10 @@ class Client:
 
 
 class Engine:
+    """`port`: the server's; or {first letter of a name: port} for several servers
+    (bench/pg_servers.py: a person's client goes to the server their name's first
+    letter picks)."""
+
     def __init__(self, port):
         self.port = port
         self.sel = selectors.DefaultSelector()
@@ -423,6 +427,11 @@ class Engine:
         self._seq = 0
         self.after_round = []        # called after each batch of socket events
         self.dirty = []              # clients with queued packets
+
+    def port_for(self, name):
+        if isinstance(self.port, dict):
+            return self.port[name[0]]
+        return self.port
 
     def register(self, client):
         self.live.add(client)
@@ -518,7 +527,7 @@ def login_many(engine, names, concurrency, deadline_ns, codec="fast", handler=No
                             on_login=finished)
             in_flight.add(client)
             clients.append(client)
-            client.connect(engine.port)
+            client.connect(engine.port_for(client.name))
 
     def done():
         for client in list(in_flight):

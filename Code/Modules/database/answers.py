@@ -105,10 +105,11 @@ class _Answers:
         """A Refusal, for the answer mixins of other modules (they cannot import this one)."""
         return Refusal(code, reason, retry_after)
 
-    def job(self, fn, *args, after=None, delivers=None, lazy=False):
-        """A write on the single writer, in this connection's owner's line."""
+    def job(self, fn, *args, after=None, delivers=None, lazy=False, locks=()):
+        """A write on the single writer, in this connection's owner's line; it locks
+        the user's row, and those of `locks` (`Monitor.job`)."""
         future = self.monitor.job(fn, *args, after=after, delivers=delivers, lazy=lazy,
-                                  owner=self.conn.owner)
+                                  owner=self.conn.owner, locks=(self.conn.user, *locks))
         self.conn.last_write, self.conn.last_write_lazy = future, lazy
         return future
 
@@ -264,7 +265,7 @@ class LoginAnswers(KeyAnswers, _Answers):
 
     def _record_login(self, username, now, success):
         return self.job(statistics.record_login, username, self.conn.address, now, success,
-                        self.monitor.ledger_limits)
+                        self.monitor.ledger_limits, locks=(username,))
 
     async def create(self, args):
         username = args["username"]
@@ -322,7 +323,7 @@ class UserAnswers(BlockAnswers, PasswordAnswers, PresenceAnswers, FileAnswers, P
         result = await self.job(
             storage.store_message, self.conn.user, args["to"], args["subject"], args["body"],
             args["client_id"], _now(), mailbox.limits_from(self.monitor.settings),
-            delivers=lambda stored: stored["deliveries"])
+            delivers=lambda stored: stored["deliveries"], locks=(args["to"],))
         fields = {"id": result["id"], "bounced": result["bounced"],
                   "duplicate": result["duplicate"]}
         if result.get("note"):

@@ -105,11 +105,13 @@ class Monitor:
         self.key_paths = None                     # key files a backup copies (issue 15)
         self.roster = None                        # other servers' sessions (issue 18)
 
-    def job(self, fn, *args, after=None, delivers=None, lazy=False, owner=None):
+    def job(self, fn, *args, after=None, delivers=None, lazy=False, owner=None, locks=()):
         """A write (or a read that must see the writer's order) on the single writer.
         `delivers(result)` -> [(recipient, message)]: mail the job stored, pushed to the
         recipients' sessions after the commit (and, when servers share PostgreSQL,
-        announced to the others inside the job's transaction: `mail_signals.py`)."""
+        announced to the others inside the job's transaction: `mail_signals.py`).
+        `locks`: the people whose rows it changes (locked first, in name order, when
+        servers share the data: `writer.py`)."""
         if delivers is not None:
             if self.hub.signals is not None:
                 recent = {}                  # filled by the job, read by its after-hook
@@ -117,7 +119,8 @@ class Monitor:
                 after = lambda result: self.hub.deliver(delivers(result), recent)  # noqa: E731
             else:
                 after = self._pushing(delivers)
-        return self.writer.submit(fn, *args, after=after, lazy=lazy, owner=owner)
+        return self.writer.submit(fn, *args, after=after, lazy=lazy, owner=owner,
+                                  locks=locks)
 
     def _pushing(self, delivers):
         return lambda result: self.hub.deliver(delivers(result))
@@ -171,7 +174,7 @@ class Monitor:
             self.roster.session_ended(conn)
         self.presence.session_ended(conn)
         try:
-            future = self.job(statistics.record_logoff, conn.user)
+            future = self.job(statistics.record_logoff, conn.user, locks=(conn.user,))
         except Exception as error:        # the writer has stopped: nothing more is counted
             log.warning("logoff of %s not counted: %s", conn.user, error)
             return
@@ -325,7 +328,8 @@ async def serve(config, ready):
     writer = SingleWriter(loop, backend.open_writer, backend.close, repair=backend.repair,
                           on_repaired=lambda result: repaired_after_failed_commit(monitor,
                                                                                   result),
-                          errors=backend.errors, lost=backend.lost)
+                          errors=backend.errors, lost=backend.lost,
+                          prelock=backend.prelock, deferred=backend.deferred)
     writer.start()
     readers = ReaderPool(loop, backend.open_reader, backend.close,
                          workers=config.get("readers", 2))

@@ -192,7 +192,8 @@ class PresenceTracker:
 
     def _record_seen(self, user):
         try:
-            future = self.monitor.job(record_seen, user, time.time(), lazy=True)
+            future = self.monitor.job(record_seen, user, time.time(), lazy=True,
+                                      locks=(user,))
         except Exception as error:          # the writer has stopped
             log.warning("last seen of %s not recorded: %s", user, error)
             return

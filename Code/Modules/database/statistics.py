@@ -45,10 +45,53 @@ class LedgerLimits(NamedTuple):
 
 
 def add_total(db, name, count=1):
-    """Add `count` to one server total."""
-    if count:
-        db.execute("INSERT INTO totals (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                   "DO UPDATE SET value = totals.value + excluded.value", (name, count))
+    """Add `count` to one server total (at the end of the writer's batch when the
+    connection defers them: `DeferredTotals`)."""
+    if not count:
+        return
+    deferred = getattr(db, "deferred", None)
+    if deferred is not None:
+        deferred.add(name, count)
+        return
+    _write_total(db, name, count)
+
+
+def _write_total(db, name, count):
+    db.execute("INSERT INTO totals (name, value) VALUES (?, ?) ON CONFLICT (name) "
+               "DO UPDATE SET value = totals.value + excluded.value", (name, count))
+
+
+class DeferredTotals:
+    """The totals a writer's batch adds, summed, written just before its COMMIT.
+
+    Every batch touches these few rows: several servers' writers on one
+    PostgreSQL would each hold them from a batch's first message to its
+    commit, and wait for one another while holding people's rows, which
+    deadlocks. Written last (in name order), they are held only for the
+    commit, and a writer holding them waits for nothing. The writer undoes a
+    job's additions when the job is rolled back (`mark`/`restore`) and drops
+    them all when the batch is (`clear`)."""
+
+    def __init__(self):
+        self.pending = {}
+
+    def add(self, name, count):
+        self.pending[name] = self.pending.get(name, 0) + count
+
+    def mark(self):
+        return dict(self.pending)
+
+    def restore(self, mark):
+        self.pending = mark
+
+    def clear(self):
+        self.pending = {}
+
+    def flush(self, db):
+        pending, self.pending = self.pending, {}
+        for name in sorted(pending):
+            if pending[name]:
+                _write_total(db, name, pending[name])
 
 
 def record_login(db, username, address, now, success, limits=LedgerLimits()):

@@ -15,6 +15,14 @@ submission order, in ONE callback on the loop thread: each job's `after`
 hook runs first (the database process pushes new messages from there, so
 pushes follow commit order exactly), then its future is resolved.
 
+With several servers on one PostgreSQL (issue 18) two writers can want the
+same rows; two habits keep them from deadlocking. A job names the people
+whose rows it will lock (`locks`), and the batch locks all of them first,
+in one statement in name order (`prelock`, the backend's). And the
+server-wide counters, which every batch touches, are added up during the
+batch and written last, just before COMMIT (`conn.deferred`, see
+statistics.DeferredTotals), so a writer holding them waits for nothing.
+
 A job's exception becomes its future's exception and never stops the
 writer. If COMMIT itself fails (disk full, read-only directory), the batch
 is rolled back and every job in it fails with `CommitFailed`: nothing that
@@ -39,11 +47,12 @@ class CommitFailed(Exception):
 
 
 class _Job:
-    __slots__ = ("fn", "args", "future", "after", "lazy", "owner", "result", "error")
+    __slots__ = ("fn", "args", "future", "after", "lazy", "owner", "locks", "result",
+                 "error")
 
-    def __init__(self, fn, args, future, after, lazy=False, owner=None):
+    def __init__(self, fn, args, future, after, lazy=False, owner=None, locks=()):
         self.fn, self.args, self.future, self.after = fn, args, future, after
-        self.lazy, self.owner = lazy, owner
+        self.lazy, self.owner, self.locks = lazy, owner, locks
         self.result = self.error = None
 
 
@@ -51,8 +60,10 @@ class SingleWriter:
     """Owns the connection made by `connect()`; closes it with `close(conn)`."""
 
     def __init__(self, loop, connect, close, max_batch=1000, repair=None, on_repaired=None,
-                 errors=at_rest.ERRORS, lost=()):
+                 errors=at_rest.ERRORS, lost=(), prelock=None, deferred=None):
         self.loop = loop
+        self._prelock = prelock         # prelock(conn, sorted names): shared backends
+        self._deferred = deferred       # a factory of the connection's `deferred` writes
         self._errors = errors           # what a statement or COMMIT of the backend raises
         self._lost = lost               # what a job raises when the database is unreachable
         self._connect, self._close = connect, close
@@ -74,7 +85,7 @@ class SingleWriter:
         if self._open_error is not None:
             raise self._open_error
 
-    def submit(self, fn, *args, after=None, lazy=False, owner=None):
+    def submit(self, fn, *args, after=None, lazy=False, owner=None, locks=()):
         """Queue `fn(conn, *args)`; returns an asyncio future of its result.
 
         A `lazy` job (nobody waits for it: a delivery acknowledgement) may
@@ -82,10 +93,11 @@ class SingleWriter:
         commit instead of costing one of its own. Jobs of one `owner` (a
         user, or a login's address) never change order; between owners a
         batch takes one job from each in turn, so that one owner's flood
-        cannot push everyone else's work into later batches.
+        cannot push everyone else's work into later batches. `locks`: the
+        people whose rows the job locks (taken for the whole batch, sorted).
         """
         future = self.loop.create_future()
-        self._queue.put(_Job(fn, args, future, after, lazy, owner))
+        self._queue.put(_Job(fn, args, future, after, lazy, owner, locks))
         return future
 
     def stop(self):
@@ -101,6 +113,8 @@ class SingleWriter:
             self._open_error = error
             self._ready.set()
             return
+        if self._deferred is not None:
+            conn.deferred = self._deferred()
         self._ready.set()
         try:
             self._serve(conn)
@@ -179,21 +193,33 @@ class SingleWriter:
                 return                         # someone waits: commit what is there now
 
     def _run_batch(self, conn, batch):
+        deferred = getattr(conn, "deferred", None)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            if not self._run_jobs_together(conn, batch):
+            self._begin(conn, batch)
+            if not self._run_jobs_together(conn, batch, deferred):
                 conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin(conn, batch)
                 for job in batch:
-                    self._run_job(conn, job)
+                    self._run_job(conn, job, deferred)
+            if deferred is not None:
+                deferred.flush(conn)
             conn.execute("COMMIT")
         except self._errors as error:
+            if deferred is not None:
+                deferred.clear()
             self._fail_batch(conn, batch, error)
         self.batches += 1
         self.jobs += len(batch)
 
+    def _begin(self, conn, batch):
+        conn.execute("BEGIN IMMEDIATE")
+        if self._prelock is not None:
+            names = sorted({name for job in batch for name in job.locks if name})
+            if names:
+                self._prelock(conn, names)
+
     @staticmethod
-    def _run_jobs_together(conn, batch):
+    def _run_jobs_together(conn, batch, deferred):
         """Every job without savepoints; False (results cleared) if one raised."""
         for job in batch:
             try:
@@ -201,15 +227,20 @@ class SingleWriter:
             except Exception:
                 for each in batch:
                     each.result = None
+                if deferred is not None:
+                    deferred.clear()
                 return False
         return True
 
-    def _run_job(self, conn, job):
+    def _run_job(self, conn, job, deferred):
         job.error = None
         conn.execute("SAVEPOINT job")
+        mark = deferred.mark() if deferred is not None else None
         try:
             job.result = job.fn(conn, *job.args)
         except Exception as error:  # goes back to the caller
+            if deferred is not None:
+                deferred.restore(mark)
             job.error = error
             if isinstance(error, self._lost):     # not the job's fault: try again later
                 job.error = CommitFailed(f"the database could not store this change "

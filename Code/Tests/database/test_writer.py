@@ -7,16 +7,26 @@ submission order before each future resolves, that a failed COMMIT fails the
 whole batch with CommitFailed and leaves nothing on disk while the writer
 carries on, that stop() finishes queued work and closes the connection, and
 that an error opening the database is raised by start().
+
+On PostgreSQL (issue 18): two writers whose batches lock the same people in
+crossed order do not deadlock (a batch locks its people first, in name
+order; the test sees the deadlock when that is left out), and the server
+totals a batch adds are written once at its end, without those of a job
+that was rolled back.
 """
 
 import asyncio
 import sqlite3
 import threading
 
+import psycopg
 import pytest
 
+from Modules.database import backends, statistics, storage
 from Modules.database import writer as db_writer
 from Modules.database.writer import CommitFailed, SingleWriter
+from Tests.support import wait_until
+from Tests.support.storage import T0, make_users
 
 WAIT = 30.0
 
@@ -432,3 +442,125 @@ def test_a_job_stopped_by_a_lost_database_fails_as_not_stored_and_the_others_com
 
     run(main())
     assert on_disk(db_path) == ["kept"]
+
+
+# ------------------------------------------- two writers on one PostgreSQL (issue 18)
+
+
+def _pg_writers(backend, count, **options):
+    loop = asyncio.get_running_loop()
+    writers = [SingleWriter(loop, backend.open_writer, backend.close, errors=backend.errors,
+                            lost=backend.lost, **options) for _ in range(count)]
+    for each in writers:
+        each.start()
+    return writers
+
+
+def _send(sender, recipient, ran=None):
+    def job(conn):
+        result = storage.store_message(conn, sender, recipient, "s", "b", None, T0 + 1)
+        if ran is not None:
+            ran.set()
+        return result["id"]
+    return job
+
+
+def _someone_waits_for_a_lock(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND wait_event_type = 'Lock'").fetchone()[0] > 0
+
+
+def _pause_until(condition):
+    def job(_conn):
+        assert wait_until(condition, timeout=WAIT)
+    return job
+
+
+@pytest.mark.parametrize("prelocked", [True, False], ids=["as-built", "without-prelock"])
+def test_two_writers_sending_between_the_same_people_in_crossed_order_never_deadlock(
+        postgres, pg_dsn, prelocked):
+    """Writer 1's batch: alice→bob, then carol→dave; writer 2's: dave→carol, then
+    bob→alice, each pausing between its two Sends until the other writer's first
+    Send ran or waits for a lock: crossed row locks. As built, a batch locks all its
+    people first in name order, and the second waits for the first: no deadlock.
+    (`without-prelock` shows the test sees one: PostgreSQL logs it and a batch has
+    to run again.)"""
+    backend = backends.open_backend(pg_dsn, "/nonexistent")
+    setup = backend.open_writer()
+    make_users(setup, "alice", "bob", "carol", "dave")
+    setup.close()
+    deadlocks_before = postgres.log_text().count("deadlock detected")
+
+    async def main():
+        options = {"prelock": backend.prelock} if prelocked else {}
+        first, second = _pg_writers(backend, 2, deferred=backend.deferred, **options)
+        try:
+            ran = [threading.Event(), threading.Event()]
+            gates = [hold(first), hold(second)]
+            futures = [
+                first.submit(_send("alice", "bob", ran[0]), locks=("alice", "bob")),
+                first.submit(_pause_until(lambda: ran[1].is_set()
+                                          or _someone_waits_for_a_lock(pg_dsn))),
+                first.submit(_send("carol", "dave"), locks=("carol", "dave")),
+                second.submit(_send("dave", "carol", ran[1]), locks=("carol", "dave")),
+                second.submit(_pause_until(lambda: ran[0].is_set()
+                                           or _someone_waits_for_a_lock(pg_dsn))),
+                second.submit(_send("bob", "alice"), locks=("alice", "bob"))]
+            for release, _gate in gates:
+                release.set()
+            return await asyncio.gather(*futures)
+        finally:
+            first.stop()
+            second.stop()
+
+    results = run(main())
+    ids = [results[0], results[2], results[3], results[5]]
+    check = backend.open_reader()
+    try:
+        stored = check.execute("SELECT sender, recipient FROM msg.messages WHERE kind = "
+                               "'message' ORDER BY sender").fetchall()
+        accepted = check.execute("SELECT value FROM totals WHERE name = "
+                                 "'messages_accepted'").fetchone()[0]
+    finally:
+        check.close()
+    assert len(set(ids)) == 4
+    assert [tuple(row) for row in stored] == [("alice", "bob"), ("bob", "alice"),
+                                              ("carol", "dave"), ("dave", "carol")]
+    assert accepted == 4                           # each counted once, retried or not
+    deadlocks = postgres.log_text().count("deadlock detected") - deadlocks_before
+    assert deadlocks == (0 if prelocked else 1)
+
+
+def test_a_rolled_back_jobs_totals_are_not_written_and_the_batchs_are_written_once(pg_dsn):
+    backend = backends.open_backend(pg_dsn, "/nonexistent")
+    setup = backend.open_writer()
+    make_users(setup, "alice", "bob")
+    setup.close()
+
+    def counted_then_failed(conn):
+        statistics.add_total(conn, "messages_accepted", 100)
+        raise ValueError("on purpose")
+
+    async def main():
+        (writer,) = _pg_writers(backend, 1, prelock=backend.prelock,
+                                deferred=backend.deferred)
+        try:
+            release, gate = hold(writer)
+            kept = [writer.submit(_send("alice", "bob")),
+                    writer.submit(counted_then_failed),
+                    writer.submit(_send("bob", "alice"))]
+            release.set()
+            await gate
+            return await asyncio.gather(*kept, return_exceptions=True)
+        finally:
+            writer.stop()
+
+    outcome = run(main())
+    assert isinstance(outcome[1], ValueError)
+    check = backend.open_reader()
+    try:
+        assert check.execute("SELECT value FROM totals WHERE name = "
+                             "'messages_accepted'").fetchone()[0] == 2
+    finally:
+        check.close()

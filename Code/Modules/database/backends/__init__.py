@@ -16,7 +16,12 @@ may share (issue 18, docs/postgresql.md). Both give the same things:
 * `shared`: whether other servers may use the same data at once;
 * `supports_backup`: whether `admin backup` applies (PostgreSQL has pg_dump);
 * `describe()`: where the data is, without any password;
-* `raise_sequences(db, tables)`: after rows were copied in with their ids.
+* `raise_sequences(db, tables)`: after rows were copied in with their ids;
+* for the writer, where servers share the data: `prelock(conn, names)`
+  locks people's rows in name order at a batch's start, and `deferred`
+  makes the writer's connection add up the server totals and write them
+  just before COMMIT (both keep two servers' writers from deadlocking;
+  None for SQLite, which has one writer).
 
 Every PostgreSQL connection of a running server holds a shared advisory
 lock (`SERVERS_LOCK`); `offline(data_dir, url)`, for the migration, takes
@@ -33,7 +38,7 @@ import fcntl
 import os
 import urllib.parse
 
-from Modules.database import at_rest, storage
+from Modules.database import at_rest, statistics, storage
 from Modules.database.schema import StorageError
 
 SERVERS_LOCK = 0x50524C59_0002
@@ -50,6 +55,7 @@ class SqliteBackend:
     dsn = None
     errors = at_rest.ERRORS
     lost = ()
+    prelock = deferred = None
 
     def __init__(self, data_dir, key=None):
         self.data_dir, self.key = data_dir, key
@@ -84,6 +90,7 @@ class PostgresBackend:
     shared = True
     supports_backup = False
     repair = None
+    deferred = statistics.DeferredTotals
 
     def __init__(self, url):
         from Modules.database.backends import pg_connection   # psycopg: only here
@@ -126,6 +133,12 @@ class PostgresBackend:
 
     def describe(self):
         return describe_url(self.dsn)
+
+    @staticmethod
+    def prelock(conn, names):
+        """Lock these people's rows for the transaction, in name order."""
+        conn.execute("SELECT 1 FROM users WHERE username = ANY(?) ORDER BY username "
+                     "FOR UPDATE", (list(names),)).fetchall()
 
     @staticmethod
     def raise_sequences(db, tables):
