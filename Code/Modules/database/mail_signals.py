@@ -78,7 +78,7 @@ def parse(payload):
 def announce(db, server_id, recipients):
     """Inside the storing transaction: tell the other servers who has new mail."""
     for text in payloads(server_id, recipients):
-        db.execute("SELECT pg_notify(?, ?)", (CHANNEL, text))
+        storage.execute_later(db, "SELECT pg_notify(?, ?)", (CHANNEL, text))
 
 
 RECENT = 50           # undelivered rows read back with each delivery (see `delivering`)

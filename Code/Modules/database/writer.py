@@ -224,6 +224,7 @@ class SingleWriter:
         for job in batch:
             try:
                 job.result = job.fn(conn, *job.args)
+                _flush(conn)
             except Exception:
                 for each in batch:
                     each.result = None
@@ -238,6 +239,7 @@ class SingleWriter:
         mark = deferred.mark() if deferred is not None else None
         try:
             job.result = job.fn(conn, *job.args)
+            _flush(conn)
         except Exception as error:  # goes back to the caller
             if deferred is not None:
                 deferred.restore(mark)
@@ -285,6 +287,14 @@ class SingleWriter:
                 job.future.set_result(job.result)
             else:
                 job.future.set_exception(job.error)
+
+
+def _flush(conn):
+    """A job's deferred statements (PostgreSQL's pipeline) run before it counts as
+    done, so that their errors are the job's."""
+    flush = getattr(conn, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def _rollback(conn, errors):

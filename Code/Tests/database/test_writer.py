@@ -564,3 +564,44 @@ def test_a_rolled_back_jobs_totals_are_not_written_and_the_batchs_are_written_on
                              "'messages_accepted'").fetchone()[0] == 2
     finally:
         check.close()
+
+
+def test_a_deferred_write_that_fails_fails_its_own_job_and_the_others_commit(pg_dsn):
+    """PostgreSQL's deferred writes (`storage.execute_later`) are flushed at the end
+    of each job: their error is that job's, in a batch run together or one by one."""
+    backend = backends.open_backend(pg_dsn, "/nonexistent")
+    setup = backend.open_writer()
+    make_users(setup, "alice")
+    setup.close()
+
+    def defer_a_duplicate(conn):
+        storage.execute_later(conn, "INSERT INTO users (username) VALUES (?)", ("alice",))
+        return "deferred"
+
+    def defer_a_good_one(conn, name):
+        storage.execute_later(conn, "INSERT INTO users (username) VALUES (?)", (name,))
+        return name
+
+    async def main():
+        (writer,) = _pg_writers(backend, 1, prelock=backend.prelock,
+                                deferred=backend.deferred)
+        try:
+            release, gate = hold(writer)
+            jobs = [writer.submit(defer_a_good_one, "bob"), writer.submit(defer_a_duplicate),
+                    writer.submit(defer_a_good_one, "carol")]
+            release.set()
+            await gate
+            return await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            writer.stop()
+
+    first, failed, last = run(main())
+    assert (first, last) == ("bob", "carol")
+    assert isinstance(failed, psycopg.errors.UniqueViolation)
+    check = backend.open_reader()
+    try:
+        names = [row[0] for row in check.execute("SELECT username FROM users ORDER BY id")]
+    finally:
+        check.close()
+    assert names == ["alice", "bob", "carol"]
+

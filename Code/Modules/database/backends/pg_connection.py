@@ -33,6 +33,14 @@ search_path is `main, msg, pw, public` (`pg_schema.py` puts the tables in
 those three schemas), so unqualified table names resolve as on SQLite's
 attached files.
 
+A statement whose result nobody reads (a counter's UPDATE, a sent id, a
+notice) can be given to `defer(sql, params)` instead (`storage.execute_later`):
+it waits in the connection and goes to PostgreSQL in one pipeline with the
+next statement that is run, its result not awaited on its own, so a Send's
+three such statements cost no round trip of their own. Order is kept (a
+later read sees them). `flush()` sends what waits; the writer calls it at
+the end of every job, so an error of a deferred statement is its job's.
+
 How it fails: psycopg's exceptions (`psycopg.Error`) reach the caller;
 the writer and readers treat them as they treat sqlite3's. A connection
 that PostgreSQL dropped (a restart, a network cut) is opened again at the
@@ -227,6 +235,16 @@ class PgConnection:
         self._setup = []                 # statements every (re)opened link runs first
         self._conn = _open(dsn, self._setup)
         self._in_transaction = False     # our own record: a dropped link forgets it
+        self._deferred = []              # (text, params) waiting for the next statement
+
+    def defer(self, sql, params=()):
+        """Run `sql` with the next statement, in one pipeline; its result is not read."""
+        self._deferred.append((translate(sql), params))
+
+    def flush(self):
+        """Send the deferred statements now (their errors are raised here)."""
+        if self._deferred:
+            self.run("SELECT 1", ())
 
     def keep(self, statement):
         """Run `statement` now and again on every new link (a session setting, a lock)."""
@@ -254,6 +272,8 @@ class PgConnection:
         return conn
 
     def run(self, text, params):
+        if self._deferred:
+            return self._run_after_deferred(text, params)
         outside = not self._in_transaction
         cursor = self._usable(text).cursor()
         try:
@@ -266,6 +286,18 @@ class PgConnection:
                 raise
             self._in_transaction = False
             cursor = self._usable(text).cursor()
+            cursor.execute(text, params if params else None)
+        return cursor
+
+    def _run_after_deferred(self, text, params):
+        """The deferred statements, then this one, in one pipeline (one round trip);
+        the first error among them is raised when the pipeline ends."""
+        waiting, self._deferred = self._deferred, []
+        conn = self._usable(text)
+        with conn.pipeline():
+            for waiting_text, waiting_params in waiting:
+                conn.cursor().execute(waiting_text, waiting_params if waiting_params else None)
+            cursor = conn.cursor()
             cursor.execute(text, params if params else None)
         return cursor
 

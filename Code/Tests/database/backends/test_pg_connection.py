@@ -7,7 +7,9 @@ tests' own PostgreSQL cluster (`pg_dsn`): rows by position and by name,
 gives and takes them, a JSON array of ids, and a PostgreSQL restart: a
 connection idle at that moment works again at its next statement, one in
 the middle of a transaction fails until its ROLLBACK and never carries
-the transaction's second half on alone.
+the transaction's second half on alone. Deferred writes go with the next
+statement, in order, and their error is raised by the flush, undone by
+the savepoint's rollback.
 """
 
 import pytest
@@ -81,6 +83,33 @@ def test_a_cursor_reads_in_batches_and_counts_rows(conn):
     assert conn.execute("UPDATE users SET logins = 1 WHERE id > 2").rowcount == 5
     assert [column[0] for column in conn.execute("SELECT id, username FROM users "
                                                    "LIMIT 0").description] == ["id", "username"]
+
+
+def test_deferred_writes_go_with_the_next_statement_in_order(conn):
+    conn.execute("BEGIN")
+    conn.defer("INSERT INTO users (username) VALUES (?)", ("alice",))
+    conn.defer("UPDATE users SET logins = logins + 2 WHERE username = ?", ("alice",))
+    assert conn.execute("SELECT logins FROM users WHERE username = 'alice'").fetchall() \
+        == [(2,)]                                   # the read sees both, in their order
+    conn.defer("UPDATE users SET logins = logins + 1 WHERE username = ?", ("alice",))
+    conn.flush()
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT logins FROM users").fetchall() == [(3,)]
+
+
+def test_a_deferred_writes_error_is_raised_by_the_flush_and_undone_by_a_rollback(conn):
+    conn.execute("INSERT INTO users (username) VALUES ('alice')")
+    conn.execute("BEGIN")
+    conn.execute("SAVEPOINT job")
+    conn.defer("INSERT INTO users (username) VALUES (?)", ("bob",))
+    conn.defer("INSERT INTO users (username) VALUES (?)", ("alice",))    # not unique
+    with pytest.raises(backends.PostgresBackend("postgresql:///x").errors,
+                       match="duplicate key"):
+        conn.flush()
+    conn.execute("ROLLBACK TO job")
+    conn.execute("RELEASE job")
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT username FROM users").fetchall() == [("alice",)]
 
 
 def test_an_idle_connection_works_again_after_a_postgresql_restart(conn, postgres):
