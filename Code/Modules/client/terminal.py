@@ -145,15 +145,23 @@ def body_key_bindings():
 
 
 @contextlib.contextmanager
-def ctrl_c_between_prompts():
+def ctrl_c_between_prompts(end_running_prompt=lambda missed: False):
     """While a body is typed line by line (TERM=dumb): a SIGINT (Ctrl-C while no
     prompt reads keys) only sets a flag, read by `pressed()`, instead of raising
     between a line's return and its keeping; and the terminal keeps what was typed
-    ahead (NOFLSH) instead of throwing it away with the signal. Only the main
-    thread may set a handler; elsewhere this changes nothing."""
+    ahead (NOFLSH) instead of throwing it away with the signal. A SIGINT while a
+    prompt has started but not yet taken the terminal raw is that prompt's
+    Ctrl-C: `end_running_prompt(missed)` ends it and says True (and calls
+    `missed` if the prompt took a typed-ahead line and ended first: the flag
+    again). Only the main thread may set a handler; elsewhere this changes
+    nothing."""
     flag = []
+
+    def on_sigint(*_):
+        if not end_running_prompt(lambda: flag.append(1)):
+            flag.append(1)
     try:
-        previous = signal.signal(signal.SIGINT, lambda *_: flag.append(1))
+        previous = signal.signal(signal.SIGINT, on_sigint)
     except ValueError:                 # not the main thread
         yield lambda: False
         return
@@ -249,21 +257,39 @@ class Terminal:
                 "prompt_continuation": "", "history": DummyHistory(),
                 "bottom_toolbar": BODY_TOOLBAR}
 
-    def _prompt(self, kind, text, default=""):
+    def _prompt(self, kind, text, default="", interrupted=None):
+        """`session.prompt`; ServerGone once the server is. With `interrupted`
+        (`ctrl_c_between_prompts`'s): KeyboardInterrupt at once if it says a
+        Ctrl-C came as the prompt started, and SIGINT left to its handler."""
         session = self._session(kind)
         with self._lock:
             if self.gone:
                 raise ServerGone()
             self._active = session
         try:
-            return session.prompt(text, default=default, pre_run=self._exit_if_gone)
+            return session.prompt(text, default=default, handle_sigint=interrupted is None,
+                                  pre_run=functools.partial(self._exit_if, interrupted))
         finally:
             with self._lock:
                 self._active = None
 
-    def _exit_if_gone(self):
+    def _exit_if(self, interrupted):
         if self.gone:
             get_app().exit(exception=ServerGone())
+        elif interrupted is not None and interrupted():
+            get_app().exit(exception=KeyboardInterrupt())
+
+    def _end_running_prompt(self, missed):
+        """In the main thread, on SIGINT: end the prompt that has started with a
+        KeyboardInterrupt (its Ctrl-C), or call `missed()` if it took a line and
+        ended first; False if no prompt has started."""
+        session = self._active
+        app = session.app if session is not None else None
+        if app is None or app.future is None or app.future.done() or app.loop is None:
+            return False
+        app.loop.call_soon_threadsafe(functools.partial(_exit_quietly, app,
+                                                        KeyboardInterrupt, missed))
+        return True
 
     def interrupt(self):
         """From any thread: end the prompt on screen (or the next) with ServerGone."""
@@ -349,12 +375,12 @@ class Terminal:
         Between two line prompts the terminal is cooked, so a Ctrl-C there is a SIGINT:
         it counts once the line just typed is kept (`ctrl_c_between_prompts`)."""
         lines = []
-        with ctrl_c_between_prompts() as pressed:
+        with ctrl_c_between_prompts(self._end_running_prompt) as pressed:
             while True:
                 try:
                     if pressed():
                         raise KeyboardInterrupt
-                    line = self._prompt("line", "")
+                    line = self._prompt("line", "", interrupted=pressed)
                 except EOFError:
                     break
                 except KeyboardInterrupt:
@@ -422,10 +448,13 @@ def _getpass(text):
         raise Cancelled() from None
 
 
-def _exit_quietly(app):
-    """Runs in the prompt's event loop: end it unless it is already ending."""
+def _exit_quietly(app, exception=ServerGone, missed=lambda: None):
+    """Runs in the prompt's event loop: end it unless it is already ending
+    (then `missed()`)."""
     try:
         if app.is_running and not app.future.done():
-            app.exit(exception=ServerGone())
+            app.exit(exception=exception())
+            return
     except Exception:   # the prompt finished on its own meanwhile
         pass
+    missed()
