@@ -282,24 +282,16 @@ class Terminal:
     def _end_running_prompt(self, missed):
         """In the main thread, on SIGINT: end the prompt that has started with a
         KeyboardInterrupt (its Ctrl-C), or call `missed()` if it took a line and
-        ended first; False if no prompt has started."""
-        session = self._active
-        app = session.app if session is not None else None
-        if app is None or app.future is None or app.future.done() or app.loop is None:
-            return False
-        app.loop.call_soon_threadsafe(functools.partial(_exit_quietly, app,
-                                                        KeyboardInterrupt, missed))
-        return True
+        ended first; False if no prompt has started. (No lock: the signal may
+        have interrupted this thread while it holds it.)"""
+        return _end_prompt_of(self._active, KeyboardInterrupt, missed)
 
     def interrupt(self):
         """From any thread: end the prompt on screen (or the next) with ServerGone."""
         with self._lock:
             self.gone = True
             session = self._active
-        app = session.app if session is not None else None
-        loop = getattr(app, "loop", None)
-        if app is not None and app.is_running and loop is not None:
-            loop.call_soon_threadsafe(functools.partial(_exit_quietly, app))
+        _end_prompt_of(session, ServerGone)
 
     def set_status(self, text):
         """From any thread: show `text` in a bar under the command prompt (None hides it)."""
@@ -448,7 +440,18 @@ def _getpass(text):
         raise Cancelled() from None
 
 
-def _exit_quietly(app, exception=ServerGone, missed=lambda: None):
+def _end_prompt_of(session, exception, missed=lambda: None):
+    """From any thread: end `session`'s prompt, if it has started, with `exception`
+    in its own event loop (`missed()` there if it ended first); whether it had."""
+    app = session.app if session is not None else None
+    loop = getattr(app, "loop", None)
+    if app is None or loop is None or app.future is None or app.future.done():
+        return False
+    loop.call_soon_threadsafe(functools.partial(_exit_quietly, app, exception, missed))
+    return True
+
+
+def _exit_quietly(app, exception, missed):
     """Runs in the prompt's event loop: end it unless it is already ending
     (then `missed()`)."""
     try:
