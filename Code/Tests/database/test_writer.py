@@ -529,7 +529,10 @@ def test_two_writers_sending_between_the_same_people_in_crossed_order_never_dead
                                               ("carol", "dave"), ("dave", "carol")]
     assert accepted == 4                           # each counted once, retried or not
     deadlocks = postgres.log_text().count("deadlock detected") - deadlocks_before
-    assert deadlocks == (0 if prelocked else 1)
+    if prelocked:
+        assert deadlocks == 0
+    else:      # at least one; the batch run again may meet the other writer's locks again
+        assert deadlocks >= 1
 
 
 def test_a_rolled_back_jobs_totals_are_not_written_and_the_batchs_are_written_once(pg_dsn):
