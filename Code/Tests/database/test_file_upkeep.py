@@ -332,7 +332,9 @@ def test_the_upkeep_returns_an_expired_file_while_an_upload_in_progress_carries_
         def state():
             return {f["id"]: f["state"] for f in alice.call("Files")["files"]}.get(soon)
         wait_until(lambda: state() == "returned", message="the expired file returned")
-        assert not os.path.exists(blob) and bob.call("Files")["files"] == []
+        # its content goes from disk after that commit, on the file I/O thread
+        wait_until(lambda: not os.path.exists(blob), message="its content removed")
+        assert bob.call("Files")["files"] == []
         bounce = alice.call("Inbox")["messages"][0]
         assert bounce["kind"] == "bounce" and bounce["subject"] == "Returned: soon.bin"
         for index in (1, 2):          # idle far longer than 3.6 ms, but its connection is open
