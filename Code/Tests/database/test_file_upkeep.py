@@ -376,7 +376,8 @@ def test_a_file_not_downloaded_in_time_comes_back_to_its_sender(make_server, tmp
     assert bounce["subject"] == "Returned: report.bin" and bounce["original_to"] == "bob"
     assert bounce["note"] == ("The file 'report.bin' was not downloaded by bob within 2.59 "
                               "seconds; the server did not keep it longer.")
-    assert os.listdir(_files_dir(server)) == []
+    wait_until(lambda: os.listdir(_files_dir(server)) == [],    # after the bounce's commit
+               message="the returned file's content removed")
     listed = of_type(run_ok(server, "alice", ["sent"]), "sent_list")[0]["messages"]
     assert listed[0]["file"] == {"id": sent["id"], "state": "returned"}
     target = tmp_path / "bob"
