@@ -155,13 +155,18 @@ def test_one_owners_flood_does_not_push_another_owner_into_a_later_batch(db_path
     async def main():
         writer = await started_writer(db_path, max_batch=10)
         try:
+            def insert_noting_batch(conn, value):
+                # writer.batches counts committed batches: read in the writer
+                # thread, while a job runs, it names that job's own batch
+                return insert(conn, value), writer.batches + 1
+
             release, gate = hold(writer)
             flood = [writer.submit(insert, f"a{n}", owner="alice") for n in range(30)]
-            bobs = writer.submit(insert, "bob's", owner="bob")      # queued last
+            bobs = writer.submit(insert_noting_batch, "bob's", owner="bob")  # queued last
             release.set()
             await gate
-            bob_id = await bobs
-            assert writer.batches == 2          # in the first batch after the gate
+            bob_id, bobs_batch = await bobs
+            assert bobs_batch == 2              # in the first batch after the gate
             flood_ids = await asyncio.gather(*flood)
             assert flood_ids == sorted(flood_ids)                   # alice's order kept
             assert bob_id < flood_ids[9]        # ahead of most of alice's flood
