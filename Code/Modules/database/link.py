@@ -175,7 +175,14 @@ class DbLink:
 
     def call(self, op, **fields):
         """Blocking request: the reply's data, or DbError / DbUnavailable."""
-        rid = self.send_request(op, **fields)
+        return self.wait_for(self.send_request(op, **fields))
+
+    def wait_for(self, rid):
+        """Block until the reply to request `rid` (sent with `send_request`):
+        its data, or DbError / DbUnavailable. Events before that reply are
+        passed over, so pipelined requests are waited for in the order they
+        are answered: a phase change (Hello, Bind) before anything sent after
+        it, which the monitor holds until the change is decided."""
         while True:
             event = self.read_event()
             if isinstance(event, Reply) and event.rid == rid:

@@ -97,6 +97,7 @@ class LoginSession:
         self.dialogue = dialogue_mod.LoginDialogue(config.get("max_attempts", 3))
         self.db = DbLink(config["db_socket"], cancelled=lambda: self.shutdown_requested)
         self.ticket = self.greeting = self.motd = None
+        self.hello_rid = None             # a Hello sent whose reply is not read yet
         self.penalty = None               # why the address earned one, if it did
         self.shutdown_requested = False   # set by SIGTERM, acted on in _recv
         if resume_state is None:
@@ -109,9 +110,11 @@ class LoginSession:
     def run(self):
         """A hand-off dict on success, None when the connection should close."""
         try:
-            self._say_hello()
-            if self.conn.state == protocol.SESSION:
+            if self.conn.state == protocol.SESSION:     # resumed: the prompt comes now
+                self._say_hello()
                 self.send_all(self.dialogue.start(self.greeting))
+            else:          # the Hello's round trip overlaps the client's first message
+                self._start_hello()
             return self._loop()
         except Stop as stop:
             if stop.packet is not None:
@@ -192,6 +195,7 @@ class LoginSession:
         self.send_all([reply])
         if reply.op == "Error":
             raise Stop()
+        self._greeted()
         self.send_all(self.dialogue.start(self.greeting))
 
     def _run_outputs(self, outputs):
@@ -220,22 +224,50 @@ class LoginSession:
                                      reply.get("retry_after"))
 
     def _say_hello(self):
-        """Connect to the database as a login connection. A database that goes
-        away during the Hello is being restarted (a dying one may even accept
-        the connection first): try again until it answers, for a while."""
+        """Connect to the database as a login connection and wait for the
+        Hello's reply. A database that goes away during the Hello is being
+        restarted (a dying one may even accept the connection first): try
+        again until it answers, for a while."""
         give_up_at = time.monotonic() + self.db.connect_timeout
         while True:
-            self.db.connect()
+            self._send_hello()
             try:
-                reply = self.db.call("Hello", role="login", peer=self.described,
-                                     address=host_of(self.peer))
-                self.greeting = reply.get("greeting")
+                self._take_hello_reply()
                 return
             except DbUnavailable:
                 if time.monotonic() > give_up_at or self.shutdown_requested:
                     raise
                 log.warning("database connection lost during Hello; trying again")
                 time.sleep(0.05)
+
+    def _send_hello(self):
+        """Connect and send the Hello without waiting for its reply: the next
+        request goes after it, and its reply is read first (`_db_call`)."""
+        self.db.connect()
+        self.hello_rid = self.db.send_request("Hello", role="login", peer=self.described,
+                                              address=host_of(self.peer))
+
+    def _start_hello(self):
+        """Send the Hello and go on: its reply is read before the next request's."""
+        try:
+            self._send_hello()
+        except DbUnavailable:
+            log.warning("database connection lost during Hello; trying again")
+            self._say_hello()
+
+    def _take_hello_reply(self):
+        """The reply of the Hello sent last, if it is not read yet: the greeting."""
+        if self.hello_rid is not None:
+            reply = self.db.wait_for(self.hello_rid)
+            self.hello_rid, self.greeting = None, reply.get("greeting")
+
+    def _greeted(self):
+        """The greeting, read now, with a new Hello if the database went away."""
+        try:
+            self._take_hello_reply()
+        except DbUnavailable:
+            log.warning("database connection lost during Hello; trying again")
+            self._say_hello()
 
     def _agree_with(self, ephemeral):
         """The handshake's DH with the server's static key, done by the database
@@ -247,7 +279,9 @@ class LoginSession:
         """A database request, retried once over a new connection if the database
         process went away meanwhile (it is restarted by the daemon)."""
         try:
-            return self.db.call(op, **fields)
+            rid = self.db.send_request(op, **fields)
+            self._take_hello_reply()          # a pipelined Hello's reply comes first
+            return self.db.wait_for(rid)
         except DbUnavailable:
             if op == "SetPassword":   # only the connection that verified may change it
                 raise

@@ -212,14 +212,20 @@ class UserSession(SessionParking):
             return
         self._connect_db()
         self._drain_client_events()   # frames the login process had buffered
+        self._write_out()             # what those produced leaves now, not after an event
 
     def _connect_db(self):
-        """Connect and bind, retrying while the database process restarts."""
+        """Connect, bind and subscribe, retrying while the database process
+        restarts. The Subscribe leaves in the Bind's write (the monitor holds
+        it until the Bind is decided), a round trip less before "ready"."""
         deadline = time.monotonic() + self.db.connect_timeout
         while True:
             try:
                 self.db.connect()
-                self.db.call("Bind", ticket=self.ticket, peer=self.described)
+                bind = self.db.send_request("Bind", now=False, ticket=self.ticket,
+                                            peer=self.described)
+                subscribe = self.db.send_request("Subscribe")
+                self.db.wait_for(bind)
                 break
             except DbUnavailable:
                 if time.monotonic() > deadline or self._stopping():
@@ -227,7 +233,8 @@ class UserSession(SessionParking):
                 time.sleep(0.05)
         self.db.sock.setblocking(False)
         self._registered["db"] = 0
-        self.subscribe_rid = self.db.send_request("Subscribe")
+        self.subscribe_rid = subscribe
+        self._handle_db_events()      # what came with the Bind's reply
 
     # -- the loop ----------------------------------------------------------------
     def run(self):
@@ -452,6 +459,9 @@ class UserSession(SessionParking):
         if data is None:
             return
         self.db.feed(data)
+        self._handle_db_events()
+
+    def _handle_db_events(self):
         try:
             for event in self.db.events():
                 if event is CLOSED:
