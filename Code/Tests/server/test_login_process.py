@@ -10,6 +10,7 @@ refused, and a one-time password changed before the login completes
 """
 
 import os
+import signal
 import socket
 
 from Modules.wire import channel
@@ -189,6 +190,29 @@ def test_connection_survives_the_hand_off(server):
     result = client.next_event()
     assert result.op == "Result" and result.data["messages"] == []
     assert client.sock.getsockname() == before   # the reply proves the relay works
+
+
+def _sockets_of(pid):
+    try:
+        return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:     # gone meanwhile
+        return 0
+
+
+def test_a_login_whose_database_dies_after_its_hello_gets_in(server):
+    """The login process sends its Hello and goes on without its reply (it is
+    read with the KeyAgree's): the database killed in between costs a new
+    connection and Hello, not the login."""
+    client = RawClient(server.port)             # connected, the handshake not begun
+    wait_until(lambda: any(_sockets_of(pid) >= 2 for pid in server.pids_titled(
+        "parley: login")), message="a login process linked to the database")
+    (database,) = server.pids_titled("parley: database")
+    os.kill(database, signal.SIGKILL)
+    welcome = client.login("ivan", PASSWORD, create=True)
+    assert welcome.op == "Welcome" and welcome.data["created"] is True
+    assert client.next_event().data["event"] == "ready"
+    assert "restarting it" in server.log()
 
 
 def test_with_registration_closed_a_new_name_is_told_and_members_still_log_in(make_server):
