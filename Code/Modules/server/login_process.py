@@ -249,11 +249,7 @@ class LoginSession:
 
     def _start_hello(self):
         """Send the Hello and go on: its reply is read before the next request's."""
-        try:
-            self._send_hello()
-        except DbUnavailable:
-            log.warning("database connection lost during Hello; trying again")
-            self._say_hello()
+        self._or_hello_again(self._send_hello)
 
     def _take_hello_reply(self):
         """The reply of the Hello sent last, if it is not read yet: the greeting."""
@@ -263,8 +259,13 @@ class LoginSession:
 
     def _greeted(self):
         """The greeting, read now, with a new Hello if the database went away."""
+        self._or_hello_again(self._take_hello_reply)
+
+    def _or_hello_again(self, step):
+        """`step` of the pipelined Hello, or, if the database went away meanwhile,
+        the whole Hello again, waited for (with `_say_hello`'s retries)."""
         try:
-            self._take_hello_reply()
+            step()
         except DbUnavailable:
             log.warning("database connection lost during Hello; trying again")
             self._say_hello()
