@@ -57,11 +57,22 @@ class AtRestError(Exception):
     """The data dir cannot be opened or converted with the key given."""
 
 
+class _PlainConnection(sqlite3.Connection):
+    """sqlite3's connection, able to carry the single writer's `deferred`
+    totals for its batch (`statistics.DeferredTotals`; None elsewhere)."""
+    deferred = None
+
+
+class _CipherConnection(sqlcipher3.Connection):
+    """The same for SQLCipher."""
+    deferred = None
+
+
 def connect(path, key=None, **kw):
     """A connection to `path`: SQLCipher keyed with `key`, or plain SQLite."""
     if key is None:
-        return sqlite3.connect(path, **kw)
-    db = sqlcipher3.connect(path, **kw)
+        return sqlite3.connect(path, factory=_PlainConnection, **kw)
+    db = sqlcipher3.connect(path, factory=_CipherConnection, **kw)
     db.execute("PRAGMA cipher_log_level = NONE")     # errors reach us as exceptions
     db.execute(f"PRAGMA key = \"{_key_literal(key)}\"")
     return db

@@ -68,7 +68,8 @@ class DeferredTotals:
     PostgreSQL would each hold them from a batch's first message to its
     commit, and wait for one another while holding people's rows, which
     deadlocks. Written last (in name order), they are held only for the
-    commit, and a writer holding them waits for nothing. The writer undoes a
+    commit, and a writer holding them waits for nothing. On SQLite too they
+    cost one statement per batch, not one per job. The writer undoes a
     job's additions when the job is rolled back (`mark`/`restore`) and drops
     them all when the batch is (`clear`)."""
 

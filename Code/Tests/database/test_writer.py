@@ -574,6 +574,50 @@ def test_a_rolled_back_jobs_totals_are_not_written_and_the_batchs_are_written_on
         check.close()
 
 
+def test_on_sqlite_a_batchs_totals_are_one_statement_and_a_rolled_back_jobs_are_dropped(
+        tmp_path):
+    """SQLite defers the server totals to the batch's end too: fewer statements
+    per message, the same counts."""
+    backend = backends.open_backend(None, str(tmp_path / "data"))
+    setup = backend.open_writer()
+    make_users(setup, "alice", "bob")
+    backend.close(setup)
+    statements = []
+
+    def traced_writer():
+        conn = backend.open_writer()
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    def counted_then_failed(conn):
+        statistics.add_total(conn, "messages_accepted", 100)
+        raise ValueError("on purpose")
+
+    async def main():
+        writer = SingleWriter(asyncio.get_running_loop(), traced_writer, backend.close,
+                              errors=backend.errors, deferred=backend.deferred)
+        writer.start()
+        try:
+            release, gate = hold(writer)
+            jobs = [writer.submit(_send("alice", "bob")) for _ in range(5)]
+            jobs.insert(2, writer.submit(counted_then_failed))
+            release.set()
+            await gate
+            return await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            writer.stop()
+
+    outcome = run(main())
+    assert isinstance(outcome[2], ValueError)
+    assert sum("INSERT INTO totals" in each for each in statements) == 1   # 5 Sends, 1 write
+    check = backend.open_reader()
+    try:
+        assert check.execute("SELECT value FROM totals WHERE name = "
+                             "'messages_accepted'").fetchone()[0] == 5
+    finally:
+        check.close()
+
+
 def test_a_deferred_write_that_fails_fails_its_own_job_and_the_others_commit(pg_dsn):
     """PostgreSQL's deferred writes (`storage.execute_later`) are flushed at the end
     of each job: their error is that job's, in a batch run together or one by one."""

@@ -17,11 +17,12 @@ may share (issue 18, docs/postgresql.md). Both give the same things:
 * `supports_backup`: whether `admin backup` applies (PostgreSQL has pg_dump);
 * `describe()`: where the data is, without any password;
 * `raise_sequences(db, tables)`: after rows were copied in with their ids;
-* for the writer, where servers share the data: `prelock(conn, names)`
-  locks people's rows in name order at a batch's start, and `deferred`
-  makes the writer's connection add up the server totals and write them
-  just before COMMIT (both keep two servers' writers from deadlocking;
-  None for SQLite, which has one writer).
+* for the writer: `prelock(conn, names)`, where servers share the data,
+  locks people's rows in name order at a batch's start (None for SQLite,
+  which has one writer); `deferred` makes the writer's connection add up
+  the server totals and write them just before COMMIT (on PostgreSQL it
+  keeps two servers' writers from deadlocking; on both it is a statement
+  per batch instead of one per Send and per Ack).
 
 Every PostgreSQL connection of a running server holds a shared advisory
 lock (`SERVERS_LOCK`); `offline(data_dir, url)`, for the migration, takes
@@ -55,7 +56,8 @@ class SqliteBackend:
     dsn = None
     errors = at_rest.ERRORS
     lost = ()
-    prelock = deferred = None
+    prelock = None
+    deferred = statistics.DeferredTotals   # the totals once per batch, not once per job
 
     def __init__(self, data_dir, key=None):
         self.data_dir, self.key = data_dir, key
