@@ -540,38 +540,48 @@ def test_two_writers_sending_between_the_same_people_in_crossed_order_never_dead
         assert deadlocks >= 1
 
 
+def _counted_then_failed(conn):
+    statistics.add_total(conn, "messages_accepted", 100)
+    raise ValueError("on purpose")
+
+
+async def _one_batch_then_stop(writer, jobs):
+    """`jobs` submitted while the writer is held, so that they form one batch;
+    their results (or exceptions), after which the writer is stopped."""
+    try:
+        release, gate = hold(writer)
+        futures = [writer.submit(job) for job in jobs]
+        release.set()
+        await gate
+        return await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        writer.stop()
+
+
+def _accepted_total(backend):
+    check = backend.open_reader()
+    try:
+        return check.execute("SELECT value FROM totals WHERE name = "
+                             "'messages_accepted'").fetchone()[0]
+    finally:
+        check.close()
+
+
 def test_a_rolled_back_jobs_totals_are_not_written_and_the_batchs_are_written_once(pg_dsn):
     backend = backends.open_backend(pg_dsn, "/nonexistent")
     setup = backend.open_writer()
     make_users(setup, "alice", "bob")
     setup.close()
 
-    def counted_then_failed(conn):
-        statistics.add_total(conn, "messages_accepted", 100)
-        raise ValueError("on purpose")
-
     async def main():
         (writer,) = _pg_writers(backend, 1, prelock=backend.prelock,
                                 deferred=backend.deferred)
-        try:
-            release, gate = hold(writer)
-            kept = [writer.submit(_send("alice", "bob")),
-                    writer.submit(counted_then_failed),
-                    writer.submit(_send("bob", "alice"))]
-            release.set()
-            await gate
-            return await asyncio.gather(*kept, return_exceptions=True)
-        finally:
-            writer.stop()
+        return await _one_batch_then_stop(writer, [_send("alice", "bob"), _counted_then_failed,
+                                                   _send("bob", "alice")])
 
     outcome = run(main())
     assert isinstance(outcome[1], ValueError)
-    check = backend.open_reader()
-    try:
-        assert check.execute("SELECT value FROM totals WHERE name = "
-                             "'messages_accepted'").fetchone()[0] == 2
-    finally:
-        check.close()
+    assert _accepted_total(backend) == 2
 
 
 def test_on_sqlite_a_batchs_totals_are_one_statement_and_a_rolled_back_jobs_are_dropped(
@@ -589,33 +599,17 @@ def test_on_sqlite_a_batchs_totals_are_one_statement_and_a_rolled_back_jobs_are_
         conn.set_trace_callback(statements.append)
         return conn
 
-    def counted_then_failed(conn):
-        statistics.add_total(conn, "messages_accepted", 100)
-        raise ValueError("on purpose")
-
     async def main():
         writer = SingleWriter(asyncio.get_running_loop(), traced_writer, backend.close,
                               errors=backend.errors, deferred=backend.deferred)
         writer.start()
-        try:
-            release, gate = hold(writer)
-            jobs = [writer.submit(_send("alice", "bob")) for _ in range(5)]
-            jobs.insert(2, writer.submit(counted_then_failed))
-            release.set()
-            await gate
-            return await asyncio.gather(*jobs, return_exceptions=True)
-        finally:
-            writer.stop()
+        return await _one_batch_then_stop(writer, [
+            _counted_then_failed if n == 2 else _send("alice", "bob") for n in range(6)])
 
     outcome = run(main())
     assert isinstance(outcome[2], ValueError)
     assert sum("INSERT INTO totals" in each for each in statements) == 1   # 5 Sends, 1 write
-    check = backend.open_reader()
-    try:
-        assert check.execute("SELECT value FROM totals WHERE name = "
-                             "'messages_accepted'").fetchone()[0] == 5
-    finally:
-        check.close()
+    assert _accepted_total(backend) == 5
 
 
 def test_a_deferred_write_that_fails_fails_its_own_job_and_the_others_commit(pg_dsn):
