@@ -190,7 +190,15 @@ def settle_resources(server, baseline_fds, seconds=15.0):
 
 def run(options):
     base = Path(tempfile.mkdtemp(prefix="parley-soak-"))
-    server = ServerProcess(base, "--max-clients", str(options.clients + 50))
+    many = str(10 * (options.clients + 50))
+    # One address (127.0.0.1) creates every account and opens every connection:
+    # the limits meant for strangers (20 new accounts per address and hour, 10
+    # connections per second...) are lifted, as bench/server.py does.
+    server = ServerProcess(base, "--max-clients", str(options.clients + 50),
+                           "--registrations-per-address", many,
+                           "--registrations-per-hour", many,
+                           "--connection-rate-per-address", many,
+                           "--max-startups", many, "--max-startups-per-address", many)
     try:
         return soak(server, options)
     finally:

@@ -65,6 +65,7 @@ from Tests.support import PASSWORD, ServerProcess, parent_of
 
 HOST = "127.0.0.1"
 CONNECT_TIMEOUT = 5.0
+BUSY_TRIES = 30          # a password sent again after "busy, retry after N s", at most
 SEND_TIMEOUT = 10.0
 STEP_TIMEOUT = 15.0          # one login step or one reply
 POLL = 0.05                  # how long a client waits for an event per turn
@@ -176,16 +177,25 @@ def log_in(link, name, allow_create=False, password=PASSWORD):
     if prompt == "new_password" and not allow_create:
         raise AccountMissing(f"the server offers to create '{name}', which should exist")
     field = "password" if prompt == "password" else "new_password"
-    link.send(Packet("Login", {field: password}))
-    return _expect_op(link, "Welcome")
+    for _ in range(BUSY_TRIES):
+        link.send(Packet("Login", {field: password}))
+        answer = _expect_op(link, "Welcome", "Login")
+        retry_after = answer.data.get("retry_after")
+        if answer.op == "Welcome" or answer.data.get("prompt") != prompt \
+                or type(retry_after) is not int:   # noqa: E721
+            break
+        time.sleep(min(retry_after, 5))   # "busy with other logins": as the client does
+    if answer.op != "Welcome":
+        raise Disconnected(f"expected Welcome, got {answer!r:.200}")
+    return answer
 
 
-def _expect_op(link, op):
+def _expect_op(link, *ops):
     event = link.expect()
     while isinstance(event, Packet) and event.op == "System":
         event = link.expect()
-    if not isinstance(event, Packet) or event.op != op:
-        raise Disconnected(f"expected {op}, got {event!r:.200}")
+    if not isinstance(event, Packet) or event.op not in ops:
+        raise Disconnected(f"expected {' or '.join(ops)}, got {event!r:.200}")
     return event
 
 
