@@ -38,6 +38,8 @@ from Modules.database import storage  # noqa: E402
 from Tests.support.crash_harness import Disconnected, Session  # noqa: E402
 from Tests.support import ServerProcess, wait_until  # noqa: E402
 
+SPARES = 4   # the server's spare processes (its default), so that "idle" means one thing
+
 
 def tree_resources(server):
     """(PSS in KiB, open file descriptors) summed over the server's process tree."""
@@ -177,12 +179,17 @@ def collect_leftovers(port, names, tally):
         session.logout()
 
 
+def quiet(server):
+    """No session or login process left, and every spare started: the idle tree."""
+    return not server.pids_titled("parley: user") and not server.pids_titled("parley: login") \
+        and len(server.pids_titled("parley: spare")) == SPARES
+
+
 def settle_resources(server, baseline_fds, seconds=15.0):
     """Tree resources once the processes of the sessions have ended."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if len(server.pids_titled("parley: user")) == 0 and \
-                tree_resources(server)[1] <= baseline_fds:
+        if quiet(server) and tree_resources(server)[1] <= baseline_fds:
             break
         time.sleep(0.5)
     return tree_resources(server)
@@ -198,7 +205,8 @@ def run(options):
                            "--registrations-per-address", many,
                            "--registrations-per-hour", many,
                            "--connection-rate-per-address", many,
-                           "--max-startups", many, "--max-startups-per-address", many)
+                           "--max-startups", many, "--max-startups-per-address", many,
+                           "--spare-processes", str(SPARES))
     try:
         return soak(server, options)
     finally:
@@ -211,7 +219,7 @@ def soak(server, options):
     names = [f"soak{i}" for i in range(options.clients)]
     for name in names:
         Session(server.port, name, create=True).logout()
-    wait_until(lambda: not server.pids_titled("parley: user"), message="quiet tree")
+    wait_until(lambda: quiet(server), message="quiet tree")   # the spares refilled too
     before = tree_resources(server)
     tally, started = Tally(), time.monotonic()
     clients = start_clients(server.port, names, options, tally)
