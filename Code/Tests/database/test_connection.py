@@ -142,6 +142,18 @@ def test_a_pipelined_bind_and_subscribe_are_answered_in_order(database):
     assert not was_closed and not closed(db, wait=0.5)
 
 
+def test_a_refused_bind_with_a_subscribe_behind_it_closes_and_subscribes_nobody(database):
+    """What a user process sends as it starts (Bind and Subscribe in one write),
+    with a stale ticket: the Bind is refused, the held Subscribe is never
+    answered, and the connection closes."""
+    _, config = database
+    db = link(config)
+    replies, was_closed = pipelined(db, [("Bind", {"ticket": "1:alice:" + "0" * 64}),
+                                         ("Subscribe", {})])
+    assert replies and replies[0].data["code"] == "bad_ticket"
+    assert len(replies) == 1 and (was_closed or closed(db))
+
+
 # Every ordered pair of phase-changing requests, pipelined after what makes the
 # first one legal. Only Bind then DeleteAccount is a legal sequence; after any
 # other first request the second is outside the new phase's table.
